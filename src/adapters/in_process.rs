@@ -1,0 +1,48 @@
+//! In-process delivery: records are applied straight into the store's unit of work for
+//! the file, so records, ledger state and stream advance commit in one transaction.
+
+use crate::core::record::{Record, Reject, Tally};
+use crate::ports::delivery::{Delivery, DeliveryError, FileDelivery};
+use crate::ports::store::{Commit, FileTicket, FileTxn, Store};
+use async_trait::async_trait;
+use std::sync::Arc;
+
+pub struct InProcessDelivery {
+    store: Arc<dyn Store>,
+}
+
+impl InProcessDelivery {
+    pub fn new(store: Arc<dyn Store>) -> Self {
+        Self { store }
+    }
+}
+
+#[async_trait]
+impl Delivery for InProcessDelivery {
+    fn describe(&self) -> String {
+        "in-process".into()
+    }
+
+    async fn open(&self, ticket: FileTicket) -> Result<Box<dyn FileDelivery>, DeliveryError> {
+        Ok(Box::new(InProcessFile { txn: self.store.begin_file(ticket).await? }))
+    }
+}
+
+struct InProcessFile {
+    txn: Box<dyn FileTxn>,
+}
+
+#[async_trait]
+impl FileDelivery for InProcessFile {
+    async fn send(&mut self, batch: Vec<Record>) -> Result<Tally, DeliveryError> {
+        Ok(self.txn.apply(batch).await?)
+    }
+
+    async fn reject(&mut self, batch: Vec<Reject>) -> Result<(), DeliveryError> {
+        Ok(self.txn.reject(batch).await?)
+    }
+
+    async fn finish(self: Box<Self>, commit: Commit) -> Result<(), DeliveryError> {
+        Ok(self.txn.commit(commit).await?)
+    }
+}

@@ -1,0 +1,207 @@
+//! The SQLite store (embedded mode): WAL journal, one writer thread, a reader connection
+//! for queries. `synchronous = FULL`, so a committed file survives power loss too.
+
+mod rows;
+mod writer;
+
+use crate::core::record::Reject;
+use crate::ports::store::{
+    AuditEntry, Commit, Counts, FileTicket, FileTxn, Snapshot, Store, StoreError, StoredRecord,
+};
+use async_trait::async_trait;
+use rows::map_err;
+use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot};
+use writer::{SqliteFileTxn, WriterCmd};
+
+const SCHEMA: &str = include_str!("schema.sql");
+const SCHEMA_VERSION: &str = "1";
+const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+const EXPORT_BATCH: usize = 1000;
+
+pub struct SqliteStore {
+    path: PathBuf,
+    writer: mpsc::Sender<WriterCmd>,
+    reader: Arc<Mutex<Connection>>,
+}
+
+fn connect(path: &Path) -> Result<Connection, StoreError> {
+    let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let conn = Connection::open_with_flags(path, flags)
+        .map_err(|e| StoreError::Open(format!("{}: {e}", path.display())))?;
+    conn.busy_timeout(BUSY_TIMEOUT).map_err(map_err)?;
+    conn.execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;")
+        .map_err(|e| StoreError::Open(format!("{}: {e}", path.display())))?;
+    Ok(conn)
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the store at `path` and starts its writer thread.
+    pub async fn open(path: impl Into<PathBuf>) -> Result<Self, StoreError> {
+        let path = path.into();
+        let p = path.clone();
+        let (write_conn, read_conn) = tokio::task::spawn_blocking(move || -> Result<_, StoreError> {
+            if let Some(dir) = p.parent().filter(|d| !d.as_os_str().is_empty()) {
+                std::fs::create_dir_all(dir).map_err(|e| StoreError::Open(format!("{}: {e}", dir.display())))?;
+            }
+            let w = connect(&p)?;
+            migrate(&w)?;
+            let r = connect(&p)?;
+            Ok((w, r))
+        })
+        .await
+        .map_err(|e| StoreError::Open(e.to_string()))??;
+        let (tx, rx) = mpsc::channel(16);
+        std::thread::Builder::new()
+            .name("sqlite-writer".into())
+            .spawn(move || writer::run(write_conn, rx))
+            .map_err(|e| StoreError::Open(format!("cannot start the writer thread: {e}")))?;
+        Ok(Self { path, writer: tx, reader: Arc::new(Mutex::new(read_conn)) })
+    }
+
+    async fn read<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let reader = self.reader.clone();
+        tokio::task::spawn_blocking(move || {
+            // A poisoned lock only means another reader panicked; the connection is fine.
+            let conn = reader.lock().unwrap_or_else(|p| p.into_inner());
+            f(&conn)
+        })
+        .await
+        .map_err(|e| StoreError::Io(e.to_string()))?
+    }
+}
+
+fn migrate(conn: &Connection) -> Result<(), StoreError> {
+    conn.execute_batch(SCHEMA).map_err(map_err)?;
+    let found: Option<String> =
+        conn.query_row("SELECT value FROM meta WHERE key = 'schema_version'", [], |r| r.get(0)).optional().map_err(map_err)?;
+    match found {
+        None => {
+            conn.execute("INSERT INTO meta (key, value) VALUES ('schema_version', ?1)", params![SCHEMA_VERSION])
+                .map_err(map_err)?;
+            Ok(())
+        }
+        Some(v) if v == SCHEMA_VERSION => Ok(()),
+        Some(v) => Err(StoreError::SchemaVersion { found: v, expected: SCHEMA_VERSION.into() }),
+    }
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    fn describe(&self) -> String {
+        format!("sqlite:{}", self.path.display())
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.read(|c| c.query_row("SELECT 1", [], |_| Ok(())).map_err(map_err)).await
+    }
+
+    async fn snapshot(&self) -> Result<Snapshot, StoreError> {
+        self.read(|c| {
+            // One read transaction, so ledger and streams are consistent with each other.
+            c.execute_batch("BEGIN").map_err(map_err)?;
+            let result = rows::load_ledger(c).and_then(|ledger| Ok(Snapshot { ledger, streams: rows::load_streams(c)? }));
+            let _ = c.execute_batch("COMMIT");
+            result
+        })
+        .await
+    }
+
+    async fn commit(&self, commit: Commit) -> Result<(), StoreError> {
+        if commit.is_empty() {
+            return Ok(());
+        }
+        let (tx, rx) = oneshot::channel();
+        self.writer.send(WriterCmd::Commit(commit, tx)).await.map_err(|_| StoreError::Closed)?;
+        rx.await.map_err(|_| StoreError::Closed)?
+    }
+
+    async fn begin_file(&self, _ticket: FileTicket) -> Result<Box<dyn FileTxn>, StoreError> {
+        let (txn_tx, txn_rx) = mpsc::channel(2);
+        let (tx, rx) = oneshot::channel();
+        self.writer.send(WriterCmd::BeginFile(txn_rx, tx)).await.map_err(|_| StoreError::Closed)?;
+        rx.await.map_err(|_| StoreError::Closed)??;
+        Ok(Box::new(SqliteFileTxn { commands: txn_tx }))
+    }
+
+    async fn counts(&self) -> Result<Counts, StoreError> {
+        self.read(|c| {
+            let get = |name: &str| -> Result<u64, StoreError> {
+                c.query_row("SELECT value FROM counters WHERE name = ?1", params![name], |r| r.get(0))
+                    .optional()
+                    .map(|v| v.unwrap_or(0))
+                    .map_err(map_err)
+            };
+            Ok(Counts {
+                applied_files: get("applied_files")?,
+                duplicate_files: get("duplicate_files")?,
+                records_applied: get("records_applied")?,
+                records_stale: get("records_stale")?,
+                records_unchanged: get("records_unchanged")?,
+                records_rejected: c.query_row("SELECT count(*) FROM rejects", [], |r| r.get(0)).map_err(map_err)?,
+            })
+        })
+        .await
+    }
+
+    async fn rejects(&self, file: Option<String>) -> Result<Vec<Reject>, StoreError> {
+        self.read(move |c| {
+            let mut stmt = c
+                .prepare("SELECT file, line, reason, raw FROM rejects WHERE ?1 IS NULL OR file = ?1 ORDER BY file, line")
+                .map_err(map_err)?;
+            let rows = stmt
+                .query_map(params![file], |r| {
+                    Ok(Reject { file: r.get::<_, String>(0)?.into(), line: r.get(1)?, reason: r.get(2)?, raw: r.get(3)? })
+                })
+                .map_err(map_err)?;
+            rows.collect::<Result<Vec<_>, _>>().map_err(map_err)
+        })
+        .await
+    }
+
+    async fn audit_log(&self) -> Result<Vec<AuditEntry>, StoreError> {
+        self.read(|c| {
+            let mut stmt =
+                c.prepare("SELECT at, actor, action, region, seq, detail FROM audit ORDER BY id").map_err(map_err)?;
+            let rows = stmt.query_map([], rows::read_audit).map_err(map_err)?;
+            let mut out = Vec::new();
+            for row in rows {
+                out.push(row.map_err(map_err)??);
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn export(&self, sink: mpsc::Sender<Vec<StoredRecord>>) -> Result<u64, StoreError> {
+        self.read(move |c| {
+            let mut stmt = c
+                .prepare("SELECT rtype, key, deleted, region, file, v_date, v_seq, v_line, fields FROM records ORDER BY rtype, key")
+                .map_err(map_err)?;
+            let rows = stmt.query_map([], rows::read_record).map_err(map_err)?;
+            let mut batch = Vec::with_capacity(EXPORT_BATCH);
+            let mut sent = 0u64;
+            for row in rows {
+                batch.push(row.map_err(map_err)??);
+                if batch.len() == EXPORT_BATCH {
+                    sent += batch.len() as u64;
+                    if sink.blocking_send(std::mem::replace(&mut batch, Vec::with_capacity(EXPORT_BATCH))).is_err() {
+                        return Ok(sent); // the consumer went away
+                    }
+                }
+            }
+            sent += batch.len() as u64;
+            if !batch.is_empty() {
+                let _ = sink.blocking_send(batch);
+            }
+            Ok(sent)
+        })
+        .await
+    }
+}

@@ -1,0 +1,313 @@
+//! Mapping between store rows and core types, and the statements every write shares.
+
+use crate::core::ledger::{Conflict, FileState, LedgerEntry};
+use crate::core::name::FileName;
+use crate::core::record::{Record, Reject, Tally};
+use crate::core::sequencer::StreamRecord;
+use crate::core::version::{Decision, Version, decide};
+use crate::ports::store::{AuditEntry, Commit, StoreError, StoredRecord};
+use chrono::{DateTime, Utc};
+use rusqlite::{Connection, OptionalExtension, Row, params};
+
+pub(super) fn map_err(e: rusqlite::Error) -> StoreError {
+    use rusqlite::ErrorCode::{DatabaseBusy, DatabaseLocked};
+    match &e {
+        rusqlite::Error::SqliteFailure(f, _) if matches!(f.code, DatabaseBusy | DatabaseLocked) => {
+            StoreError::Busy(e.to_string())
+        }
+        rusqlite::Error::FromSqlConversionFailure(..)
+        | rusqlite::Error::InvalidColumnType(..)
+        | rusqlite::Error::IntegralValueOutOfRange(..) => StoreError::Corrupt(e.to_string()),
+        _ => StoreError::Io(e.to_string()),
+    }
+}
+
+fn time(s: Option<String>) -> Result<Option<DateTime<Utc>>, StoreError> {
+    s.map(|s| {
+        DateTime::parse_from_rfc3339(&s)
+            .map(|t| t.with_timezone(&Utc))
+            .map_err(|e| StoreError::Corrupt(format!("timestamp {s:?}: {e}")))
+    })
+    .transpose()
+}
+
+fn text_time(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+}
+
+const OBJECT_COLUMNS: &str = "name, key, region, kind, file_date, seq, size, fingerprint, sha256, state, reason, \
+     conflict_fingerprint, conflict_sha256, conflict_reason, conflict_at, first_seen, updated_at, \
+     record_lines, records_applied, records_stale, records_unchanged, records_rejected";
+
+pub(super) fn load_ledger(conn: &Connection) -> Result<Vec<LedgerEntry>, StoreError> {
+    let mut stmt = conn.prepare_cached(&format!("SELECT {OBJECT_COLUMNS} FROM objects ORDER BY name")).map_err(map_err)?;
+    let rows = stmt.query_map([], read_object).map_err(map_err)?;
+    let mut out = Vec::new();
+    for row in rows {
+        out.push(row.map_err(map_err)??);
+    }
+    Ok(out)
+}
+
+type RowResult<T> = rusqlite::Result<Result<T, StoreError>>;
+
+fn read_object(r: &Row<'_>) -> RowResult<LedgerEntry> {
+    let name: String = r.get(0)?;
+    let region: Option<String> = r.get(2)?;
+    let kind: Option<String> = r.get(3)?;
+    let file_date: Option<u32> = r.get(4)?;
+    let seq: Option<u64> = r.get(5)?;
+    let state: String = r.get(9)?;
+    let conflict_fingerprint: Option<String> = r.get(11)?;
+    let conflict_sha256: Option<String> = r.get(12)?;
+    let conflict_reason: Option<String> = r.get(13)?;
+    let conflict_at: Option<String> = r.get(14)?;
+    let first_seen: String = r.get(15)?;
+    let updated_at: String = r.get(16)?;
+    let (key, size, fingerprint, sha256, reason): (String, u64, String, Option<String>, Option<String>) =
+        (r.get(1)?, r.get(6)?, r.get(7)?, r.get(8)?, r.get(10)?);
+    let tally = Tally { applied: r.get(18)?, stale: r.get(19)?, unchanged: r.get(20)?, rejected: r.get(21)? };
+    let record_lines: u64 = r.get(17)?;
+    Ok((|| {
+        let corrupt = |what: &str| StoreError::Corrupt(format!("objects row {name}: {what}"));
+        let batch = match (region, kind, file_date, seq) {
+            (Some(region), Some(kind), Some(d), Some(seq)) => Some(FileName {
+                name: name.clone(),
+                region,
+                kind,
+                date: Version::date_from_number(d).ok_or_else(|| corrupt("bad file_date"))?,
+                seq,
+            }),
+            _ => None,
+        };
+        let conflict = match (conflict_fingerprint, conflict_sha256, conflict_reason) {
+            (Some(fingerprint), Some(sha256), Some(reason)) => Some(Conflict {
+                fingerprint,
+                sha256,
+                reason,
+                at: time(conflict_at)?.unwrap_or(DateTime::UNIX_EPOCH),
+            }),
+            _ => None,
+        };
+        Ok(LedgerEntry {
+            state: FileState::parse(&state).ok_or_else(|| corrupt("unknown state"))?,
+            first_seen: time(Some(first_seen))?.unwrap_or(DateTime::UNIX_EPOCH),
+            updated_at: time(Some(updated_at))?.unwrap_or(DateTime::UNIX_EPOCH),
+            name,
+            key,
+            batch,
+            size,
+            fingerprint,
+            sha256,
+            reason,
+            conflict,
+            record_lines,
+            tally,
+        })
+    })())
+}
+
+pub(super) fn load_streams(conn: &Connection) -> Result<Vec<StreamRecord>, StoreError> {
+    let mut stmt =
+        conn.prepare_cached("SELECT region, next_seq, waiting_since FROM streams ORDER BY region").map_err(map_err)?;
+    let rows = stmt
+        .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, Option<u64>>(1)?, r.get::<_, Option<String>>(2)?)))
+        .map_err(map_err)?;
+    let mut out = Vec::new();
+    for row in rows {
+        let (region, next_seq, waiting) = row.map_err(map_err)?;
+        out.push(StreamRecord { region, next_seq, waiting_since: time(waiting)?, skipped: Default::default() });
+    }
+    let mut stmt = conn.prepare_cached("SELECT region, seq FROM skips").map_err(map_err)?;
+    let skips = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, u64>(1)?))).map_err(map_err)?;
+    for skip in skips {
+        let (region, seq) = skip.map_err(map_err)?;
+        match out.iter_mut().find(|s| s.region == region) {
+            Some(s) => {
+                s.skipped.insert(seq);
+            }
+            None => out.push(StreamRecord { region, skipped: [seq].into(), ..Default::default() }),
+        }
+    }
+    Ok(out)
+}
+
+/// Writes a commit's rows; the caller owns the transaction.
+pub(super) fn write_commit(conn: &Connection, c: &Commit) -> Result<(), StoreError> {
+    for e in &c.ledger {
+        write_object(conn, e)?;
+    }
+    for s in &c.streams {
+        conn.prepare_cached(
+            "INSERT INTO streams (region, next_seq, waiting_since) VALUES (?1, ?2, ?3)
+             ON CONFLICT (region) DO UPDATE SET next_seq = excluded.next_seq, waiting_since = excluded.waiting_since",
+        )
+        .map_err(map_err)?
+        .execute(params![s.region, s.next_seq, s.waiting_since.map(text_time)])
+        .map_err(map_err)?;
+        let mut skip = conn.prepare_cached("INSERT OR IGNORE INTO skips (region, seq) VALUES (?1, ?2)").map_err(map_err)?;
+        for seq in &s.skipped {
+            skip.execute(params![s.region, seq]).map_err(map_err)?;
+        }
+    }
+    for a in &c.audit {
+        conn.prepare_cached("INSERT INTO audit (at, actor, action, region, seq, detail) VALUES (?1, ?2, ?3, ?4, ?5, ?6)")
+            .map_err(map_err)?
+            .execute(params![text_time(a.at), a.actor, a.action, a.region, a.seq, a.detail])
+            .map_err(map_err)?;
+    }
+    let d = &c.counters;
+    let increments = [
+        ("applied_files", d.applied_files),
+        ("duplicate_files", d.duplicate_files),
+        ("records_applied", d.records.applied),
+        ("records_stale", d.records.stale),
+        ("records_unchanged", d.records.unchanged),
+    ];
+    for (name, by) in increments.into_iter().filter(|(_, by)| *by > 0) {
+        conn.prepare_cached(
+            "INSERT INTO counters (name, value) VALUES (?1, ?2) ON CONFLICT (name) DO UPDATE SET value = value + excluded.value",
+        )
+        .map_err(map_err)?
+        .execute(params![name, by])
+        .map_err(map_err)?;
+    }
+    Ok(())
+}
+
+fn write_object(conn: &Connection, e: &LedgerEntry) -> Result<(), StoreError> {
+    let b = e.batch.as_ref();
+    let c = e.conflict.as_ref();
+    let date = b.map(|b| Version { date: b.date, seq: 0, line: 0 }.date_number());
+    conn.prepare_cached(&format!(
+        "INSERT OR REPLACE INTO objects ({OBJECT_COLUMNS}) VALUES
+         (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22)"
+    ))
+    .map_err(map_err)?
+    .execute(params![
+        e.name,
+        e.key,
+        b.map(|b| &b.region),
+        b.map(|b| &b.kind),
+        date,
+        b.map(|b| b.seq),
+        e.size,
+        e.fingerprint,
+        e.sha256,
+        e.state.as_str(),
+        e.reason,
+        c.map(|c| &c.fingerprint),
+        c.map(|c| &c.sha256),
+        c.map(|c| &c.reason),
+        c.map(|c| text_time(c.at)),
+        text_time(e.first_seen),
+        text_time(e.updated_at),
+        e.record_lines,
+        e.tally.applied,
+        e.tally.stale,
+        e.tally.unchanged,
+        e.tally.rejected,
+    ])
+    .map_err(map_err)?;
+    Ok(())
+}
+
+/// Applies records under the version rule inside the caller's transaction. The single
+/// writer connection makes the read-decide-write of each identity atomic.
+pub(super) fn apply_records(conn: &Connection, batch: &[Record]) -> Result<Tally, StoreError> {
+    let mut read = conn.prepare_cached("SELECT v_date, v_seq, v_line FROM records WHERE rtype = ?1 AND key = ?2").map_err(map_err)?;
+    let mut write = conn
+        .prepare_cached(
+            "INSERT INTO records (rtype, key, deleted, region, file, v_date, v_seq, v_line, fields)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+             ON CONFLICT (rtype, key) DO UPDATE SET deleted = excluded.deleted, region = excluded.region,
+               file = excluded.file, v_date = excluded.v_date, v_seq = excluded.v_seq,
+               v_line = excluded.v_line, fields = excluded.fields",
+        )
+        .map_err(map_err)?;
+    let mut tally = Tally::default();
+    for r in batch {
+        let stored = read
+            .query_row(params![&*r.record_type, r.key], |row| {
+                Ok((row.get::<_, u32>(0)?, row.get::<_, u64>(1)?, row.get::<_, u64>(2)?))
+            })
+            .optional()
+            .map_err(map_err)?
+            .map(|(d, seq, line)| {
+                Version::date_from_number(d)
+                    .map(|date| Version { date, seq, line })
+                    .ok_or_else(|| StoreError::Corrupt(format!("record {} {}: bad v_date {d}", r.record_type, r.key)))
+            })
+            .transpose()?;
+        match decide(stored, r.version) {
+            Decision::Apply => {
+                write
+                    .execute(params![
+                        &*r.record_type,
+                        r.key,
+                        r.deleted,
+                        &*r.region,
+                        &*r.file,
+                        r.version.date_number(),
+                        r.version.seq,
+                        r.version.line,
+                        r.fields_json()
+                    ])
+                    .map_err(map_err)?;
+                tally.applied += 1;
+            }
+            Decision::Stale => tally.stale += 1,
+            Decision::Same => tally.unchanged += 1,
+        }
+    }
+    Ok(tally)
+}
+
+pub(super) fn insert_rejects(conn: &Connection, batch: &[Reject]) -> Result<(), StoreError> {
+    let mut stmt =
+        conn.prepare_cached("INSERT OR REPLACE INTO rejects (file, line, reason, raw) VALUES (?1, ?2, ?3, ?4)").map_err(map_err)?;
+    for r in batch {
+        stmt.execute(params![&*r.file, r.line, r.reason, r.raw]).map_err(map_err)?;
+    }
+    Ok(())
+}
+
+pub(super) fn read_record(r: &Row<'_>) -> rusqlite::Result<Result<StoredRecord, StoreError>> {
+    let (record_type, key): (String, String) = (r.get(0)?, r.get(1)?);
+    let d: u32 = r.get(5)?;
+    let stored = |date| StoredRecord {
+        version: Version { date, seq: 0, line: 0 },
+        record_type: String::new(),
+        key: String::new(),
+        deleted: false,
+        region: String::new(),
+        file: String::new(),
+        fields_json: None,
+    };
+    let Some(date) = Version::date_from_number(d) else {
+        return Ok(Err(StoreError::Corrupt(format!("record {record_type} {key}: bad v_date {d}"))));
+    };
+    let mut s = stored(date);
+    s.version.seq = r.get(6)?;
+    s.version.line = r.get(7)?;
+    s.deleted = r.get(2)?;
+    s.region = r.get(3)?;
+    s.file = r.get(4)?;
+    s.fields_json = r.get(8)?;
+    s.record_type = record_type;
+    s.key = key;
+    Ok(Ok(s))
+}
+
+pub(super) fn read_audit(r: &Row<'_>) -> rusqlite::Result<Result<AuditEntry, StoreError>> {
+    let at: String = r.get(0)?;
+    let entry = (r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?);
+    Ok(time(Some(at)).map(|at| AuditEntry {
+        at: at.unwrap_or(DateTime::UNIX_EPOCH),
+        actor: entry.0,
+        action: entry.1,
+        region: entry.2,
+        seq: entry.3,
+        detail: entry.4,
+    }))
+}

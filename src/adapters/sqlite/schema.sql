@@ -1,0 +1,81 @@
+-- esr-ingest SQLite store, schema version 1.
+CREATE TABLE IF NOT EXISTS meta (
+    key   TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+
+-- The ledger: every object name ever seen.
+CREATE TABLE IF NOT EXISTS objects (
+    name                 TEXT PRIMARY KEY,
+    key                  TEXT NOT NULL,
+    region               TEXT,
+    kind                 TEXT,
+    file_date            INTEGER,
+    seq                  INTEGER,
+    size                 INTEGER NOT NULL,
+    fingerprint          TEXT NOT NULL,
+    sha256               TEXT,
+    state                TEXT NOT NULL,
+    reason               TEXT,
+    conflict_fingerprint TEXT,
+    conflict_sha256      TEXT,
+    conflict_reason      TEXT,
+    conflict_at          TEXT,
+    first_seen           TEXT NOT NULL,
+    updated_at           TEXT NOT NULL,
+    record_lines         INTEGER NOT NULL DEFAULT 0,
+    records_applied      INTEGER NOT NULL DEFAULT 0,
+    records_stale        INTEGER NOT NULL DEFAULT 0,
+    records_unchanged    INTEGER NOT NULL DEFAULT 0,
+    records_rejected     INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS objects_by_stream ON objects (region, seq);
+
+CREATE TABLE IF NOT EXISTS streams (
+    region        TEXT PRIMARY KEY,
+    next_seq      INTEGER,
+    waiting_since TEXT
+);
+
+CREATE TABLE IF NOT EXISTS skips (
+    region TEXT NOT NULL,
+    seq    INTEGER NOT NULL,
+    PRIMARY KEY (region, seq)
+) WITHOUT ROWID;
+
+-- Current records: one row per identity (type, key), tombstones included.
+CREATE TABLE IF NOT EXISTS records (
+    rtype   TEXT NOT NULL,
+    key     TEXT NOT NULL,
+    deleted INTEGER NOT NULL,
+    region  TEXT NOT NULL,
+    file    TEXT NOT NULL,
+    v_date  INTEGER NOT NULL,
+    v_seq   INTEGER NOT NULL,
+    v_line  INTEGER NOT NULL,
+    fields  TEXT,
+    PRIMARY KEY (rtype, key)
+) WITHOUT ROWID;
+
+CREATE TABLE IF NOT EXISTS rejects (
+    file   TEXT NOT NULL,
+    line   INTEGER NOT NULL,
+    reason TEXT NOT NULL,
+    raw    TEXT NOT NULL,
+    PRIMARY KEY (file, line)
+) WITHOUT ROWID;
+
+CREATE TABLE IF NOT EXISTS audit (
+    id     INTEGER PRIMARY KEY AUTOINCREMENT,
+    at     TEXT NOT NULL,
+    actor  TEXT NOT NULL,
+    action TEXT NOT NULL,
+    region TEXT,
+    seq    INTEGER,
+    detail TEXT NOT NULL
+);
+
+CREATE TABLE IF NOT EXISTS counters (
+    name  TEXT PRIMARY KEY,
+    value INTEGER NOT NULL
+);

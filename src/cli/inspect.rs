@@ -1,0 +1,121 @@
+//! Read-only commands: `status`, `export`, `rejects`.
+
+use super::{EXIT_OK, app};
+use crate::config::Settings;
+use crate::engine::export_line;
+use crate::engine::status::{StatusDoc, status_doc};
+use anyhow::Context;
+use chrono::Utc;
+use std::io::Write;
+use std::path::PathBuf;
+use tokio::sync::mpsc;
+
+pub async fn status(settings: Settings, json: bool) -> anyhow::Result<i32> {
+    let store = app::open_store(&settings).await?;
+    let (snapshot, counts) = (store.snapshot().await?, store.counts().await?);
+    let doc = status_doc(&snapshot, counts, &settings.rules, Utc::now());
+    let mut out = std::io::stdout().lock();
+    if json {
+        serde_json::to_writer_pretty(&mut out, &doc)?;
+        writeln!(out)?;
+    } else {
+        write_status_table(&mut out, &doc)?;
+    }
+    Ok(EXIT_OK)
+}
+
+fn write_status_table(out: &mut impl Write, doc: &StatusDoc) -> std::io::Result<()> {
+    writeln!(out, "STREAMS")?;
+    if doc.streams.is_empty() {
+        writeln!(out, "  (none yet)")?;
+    } else {
+        writeln!(out, "  {:<8} {:>10} {:>12} {:<24} {:<5} {}", "REGION", "NEXT SEQ", "LAST APPLIED", "WAITING SINCE", "ALERT", "HELD / WAITING FOR")?;
+    }
+    for s in &doc.streams {
+        let held = if s.held.is_empty() {
+            "-".to_string()
+        } else {
+            s.held.iter().map(u64::to_string).collect::<Vec<_>>().join(",")
+        };
+        let waiting = s.waiting_for.as_deref().map(|w| format!("  ({w})")).unwrap_or_default();
+        writeln!(
+            out,
+            "  {:<8} {:>10} {:>12} {:<24} {:<5} {}{}",
+            s.region,
+            s.next_seq.map_or("-".into(), |n| n.to_string()),
+            s.last_applied_seq.map_or("-".into(), |n| n.to_string()),
+            s.waiting_since.as_deref().unwrap_or("-"),
+            if s.gap_alert { "GAP" } else { "" },
+            held,
+            waiting
+        )?;
+    }
+    writeln!(out, "\nQUARANTINED ({})", doc.quarantined.len())?;
+    for q in &doc.quarantined {
+        writeln!(out, "  {}  {}", q.file, q.reason)?;
+    }
+    let c = &doc.counts;
+    writeln!(out, "\nCOUNTS")?;
+    writeln!(
+        out,
+        "  files: {} applied, {} duplicate, {} quarantined, {} pending",
+        c.totals.applied_files, c.totals.duplicate_files, c.quarantined_files, c.pending_files
+    )?;
+    writeln!(
+        out,
+        "  records: {} applied, {} stale, {} unchanged, {} rejected",
+        c.totals.records_applied, c.totals.records_stale, c.totals.records_unchanged, c.totals.records_rejected
+    )
+}
+
+pub async fn export(settings: Settings, output: Option<PathBuf>) -> anyhow::Result<i32> {
+    let store = app::open_store(&settings).await?;
+    let (tx, mut rx) = mpsc::channel(4);
+    let producer = tokio::spawn(async move { store.export(tx).await });
+    let write = async {
+        let (mut sink, tmp): (Box<dyn Write + Send>, Option<PathBuf>) = match &output {
+            Some(path) => {
+                let tmp = path.with_extension("partial");
+                let file = std::fs::File::create(&tmp).with_context(|| format!("cannot write {}", tmp.display()))?;
+                (Box::new(std::io::BufWriter::new(file)), Some(tmp))
+            }
+            None => (Box::new(std::io::BufWriter::new(std::io::stdout())), None),
+        };
+        while let Some(batch) = rx.recv().await {
+            for r in &batch {
+                sink.write_all(export_line(r).as_bytes())?;
+                sink.write_all(b"\n")?;
+            }
+        }
+        sink.flush()?;
+        drop(sink);
+        anyhow::Ok(tmp)
+    };
+    let tmp = write.await?;
+    producer.await.context("export task failed")??;
+    if let (Some(tmp), Some(path)) = (tmp, &output) {
+        std::fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    Ok(EXIT_OK)
+}
+
+pub async fn rejects(settings: Settings, file: Option<String>, json: bool) -> anyhow::Result<i32> {
+    let store = app::open_store(&settings).await?;
+    let rejects = store.rejects(file).await?;
+    let mut out = std::io::stdout().lock();
+    if json {
+        let rows: Vec<_> = rejects
+            .iter()
+            .map(|r| serde_json::json!({"file": &*r.file, "line": r.line, "reason": r.reason, "raw": r.raw}))
+            .collect();
+        serde_json::to_writer_pretty(&mut out, &rows)?;
+        writeln!(out)?;
+    } else if rejects.is_empty() {
+        writeln!(out, "no rejected lines")?;
+    } else {
+        for r in &rejects {
+            writeln!(out, "{}:{}: {}", r.file, r.line, r.reason)?;
+        }
+    }
+    Ok(EXIT_OK)
+}

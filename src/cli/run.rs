@@ -1,0 +1,94 @@
+//! `run [--once]`: the service loop.
+
+use super::{EXIT_FAILURE, EXIT_OK, app};
+use crate::config::Settings;
+use crate::engine::{EngineError, PassReport};
+use crate::health::{self, HealthState};
+use std::net::SocketAddr;
+use tokio_util::sync::CancellationToken;
+
+/// Cancels `token` on the first SIGINT/SIGTERM; exits at once on the second.
+fn install_signal_handler(token: CancellationToken) {
+    tokio::spawn(async move {
+        use tokio::signal::unix::{SignalKind, signal};
+        let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+            tracing::error!("cannot install signal handlers");
+            return;
+        };
+        for n in 0.. {
+            tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
+            if n == 0 {
+                tracing::info!("shutdown requested; finishing the current step (signal again to exit at once)");
+                token.cancel();
+            } else {
+                tracing::warn!("second signal: exiting now");
+                std::process::exit(130);
+            }
+        }
+    });
+}
+
+fn log_pass(r: &PassReport) {
+    if r.discovered + r.applied.len() + r.quarantined.len() + r.duplicates + r.conflicts + r.deferred.len() > 0 {
+        tracing::info!(
+            discovered = r.discovered,
+            applied = r.applied.len(),
+            quarantined = r.quarantined.len(),
+            duplicates = r.duplicates,
+            conflicts = r.conflicts,
+            deferred = r.deferred.len(),
+            "pass complete"
+        );
+    }
+}
+
+pub async fn run(settings: Settings, once: bool, listen: Option<SocketAddr>) -> anyhow::Result<i32> {
+    let engine = app::engine(&settings).await?;
+    let cancel = CancellationToken::new();
+    install_signal_handler(cancel.clone());
+    tracing::info!(
+        source = %engine.source.describe(),
+        store = %engine.store.describe(),
+        delivery = %engine.delivery.describe(),
+        "esr-ingest starting"
+    );
+    if once {
+        let report = match engine.pass(&cancel).await {
+            Err(EngineError::Cancelled) => return Ok(EXIT_FAILURE),
+            other => other?,
+        };
+        log_pass(&report);
+        if !report.deferred.is_empty() {
+            let (file, why) = &report.deferred[0];
+            anyhow::bail!("{} file(s) could not be processed now; first: {file}: {why}", report.deferred.len());
+        }
+        return Ok(EXIT_OK);
+    }
+    engine.heartbeat.beat();
+    let state = HealthState {
+        heartbeat: engine.heartbeat.clone(),
+        store: engine.store.clone(),
+        poll_interval: settings.poll_interval,
+    };
+    let server = health::serve(listen.unwrap_or(settings.health_listen), state, cancel.clone()).await?;
+    while !cancel.is_cancelled() {
+        match engine.pass(&cancel).await {
+            Ok(report) => {
+                log_pass(&report);
+                engine.heartbeat.pass_done(report.deferred.is_empty());
+            }
+            Err(EngineError::Cancelled) => break,
+            Err(e) => {
+                tracing::error!(error = %e, "pass failed; trying again after the poll interval");
+                engine.heartbeat.pass_done(false);
+            }
+        }
+        tokio::select! {
+            () = tokio::time::sleep(settings.poll_interval) => {}
+            () = cancel.cancelled() => {}
+        }
+    }
+    let _ = server.await;
+    tracing::info!("stopped");
+    Ok(EXIT_OK)
+}

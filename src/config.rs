@@ -1,0 +1,267 @@
+//! Configuration: a TOML file, then environment variables and flags on top, validated in
+//! full before any I/O against the source or store. Unknown keys are errors.
+
+use crate::core::name::{DEFAULT_NAME_PATTERN, NameProfile};
+use crate::core::schema::Layout;
+use crate::core::sequencer::SequenceRules;
+use chrono::TimeDelta;
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+pub const DEFAULT_SOURCE: &str = "./inbox";
+pub const DEFAULT_STORE: &str = "./esr-ingest.db";
+pub const DEFAULT_HEALTH_LISTEN: &str = "127.0.0.1:8080";
+pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_secs(10);
+pub const DEFAULT_GAP_ALERT_AFTER: Duration = Duration::from_secs(26 * 3600);
+
+/// A configuration mistake: always reported before anything runs (exit code 2).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ConfigError(pub String);
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigFile {
+    pub source: Option<String>,
+    pub store: Option<String>,
+    pub broker: Option<String>,
+    #[serde(default, with = "humantime_serde")]
+    pub poll_interval: Option<Duration>,
+    pub log_format: Option<LogFormat>,
+    /// Shorthand for `[sequence] gap_alert_after`.
+    #[serde(default, with = "humantime_serde")]
+    pub gap_alert_after: Option<Duration>,
+    #[serde(default)]
+    pub profile: ProfileSection,
+    #[serde(default)]
+    pub sequence: SequenceSection,
+    #[serde(default)]
+    pub health: HealthSection,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProfileSection {
+    pub name_pattern: Option<String>,
+    pub layout: Option<PathBuf>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SequenceSection {
+    #[serde(default, with = "humantime_serde")]
+    pub gap_alert_after: Option<Duration>,
+    #[serde(default, with = "humantime_serde")]
+    pub auto_skip_after: Option<Duration>,
+    #[serde(default)]
+    pub start: BTreeMap<String, u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthSection {
+    pub listen: Option<SocketAddr>,
+}
+
+/// Where the files come from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SourceSpec {
+    Folder(PathBuf),
+    S3 { bucket: String, prefix: String },
+}
+
+/// Where state and records are kept.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StoreSpec {
+    Sqlite(PathBuf),
+    Mongo(String),
+}
+
+/// Overrides from flags and environment (highest precedence).
+#[derive(Clone, Debug, Default)]
+pub struct Overrides {
+    pub source: Option<String>,
+    pub store: Option<String>,
+    pub broker: Option<String>,
+    pub log_format: Option<LogFormat>,
+}
+
+/// The validated settings.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    pub source: SourceSpec,
+    pub store: StoreSpec,
+    pub broker: Option<String>,
+    pub poll_interval: Duration,
+    pub log_format: LogFormat,
+    pub profile: NameProfile,
+    pub layout: Arc<Layout>,
+    pub rules: SequenceRules,
+    pub health_listen: SocketAddr,
+}
+
+impl Settings {
+    /// Loads the config file (if any) and applies the overrides.
+    pub fn load(config: Option<&Path>, overrides: Overrides) -> Result<Self, ConfigError> {
+        let file = match config {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .map_err(|e| ConfigError(format!("config {}: {e}", path.display())))?;
+                toml::from_str::<ConfigFile>(&text)
+                    .map_err(|e| ConfigError(format!("config {}: {}", path.display(), one_line(&e.to_string()))))?
+            }
+            None => ConfigFile::default(),
+        };
+        Self::from_file(file, overrides)
+    }
+
+    pub fn from_file(file: ConfigFile, o: Overrides) -> Result<Self, ConfigError> {
+        let err = |m: String| Err(ConfigError(m));
+        let source = parse_source(o.source.or(file.source).as_deref().unwrap_or(DEFAULT_SOURCE))?;
+        let store = parse_store(o.store.or(file.store).as_deref().unwrap_or(DEFAULT_STORE))?;
+        let broker = o.broker.or(file.broker);
+        if let Some(b) = &broker
+            && !(b.starts_with("amqp://") || b.starts_with("amqps://"))
+        {
+            return err(format!("broker {b:?}: expected an amqp:// or amqps:// URL"));
+        }
+        let poll_interval = file.poll_interval.unwrap_or(DEFAULT_POLL_INTERVAL);
+        if poll_interval.is_zero() {
+            return err("poll_interval must be greater than 0".into());
+        }
+        let pattern = file.profile.name_pattern.as_deref().unwrap_or(DEFAULT_NAME_PATTERN);
+        let profile = NameProfile::new(pattern).map_err(|e| ConfigError(format!("profile.{e}")))?;
+        let layout = match &file.profile.layout {
+            None => Layout::default_esr(),
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .map_err(|e| ConfigError(format!("profile.layout {}: {e}", path.display())))?;
+                Layout::from_toml(&text)
+                    .map_err(|e| ConfigError(format!("profile.layout {}: {}", path.display(), one_line(&e.to_string()))))?
+            }
+        };
+        let gap_alert_after = match (file.gap_alert_after, file.sequence.gap_alert_after) {
+            (Some(_), Some(_)) => {
+                return err("gap_alert_after is set twice (top level and [sequence]); keep one".into());
+            }
+            (a, b) => a.or(b).unwrap_or(DEFAULT_GAP_ALERT_AFTER),
+        };
+        let delta = |name: &str, d: Duration| {
+            TimeDelta::from_std(d).map_err(|_| ConfigError(format!("{name} is too large")))
+        };
+        for (region, seq) in &file.sequence.start {
+            if *seq == 0 {
+                return err(format!("sequence.start.{region} must be greater than 0"));
+            }
+        }
+        let rules = SequenceRules {
+            gap_alert_after: delta("gap_alert_after", gap_alert_after)?,
+            auto_skip_after: file.sequence.auto_skip_after.map(|d| delta("auto_skip_after", d)).transpose()?,
+            start: file.sequence.start,
+        };
+        Ok(Settings {
+            source,
+            store,
+            broker,
+            poll_interval,
+            log_format: o.log_format.or(file.log_format).unwrap_or_default(),
+            profile,
+            layout: Arc::new(layout),
+            rules,
+            health_listen: file.health.listen.unwrap_or_else(|| {
+                // A constant address that the unit tests parse.
+                DEFAULT_HEALTH_LISTEN.parse().expect("valid default address")
+            }),
+        })
+    }
+}
+
+fn one_line(s: &str) -> String {
+    s.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+fn parse_source(s: &str) -> Result<SourceSpec, ConfigError> {
+    if let Some(rest) = s.strip_prefix("s3://") {
+        let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+        if bucket.is_empty() {
+            return Err(ConfigError(format!("source {s:?}: the bucket is missing (s3://bucket/prefix)")));
+        }
+        return Ok(SourceSpec::S3 { bucket: bucket.into(), prefix: prefix.into() });
+    }
+    if s.contains("://") {
+        return Err(ConfigError(format!("source {s:?}: expected a directory path or s3://bucket/prefix")));
+    }
+    if s.is_empty() {
+        return Err(ConfigError("source is empty".into()));
+    }
+    Ok(SourceSpec::Folder(PathBuf::from(s)))
+}
+
+fn parse_store(s: &str) -> Result<StoreSpec, ConfigError> {
+    if s.starts_with("mongodb://") || s.starts_with("mongodb+srv://") {
+        return Ok(StoreSpec::Mongo(s.into()));
+    }
+    if s.contains("://") {
+        return Err(ConfigError(format!("store {s:?}: expected a SQLite file path or a mongodb:// URI")));
+    }
+    if s.is_empty() {
+        return Err(ConfigError("store is empty".into()));
+    }
+    Ok(StoreSpec::Sqlite(PathBuf::from(s)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(toml_text: &str) -> Result<Settings, ConfigError> {
+        let file: ConfigFile = toml::from_str(toml_text).map_err(|e| ConfigError(e.to_string()))?;
+        Settings::from_file(file, Overrides::default())
+    }
+
+    #[test]
+    fn defaults_match_the_contract() {
+        let s = load("").unwrap();
+        assert_eq!(s.source, SourceSpec::Folder("./inbox".into()));
+        assert_eq!(s.store, StoreSpec::Sqlite("./esr-ingest.db".into()));
+        assert_eq!(s.broker, None);
+        assert_eq!(s.health_listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(s.rules.gap_alert_after, TimeDelta::hours(26));
+        assert_eq!(s.poll_interval, Duration::from_secs(10));
+    }
+
+    #[test]
+    fn reads_every_section() {
+        let s = load(
+            "source = \"s3://bucket/in\"\nstore = \"mongodb://localhost\"\npoll_interval = \"2s\"\n\
+             [sequence]\ngap_alert_after = \"1h\"\nauto_skip_after = \"2d\"\n[sequence.start]\nSEV = 1157\n\
+             [health]\nlisten = \"127.0.0.1:0\"\n",
+        )
+        .unwrap();
+        assert_eq!(s.source, SourceSpec::S3 { bucket: "bucket".into(), prefix: "in".into() });
+        assert_eq!(s.rules.start.get("SEV"), Some(&1157));
+        assert_eq!(s.rules.auto_skip_after, Some(TimeDelta::days(2)));
+    }
+
+    #[test]
+    fn mistakes_are_named() {
+        assert!(load("sorce = \"x\"").unwrap_err().0.contains("sorce"));
+        assert!(load("poll_interval = \"0s\"").unwrap_err().0.contains("poll_interval"));
+        assert!(load("broker = \"http://x\"").unwrap_err().0.contains("amqp"));
+        assert!(load("[profile]\nname_pattern = \"(?P<region>x)\"").unwrap_err().0.contains("kind"));
+        assert!(load("gap_alert_after = \"1h\"\n[sequence]\ngap_alert_after = \"2h\"").is_err());
+        assert!(load("[sequence.start]\nSEV = 0").is_err());
+    }
+}

@@ -1,0 +1,118 @@
+//! The engine: discovery passes over the ports, driven by the pure core.
+//!
+//! A pass lists the whole source, reconciles it with the ledger, rebuilds every stream from
+//! the store, and applies what each stream's sequencer allows. All state lives in the
+//! store, so a pass can be interrupted at any point (a crash, a signal) and the next pass
+//! carries on from what was committed.
+
+mod backfill;
+mod discovery;
+mod pass;
+mod export;
+mod process;
+mod retry;
+pub mod status;
+mod streams;
+
+pub use backfill::{BackfillFile, BackfillPlan, BackfillReport};
+pub use export::export_line;
+pub use process::FileOutcome;
+
+use crate::core::name::NameProfile;
+use crate::core::schema::Layout;
+use crate::core::sequencer::SequenceRules;
+use crate::ports::delivery::{Delivery, DeliveryError};
+use crate::ports::source::{ObjectSource, SourceError};
+use crate::ports::store::{Store, StoreError};
+use chrono::{DateTime, Utc};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error(transparent)]
+    Source(#[from] SourceError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Delivery(#[from] DeliveryError),
+    #[error("stopped by a shutdown request")]
+    Cancelled,
+    #[error("{0}")]
+    Operator(String),
+}
+
+impl EngineError {
+    pub fn is_transient(&self) -> bool {
+        match self {
+            EngineError::Source(e) => e.is_transient(),
+            EngineError::Store(e) => e.is_transient(),
+            EngineError::Delivery(e) => e.is_transient(),
+            EngineError::Cancelled => false,
+            EngineError::Operator(_) => false,
+        }
+    }
+}
+
+/// The time source (replaceable in tests).
+pub trait Clock: Send + Sync {
+    fn now(&self) -> DateTime<Utc>;
+}
+
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> DateTime<Utc> {
+        Utc::now()
+    }
+}
+
+/// Last-progress timestamps that the health server reads.
+#[derive(Default)]
+pub struct Heartbeat {
+    last_beat_ms: AtomicI64,
+    last_pass_ms: AtomicI64,
+    last_pass_ok: std::sync::atomic::AtomicBool,
+}
+
+impl Heartbeat {
+    pub fn beat(&self) {
+        self.last_beat_ms.store(Utc::now().timestamp_millis(), Ordering::Relaxed);
+    }
+    pub fn pass_done(&self, ok: bool) {
+        self.beat();
+        self.last_pass_ms.store(Utc::now().timestamp_millis(), Ordering::Relaxed);
+        self.last_pass_ok.store(ok, Ordering::Relaxed);
+    }
+    pub fn last_beat(&self) -> Option<DateTime<Utc>> {
+        DateTime::from_timestamp_millis(self.last_beat_ms.load(Ordering::Relaxed)).filter(|t| t.timestamp() > 0)
+    }
+    pub fn last_pass(&self) -> Option<(DateTime<Utc>, bool)> {
+        let t = DateTime::from_timestamp_millis(self.last_pass_ms.load(Ordering::Relaxed)).filter(|t| t.timestamp() > 0)?;
+        Some((t, self.last_pass_ok.load(Ordering::Relaxed)))
+    }
+}
+
+/// What one pass did.
+#[derive(Clone, Debug, Default)]
+pub struct PassReport {
+    pub discovered: usize,
+    pub duplicates: usize,
+    pub conflicts: usize,
+    pub applied: Vec<String>,
+    pub quarantined: Vec<String>,
+    /// Files left for a later pass because of a transient error, with the error.
+    pub deferred: Vec<(String, String)>,
+}
+
+/// Everything a pass needs.
+pub struct Engine {
+    pub source: Arc<dyn ObjectSource>,
+    pub store: Arc<dyn Store>,
+    pub delivery: Arc<dyn Delivery>,
+    pub profile: NameProfile,
+    pub layout: Arc<Layout>,
+    pub rules: SequenceRules,
+    pub clock: Arc<dyn Clock>,
+    pub heartbeat: Arc<Heartbeat>,
+}

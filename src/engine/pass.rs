@@ -1,0 +1,143 @@
+//! One discovery-and-apply pass.
+
+use super::retry::retry_transient;
+use super::streams::build_streams;
+use super::{Engine, EngineError, FileOutcome, PassReport};
+use crate::core::ledger::{FileState, LedgerEntry, Listed};
+use crate::core::sequencer::Stream;
+use crate::ports::store::{AuditEntry, Commit, CounterDelta};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use tokio_util::sync::CancellationToken;
+
+impl Engine {
+    /// Lists the source, records what is new, and applies everything the sequencer allows.
+    pub async fn pass(&self, cancel: &CancellationToken) -> Result<PassReport, EngineError> {
+        let mut report = PassReport::default();
+        let listing = retry_transient("listing the source", cancel, || async { Ok(self.source.list().await?) }).await?;
+        let objects = self.by_name(listing);
+        let snapshot = retry_transient("reading the store", cancel, || async { Ok(self.store.snapshot().await?) }).await?;
+        let mut ledger: HashMap<String, LedgerEntry> = snapshot.ledger.into_iter().map(|e| (e.name.clone(), e)).collect();
+        let discovered = self.discover(&objects, &mut ledger, &mut report, cancel).await?;
+        self.commit(discovered, cancel).await?;
+        self.heartbeat.beat();
+
+        let present: HashSet<String> = objects.keys().cloned().collect();
+        let mut streams = build_streams(ledger.values(), &snapshot.streams, Some(&present));
+        for stream in streams.values_mut() {
+            let start = self.rules.start.get(stream.region()).copied();
+            if stream.ensure_baseline(start) {
+                tracing::info!(region = stream.region(), next_seq = stream.next_seq(), "stream baseline set");
+            }
+        }
+        for stream in streams.values_mut() {
+            self.drive_stream(stream, &objects, &mut ledger, &mut report, cancel).await?;
+        }
+        Ok(report)
+    }
+
+    async fn commit(&self, commit: Commit, cancel: &CancellationToken) -> Result<(), EngineError> {
+        retry_transient("writing to the store", cancel, || {
+            let c = commit.clone();
+            async move { Ok(self.store.commit(c).await?) }
+        })
+        .await
+    }
+
+    /// Applies a region's files in order until it has to wait.
+    async fn drive_stream(
+        &self,
+        stream: &mut Stream,
+        objects: &BTreeMap<String, Listed>,
+        ledger: &mut HashMap<String, LedgerEntry>,
+        report: &mut PassReport,
+        cancel: &CancellationToken,
+    ) -> Result<(), EngineError> {
+        let region = stream.region().to_string();
+        let saved = stream.record().clone();
+        loop {
+            while let Some(action) = stream.next_action() {
+                if cancel.is_cancelled() {
+                    return Err(EngineError::Cancelled);
+                }
+                let (Some(entry), Some(listed)) = (ledger.get(&action.name), objects.get(&action.name)) else {
+                    break;
+                };
+                let span = tracing::info_span!("file", region = %region, file = %action.name, seq = action.seq, late = action.late);
+                let _enter = span.enter();
+                let outcome = match self.process_file(entry, listed, cancel).await {
+                    Ok(outcome) => outcome,
+                    Err(EngineError::Cancelled) => return Err(EngineError::Cancelled),
+                    Err(e) if e.is_transient() => {
+                        tracing::warn!(error = %e, "file deferred to the next pass");
+                        report.deferred.push((action.name.clone(), e.to_string()));
+                        return Ok(());
+                    }
+                    Err(e) => return Err(e),
+                };
+                match outcome {
+                    FileOutcome::Delivered { delivery, entry, tally } => {
+                        let newly = ledger.get(&action.name).is_none_or(|e| e.state != FileState::Applied);
+                        stream.applied(&action.name, action.seq);
+                        let commit = Commit {
+                            ledger: vec![entry.clone()],
+                            streams: vec![stream.record().clone()],
+                            audit: Vec::new(),
+                            counters: CounterDelta { applied_files: u64::from(newly), duplicate_files: 0, records: tally },
+                        };
+                        if let Err(e) = delivery.finish(commit).await {
+                            tracing::warn!(error = %e, "file not committed; deferred to the next pass");
+                            report.deferred.push((action.name.clone(), e.to_string()));
+                            return if e.is_transient() { Ok(()) } else { Err(e.into()) };
+                        }
+                        tracing::info!(
+                            applied = tally.applied,
+                            stale = tally.stale,
+                            unchanged = tally.unchanged,
+                            rejected = tally.rejected,
+                            next_seq = stream.next_seq(),
+                            "file applied"
+                        );
+                        ledger.insert(action.name.clone(), entry);
+                        report.applied.push(action.name.clone());
+                    }
+                    FileOutcome::Quarantined { entry } => {
+                        stream.quarantined(&action.name, action.seq);
+                        let reason = entry.reason.clone().unwrap_or_default();
+                        let commit = Commit {
+                            ledger: vec![entry.clone()],
+                            streams: vec![stream.record().clone()],
+                            ..Default::default()
+                        };
+                        self.commit(commit, cancel).await?;
+                        tracing::warn!(%reason, "file quarantined; its stream waits at this SEQ");
+                        ledger.insert(action.name.clone(), entry);
+                        report.quarantined.push(action.name.clone());
+                    }
+                }
+                self.heartbeat.beat();
+            }
+            // The stream has to wait: note since when, and apply the automatic skip if due.
+            let auto_skipped = stream.refresh(self.clock.now(), &self.rules);
+            let mut commit = Commit::default();
+            for seq in &auto_skipped {
+                let detail = format!("automatic skip: waited longer than auto_skip_after for SEQ {seq}");
+                tracing::warn!(region = %region, seq, "{detail}");
+                commit.audit.push(AuditEntry {
+                    at: self.clock.now(),
+                    actor: "esr-ingest".into(),
+                    action: "sequence skip".into(),
+                    region: Some(region.clone()),
+                    seq: Some(*seq),
+                    detail,
+                });
+            }
+            if stream.record() != &saved || !commit.audit.is_empty() {
+                commit.streams.push(stream.record().clone());
+                self.commit(commit, cancel).await?;
+            }
+            if auto_skipped.is_empty() {
+                return Ok(());
+            }
+        }
+    }
+}

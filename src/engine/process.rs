@@ -1,0 +1,144 @@
+//! Processing one file: validate it completely, then deliver its records.
+//!
+//! Invariant: nothing of a file is delivered before a full validation pass found no
+//! file-level fault, and the delivery pass must read the same bytes (same sha256) or it is
+//! abandoned — so a file that changes while being read is never half-applied.
+
+use super::retry::retry_transient;
+use super::{Engine, EngineError};
+use crate::core::ledger::{FileState, LedgerEntry, Listed};
+use crate::core::name::FileName;
+use crate::core::parse::{FileParser, FileSummary, Line, ParseError, Validation};
+use crate::core::record::{Record, Reject, Tally};
+use crate::ports::delivery::FileDelivery;
+use crate::ports::source::SourceError;
+use crate::ports::store::FileTicket;
+use tokio::sync::mpsc;
+use tokio_util::io::SyncIoBridge;
+use tokio_util::sync::CancellationToken;
+
+/// Records handed to the delivery at a time.
+const BATCH_RECORDS: usize = 2000;
+/// Batches buffered between the parser thread and the delivery.
+const BATCHES_IN_FLIGHT: usize = 4;
+
+/// A file that is ready to be committed.
+pub enum FileOutcome {
+    /// Its records are delivered; `finish` the delivery with a commit carrying `entry`.
+    Delivered { delivery: Box<dyn FileDelivery>, entry: LedgerEntry, tally: Tally },
+    /// A file-level fault; `entry` is quarantined with the reason.
+    Quarantined { entry: LedgerEntry },
+}
+
+struct Chunk {
+    records: Vec<Record>,
+    rejects: Vec<Reject>,
+}
+
+fn read_failed(listed: &Listed, e: impl std::fmt::Display) -> EngineError {
+    EngineError::Source(SourceError::Unavailable { location: listed.key.clone(), detail: e.to_string() })
+}
+
+impl Engine {
+    /// Validates and delivers one file (retrying transient failures); the caller commits.
+    pub async fn process_file(
+        &self,
+        entry: &LedgerEntry,
+        listed: &Listed,
+        cancel: &CancellationToken,
+    ) -> Result<FileOutcome, EngineError> {
+        let Some(file) = entry.batch.clone() else {
+            return Err(EngineError::Operator(format!("{} is not a batch file name", entry.name)));
+        };
+        let validation = retry_transient("validating a file", cancel, || self.validate(&file, listed)).await?;
+        let mut after = entry.clone();
+        after.sha256 = Some(validation.summary.sha256.clone());
+        after.size = validation.summary.size;
+        after.record_lines = validation.summary.record_lines;
+        after.updated_at = self.clock.now();
+        if let Some(fault) = validation.fault {
+            after.state = FileState::Quarantined;
+            after.reason = Some(fault.to_string());
+            return Ok(FileOutcome::Quarantined { entry: after });
+        }
+        let expected = validation.summary;
+        let (delivery, tally) =
+            retry_transient("delivering a file", cancel, || self.deliver(&file, listed, &expected, cancel)).await?;
+        after.state = FileState::Applied;
+        after.reason = None;
+        after.tally = tally;
+        Ok(FileOutcome::Delivered { delivery, entry: after, tally })
+    }
+
+    async fn validate(&self, file: &FileName, listed: &Listed) -> Result<Validation, EngineError> {
+        let reader = SyncIoBridge::new(self.source.open(listed).await?);
+        let (file, layout) = (file.clone(), self.layout.clone());
+        tokio::task::spawn_blocking(move || FileParser::new(reader, &file, layout).validate())
+            .await
+            .map_err(|e| read_failed(listed, e))?
+            .map_err(|e| read_failed(listed, e))
+    }
+
+    async fn deliver(
+        &self,
+        file: &FileName,
+        listed: &Listed,
+        expected: &FileSummary,
+        cancel: &CancellationToken,
+    ) -> Result<(Box<dyn FileDelivery>, Tally), EngineError> {
+        let reader = SyncIoBridge::new(self.source.open(listed).await?);
+        let mut delivery = self.delivery.open(FileTicket { file: file.clone(), key: listed.key.clone() }).await?;
+        let (tx, mut rx) = mpsc::channel::<Chunk>(BATCHES_IN_FLIGHT);
+        let (parse_file, layout) = (file.clone(), self.layout.clone());
+        let parser = tokio::task::spawn_blocking(move || parse_into(reader, &parse_file, layout, tx));
+        let mut tally = Tally::default();
+        while let Some(chunk) = rx.recv().await {
+            if cancel.is_cancelled() {
+                return Err(EngineError::Cancelled); // dropping the delivery discards the file
+            }
+            if !chunk.rejects.is_empty() {
+                tally.rejected += chunk.rejects.len() as u64;
+                delivery.reject(chunk.rejects).await?;
+            }
+            if !chunk.records.is_empty() {
+                tally += delivery.send(chunk.records).await?;
+            }
+            self.heartbeat.beat();
+        }
+        let summary = match parser.await.map_err(|e| read_failed(listed, e))? {
+            Ok(summary) => summary,
+            Err(ParseError::Read(e)) => return Err(read_failed(listed, e)),
+            Err(ParseError::Fault(_)) => return Err(SourceError::Changed { location: listed.key.clone() }.into()),
+        };
+        if summary.sha256 != expected.sha256 {
+            return Err(SourceError::Changed { location: listed.key.clone() }.into());
+        }
+        Ok((delivery, tally))
+    }
+}
+
+/// The parser thread: reads lines and sends them in bounded batches.
+fn parse_into(
+    reader: impl std::io::Read,
+    file: &FileName,
+    layout: std::sync::Arc<crate::core::schema::Layout>,
+    tx: mpsc::Sender<Chunk>,
+) -> Result<FileSummary, ParseError> {
+    let mut parser = FileParser::new(reader, file, layout);
+    let fresh = || Chunk { records: Vec::with_capacity(BATCH_RECORDS), rejects: Vec::new() };
+    let mut chunk = fresh();
+    let gone = || ParseError::Read(std::io::Error::other("the delivery stopped"));
+    while let Some(line) = parser.next_line()? {
+        match line {
+            Line::Record(r) => chunk.records.push(r),
+            Line::Reject(r) => chunk.rejects.push(r),
+        }
+        if chunk.records.len() + chunk.rejects.len() >= BATCH_RECORDS {
+            tx.blocking_send(std::mem::replace(&mut chunk, fresh())).map_err(|_| gone())?;
+        }
+    }
+    if !chunk.records.is_empty() || !chunk.rejects.is_empty() {
+        tx.blocking_send(chunk).map_err(|_| gone())?;
+    }
+    parser.finish()
+}

@@ -1,0 +1,110 @@
+//! The status document (`status --json`, contract §5).
+
+use super::streams::build_streams;
+use crate::core::ledger::FileState;
+use crate::core::sequencer::{Awaiting, SequenceRules};
+use crate::ports::store::{Counts, Snapshot};
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde::Serialize;
+
+#[derive(Clone, Debug, Serialize)]
+pub struct StatusDoc {
+    pub generated_at: String,
+    pub streams: Vec<StreamStatus>,
+    pub quarantined: Vec<QuarantinedFile>,
+    pub counts: StatusCounts,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct StreamStatus {
+    pub region: String,
+    pub next_seq: Option<u64>,
+    pub held: Vec<u64>,
+    pub waiting_since: Option<String>,
+    pub gap_alert: bool,
+    /// Why the stream waits: `missing` or `quarantined` (null when it is not waiting).
+    pub waiting_for: Option<String>,
+    pub last_applied_seq: Option<u64>,
+    pub skipped: Vec<u64>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct QuarantinedFile {
+    pub file: String,
+    pub reason: String,
+    pub region: Option<String>,
+    pub seq: Option<u64>,
+    pub since: String,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct StatusCounts {
+    #[serde(flatten)]
+    pub totals: Counts,
+    pub quarantined_files: u64,
+    pub pending_files: u64,
+}
+
+fn rfc3339(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Secs, true)
+}
+
+/// Builds the status document from the store's contents at `now`.
+pub fn status_doc(snapshot: &Snapshot, counts: Counts, rules: &SequenceRules, now: DateTime<Utc>) -> StatusDoc {
+    let streams = build_streams(&snapshot.ledger, &snapshot.streams, None);
+    let last_applied = |region: &str| {
+        snapshot
+            .ledger
+            .iter()
+            .filter(|e| e.state == FileState::Applied && e.region() == Some(region))
+            .filter_map(|e| e.seq())
+            .max()
+    };
+    let streams = streams
+        .values()
+        .map(|s| {
+            let v = s.view(now, rules);
+            StreamStatus {
+                last_applied_seq: last_applied(&v.region),
+                waiting_for: v.awaiting.as_ref().map(|a| match a {
+                    Awaiting::Missing(seq) => format!("missing SEQ {seq}"),
+                    Awaiting::Quarantined { seq, file } => format!("quarantined SEQ {seq} ({file})"),
+                }),
+                region: v.region,
+                next_seq: v.next_seq,
+                held: v.held,
+                waiting_since: v.waiting_since.map(rfc3339),
+                gap_alert: v.gap_alert,
+                skipped: v.skipped,
+            }
+        })
+        .collect();
+    let mut quarantined = Vec::new();
+    for e in &snapshot.ledger {
+        if e.state == FileState::Quarantined {
+            quarantined.push(QuarantinedFile {
+                file: e.name.clone(),
+                reason: e.reason.clone().unwrap_or_default(),
+                region: e.region().map(str::to_string),
+                seq: e.seq(),
+                since: rfc3339(e.updated_at),
+            });
+        }
+        if let Some(c) = &e.conflict {
+            quarantined.push(QuarantinedFile {
+                file: e.name.clone(),
+                reason: c.reason.clone(),
+                region: e.region().map(str::to_string),
+                seq: e.seq(),
+                since: rfc3339(c.at),
+            });
+        }
+    }
+    let pending = snapshot.ledger.iter().filter(|e| e.state == FileState::Pending).count() as u64;
+    StatusDoc {
+        generated_at: rfc3339(now),
+        streams,
+        counts: StatusCounts { totals: counts, quarantined_files: quarantined.len() as u64, pending_files: pending },
+        quarantined,
+    }
+}

@@ -1,0 +1,149 @@
+//! The store port.
+//!
+//! Invariant: [`Store::begin_file`] opens a unit of work in which a file's records are
+//! applied under the version rule; nothing of it is visible or durable until
+//! [`FileTxn::commit`], which also writes the file's ledger entry, the stream's advance,
+//! audit entries and counters. Dropping a `FileTxn` without committing discards it, so a
+//! crash at any instant leaves either the whole file applied or none of it. Stores that
+//! cannot offer one transaction must make each step idempotent instead (the version rule
+//! makes re-applying a line a no-op).
+
+use crate::core::ledger::LedgerEntry;
+use crate::core::name::FileName;
+use crate::core::record::{Record, Reject, Tally};
+use crate::core::sequencer::StreamRecord;
+use crate::core::version::Version;
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use tokio::sync::mpsc;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("store is busy (locked by another writer): {0}")]
+    Busy(String),
+    #[error("store I/O failed: {0}")]
+    Io(String),
+    #[error("store cannot be opened: {0}")]
+    Open(String),
+    #[error("store schema is version {found}, this build reads version {expected}")]
+    SchemaVersion { found: String, expected: String },
+    #[error("store holds invalid data: {0}")]
+    Corrupt(String),
+    #[error("store writer has stopped")]
+    Closed,
+}
+
+impl StoreError {
+    pub fn is_transient(&self) -> bool {
+        match self {
+            StoreError::Busy(_) => true,
+            StoreError::Io(_) => true,
+            StoreError::Open(_) => false,
+            StoreError::SchemaVersion { .. } => false,
+            StoreError::Corrupt(_) => false,
+            StoreError::Closed => false,
+        }
+    }
+}
+
+/// An operator action or automatic decision, kept forever.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct AuditEntry {
+    pub at: DateTime<Utc>,
+    pub actor: String,
+    pub action: String,
+    pub region: Option<String>,
+    pub seq: Option<u64>,
+    pub detail: String,
+}
+
+/// Increments of the cumulative counters.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CounterDelta {
+    pub applied_files: u64,
+    pub duplicate_files: u64,
+    pub records: Tally,
+}
+
+/// Changes written together, atomically.
+#[derive(Clone, Debug, Default)]
+pub struct Commit {
+    pub ledger: Vec<LedgerEntry>,
+    pub streams: Vec<StreamRecord>,
+    pub audit: Vec<AuditEntry>,
+    pub counters: CounterDelta,
+}
+
+impl Commit {
+    pub fn is_empty(&self) -> bool {
+        self.ledger.is_empty() && self.streams.is_empty() && self.audit.is_empty() && self.counters == CounterDelta::default()
+    }
+}
+
+/// Everything the store holds about files and streams.
+#[derive(Clone, Debug, Default)]
+pub struct Snapshot {
+    pub ledger: Vec<LedgerEntry>,
+    pub streams: Vec<StreamRecord>,
+}
+
+/// The cumulative counters.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Counts {
+    pub applied_files: u64,
+    pub duplicate_files: u64,
+    pub records_applied: u64,
+    pub records_stale: u64,
+    pub records_unchanged: u64,
+    pub records_rejected: u64,
+}
+
+/// A current record as stored (one per identity, tombstones included).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredRecord {
+    pub record_type: String,
+    pub key: String,
+    pub deleted: bool,
+    pub region: String,
+    pub file: String,
+    pub version: Version,
+    /// The fields as a JSON object text in layout order; `None` for a tombstone.
+    pub fields_json: Option<String>,
+}
+
+/// Which file a unit of work is for.
+#[derive(Clone, Debug)]
+pub struct FileTicket {
+    pub file: FileName,
+    pub key: String,
+}
+
+#[async_trait]
+pub trait Store: Send + Sync {
+    fn describe(&self) -> String;
+    /// Checks the store answers.
+    async fn ping(&self) -> Result<(), StoreError>;
+    async fn snapshot(&self) -> Result<Snapshot, StoreError>;
+    /// Writes ledger, stream, audit and counter changes atomically.
+    async fn commit(&self, commit: Commit) -> Result<(), StoreError>;
+    /// Opens the unit of work for one file (see the module docs).
+    async fn begin_file(&self, ticket: FileTicket) -> Result<Box<dyn FileTxn>, StoreError>;
+    async fn counts(&self) -> Result<Counts, StoreError>;
+    async fn rejects(&self, file: Option<String>) -> Result<Vec<Reject>, StoreError>;
+    async fn audit_log(&self) -> Result<Vec<AuditEntry>, StoreError>;
+    /// Streams every current record sorted by (type, key), in batches, into `sink`.
+    /// Returns how many were sent.
+    async fn export(&self, sink: mpsc::Sender<Vec<StoredRecord>>) -> Result<u64, StoreError>;
+}
+
+/// One file's unit of work (see the module docs).
+#[async_trait]
+pub trait FileTxn: Send {
+    /// Applies records under the version rule; returns what happened to them.
+    async fn apply(&mut self, batch: Vec<Record>) -> Result<Tally, StoreError>;
+    /// Keeps rejected lines with file, line and reason.
+    async fn reject(&mut self, batch: Vec<Reject>) -> Result<(), StoreError>;
+    /// Makes everything durable together with `commit`.
+    async fn commit(self: Box<Self>, commit: Commit) -> Result<(), StoreError>;
+}

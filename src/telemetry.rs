@@ -1,0 +1,18 @@
+//! Logging: `tracing` to stderr, human-readable or JSON. The level comes from
+//! `ESR_INGEST_LOG` (or `RUST_LOG`), with a per-command default.
+
+use crate::config::LogFormat;
+use tracing_subscriber::EnvFilter;
+
+pub fn init(format: LogFormat, default_level: &str) {
+    let filter = std::env::var("ESR_INGEST_LOG")
+        .ok()
+        .or_else(|| std::env::var("RUST_LOG").ok())
+        .and_then(|s| EnvFilter::try_new(s).ok())
+        .unwrap_or_else(|| EnvFilter::new(default_level));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Json => builder.json().flatten_event(true).with_current_span(true).try_init(),
+        LogFormat::Text => builder.with_target(false).try_init(),
+    };
+}
