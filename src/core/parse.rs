@@ -20,7 +20,8 @@ use crate::core::schema::Layout;
 use crate::core::version::Version;
 use sha2::{Digest, Sha256};
 use std::io::{self, Read};
-use std::sync::Arc;
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
 
 /// Longest physical line accepted; a longer one is a file-level fault (it bounds memory).
 pub const MAX_LINE_BYTES: usize = 1 << 20;
@@ -169,6 +170,35 @@ impl<R: Read> Read for SkipBom<R> {
     }
 }
 
+/// Records the byte offset of every line-terminator byte (`\r`, `\n`) read, so a record's
+/// physical line number can be derived from its byte offset: the csv reader skips blank
+/// lines without counting them and reports a record's start before the skipped lines.
+/// Entries are dropped as soon as the parser passes them: the queue never holds more than
+/// one read buffer's worth.
+struct LineIndex<R> {
+    inner: R,
+    offset: u64,
+    newlines: Arc<Mutex<VecDeque<Terminator>>>,
+}
+
+#[derive(Clone, Copy)]
+struct Terminator {
+    offset: u64,
+    newline: bool,
+}
+
+impl<R: Read> Read for LineIndex<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        // A poisoned lock can only come from a panic in this same parser; keep going.
+        let mut q = self.newlines.lock().unwrap_or_else(|p| p.into_inner());
+        let terminators = buf[..n].iter().enumerate().filter(|(_, b)| matches!(b, b'\n' | b'\r'));
+        q.extend(terminators.map(|(i, b)| Terminator { offset: self.offset + i as u64, newline: *b == b'\n' }));
+        self.offset += n as u64;
+        Ok(n)
+    }
+}
+
 enum Stage {
     Header,
     Body,
@@ -177,7 +207,9 @@ enum Stage {
 
 /// Reads one file line by line; see the module docs for the guarantees.
 pub struct FileParser<R: Read> {
-    csv: csv::Reader<SkipBom<Metered<R>>>,
+    csv: csv::Reader<LineIndex<SkipBom<Metered<R>>>>,
+    newlines: Arc<Mutex<VecDeque<Terminator>>>,
+    lines_before: u64,
     file: FileName,
     name: Arc<str>,
     region: Arc<str>,
@@ -198,13 +230,20 @@ impl<R: Read> FileParser<R> {
             line_no: 0,
             enforce_line_cap: true,
         };
+        let newlines = Arc::new(Mutex::new(VecDeque::new()));
         let csv = csv::ReaderBuilder::new()
             .has_headers(false)
             .flexible(true)
             .buffer_capacity(READ_BUFFER)
-            .from_reader(SkipBom { inner: metered, head: Vec::new(), started: false });
+            .from_reader(LineIndex {
+                inner: SkipBom { inner: metered, head: Vec::new(), started: false },
+                offset: 0,
+                newlines: newlines.clone(),
+            });
         Self {
             csv,
+            newlines,
+            lines_before: 0,
             name: file.name.as_str().into(),
             region: file.region.as_str().into(),
             file: file.clone(),
@@ -229,7 +268,7 @@ impl<R: Read> FileParser<R> {
             }
         }
         let record_lines = self.record_lines;
-        let mut metered = self.csv.get_ref().inner.clone_counters();
+        let mut metered = self.csv.get_ref().inner.inner.clone_counters();
         match self.finish() {
             Ok(summary) => Ok(Validation { summary, fault: None }),
             Err(ParseError::Read(e)) => Err(e),
@@ -242,7 +281,7 @@ impl<R: Read> FileParser<R> {
 
     fn drain(self, fault: FileFault) -> Result<Validation, io::Error> {
         let record_lines = self.record_lines;
-        let mut metered = self.csv.into_inner().inner;
+        let mut metered = self.csv.into_inner().inner.inner;
         metered.enforce_line_cap = false;
         io::copy(&mut metered, &mut io::sink())?;
         Ok(Validation {
@@ -260,7 +299,7 @@ impl<R: Read> FileParser<R> {
     pub fn finish(self) -> Result<FileSummary, ParseError> {
         let (declared, trailer_line) = match self.stage {
             Stage::Header => {
-                let metered = self.csv.get_ref();
+                let metered = &self.csv.get_ref().inner;
                 return Err(if metered.inner.size == 0 {
                     FileFault::Empty
                 } else {
@@ -280,7 +319,7 @@ impl<R: Read> FileParser<R> {
         if declared != self.record_lines {
             return Err(FileFault::TrailerCount { line: trailer_line, declared, found: self.record_lines }.into());
         }
-        let metered = self.csv.into_inner().inner;
+        let metered = self.csv.into_inner().inner.inner;
         Ok(FileSummary {
             sha256: hex::encode(metered.hasher.finalize()),
             size: metered.size,
@@ -294,7 +333,7 @@ impl<R: Read> FileParser<R> {
             if !more {
                 return Ok(None);
             }
-            let line = self.row.position().map_or(self.last_line + 1, |p| p.line());
+            let line = self.physical_line();
             self.last_line = line;
             if self.row.len() == 1 && self.row[0].is_empty() {
                 continue; // a blank line
@@ -317,6 +356,22 @@ impl<R: Read> FileParser<R> {
                 }
             }
         }
+    }
+
+    /// The 1-based physical line on which the current row starts.
+    fn physical_line(&mut self) -> u64 {
+        let mut start = self.row.position().map_or(0, |p| p.byte());
+        let mut q = self.newlines.lock().unwrap_or_else(|p| p.into_inner());
+        // Terminators before the row, then the run of terminators at its reported start
+        // (skipped blank lines), all belong to earlier lines.
+        while let Some(t) = q.front().copied().filter(|t| t.offset <= start) {
+            if t.offset == start {
+                start += 1;
+            }
+            self.lines_before += u64::from(t.newline);
+            q.pop_front();
+        }
+        self.lines_before + 1
     }
 
     fn read_error(&self, e: csv::Error) -> ParseError {

@@ -43,7 +43,7 @@ fn parses_records_with_versions_and_quoted_commas() {
     assert_eq!((por.version.seq, por.version.line), (1157, 2));
     let Line::Record(pos) = &lines[1] else { panic!() };
     assert_eq!(pos.version.line, 4, "blank lines count as physical lines");
-    assert_eq!(pos.fields[1].1, "Nurse, Band 5");
+    assert_eq!(pos.fields[2].1, "Nurse, Band 5");
 }
 
 #[test]
@@ -120,4 +120,19 @@ fn validate_hashes_a_faulty_file_to_its_end() {
         assert_eq!(v.summary.sha256, hex::encode(Sha256::digest(text.as_bytes())));
         assert_eq!(v.summary.size, text.len() as u64);
     }
+}
+
+#[test]
+fn line_numbers_count_crlf_blank_runs_and_quoted_newlines() {
+    let text = format!("HDR,RMC,SEV,20220730,1157\r\n\r\n\r\n{POR}\r\nPOR,101,,C,42,\"Two\nlines\",D,SEV,Y,RA7,1234,Org,Loc\r\n\n{POS}\r\nTRL,3\r\n");
+    let (lines, summary) = parse(text.as_bytes());
+    summary.unwrap();
+    let numbers: Vec<u64> = lines
+        .iter()
+        .map(|l| match l {
+            Line::Record(r) => r.version.line,
+            Line::Reject(r) => panic!("{r:?}"),
+        })
+        .collect();
+    assert_eq!(numbers, vec![4, 5, 8]);
 }
