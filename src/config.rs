@@ -148,8 +148,9 @@ impl Settings {
             Some(path) => {
                 let text = std::fs::read_to_string(path)
                     .map_err(|e| ConfigError(format!("profile.layout {}: {e}", path.display())))?;
-                Layout::from_toml(&text)
-                    .map_err(|e| ConfigError(format!("profile.layout {}: {}", path.display(), one_line(&e.to_string()))))?
+                Layout::from_toml(&text).map_err(|e| {
+                    ConfigError(format!("profile.layout {}: {}", path.display(), one_line(&e.to_string())))
+                })?
             }
         };
         let gap_alert_after = match (file.gap_alert_after, file.sequence.gap_alert_after) {
@@ -158,9 +159,8 @@ impl Settings {
             }
             (a, b) => a.or(b).unwrap_or(DEFAULT_GAP_ALERT_AFTER),
         };
-        let delta = |name: &str, d: Duration| {
-            TimeDelta::from_std(d).map_err(|_| ConfigError(format!("{name} is too large")))
-        };
+        let delta =
+            |name: &str, d: Duration| TimeDelta::from_std(d).map_err(|_| ConfigError(format!("{name} is too large")));
         for (region, seq) in &file.sequence.start {
             if *seq == 0 {
                 return err(format!("sequence.start.{region} must be greater than 0"));

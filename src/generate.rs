@@ -43,7 +43,9 @@ fn quoted(s: &str) -> String {
 }
 
 fn region_seed(seed: u64, region: &str) -> u64 {
-    region.bytes().fold(seed ^ 0x9E37_79B9_7F4A_7C15, |h, b| h.rotate_left(7) ^ u64::from(b).wrapping_mul(0x100_0000_01B3))
+    region
+        .bytes()
+        .fold(seed ^ 0x9E37_79B9_7F4A_7C15, |h, b| h.rotate_left(7) ^ u64::from(b).wrapping_mul(0x100_0000_01B3))
 }
 
 /// Writes `days` files per region into `out`; returns their paths.
@@ -84,11 +86,7 @@ fn write_record(w: &mut impl Write, rng: &mut ChaCha8Rng, region: &str, id: u64)
     let is_por = rng.random_bool(0.5);
     let indicator = if delete { "D" } else { "C" };
     if delete {
-        return if is_por {
-            writeln!(w, "POR,{id},,D,,,,,,,,,")
-        } else {
-            writeln!(w, "POS,{id},,D,,,,,,,,,,,,")
-        };
+        return if is_por { writeln!(w, "POR,{id},,D,,,,,,,,,") } else { writeln!(w, "POS,{id},,D,,,,,,,,,,,,") };
     }
     let title = quoted(TITLES[rng.random_range(0..TITLES.len())]);
     let number: u32 = rng.random_range(1..9_999_999);

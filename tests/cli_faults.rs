@@ -28,22 +28,10 @@ fn lines(lines: &[&str]) -> Vec<u8> {
 /// its stream, while SEQ 1 applies and SEQ 3 is held.
 fn assert_file_fault(case: &str, content: &[u8]) {
     let sb = Sandbox::new();
-    sb.deliver(&esr_file(
-        "SEV",
-        "RMC",
-        "20220730",
-        1,
-        &[por(1, "C", "one")],
-    ));
+    sb.deliver(&esr_file("SEV", "RMC", "20220730", 1, &[por(1, "C", "one")]));
     let name = bad_name();
     sb.write_file(&name, content);
-    sb.deliver(&esr_file(
-        "SEV",
-        "RMC",
-        "20220801",
-        3,
-        &[por(3, "C", "three")],
-    ));
+    sb.deliver(&esr_file("SEV", "RMC", "20220801", 3, &[por(3, "C", "three")]));
     sb.run_once();
 
     let status = sb.status_json();
@@ -58,10 +46,7 @@ fn assert_file_fault(case: &str, content: &[u8]) {
         find_record(&export, "POR", "2").is_none(),
         "{case}: nothing of a quarantined file is applied:\n{export:#?}"
     );
-    assert!(
-        find_record(&export, "POR", "3").is_none(),
-        "{case}: SEQ 3 stays held:\n{export:#?}"
-    );
+    assert!(find_record(&export, "POR", "3").is_none(), "{case}: SEQ 3 stays held:\n{export:#?}");
     record(&export, "POR", "1");
 }
 
@@ -77,12 +62,8 @@ fn missing_header_is_quarantined() {
 
 #[test]
 fn garbled_header_is_quarantined() {
-    for hdr in [
-        "HDR,RMC",
-        "HDR,RMC,SEV,2022731,00000002",
-        "HDR,RMC,SEV,20220731,two",
-        "HDR RMC SEV 20220731 00000002",
-    ] {
+    for hdr in ["HDR,RMC", "HDR,RMC,SEV,2022731,00000002", "HDR,RMC,SEV,20220731,two", "HDR RMC SEV 20220731 00000002"]
+    {
         let content = lines(&[hdr, &faulty_record(), "TRL,1"]);
         assert_file_fault(&format!("garbled header {hdr:?}"), &content);
     }
@@ -105,10 +86,7 @@ fn header_disagreeing_with_the_name_is_quarantined() {
 fn header_seq_is_compared_as_a_number() {
     let sb = Sandbox::new();
     let name = esr_name("SEV", "RMC", "20220730", 1157);
-    sb.write_file(
-        &name,
-        lines(&["HDR,RMC,SEV,20220730,1157", &por(1, "C", "one"), "TRL,1"]),
-    );
+    sb.write_file(&name, lines(&["HDR,RMC,SEV,20220730,1157", &por(1, "C", "one"), "TRL,1"]));
     sb.run_once();
     let status = sb.status_json();
     assert!(quarantined_files(&status).is_empty(), "{status:#}");
@@ -141,24 +119,12 @@ fn assert_line_rejected(case: &str, bad: &[u8]) {
     let hdr = header("RMC", "SEV", "20220730", 1);
     let good_por = por(1, "C", "good por");
     let good_pos = pos(2, "C", "good pos");
-    let content = join_lines(
-        &[
-            hdr.as_bytes(),
-            good_por.as_bytes(),
-            bad,
-            good_pos.as_bytes(),
-            b"TRL,3",
-        ],
-        b"\n",
-    );
+    let content = join_lines(&[hdr.as_bytes(), good_por.as_bytes(), bad, good_pos.as_bytes(), b"TRL,3"], b"\n");
     sb.write_file(&name, content);
     sb.run_once();
 
     let status = sb.status_json();
-    assert!(
-        quarantined_files(&status).is_empty(),
-        "{case}: a line fault does not quarantine the file:\n{status:#}"
-    );
+    assert!(quarantined_files(&status).is_empty(), "{case}: a line fault does not quarantine the file:\n{status:#}");
     assert_eq!(count(&status, "applied_files"), 1, "{case}:\n{status:#}");
     assert_eq!(count(&status, "records_rejected"), 1, "{case}:\n{status:#}");
     assert_eq!(count(&status, "records_applied"), 2, "{case}:\n{status:#}");
@@ -262,20 +228,14 @@ fn bad_indicator_is_rejected() {
 #[test]
 fn invalid_utf8_line_is_rejected() {
     let mut line = bad_por(F_TITLE, "Caf#").into_bytes();
-    let at = line
-        .iter()
-        .position(|&b| b == b'#')
-        .expect("the placeholder is in the title");
+    let at = line.iter().position(|&b| b == b'#').expect("the placeholder is in the title");
     line[at] = 0xE9; // 'é' in Latin-1: a lone byte that is not UTF-8
     assert_line_rejected("invalid UTF-8", &line);
 }
 
 #[test]
 fn c_record_missing_a_required_field_is_rejected() {
-    for (what, line) in [
-        ("position_id", bad_por(F_POSITION_ID, "")),
-        ("indicator", bad_por(F_INDICATOR, "")),
-    ] {
+    for (what, line) in [("position_id", bad_por(F_POSITION_ID, "")), ("indicator", bad_por(F_INDICATOR, ""))] {
         assert_line_rejected(&format!("C without {what}"), line.as_bytes());
     }
 }
@@ -288,13 +248,7 @@ fn d_record_checks_only_type_id_and_indicator() {
     fields[POR_VPD_CODE - 1] = "xx".into();
     fields[F_POSITION_NUMBER - 1] = "n/a".into();
     let loose_delete = fields.join(",");
-    sb.deliver(&esr_file(
-        "SEV",
-        "RMC",
-        "20220730",
-        1,
-        &[por(1, "C", "soon gone"), por_delete(1), loose_delete],
-    ));
+    sb.deliver(&esr_file("SEV", "RMC", "20220730", 1, &[por(1, "C", "soon gone"), por_delete(1), loose_delete]));
     sb.run_once();
 
     let status = sb.status_json();
@@ -326,13 +280,7 @@ fn leading_bom_is_ignored() {
 #[test]
 fn crlf_line_ends_are_accepted() {
     let sb = Sandbox::new();
-    let (name, content) = esr_file(
-        "SEV",
-        "RMC",
-        "20220730",
-        1,
-        &[por(1, "C", "crlf"), pos(2, "C", "crlf")],
-    );
+    let (name, content) = esr_file("SEV", "RMC", "20220730", 1, &[por(1, "C", "crlf"), pos(2, "C", "crlf")]);
     sb.write_file(&name, content.replace('\n', "\r\n"));
     sb.run_once();
     let status = sb.status_json();
@@ -340,14 +288,8 @@ fn crlf_line_ends_are_accepted() {
     assert_eq!(count(&status, "records_rejected"), 0, "{status:#}");
     let export = sb.export_lines();
     let rec = record(&export, "POR", "1");
-    assert_eq!(
-        rec["fields"]["esr_location"], ESR_LOCATION,
-        "no CR left on the last field: {rec:#}"
-    );
-    assert_eq!(
-        record(&export, "POS", "2")["fields"]["workplace_org_code"],
-        "RNZ02"
-    );
+    assert_eq!(rec["fields"]["esr_location"], ESR_LOCATION, "no CR left on the last field: {rec:#}");
+    assert_eq!(record(&export, "POS", "2")["fields"]["workplace_org_code"], "RNZ02");
 }
 
 #[test]
@@ -396,20 +338,8 @@ fn rfc4180_quoted_fields_may_hold_commas_and_quotes() {
 #[test]
 fn rejects_can_be_filtered_by_file() {
     let sb = Sandbox::new();
-    let first = sb.deliver(&esr_file(
-        "SEV",
-        "RMC",
-        "20220730",
-        1,
-        &[bad_por(F_INDICATOR, "X")],
-    ));
-    let second = sb.deliver(&esr_file(
-        "SEV",
-        "RMC",
-        "20220731",
-        2,
-        &[por(1, "C", "ok"), bad_pos(F_INDICATOR, "X")],
-    ));
+    let first = sb.deliver(&esr_file("SEV", "RMC", "20220730", 1, &[bad_por(F_INDICATOR, "X")]));
+    let second = sb.deliver(&esr_file("SEV", "RMC", "20220731", 2, &[por(1, "C", "ok"), bad_pos(F_INDICATOR, "X")]));
     sb.run_once();
     assert_eq!(sb.rejects_json(&[]).len(), 2);
     let only_second = sb.rejects_json(&["--file", &second]);
@@ -427,18 +357,9 @@ fn rejects_can_be_filtered_by_file() {
 fn assert_one_line_error(case: &str, out: &std::process::Output, code: i32) {
     assert_eq!(out.status.code(), Some(code), "{case}\n{}", describe(out));
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        !stderr.contains("panicked"),
-        "{case}: panic\n{}",
-        describe(out)
-    );
+    assert!(!stderr.contains("panicked"), "{case}: panic\n{}", describe(out));
     let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
-    assert_eq!(
-        lines.len(),
-        1,
-        "{case}: want one line on stderr\n{}",
-        describe(out)
-    );
+    assert_eq!(lines.len(), 1, "{case}: want one line on stderr\n{}", describe(out));
 }
 
 #[test]
@@ -453,16 +374,8 @@ fn unknown_flag_is_a_usage_error() {
 fn bad_config_is_a_usage_error() {
     for (case, toml, needle) in [
         ("unknown top-level key", "no_such_key = 1\n", "no_such_key"),
-        (
-            "unknown key in a section",
-            "[sequence]\nno_such_rule = \"1h\"\n",
-            "no_such_rule",
-        ),
-        (
-            "bad duration",
-            "poll_interval = \"soon\"\n",
-            "poll_interval",
-        ),
+        ("unknown key in a section", "[sequence]\nno_such_rule = \"1h\"\n", "no_such_rule"),
+        ("bad duration", "poll_interval = \"soon\"\n", "poll_interval"),
     ] {
         let sb = Sandbox::with_config(toml);
         let out = sb.run(&["status", "--json"]);
@@ -496,40 +409,16 @@ fn backfill_dry_run_lists_only_that_date_and_applies_nothing() {
     let after = sb.deliver(&esr_file("SEV", "RMC", "20220731", 3, &[por(3, "C", "c")]));
     let wes = sb.deliver(&esr_file("WES", "RMF", "20220730", 7, &[pos(4, "C", "d")]));
 
-    let out = sb.run_ok(&[
-        "backfill",
-        "--from",
-        "2022-07-30",
-        "--to",
-        "2022-07-30",
-        "--dry-run",
-    ]);
+    let out = sb.run_ok(&["backfill", "--from", "2022-07-30", "--to", "2022-07-30", "--dry-run"]);
     let listed = String::from_utf8_lossy(&out.stdout);
     for name in [&sev, &wes] {
-        assert!(
-            listed.contains(name.as_str()),
-            "{name} not listed\n{}",
-            describe(&out)
-        );
+        assert!(listed.contains(name.as_str()), "{name} not listed\n{}", describe(&out));
     }
     for name in [&before, &after] {
-        assert!(
-            !listed.contains(name.as_str()),
-            "{name} listed\n{}",
-            describe(&out)
-        );
+        assert!(!listed.contains(name.as_str()), "{name} listed\n{}", describe(&out));
     }
 
-    let out = sb.run_ok(&[
-        "backfill",
-        "--from",
-        "2022-07-30",
-        "--to",
-        "2022-07-30",
-        "--region",
-        "WES",
-        "--dry-run",
-    ]);
+    let out = sb.run_ok(&["backfill", "--from", "2022-07-30", "--to", "2022-07-30", "--region", "WES", "--dry-run"]);
     let listed = String::from_utf8_lossy(&out.stdout);
     assert!(listed.contains(wes.as_str()), "{}", describe(&out));
     assert!(!listed.contains(sev.as_str()), "{}", describe(&out));
@@ -544,36 +433,20 @@ fn backfill_dry_run_lists_only_that_date_and_applies_nothing() {
 fn backfill_applies_under_the_version_rule_but_never_moves_next_seq() {
     let sb = Sandbox::new();
     sb.deliver(&esr_file("SEV", "RMC", "20220730", 1, &[por(1, "C", "v1")]));
-    sb.deliver(&esr_file(
-        "SEV",
-        "RMC",
-        "20220801",
-        3,
-        &[por(1, "C", "v3"), por(3, "C", "v3")],
-    ));
+    sb.deliver(&esr_file("SEV", "RMC", "20220801", 3, &[por(1, "C", "v3"), por(3, "C", "v3")]));
     sb.run_once();
     let status = sb.status_json();
     assert_eq!(next_seq(&status, "SEV"), Some(2), "{status:#}");
 
     sb.run_ok(&["backfill", "--from", "2022-08-01", "--to", "2022-08-01"]);
     let status = sb.status_json();
-    assert_eq!(
-        next_seq(&status, "SEV"),
-        Some(2),
-        "backfill must not move next_seq:\n{status:#}"
-    );
+    assert_eq!(next_seq(&status, "SEV"), Some(2), "backfill must not move next_seq:\n{status:#}");
     let export = sb.export_lines();
     assert_eq!(title(record(&export, "POR", "1")), Some("v3"));
     assert_eq!(title(record(&export, "POR", "3")), Some("v3"));
 
     // The gap fills; SEQ 2's older line for POR 1 loses to the backfilled SEQ 3.
-    sb.deliver(&esr_file(
-        "SEV",
-        "RMC",
-        "20220731",
-        2,
-        &[por(1, "C", "v2"), por(2, "C", "v2")],
-    ));
+    sb.deliver(&esr_file("SEV", "RMC", "20220731", 2, &[por(1, "C", "v2"), por(2, "C", "v2")]));
     sb.run_once();
     let status = sb.status_json();
     assert_eq!(next_seq(&status, "SEV"), Some(4), "{status:#}");

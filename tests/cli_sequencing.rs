@@ -15,28 +15,10 @@ const PAST_ONE_SECOND: Duration = Duration::from_millis(1500);
 #[test]
 fn files_in_order_apply_and_next_seq_advances() {
     let sb = Sandbox::new();
-    sb.deliver(&esr_file(
-        "SEV",
-        "RMC",
-        "20220730",
-        1157,
-        &[por(1, "C", "first"), por(2, "C", "two")],
-    ));
-    let second = sb.deliver(&esr_file(
-        "SEV",
-        "RMC",
-        "20220731",
-        1158,
-        &[por(1, "C", "second")],
-    ));
+    sb.deliver(&esr_file("SEV", "RMC", "20220730", 1157, &[por(1, "C", "first"), por(2, "C", "two")]));
+    let second = sb.deliver(&esr_file("SEV", "RMC", "20220731", 1158, &[por(1, "C", "second")]));
     // RMC and RMF files of a region share its sequence.
-    sb.deliver(&esr_file(
-        "SEV",
-        "RMF",
-        "20220801",
-        1159,
-        &[pos(3, "C", "three")],
-    ));
+    sb.deliver(&esr_file("SEV", "RMF", "20220801", 1159, &[pos(3, "C", "three")]));
     sb.run_once();
 
     let status = sb.status_json();
@@ -59,47 +41,23 @@ fn files_in_order_apply_and_next_seq_advances() {
 #[test]
 fn newer_seq_arriving_first_is_held_until_the_missing_one_arrives() {
     let sb = Sandbox::new();
-    sb.deliver(&esr_file(
-        "SEV",
-        "RMC",
-        "20220730",
-        10,
-        &[por(1, "C", "from 10")],
-    ));
-    let f12 = sb.deliver(&esr_file(
-        "SEV",
-        "RMC",
-        "20220801",
-        12,
-        &[por(1, "C", "from 12"), por(2, "C", "only in 12")],
-    ));
+    sb.deliver(&esr_file("SEV", "RMC", "20220730", 10, &[por(1, "C", "from 10")]));
+    let f12 = sb.deliver(&esr_file("SEV", "RMC", "20220801", 12, &[por(1, "C", "from 12"), por(2, "C", "only in 12")]));
     sb.run_once();
 
     let status = sb.status_json();
     assert_eq!(next_seq(&status, "SEV"), Some(11), "{status:#}");
     assert_eq!(held(&status, "SEV"), vec![12], "{status:#}");
-    assert!(
-        !gap_alert(&status, "SEV"),
-        "default alert is 26h:\n{status:#}"
-    );
+    assert!(!gap_alert(&status, "SEV"), "default alert is 26h:\n{status:#}");
     assert!(
         stream(&status, "SEV")["waiting_since"].is_string(),
         "a stream waiting on a gap shows waiting_since:\n{status:#}"
     );
     let export = sb.export_lines();
     assert_eq!(title(record(&export, "POR", "1")), Some("from 10"));
-    assert!(
-        find_record(&export, "POR", "2").is_none(),
-        "a held file must not be applied:\n{export:#?}"
-    );
+    assert!(find_record(&export, "POR", "2").is_none(), "a held file must not be applied:\n{export:#?}");
 
-    sb.deliver(&esr_file(
-        "SEV",
-        "RMC",
-        "20220731",
-        11,
-        &[por(1, "C", "from 11"), por(3, "C", "only in 11")],
-    ));
+    sb.deliver(&esr_file("SEV", "RMC", "20220731", 11, &[por(1, "C", "from 11"), por(3, "C", "only in 11")]));
     sb.run_once();
 
     let status = sb.status_json();
@@ -118,27 +76,9 @@ fn newer_seq_arriving_first_is_held_until_the_missing_one_arrives() {
 #[test]
 fn first_pass_baseline_is_the_lowest_seq_per_region() {
     let sb = Sandbox::new();
-    sb.deliver(&esr_file(
-        "SEV",
-        "RMC",
-        "20220731",
-        1158,
-        &[por(1, "C", "from 1158")],
-    ));
-    sb.deliver(&esr_file(
-        "SEV",
-        "RMC",
-        "20220802",
-        1160,
-        &[por(6, "C", "from 1160")],
-    ));
-    sb.deliver(&esr_file(
-        "WES",
-        "RMC",
-        "20220730",
-        42,
-        &[pos(1, "C", "wes")],
-    ));
+    sb.deliver(&esr_file("SEV", "RMC", "20220731", 1158, &[por(1, "C", "from 1158")]));
+    sb.deliver(&esr_file("SEV", "RMC", "20220802", 1160, &[por(6, "C", "from 1160")]));
+    sb.deliver(&esr_file("WES", "RMC", "20220730", 42, &[pos(1, "C", "wes")]));
     sb.run_once();
 
     let status = sb.status_json();
@@ -150,13 +90,7 @@ fn first_pass_baseline_is_the_lowest_seq_per_region() {
 
     // Below the baseline and never applied: a late file, applied under the version
     // rule without moving next_seq backwards.
-    sb.deliver(&esr_file(
-        "SEV",
-        "RMC",
-        "20220730",
-        1157,
-        &[por(1, "C", "late"), por(5, "C", "only in late")],
-    ));
+    sb.deliver(&esr_file("SEV", "RMC", "20220730", 1157, &[por(1, "C", "late"), por(5, "C", "only in late")]));
     sb.run_once();
 
     let status = sb.status_json();
@@ -173,41 +107,19 @@ fn first_pass_baseline_is_the_lowest_seq_per_region() {
 fn configured_start_is_the_baseline_and_older_files_are_late() {
     let sb = Sandbox::with_config("[sequence.start]\nSEV = 1157\n");
     // Pass 1: 1156 is below the configured start (late), 1158 waits for 1157.
-    sb.deliver(&esr_file(
-        "SEV",
-        "RMC",
-        "20220729",
-        1156,
-        &[por(2, "C", "from 1156")],
-    ));
-    sb.deliver(&esr_file(
-        "SEV",
-        "RMC",
-        "20220731",
-        1158,
-        &[por(1, "C", "from 1158")],
-    ));
+    sb.deliver(&esr_file("SEV", "RMC", "20220729", 1156, &[por(2, "C", "from 1156")]));
+    sb.deliver(&esr_file("SEV", "RMC", "20220731", 1158, &[por(1, "C", "from 1158")]));
     sb.run_once();
 
     let status = sb.status_json();
-    assert_eq!(
-        next_seq(&status, "SEV"),
-        Some(1157),
-        "configured start, not the lowest SEQ found:\n{status:#}"
-    );
+    assert_eq!(next_seq(&status, "SEV"), Some(1157), "configured start, not the lowest SEQ found:\n{status:#}");
     assert_eq!(held(&status, "SEV"), vec![1158], "{status:#}");
     let export = sb.export_lines();
     assert_eq!(title(record(&export, "POR", "2")), Some("from 1156"));
     assert!(find_record(&export, "POR", "1").is_none(), "{export:#?}");
 
     // Pass 2: 1157 arrives; 1157 and 1158 apply in order.
-    sb.deliver(&esr_file(
-        "SEV",
-        "RMC",
-        "20220730",
-        1157,
-        &[por(1, "C", "from 1157"), por(3, "C", "from 1157")],
-    ));
+    sb.deliver(&esr_file("SEV", "RMC", "20220730", 1157, &[por(1, "C", "from 1157"), por(3, "C", "from 1157")]));
     sb.run_once();
     let status = sb.status_json();
     assert_eq!(next_seq(&status, "SEV"), Some(1159), "{status:#}");
@@ -215,21 +127,11 @@ fn configured_start_is_the_baseline_and_older_files_are_late() {
 
     // Pass 3: another late file cannot overwrite newer data, only fill in.
     let stale_before = count(&status, "records_stale");
-    sb.deliver(&esr_file(
-        "SEV",
-        "RMC",
-        "20220728",
-        1155,
-        &[por(1, "C", "from 1155"), por(4, "C", "from 1155")],
-    ));
+    sb.deliver(&esr_file("SEV", "RMC", "20220728", 1155, &[por(1, "C", "from 1155"), por(4, "C", "from 1155")]));
     sb.run_once();
     let status = sb.status_json();
     assert_eq!(next_seq(&status, "SEV"), Some(1159), "{status:#}");
-    assert_eq!(
-        count(&status, "records_stale"),
-        stale_before + 1,
-        "{status:#}"
-    );
+    assert_eq!(count(&status, "records_stale"), stale_before + 1, "{status:#}");
     let export = sb.export_lines();
     assert_eq!(title(record(&export, "POR", "1")), Some("from 1158"));
     assert_eq!(title(record(&export, "POR", "2")), Some("from 1156"));
@@ -240,41 +142,22 @@ fn configured_start_is_the_baseline_and_older_files_are_late() {
 #[test]
 fn a_gap_raises_gap_alert_after_the_configured_time_and_is_never_skipped() {
     let sb = Sandbox::with_config("[sequence]\ngap_alert_after = \"1s\"\n");
-    sb.deliver(&esr_file(
-        "SEV",
-        "RMC",
-        "20220730",
-        1,
-        &[por(1, "C", "one")],
-    ));
-    sb.deliver(&esr_file(
-        "SEV",
-        "RMC",
-        "20220801",
-        3,
-        &[por(3, "C", "three")],
-    ));
+    sb.deliver(&esr_file("SEV", "RMC", "20220730", 1, &[por(1, "C", "one")]));
+    sb.deliver(&esr_file("SEV", "RMC", "20220801", 3, &[por(3, "C", "three")]));
     sb.run_once();
     sleep(PAST_ONE_SECOND);
     sb.run_once();
 
     let status = sb.status_json();
     assert!(gap_alert(&status, "SEV"), "{status:#}");
-    assert_eq!(
-        next_seq(&status, "SEV"),
-        Some(2),
-        "gaps are never skipped:\n{status:#}"
-    );
+    assert_eq!(next_seq(&status, "SEV"), Some(2), "gaps are never skipped:\n{status:#}");
     assert_eq!(held(&status, "SEV"), vec![3], "{status:#}");
     let since = stream(&status, "SEV")["waiting_since"]
         .as_str()
         .unwrap_or_else(|| panic!("waiting_since must be a string:\n{status:#}"));
     let since = chrono::DateTime::parse_from_rfc3339(since)
         .unwrap_or_else(|e| panic!("waiting_since {since:?} is not RFC 3339: {e}"));
-    assert!(
-        since.timestamp() <= chrono::Utc::now().timestamp() + 5,
-        "waiting_since lies in the future: {since}"
-    );
+    assert!(since.timestamp() <= chrono::Utc::now().timestamp() + 5, "waiting_since lies in the future: {since}");
     assert!(find_record(&sb.export_lines(), "POR", "3").is_none());
 }
 
@@ -282,13 +165,7 @@ fn a_gap_raises_gap_alert_after_the_configured_time_and_is_never_skipped() {
 fn operator_skip_releases_held_files_and_the_skipped_seq_arrives_late() {
     let sb = Sandbox::new();
     sb.deliver(&esr_file("SEV", "RMC", "20220730", 1, &[por(1, "C", "v1")]));
-    sb.deliver(&esr_file(
-        "SEV",
-        "RMC",
-        "20220801",
-        3,
-        &[por(1, "C", "v3"), por(3, "C", "v3")],
-    ));
+    sb.deliver(&esr_file("SEV", "RMC", "20220801", 3, &[por(1, "C", "v3"), por(3, "C", "v3")]));
     sb.deliver(&esr_file("SEV", "RMC", "20220802", 4, &[por(4, "C", "v4")]));
     sb.run_once();
     let status = sb.status_json();
@@ -303,48 +180,22 @@ fn operator_skip_releases_held_files_and_the_skipped_seq_arrives_late() {
     assert_eq!(title(record(&sb.export_lines(), "POR", "1")), Some("v3"));
 
     // The skipped SEQ turns up after all: late, version rule, next_seq stays.
-    sb.deliver(&esr_file(
-        "SEV",
-        "RMC",
-        "20220731",
-        2,
-        &[por(1, "C", "v2"), por(2, "C", "v2")],
-    ));
+    sb.deliver(&esr_file("SEV", "RMC", "20220731", 2, &[por(1, "C", "v2"), por(2, "C", "v2")]));
     sb.run_once();
     let status = sb.status_json();
     assert_eq!(next_seq(&status, "SEV"), Some(5), "{status:#}");
     assert_eq!(count(&status, "applied_files"), 4, "{status:#}");
     assert_eq!(count(&status, "records_stale"), 1, "{status:#}");
     let export = sb.export_lines();
-    assert_eq!(
-        title(record(&export, "POR", "1")),
-        Some("v3"),
-        "{export:#?}"
-    );
-    assert_eq!(
-        title(record(&export, "POR", "2")),
-        Some("v2"),
-        "{export:#?}"
-    );
+    assert_eq!(title(record(&export, "POR", "1")), Some("v3"), "{export:#?}");
+    assert_eq!(title(record(&export, "POR", "2")), Some("v2"), "{export:#?}");
 }
 
 #[test]
 fn auto_skip_moves_past_a_gap() {
     let sb = Sandbox::with_config("[sequence]\nauto_skip_after = \"1s\"\n");
-    sb.deliver(&esr_file(
-        "SEV",
-        "RMC",
-        "20220730",
-        1,
-        &[por(1, "C", "one")],
-    ));
-    sb.deliver(&esr_file(
-        "SEV",
-        "RMC",
-        "20220801",
-        3,
-        &[por(3, "C", "three")],
-    ));
+    sb.deliver(&esr_file("SEV", "RMC", "20220730", 1, &[por(1, "C", "one")]));
+    sb.deliver(&esr_file("SEV", "RMC", "20220801", 3, &[por(3, "C", "three")]));
     sb.run_once();
     sleep(PAST_ONE_SECOND);
     sb.run_once();
@@ -358,13 +209,7 @@ fn auto_skip_moves_past_a_gap() {
 #[test]
 fn same_name_same_bytes_again_is_a_duplicate() {
     let sb = Sandbox::new();
-    let name = sb.deliver(&esr_file(
-        "SEV",
-        "RMC",
-        "20220730",
-        1,
-        &[por(1, "C", "one"), pos(2, "C", "two")],
-    ));
+    let name = sb.deliver(&esr_file("SEV", "RMC", "20220730", 1, &[por(1, "C", "one"), pos(2, "C", "two")]));
     sb.run_once();
     let export_before = sb.export_text();
 
@@ -381,65 +226,33 @@ fn same_name_same_bytes_again_is_a_duplicate() {
     assert_eq!(count(&status, "records_applied"), 2, "{status:#}");
     assert!(quarantined_files(&status).is_empty(), "{status:#}");
     assert_eq!(next_seq(&status, "SEV"), Some(2), "{status:#}");
-    assert_eq!(
-        sb.export_text(),
-        export_before,
-        "a duplicate changes nothing"
-    );
+    assert_eq!(sb.export_text(), export_before, "a duplicate changes nothing");
 }
 
 #[test]
 fn same_name_different_bytes_after_apply_is_a_conflict() {
     let sb = Sandbox::new();
-    let name = sb.deliver(&esr_file(
-        "SEV",
-        "RMC",
-        "20220730",
-        1,
-        &[por(1, "C", "original")],
-    ));
+    let name = sb.deliver(&esr_file("SEV", "RMC", "20220730", 1, &[por(1, "C", "original")]));
     sb.run_once();
     let export_before = sb.export_text();
 
-    sb.deliver(&esr_file(
-        "SEV",
-        "RMC",
-        "20220730",
-        1,
-        &[por(1, "C", "rewritten"), por(2, "C", "new")],
-    ));
+    sb.deliver(&esr_file("SEV", "RMC", "20220730", 1, &[por(1, "C", "rewritten"), por(2, "C", "new")]));
     sb.run_once();
 
     let status = sb.status_json();
-    let reason = quarantine_reason(&status, &name)
-        .unwrap_or_else(|| panic!("{name} should be quarantined:\n{status:#}"));
+    let reason =
+        quarantine_reason(&status, &name).unwrap_or_else(|| panic!("{name} should be quarantined:\n{status:#}"));
     assert!(reason.starts_with("conflict:"), "reason: {reason:?}");
     assert_eq!(count(&status, "applied_files"), 1, "{status:#}");
-    assert_eq!(
-        sb.export_text(),
-        export_before,
-        "a conflict applies nothing"
-    );
+    assert_eq!(sb.export_text(), export_before, "a conflict applies nothing");
 }
 
 /// SEQ 1 good, SEQ 2 with a wrong trailer count, SEQ 3 good.
 fn deliver_with_quarantined_middle(sb: &Sandbox) -> String {
-    sb.deliver(&esr_file(
-        "SEV",
-        "RMC",
-        "20220730",
-        1,
-        &[por(1, "C", "one")],
-    ));
+    sb.deliver(&esr_file("SEV", "RMC", "20220730", 1, &[por(1, "C", "one")]));
     let (name, content) = esr_file("SEV", "RMC", "20220731", 2, &[por(2, "C", "two")]);
     sb.write_file(&name, content.replace("TRL,1", "TRL,5"));
-    sb.deliver(&esr_file(
-        "SEV",
-        "RMC",
-        "20220801",
-        3,
-        &[por(3, "C", "three")],
-    ));
+    sb.deliver(&esr_file("SEV", "RMC", "20220801", 3, &[por(3, "C", "three")]));
     name
 }
 
@@ -454,21 +267,12 @@ fn quarantined_file_holds_its_stream_until_a_corrected_upload() {
     assert_eq!(held(&status, "SEV"), vec![3], "{status:#}");
 
     // A corrected object under the same name is validated afresh.
-    sb.deliver(&esr_file(
-        "SEV",
-        "RMC",
-        "20220731",
-        2,
-        &[por(2, "C", "two")],
-    ));
+    sb.deliver(&esr_file("SEV", "RMC", "20220731", 2, &[por(2, "C", "two")]));
     sb.run_once();
     let status = sb.status_json();
     assert_eq!(next_seq(&status, "SEV"), Some(4), "{status:#}");
     assert!(held(&status, "SEV").is_empty(), "{status:#}");
-    assert!(
-        quarantine_reason(&status, &bad).is_none(),
-        "the corrected file is no longer quarantined:\n{status:#}"
-    );
+    assert!(quarantine_reason(&status, &bad).is_none(), "the corrected file is no longer quarantined:\n{status:#}");
     assert_eq!(count(&status, "applied_files"), 3, "{status:#}");
     let export = sb.export_lines();
     record(&export, "POR", "2");
@@ -494,40 +298,21 @@ fn quarantined_file_released_by_operator_skip() {
 #[test]
 fn tombstone_survives_an_older_create_arriving_late() {
     let sb = Sandbox::new();
-    sb.deliver(&esr_file(
-        "SEV",
-        "RMC",
-        "20220731",
-        2,
-        &[por(7, "C", "alive"), pos(8, "C", "other")],
-    ));
+    sb.deliver(&esr_file("SEV", "RMC", "20220731", 2, &[por(7, "C", "alive"), pos(8, "C", "other")]));
     let deleter = sb.deliver(&esr_file("SEV", "RMC", "20220801", 3, &[por_delete(7)]));
     sb.run_once();
 
     let check_tombstone = |export: &[serde_json::Value]| {
         let rec = record(export, "POR", "7");
         assert_eq!(rec["deleted"], true, "{rec:#}");
-        assert!(
-            rec.get("fields").is_none(),
-            "no fields on a tombstone: {rec:#}"
-        );
+        assert!(rec.get("fields").is_none(), "no fields on a tombstone: {rec:#}");
         assert_eq!(rec["file"], deleter.as_str(), "{rec:#}");
-        assert_eq!(
-            rec["version"],
-            json!({"date": "2022-08-01", "seq": 3, "line": 2}),
-            "{rec:#}"
-        );
+        assert_eq!(rec["version"], json!({"date": "2022-08-01", "seq": 3, "line": 2}), "{rec:#}");
     };
     check_tombstone(&sb.export_lines());
 
     // SEQ 1 is below the baseline (2): late, and its C is older than the D.
-    sb.deliver(&esr_file(
-        "SEV",
-        "RMC",
-        "20220730",
-        1,
-        &[por(7, "C", "resurrected?")],
-    ));
+    sb.deliver(&esr_file("SEV", "RMC", "20220730", 1, &[por(7, "C", "resurrected?")]));
     sb.run_once();
     let status = sb.status_json();
     assert_eq!(count(&status, "records_stale"), 1, "{status:#}");
@@ -540,13 +325,7 @@ fn tombstone_survives_an_older_create_arriving_late() {
 #[test]
 fn equal_version_seen_again_is_counted_not_applied() {
     let sb = Sandbox::new();
-    sb.deliver(&esr_file(
-        "SEV",
-        "RMC",
-        "20220730",
-        1,
-        &[por(1, "C", "one"), pos(2, "C", "two")],
-    ));
+    sb.deliver(&esr_file("SEV", "RMC", "20220730", 1, &[por(1, "C", "one"), pos(2, "C", "two")]));
     sb.run_once();
     let export_before = sb.export_text();
 
@@ -567,10 +346,7 @@ fn export_object_format() {
         "RMC",
         "20220730",
         1157,
-        &[
-            pos(123456, "C", "Specialty Registrar"),
-            por(42, "C", "Consultant"),
-        ],
+        &[pos(123456, "C", "Specialty Registrar"), por(42, "C", "Consultant")],
     ));
     sb.run_once();
     let export = sb.export_lines();
@@ -582,17 +358,10 @@ fn export_object_format() {
     assert_eq!(pos_rec["deleted"], false, "{pos_rec:#}");
     assert_eq!(pos_rec["region"], "SEV", "{pos_rec:#}");
     assert_eq!(pos_rec["file"], name.as_str(), "{pos_rec:#}");
-    assert_eq!(
-        pos_rec["version"],
-        json!({"date": "2022-07-30", "seq": 1157, "line": 2}),
-        "{pos_rec:#}"
-    );
+    assert_eq!(pos_rec["version"], json!({"date": "2022-07-30", "seq": 1157, "line": 2}), "{pos_rec:#}");
     let fields = &pos_rec["fields"];
     assert_eq!(fields["position_number"], "2002", "{pos_rec:#}");
-    assert_eq!(
-        fields["position_title"], "Specialty Registrar",
-        "{pos_rec:#}"
-    );
+    assert_eq!(fields["position_title"], "Specialty Registrar", "{pos_rec:#}");
     assert_eq!(fields["occupation_code"], "MRA1", "{pos_rec:#}");
     assert_eq!(fields["grade_trust"], "ST1", "{pos_rec:#}");
     assert_eq!(fields["workplace_org_code"], "RNZ02", "{pos_rec:#}");
@@ -629,40 +398,23 @@ fn export_is_sorted_by_type_then_key_as_strings() {
         .export_lines()
         .iter()
         .map(|rec| {
-            let field = |name: &str| {
-                rec[name]
-                    .as_str()
-                    .unwrap_or_else(|| panic!("{name} is not a string: {rec}"))
-                    .to_string()
-            };
+            let field =
+                |name: &str| rec[name].as_str().unwrap_or_else(|| panic!("{name} is not a string: {rec}")).to_string();
             (field("type"), field("key"))
         })
         .collect();
-    let expected: Vec<(String, String)> = [
-        ("POR", "10"),
-        ("POR", "100"),
-        ("POR", "2"),
-        ("POR", "9"),
-        ("POS", "1"),
-        ("POS", "30"),
-        ("POS", "4"),
-    ]
-    .iter()
-    .map(|(t, k)| (t.to_string(), k.to_string()))
-    .collect();
+    let expected: Vec<(String, String)> =
+        [("POR", "10"), ("POR", "100"), ("POR", "2"), ("POR", "9"), ("POS", "1"), ("POS", "30"), ("POS", "4")]
+            .iter()
+            .map(|(t, k)| (t.to_string(), k.to_string()))
+            .collect();
     assert_eq!(order, expected, "tombstones included, sorted as strings");
 }
 
 #[test]
 fn export_output_option_writes_the_same_lines_to_a_file() {
     let sb = Sandbox::new();
-    sb.deliver(&esr_file(
-        "SEV",
-        "RMC",
-        "20220730",
-        1,
-        &[por(1, "C", "one"), pos(2, "C", "two")],
-    ));
+    sb.deliver(&esr_file("SEV", "RMC", "20220730", 1, &[por(1, "C", "one"), pos(2, "C", "two")]));
     sb.run_once();
     let path = sb.dir.path().join("export.jsonl");
     let path_arg = path.to_str().expect("temp paths are UTF-8");
@@ -696,9 +448,8 @@ fn bad_names_are_quarantined_and_dot_files_ignored() {
         sb.run_once();
         let status = sb.status_json();
         for name in bad_names {
-            let reason = quarantine_reason(&status, name).unwrap_or_else(|| {
-                panic!("pass {pass}: {name} should be quarantined:\n{status:#}")
-            });
+            let reason = quarantine_reason(&status, name)
+                .unwrap_or_else(|| panic!("pass {pass}: {name} should be quarantined:\n{status:#}"));
             assert!(reason.starts_with("bad name:"), "{name}: {reason:?}");
         }
         assert_eq!(

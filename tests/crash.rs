@@ -45,9 +45,7 @@ fn data_files(root: &Path) -> Vec<PathBuf> {
     while let Some(dir) = dirs.pop() {
         for entry in fs::read_dir(&dir).expect("list the generated data") {
             let path = entry.expect("read a directory entry").path();
-            let hidden = path
-                .file_name()
-                .is_some_and(|n| n.to_string_lossy().starts_with('.'));
+            let hidden = path.file_name().is_some_and(|n| n.to_string_lossy().starts_with('.'));
             if hidden {
                 continue;
             }
@@ -78,10 +76,7 @@ fn log_tail(path: &Path) -> String {
     let text = fs::read_to_string(path).unwrap_or_default();
     let lines: Vec<&str> = text.lines().collect();
     let start = lines.len().saturating_sub(40);
-    format!(
-        "--- last service log lines ---\n{}",
-        lines[start..].join("\n")
-    )
+    format!("--- last service log lines ---\n{}", lines[start..].join("\n"))
 }
 
 /// Where two exports first differ, without dumping megabytes.
@@ -147,17 +142,9 @@ fn sigkill_at_random_moments_converges_to_the_uninterrupted_result() {
     let mut rng = XorShift(0x5EED_0007_C0FF_EE42);
     for round in 1..=KILLS {
         let delay = rng.delay();
-        let log = fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&log_path)
-            .expect("open the service log");
-        let mut child = crash
-            .command(&["run"])
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("spawn `esr-ingest run`");
+        let log = fs::OpenOptions::new().create(true).append(true).open(&log_path).expect("open the service log");
+        let mut child =
+            crash.command(&["run"]).stdout(Stdio::null()).stderr(log).spawn().expect("spawn `esr-ingest run`");
         sleep(delay);
         if let Some(exit) = child.try_wait().expect("poll the service") {
             panic!(

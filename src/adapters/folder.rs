@@ -81,10 +81,9 @@ impl ObjectSource for FolderSource {
         .await
         .map_err(|e| SourceError::Unavailable { location: self.describe(), detail: e.to_string() })?;
         let mut listing = listing.map_err(|e| match e.kind() {
-            io::ErrorKind::NotFound => SourceError::Invalid {
-                location: self.describe(),
-                detail: "the folder does not exist".into(),
-            },
+            io::ErrorKind::NotFound => {
+                SourceError::Invalid { location: self.describe(), detail: "the folder does not exist".into() }
+            }
             _ => self.error("", e),
         })?;
         listing.sort_by(|a, b| a.key.cmp(&b.key));

@@ -34,7 +34,9 @@ fn open_source(settings: &Settings) -> anyhow::Result<Arc<dyn ObjectSource>> {
 
 pub async fn engine(settings: &Settings) -> anyhow::Result<Engine> {
     if settings.broker.is_some() {
-        return Err(UsageError("--broker is not available in this build; leave it out for in-process delivery".into()).into());
+        return Err(
+            UsageError("--broker is not available in this build; leave it out for in-process delivery".into()).into()
+        );
     }
     let source = open_source(settings)?;
     let store = open_store(settings).await?;

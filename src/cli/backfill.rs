@@ -21,9 +21,12 @@ pub async fn backfill(
             c.cancel();
         }
     });
-    let (plan, work) = engine.backfill_plan(from, to, &regions, &cancel).await?;
+    let (plan, work) = engine.backfill_plan(from, to, &regions, !dry_run, &cancel).await?;
     if dry_run {
-        println!("backfill {from}..{to}: {} file(s) would be processed", plan.files.iter().filter(|f| f.excluded.is_none()).count());
+        println!(
+            "backfill {from}..{to}: {} file(s) would be processed",
+            plan.files.iter().filter(|f| f.excluded.is_none()).count()
+        );
         for f in &plan.files {
             let note = f.excluded.as_deref().map(|w| format!("  (left out: {w})")).unwrap_or_default();
             println!("{}  {:>8}  {}  {}  [{}]{}", f.region, f.seq, f.date, f.name, f.state, note);
@@ -50,7 +53,10 @@ pub async fn backfill(
         report.processed, t.applied, t.stale, t.unchanged, t.rejected
     );
     for (region, files, t) in &report.by_region {
-        println!("  {region}: {files} file(s); {} applied, {} stale, {} unchanged, {} rejected", t.applied, t.stale, t.unchanged, t.rejected);
+        println!(
+            "  {region}: {files} file(s); {} applied, {} stale, {} unchanged, {} rejected",
+            t.applied, t.stale, t.unchanged, t.rejected
+        );
     }
     for (name, why) in report.quarantined.iter().chain(&report.excluded) {
         println!("  not applied: {name}: {why}");

@@ -5,7 +5,14 @@ use crate::generate::{DEFAULT_REGIONS, GenerateSpec, generate as write_files};
 use chrono::NaiveDate;
 use std::path::Path;
 
-pub fn generate(out: &Path, regions: &[String], days: u32, start: NaiveDate, records: u64, seed: u64) -> anyhow::Result<i32> {
+pub fn generate(
+    out: &Path,
+    regions: &[String],
+    days: u32,
+    start: NaiveDate,
+    records: u64,
+    seed: u64,
+) -> anyhow::Result<i32> {
     let regions: Vec<String> = if regions.is_empty() {
         DEFAULT_REGIONS.iter().map(|r| r.to_string()).collect()
     } else {

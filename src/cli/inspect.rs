@@ -29,7 +29,11 @@ fn write_status_table(out: &mut impl Write, doc: &StatusDoc) -> std::io::Result<
     if doc.streams.is_empty() {
         writeln!(out, "  (none yet)")?;
     } else {
-        writeln!(out, "  {:<8} {:>10} {:>12} {:<24} {:<5} {}", "REGION", "NEXT SEQ", "LAST APPLIED", "WAITING SINCE", "ALERT", "HELD / WAITING FOR")?;
+        writeln!(
+            out,
+            "  {:<8} {:>10} {:>12} {:<24} {:<5} HELD / WAITING FOR",
+            "REGION", "NEXT SEQ", "LAST APPLIED", "WAITING SINCE", "ALERT"
+        )?;
     }
     for s in &doc.streams {
         let held = if s.held.is_empty() {

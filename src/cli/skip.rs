@@ -30,8 +30,10 @@ pub async fn skip(settings: Settings, region: String, seq: u64, reason: String) 
         }
     }
     stream.settle();
-    if let Some(applied) =
-        snapshot.ledger.iter().find(|e| e.region() == Some(region.as_str()) && e.seq() == Some(seq) && e.state == FileState::Applied)
+    if let Some(applied) = snapshot
+        .ledger
+        .iter()
+        .find(|e| e.region() == Some(region.as_str()) && e.seq() == Some(seq) && e.state == FileState::Applied)
     {
         anyhow::bail!("{region} SEQ {seq} is already applied ({}); nothing to skip", applied.name);
     }

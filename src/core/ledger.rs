@@ -257,6 +257,8 @@ mod tests {
         assert_eq!(c.fingerprint, "a", "the applied object stays recorded");
         assert_eq!(observe(&listed(&e.key, "c"), Some(&c), &p, Utc::now()), Observation::Unchanged);
         e.state = FileState::Quarantined;
-        assert!(matches!(judge_upload(&e, &listed(&e.key, "d"), "s3", Utc::now()), UploadVerdict::Revalidate(ref r) if r.state == FileState::Pending));
+        assert!(
+            matches!(judge_upload(&e, &listed(&e.key, "d"), "s3", Utc::now()), UploadVerdict::Revalidate(ref r) if r.state == FileState::Pending)
+        );
     }
 }

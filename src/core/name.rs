@@ -37,7 +37,10 @@ pub enum NameVerdict {
     Ignored,
     Batch(FileName),
     /// Not a batch file name; the reason starts with `bad name:`.
-    Bad { name: String, reason: String },
+    Bad {
+        name: String,
+        reason: String,
+    },
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -71,8 +74,7 @@ impl NameProfile {
     pub fn new(pattern: &str) -> Result<Self, ProfileError> {
         let regex = Regex::new(pattern)?;
         let names: Vec<&str> = regex.capture_names().flatten().collect();
-        let missing: Vec<&str> =
-            REQUIRED_GROUPS.iter().copied().filter(|g| !names.contains(g)).collect();
+        let missing: Vec<&str> = REQUIRED_GROUPS.iter().copied().filter(|g| !names.contains(g)).collect();
         if !missing.is_empty() {
             return Err(ProfileError::MissingGroups(missing.join(", ")));
         }
@@ -118,8 +120,7 @@ impl NameProfile {
             return Err("the kind is empty".into());
         }
         let date_text = group("date");
-        let date = parse_yyyymmdd(date_text)
-            .ok_or_else(|| format!("{date_text} is not a calendar date (YYYYMMDD)"))?;
+        let date = parse_yyyymmdd(date_text).ok_or_else(|| format!("{date_text} is not a calendar date (YYYYMMDD)"))?;
         let seq_text = group("seq");
         let seq: u64 = if !seq_text.is_empty() && seq_text.bytes().all(|b| b.is_ascii_digit()) {
             seq_text.parse().map_err(|_| format!("SEQ {seq_text} is too large"))?
@@ -129,13 +130,7 @@ impl NameProfile {
         if seq == 0 {
             return Err("SEQ must be greater than 0".into());
         }
-        Ok(FileName {
-            name: name.to_string(),
-            region: region.to_string(),
-            kind: kind.to_string(),
-            date,
-            seq,
-        })
+        Ok(FileName { name: name.to_string(), region: region.to_string(), kind: kind.to_string(), date, seq })
     }
 }
 

@@ -19,8 +19,8 @@ use crate::core::record::{Record, Reject};
 use crate::core::schema::Layout;
 use crate::core::version::Version;
 use sha2::{Digest, Sha256};
-use std::io::{self, Read};
 use std::collections::VecDeque;
+use std::io::{self, Read};
 use std::sync::{Arc, Mutex};
 
 /// Longest physical line accepted; a longer one is a file-level fault (it bounds memory).
@@ -37,7 +37,9 @@ pub enum FileFault {
     MissingHeader { line: u64, tag: String, found: String },
     #[error("line {line}: garbled header: {why}")]
     GarbledHeader { line: u64, why: String },
-    #[error("line {line}: header disagrees with the file name: {part} is {header:?} in the header but {name:?} in the name")]
+    #[error(
+        "line {line}: header disagrees with the file name: {part} is {header:?} in the header but {name:?} in the name"
+    )]
     HeaderMismatch { line: u64, part: &'static str, header: String, name: String },
     #[error("missing trailer: the file ends at line {last_line} without a {tag},<COUNT> line")]
     MissingTrailer { last_line: u64, tag: String },
@@ -231,15 +233,13 @@ impl<R: Read> FileParser<R> {
             enforce_line_cap: true,
         };
         let newlines = Arc::new(Mutex::new(VecDeque::new()));
-        let csv = csv::ReaderBuilder::new()
-            .has_headers(false)
-            .flexible(true)
-            .buffer_capacity(READ_BUFFER)
-            .from_reader(LineIndex {
+        let csv = csv::ReaderBuilder::new().has_headers(false).flexible(true).buffer_capacity(READ_BUFFER).from_reader(
+            LineIndex {
                 inner: SkipBom { inner: metered, head: Vec::new(), started: false },
                 offset: 0,
                 newlines: newlines.clone(),
-            });
+            },
+        );
         Self {
             csv,
             newlines,
@@ -463,9 +463,8 @@ impl<R: Read> FileParser<R> {
     }
 
     fn record_line(&self, line: u64) -> Line {
-        let reject = |reason: String| {
-            Line::Reject(Reject { file: self.name.clone(), line, reason, raw: self.raw(1000) })
-        };
+        let reject =
+            |reason: String| Line::Reject(Reject { file: self.name.clone(), line, reason, raw: self.raw(1000) });
         let mut fields = Vec::with_capacity(self.row.len());
         for (i, bytes) in self.row.iter().enumerate() {
             match std::str::from_utf8(bytes) {

@@ -79,9 +79,7 @@ impl Format {
             Format::Text(n) if chars() > n => Err(format!("longer than {n} characters")),
             Format::Digits(_) if !digits(value) => Err("not all digits".into()),
             Format::Digits(n) if value.len() > n => Err(format!("more than {n} digits")),
-            Format::FixedDigits(n) if !digits(value) || value.len() != n => {
-                Err(format!("not exactly {n} digits"))
-            }
+            Format::FixedDigits(n) if !digits(value) || value.len() != n => Err(format!("not exactly {n} digits")),
             Format::Fixed(n) if chars() != n => Err(format!("not exactly {n} characters")),
             _ => Ok(()),
         }
@@ -194,18 +192,18 @@ impl Layout {
         for r in file.records {
             let mut fields = Vec::with_capacity(r.fields.len());
             for f in &r.fields {
-                let format = f.format.parse().map_err(|e: String| {
-                    invalid(format!("record {} field {}: {e}", r.record_type, f.name))
-                })?;
+                let format = f
+                    .format
+                    .parse()
+                    .map_err(|e: String| invalid(format!("record {} field {}: {e}", r.record_type, f.name)))?;
                 if fields.iter().any(|x: &Field| *x.name == *f.name) {
                     return Err(invalid(format!("record {}: field {} appears twice", r.record_type, f.name)));
                 }
                 fields.push(Field { name: f.name.as_str().into(), format, required: f.required });
             }
             let index_of = |name: &str| fields.iter().position(|f| &*f.name == name);
-            let key_index = index_of(&file.key_field).ok_or_else(|| {
-                invalid(format!("record {} has no key field {}", r.record_type, file.key_field))
-            })?;
+            let key_index = index_of(&file.key_field)
+                .ok_or_else(|| invalid(format!("record {} has no key field {}", r.record_type, file.key_field)))?;
             let indicator_index = index_of(&file.indicator_field).ok_or_else(|| {
                 invalid(format!("record {} has no indicator field {}", r.record_type, file.indicator_field))
             })?;
@@ -215,12 +213,8 @@ impl Layout {
             if r.record_type == file.header_tag || r.record_type == file.trailer_tag {
                 return Err(invalid(format!("record type {} collides with the header or trailer tag", r.record_type)));
             }
-            let layout = RecordLayout {
-                record_type: r.record_type.as_str().into(),
-                fields,
-                key_index,
-                indicator_index,
-            };
+            let layout =
+                RecordLayout { record_type: r.record_type.as_str().into(), fields, key_index, indicator_index };
             if records.insert(r.record_type.clone(), layout).is_some() {
                 return Err(invalid(format!("record type {} is defined twice", r.record_type)));
             }
@@ -247,10 +241,8 @@ impl Layout {
     /// Checks one record line's fields (already split and UTF-8) against the layout.
     pub fn check<'a>(&'a self, fields: &[&str]) -> Result<Checked<'a>, LineFault> {
         let record_type = fields.first().copied().unwrap_or("");
-        let layout = self
-            .records
-            .get(record_type)
-            .ok_or_else(|| LineFault(format!("unknown record type {record_type:?}")))?;
+        let layout =
+            self.records.get(record_type).ok_or_else(|| LineFault(format!("unknown record type {record_type:?}")))?;
         if fields.len() != layout.fields.len() {
             return Err(LineFault(format!(
                 "wrong field count: {} has {} fields, the line has {}",
@@ -331,10 +323,11 @@ mod tests {
     use super::*;
 
     fn por(overrides: &[(usize, &str)]) -> Vec<String> {
-        let mut f: Vec<String> = ["POR", "123456", "", "C", "42", "Staff Nurse", "DPN1", "SEV", "Y", "RA7", "1234", "Org", "Loc"]
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
+        let mut f: Vec<String> =
+            ["POR", "123456", "", "C", "42", "Staff Nurse", "DPN1", "SEV", "Y", "RA7", "1234", "Org", "Loc"]
+                .iter()
+                .map(|s| s.to_string())
+                .collect();
         for (i, v) in overrides {
             f[*i] = v.to_string();
         }

@@ -189,10 +189,9 @@ impl Stream {
         if at_next.is_some_and(|f| f.values().any(|s| *s == FileState::Pending)) {
             return None; // it is about to be applied
         }
-        let waiting_behind = self
-            .files
-            .range(next + 1..)
-            .any(|(_, f)| f.values().any(|s| matches!(s, FileState::Pending | FileState::Quarantined)));
+        // Any later file means the expected SEQ is a gap (even one already applied by a
+        // backfill: the stream still has not seen `next`).
+        let waiting_behind = self.files.range(next + 1..).any(|(_, f)| !f.is_empty());
         let quarantined =
             at_next.and_then(|f| f.iter().find(|(_, s)| **s == FileState::Quarantined).map(|(n, _)| n.clone()));
         match quarantined {

@@ -38,25 +38,31 @@ pub struct BackfillReport {
 }
 
 impl Engine {
-    /// Lists the source, records new names, and selects the files of the range.
+    /// Lists the source and selects the files of the range. With `record_new`, names not
+    /// seen before are recorded in the ledger (a dry run writes nothing).
     pub async fn backfill_plan(
         &self,
         from: NaiveDate,
         to: NaiveDate,
         regions: &[String],
+        record_new: bool,
         cancel: &CancellationToken,
     ) -> Result<(BackfillPlan, HashMap<String, (LedgerEntry, Listed)>), EngineError> {
         let listing = retry_transient("listing the source", cancel, || async { Ok(self.source.list().await?) }).await?;
         let objects = self.by_name(listing);
-        let snapshot = retry_transient("reading the store", cancel, || async { Ok(self.store.snapshot().await?) }).await?;
-        let mut ledger: HashMap<String, LedgerEntry> = snapshot.ledger.into_iter().map(|e| (e.name.clone(), e)).collect();
+        let snapshot =
+            retry_transient("reading the store", cancel, || async { Ok(self.store.snapshot().await?) }).await?;
+        let mut ledger: HashMap<String, LedgerEntry> =
+            snapshot.ledger.into_iter().map(|e| (e.name.clone(), e)).collect();
         let mut report = super::PassReport::default();
         let discovered = self.discover(&objects, &mut ledger, &mut report, cancel).await?;
-        retry_transient("writing to the store", cancel, || {
-            let c = discovered.clone();
-            async move { Ok(self.store.commit(c).await?) }
-        })
-        .await?;
+        if record_new {
+            retry_transient("writing to the store", cancel, || {
+                let c = discovered.clone();
+                async move { Ok(self.store.commit(c).await?) }
+            })
+            .await?;
+        }
         let mut plan = BackfillPlan::default();
         let mut work = HashMap::new();
         for (name, listed) in &objects {

@@ -47,7 +47,9 @@ impl Engine {
                     report.discovered += 1;
                     match &entry.reason {
                         Some(reason) => tracing::warn!(file = %entry.name, key = %entry.key, %reason, "quarantined"),
-                        None => tracing::info!(file = %entry.name, region = entry.region(), seq = entry.seq(), "discovered"),
+                        None => {
+                            tracing::info!(file = %entry.name, region = entry.region(), seq = entry.seq(), "discovered")
+                        }
                     }
                     entry
                 }
@@ -96,10 +98,10 @@ impl Engine {
         let mut hasher = Sha256::new();
         let mut buf = vec![0u8; 64 * 1024];
         loop {
-            let n = reader.read(&mut buf).await.map_err(|e| SourceError::Unavailable {
-                location: listed.key.clone(),
-                detail: e.to_string(),
-            })?;
+            let n = reader
+                .read(&mut buf)
+                .await
+                .map_err(|e| SourceError::Unavailable { location: listed.key.clone(), detail: e.to_string() })?;
             if n == 0 {
                 break;
             }

@@ -7,8 +7,8 @@
 
 mod backfill;
 mod discovery;
-mod pass;
 mod export;
+mod pass;
 mod process;
 mod retry;
 pub mod status;
@@ -88,7 +88,8 @@ impl Heartbeat {
         DateTime::from_timestamp_millis(self.last_beat_ms.load(Ordering::Relaxed)).filter(|t| t.timestamp() > 0)
     }
     pub fn last_pass(&self) -> Option<(DateTime<Utc>, bool)> {
-        let t = DateTime::from_timestamp_millis(self.last_pass_ms.load(Ordering::Relaxed)).filter(|t| t.timestamp() > 0)?;
+        let t =
+            DateTime::from_timestamp_millis(self.last_pass_ms.load(Ordering::Relaxed)).filter(|t| t.timestamp() > 0)?;
         Some((t, self.last_pass_ok.load(Ordering::Relaxed)))
     }
 }

@@ -15,8 +15,10 @@ impl Engine {
         let mut report = PassReport::default();
         let listing = retry_transient("listing the source", cancel, || async { Ok(self.source.list().await?) }).await?;
         let objects = self.by_name(listing);
-        let snapshot = retry_transient("reading the store", cancel, || async { Ok(self.store.snapshot().await?) }).await?;
-        let mut ledger: HashMap<String, LedgerEntry> = snapshot.ledger.into_iter().map(|e| (e.name.clone(), e)).collect();
+        let snapshot =
+            retry_transient("reading the store", cancel, || async { Ok(self.store.snapshot().await?) }).await?;
+        let mut ledger: HashMap<String, LedgerEntry> =
+            snapshot.ledger.into_iter().map(|e| (e.name.clone(), e)).collect();
         let discovered = self.discover(&objects, &mut ledger, &mut report, cancel).await?;
         self.commit(discovered, cancel).await?;
         self.heartbeat.beat();
@@ -82,7 +84,11 @@ impl Engine {
                             ledger: vec![entry.clone()],
                             streams: vec![stream.record().clone()],
                             audit: Vec::new(),
-                            counters: CounterDelta { applied_files: u64::from(newly), duplicate_files: 0, records: tally },
+                            counters: CounterDelta {
+                                applied_files: u64::from(newly),
+                                duplicate_files: 0,
+                                records: tally,
+                            },
                         };
                         if let Err(e) = delivery.finish(commit).await {
                             tracing::warn!(error = %e, "file not committed; deferred to the next pass");

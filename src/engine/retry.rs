@@ -19,10 +19,8 @@ where
         .with_max_delay(Duration::from_secs(5))
         .with_max_times(5)
         .with_jitter();
-    let attempt = op
-        .retry(policy)
-        .when(|e: &EngineError| e.is_transient())
-        .notify(|e: &EngineError, wait: Duration| {
+    let attempt =
+        op.retry(policy).when(|e: &EngineError| e.is_transient()).notify(|e: &EngineError, wait: Duration| {
             tracing::warn!(error = %e, retry_in_ms = wait.as_millis() as u64, "{what} failed; retrying");
         });
     tokio::select! {

@@ -22,7 +22,7 @@ pub struct StreamStatus {
     pub held: Vec<u64>,
     pub waiting_since: Option<String>,
     pub gap_alert: bool,
-    /// Why the stream waits: `missing` or `quarantined` (null when it is not waiting).
+    /// Why the stream waits: `missing SEQ n` or `quarantined SEQ n (file)`; null when it is not waiting.
     pub waiting_for: Option<String>,
     pub last_applied_seq: Option<u64>,
     pub skipped: Vec<u64>,

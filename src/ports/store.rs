@@ -77,7 +77,10 @@ pub struct Commit {
 
 impl Commit {
     pub fn is_empty(&self) -> bool {
-        self.ledger.is_empty() && self.streams.is_empty() && self.audit.is_empty() && self.counters == CounterDelta::default()
+        self.ledger.is_empty()
+            && self.streams.is_empty()
+            && self.audit.is_empty()
+            && self.counters == CounterDelta::default()
     }
 }
 

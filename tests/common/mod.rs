@@ -42,13 +42,7 @@ impl Sandbox {
         fs::create_dir_all(&inbox).expect("create the inbox folder");
         let store = dir.path().join("state.db");
         let start = SystemTime::now() - Duration::from_secs(2 * 3600);
-        Sandbox {
-            dir,
-            inbox,
-            store,
-            config: None,
-            clock: Cell::new(start),
-        }
+        Sandbox { dir, inbox, store, config: None, clock: Cell::new(start) }
     }
 
     /// A sandbox whose runs all get `--config FILE` with this TOML text.
@@ -68,29 +62,19 @@ impl Sandbox {
         if let Some(config) = &self.config {
             cmd.arg("--config").arg(config);
         }
-        cmd.args(args)
-            .current_dir(self.dir.path())
-            .env_remove("ESR_INGEST_CONFIG")
-            .stdin(Stdio::null());
+        cmd.args(args).current_dir(self.dir.path()).env_remove("ESR_INGEST_CONFIG").stdin(Stdio::null());
         cmd
     }
 
     /// Runs the binary to completion, whatever its exit code.
     pub fn run(&self, args: &[&str]) -> Output {
-        self.command(args)
-            .output()
-            .expect("spawn the esr-ingest binary")
+        self.command(args).output().expect("spawn the esr-ingest binary")
     }
 
     /// Runs the binary and requires exit code 0.
     pub fn run_ok(&self, args: &[&str]) -> Output {
         let out = self.run(args);
-        assert!(
-            out.status.success(),
-            "`esr-ingest {}` failed\n{}",
-            args.join(" "),
-            describe(&out)
-        );
+        assert!(out.status.success(), "`esr-ingest {}` failed\n{}", args.join(" "), describe(&out));
         out
     }
 
@@ -102,16 +86,7 @@ impl Sandbox {
     /// `sequence skip`, required to succeed.
     pub fn skip(&self, region: &str, seq: u32, reason: &str) -> Output {
         let seq = seq.to_string();
-        self.run_ok(&[
-            "sequence",
-            "skip",
-            "--region",
-            region,
-            "--seq",
-            seq.as_str(),
-            "--reason",
-            reason,
-        ])
+        self.run_ok(&["sequence", "skip", "--region", region, "--seq", seq.as_str(), "--reason", reason])
     }
 
     /// `status --json`, parsed.
@@ -190,23 +165,17 @@ pub fn describe(out: &Output) -> String {
 }
 
 pub fn parse_json(out: &Output, what: &str) -> Value {
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!(
-            "{what}: stdout is not one JSON document ({e})\n{}",
-            describe(out)
-        )
-    })
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{what}: stdout is not one JSON document ({e})\n{}", describe(out)))
 }
 
 pub fn parse_json_lines(bytes: &[u8], what: &str) -> Vec<Value> {
-    let text =
-        std::str::from_utf8(bytes).unwrap_or_else(|e| panic!("{what}: output is not UTF-8 ({e})"));
+    let text = std::str::from_utf8(bytes).unwrap_or_else(|e| panic!("{what}: output is not UTF-8 ({e})"));
     text.lines()
         .filter(|line| !line.trim().is_empty())
         .enumerate()
         .map(|(i, line)| {
-            serde_json::from_str(line)
-                .unwrap_or_else(|e| panic!("{what}: line {} is not JSON ({e}): {line}", i + 1))
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("{what}: line {} is not JSON ({e}): {line}", i + 1))
         })
         .collect()
 }
@@ -226,9 +195,7 @@ pub fn next_seq(status: &Value, region: &str) -> Option<u64> {
     if value.is_null() {
         return None;
     }
-    Some(value.as_u64().unwrap_or_else(|| {
-        panic!("next_seq of {region} is neither a number nor null:\n{status:#}")
-    }))
+    Some(value.as_u64().unwrap_or_else(|| panic!("next_seq of {region} is neither a number nor null:\n{status:#}")))
 }
 
 pub fn held(status: &Value, region: &str) -> Vec<u64> {
@@ -236,10 +203,7 @@ pub fn held(status: &Value, region: &str) -> Vec<u64> {
         .as_array()
         .unwrap_or_else(|| panic!("held of {region} is not an array:\n{status:#}"))
         .iter()
-        .map(|seq| {
-            seq.as_u64()
-                .unwrap_or_else(|| panic!("held SEQ {seq} is not a number:\n{status:#}"))
-        })
+        .map(|seq| seq.as_u64().unwrap_or_else(|| panic!("held SEQ {seq} is not a number:\n{status:#}")))
         .collect()
 }
 
@@ -250,9 +214,7 @@ pub fn gap_alert(status: &Value, region: &str) -> bool {
 }
 
 pub fn count(status: &Value, key: &str) -> u64 {
-    status["counts"][key]
-        .as_u64()
-        .unwrap_or_else(|| panic!("counts.{key} missing or not a number:\n{status:#}"))
+    status["counts"][key].as_u64().unwrap_or_else(|| panic!("counts.{key} missing or not a number:\n{status:#}"))
 }
 
 pub fn quarantined_files(status: &Value) -> Vec<String> {
@@ -261,10 +223,7 @@ pub fn quarantined_files(status: &Value) -> Vec<String> {
         .unwrap_or_else(|| panic!("quarantined is not an array:\n{status:#}"))
         .iter()
         .map(|entry| {
-            entry["file"]
-                .as_str()
-                .unwrap_or_else(|| panic!("quarantined entry without file: {entry}"))
-                .to_string()
+            entry["file"].as_str().unwrap_or_else(|| panic!("quarantined entry without file: {entry}")).to_string()
         })
         .collect()
 }
@@ -277,10 +236,7 @@ pub fn quarantine_reason(status: &Value, file: &str) -> Option<String> {
         .iter()
         .find(|entry| entry["file"] == file)
         .map(|entry| {
-            entry["reason"]
-                .as_str()
-                .unwrap_or_else(|| panic!("quarantined entry without reason: {entry}"))
-                .to_string()
+            entry["reason"].as_str().unwrap_or_else(|| panic!("quarantined entry without reason: {entry}")).to_string()
         })
 }
 
@@ -288,14 +244,11 @@ pub fn quarantine_reason(status: &Value, file: &str) -> Option<String> {
 // export accessors
 
 pub fn find_record<'a>(export: &'a [Value], rtype: &str, key: &str) -> Option<&'a Value> {
-    export
-        .iter()
-        .find(|rec| rec["type"] == rtype && rec["key"] == key)
+    export.iter().find(|rec| rec["type"] == rtype && rec["key"] == key)
 }
 
 pub fn record<'a>(export: &'a [Value], rtype: &str, key: &str) -> &'a Value {
-    find_record(export, rtype, key)
-        .unwrap_or_else(|| panic!("no {rtype} {key} in the export:\n{export:#?}"))
+    find_record(export, rtype, key).unwrap_or_else(|| panic!("no {rtype} {key} in the export:\n{export:#?}"))
 }
 
 pub fn title(rec: &Value) -> Option<&str> {
@@ -320,13 +273,7 @@ pub fn trailer(count: usize) -> String {
 
 /// A well-formed file: header, the records, a trailer with the right count; LF line
 /// ends. Returns (name, content).
-pub fn esr_file(
-    region: &str,
-    kind: &str,
-    date: &str,
-    seq: u32,
-    records: &[impl AsRef<str>],
-) -> (String, String) {
+pub fn esr_file(region: &str, kind: &str, date: &str, seq: u32, records: &[impl AsRef<str>]) -> (String, String) {
     let mut content = header(kind, region, date, seq);
     content.push('\n');
     for rec in records {

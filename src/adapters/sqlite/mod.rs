@@ -5,9 +5,7 @@ mod rows;
 mod writer;
 
 use crate::core::record::Reject;
-use crate::ports::store::{
-    AuditEntry, Commit, Counts, FileTicket, FileTxn, Snapshot, Store, StoreError, StoredRecord,
-};
+use crate::ports::store::{AuditEntry, Commit, Counts, FileTicket, FileTxn, Snapshot, Store, StoreError, StoredRecord};
 use async_trait::async_trait;
 use rows::map_err;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
@@ -30,8 +28,8 @@ pub struct SqliteStore {
 
 fn connect(path: &Path) -> Result<Connection, StoreError> {
     let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-    let conn = Connection::open_with_flags(path, flags)
-        .map_err(|e| StoreError::Open(format!("{}: {e}", path.display())))?;
+    let conn =
+        Connection::open_with_flags(path, flags).map_err(|e| StoreError::Open(format!("{}: {e}", path.display())))?;
     conn.busy_timeout(BUSY_TIMEOUT).map_err(map_err)?;
     conn.execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;")
         .map_err(|e| StoreError::Open(format!("{}: {e}", path.display())))?;
@@ -79,8 +77,10 @@ impl SqliteStore {
 
 fn migrate(conn: &Connection) -> Result<(), StoreError> {
     conn.execute_batch(SCHEMA).map_err(map_err)?;
-    let found: Option<String> =
-        conn.query_row("SELECT value FROM meta WHERE key = 'schema_version'", [], |r| r.get(0)).optional().map_err(map_err)?;
+    let found: Option<String> = conn
+        .query_row("SELECT value FROM meta WHERE key = 'schema_version'", [], |r| r.get(0))
+        .optional()
+        .map_err(map_err)?;
     match found {
         None => {
             conn.execute("INSERT INTO meta (key, value) VALUES ('schema_version', ?1)", params![SCHEMA_VERSION])
@@ -106,7 +106,8 @@ impl Store for SqliteStore {
         self.read(|c| {
             // One read transaction, so ledger and streams are consistent with each other.
             c.execute_batch("BEGIN").map_err(map_err)?;
-            let result = rows::load_ledger(c).and_then(|ledger| Ok(Snapshot { ledger, streams: rows::load_streams(c)? }));
+            let result =
+                rows::load_ledger(c).and_then(|ledger| Ok(Snapshot { ledger, streams: rows::load_streams(c)? }));
             let _ = c.execute_batch("COMMIT");
             result
         })
@@ -153,11 +154,18 @@ impl Store for SqliteStore {
     async fn rejects(&self, file: Option<String>) -> Result<Vec<Reject>, StoreError> {
         self.read(move |c| {
             let mut stmt = c
-                .prepare("SELECT file, line, reason, raw FROM rejects WHERE ?1 IS NULL OR file = ?1 ORDER BY file, line")
+                .prepare(
+                    "SELECT file, line, reason, raw FROM rejects WHERE ?1 IS NULL OR file = ?1 ORDER BY file, line",
+                )
                 .map_err(map_err)?;
             let rows = stmt
                 .query_map(params![file], |r| {
-                    Ok(Reject { file: r.get::<_, String>(0)?.into(), line: r.get(1)?, reason: r.get(2)?, raw: r.get(3)? })
+                    Ok(Reject {
+                        file: r.get::<_, String>(0)?.into(),
+                        line: r.get(1)?,
+                        reason: r.get(2)?,
+                        raw: r.get(3)?,
+                    })
                 })
                 .map_err(map_err)?;
             rows.collect::<Result<Vec<_>, _>>().map_err(map_err)

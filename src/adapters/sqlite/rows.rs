@@ -40,7 +40,8 @@ const OBJECT_COLUMNS: &str = "name, key, region, kind, file_date, seq, size, fin
      record_lines, records_applied, records_stale, records_unchanged, records_rejected";
 
 pub(super) fn load_ledger(conn: &Connection) -> Result<Vec<LedgerEntry>, StoreError> {
-    let mut stmt = conn.prepare_cached(&format!("SELECT {OBJECT_COLUMNS} FROM objects ORDER BY name")).map_err(map_err)?;
+    let mut stmt =
+        conn.prepare_cached(&format!("SELECT {OBJECT_COLUMNS} FROM objects ORDER BY name")).map_err(map_err)?;
     let rows = stmt.query_map([], read_object).map_err(map_err)?;
     let mut out = Vec::new();
     for row in rows {
@@ -81,12 +82,9 @@ fn read_object(r: &Row<'_>) -> RowResult<LedgerEntry> {
             _ => None,
         };
         let conflict = match (conflict_fingerprint, conflict_sha256, conflict_reason) {
-            (Some(fingerprint), Some(sha256), Some(reason)) => Some(Conflict {
-                fingerprint,
-                sha256,
-                reason,
-                at: time(conflict_at)?.unwrap_or(DateTime::UNIX_EPOCH),
-            }),
+            (Some(fingerprint), Some(sha256), Some(reason)) => {
+                Some(Conflict { fingerprint, sha256, reason, at: time(conflict_at)?.unwrap_or(DateTime::UNIX_EPOCH) })
+            }
             _ => None,
         };
         Ok(LedgerEntry {
@@ -145,16 +143,19 @@ pub(super) fn write_commit(conn: &Connection, c: &Commit) -> Result<(), StoreErr
         .map_err(map_err)?
         .execute(params![s.region, s.next_seq, s.waiting_since.map(text_time)])
         .map_err(map_err)?;
-        let mut skip = conn.prepare_cached("INSERT OR IGNORE INTO skips (region, seq) VALUES (?1, ?2)").map_err(map_err)?;
+        let mut skip =
+            conn.prepare_cached("INSERT OR IGNORE INTO skips (region, seq) VALUES (?1, ?2)").map_err(map_err)?;
         for seq in &s.skipped {
             skip.execute(params![s.region, seq]).map_err(map_err)?;
         }
     }
     for a in &c.audit {
-        conn.prepare_cached("INSERT INTO audit (at, actor, action, region, seq, detail) VALUES (?1, ?2, ?3, ?4, ?5, ?6)")
-            .map_err(map_err)?
-            .execute(params![text_time(a.at), a.actor, a.action, a.region, a.seq, a.detail])
-            .map_err(map_err)?;
+        conn.prepare_cached(
+            "INSERT INTO audit (at, actor, action, region, seq, detail) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        )
+        .map_err(map_err)?
+        .execute(params![text_time(a.at), a.actor, a.action, a.region, a.seq, a.detail])
+        .map_err(map_err)?;
     }
     let d = &c.counters;
     let increments = [
@@ -215,7 +216,9 @@ fn write_object(conn: &Connection, e: &LedgerEntry) -> Result<(), StoreError> {
 /// Applies records under the version rule inside the caller's transaction. The single
 /// writer connection makes the read-decide-write of each identity atomic.
 pub(super) fn apply_records(conn: &Connection, batch: &[Record]) -> Result<Tally, StoreError> {
-    let mut read = conn.prepare_cached("SELECT v_date, v_seq, v_line FROM records WHERE rtype = ?1 AND key = ?2").map_err(map_err)?;
+    let mut read = conn
+        .prepare_cached("SELECT v_date, v_seq, v_line FROM records WHERE rtype = ?1 AND key = ?2")
+        .map_err(map_err)?;
     let mut write = conn
         .prepare_cached(
             "INSERT INTO records (rtype, key, deleted, region, file, v_date, v_seq, v_line, fields)
@@ -264,8 +267,9 @@ pub(super) fn apply_records(conn: &Connection, batch: &[Record]) -> Result<Tally
 }
 
 pub(super) fn insert_rejects(conn: &Connection, batch: &[Reject]) -> Result<(), StoreError> {
-    let mut stmt =
-        conn.prepare_cached("INSERT OR REPLACE INTO rejects (file, line, reason, raw) VALUES (?1, ?2, ?3, ?4)").map_err(map_err)?;
+    let mut stmt = conn
+        .prepare_cached("INSERT OR REPLACE INTO rejects (file, line, reason, raw) VALUES (?1, ?2, ?3, ?4)")
+        .map_err(map_err)?;
     for r in batch {
         stmt.execute(params![&*r.file, r.line, r.reason, r.raw]).map_err(map_err)?;
     }

@@ -32,22 +32,23 @@ pub(super) fn run(conn: Connection, mut commands: mpsc::Receiver<WriterCmd>) {
             WriterCmd::Commit(c, reply) => {
                 let _ = reply.send(in_transaction(&conn, |conn| write_commit(conn, &c)));
             }
-            WriterCmd::BeginFile(txn, reply) => {
-                match conn.execute_batch("BEGIN IMMEDIATE").map_err(map_err) {
-                    Ok(()) => {
-                        let _ = reply.send(Ok(()));
-                        file_transaction(&conn, txn);
-                    }
-                    Err(e) => {
-                        let _ = reply.send(Err(e));
-                    }
+            WriterCmd::BeginFile(txn, reply) => match conn.execute_batch("BEGIN IMMEDIATE").map_err(map_err) {
+                Ok(()) => {
+                    let _ = reply.send(Ok(()));
+                    file_transaction(&conn, txn);
                 }
-            }
+                Err(e) => {
+                    let _ = reply.send(Err(e));
+                }
+            },
         }
     }
 }
 
-fn in_transaction(conn: &Connection, work: impl FnOnce(&Connection) -> Result<(), StoreError>) -> Result<(), StoreError> {
+fn in_transaction(
+    conn: &Connection,
+    work: impl FnOnce(&Connection) -> Result<(), StoreError>,
+) -> Result<(), StoreError> {
     conn.execute_batch("BEGIN IMMEDIATE").map_err(map_err)?;
     match work(conn).and_then(|()| conn.execute_batch("COMMIT").map_err(map_err)) {
         Ok(()) => Ok(()),
@@ -61,7 +62,8 @@ fn in_transaction(conn: &Connection, work: impl FnOnce(&Connection) -> Result<()
 fn file_transaction(conn: &Connection, mut txn: mpsc::Receiver<TxnCmd>) {
     let mut failed: Option<String> = None;
     while let Some(cmd) = txn.blocking_recv() {
-        let aborted = || StoreError::Io(format!("the file's transaction was aborted: {}", failed.clone().unwrap_or_default()));
+        let aborted =
+            || StoreError::Io(format!("the file's transaction was aborted: {}", failed.clone().unwrap_or_default()));
         match cmd {
             TxnCmd::Apply(batch, reply) => {
                 let r = if failed.is_some() { Err(aborted()) } else { apply_records(conn, &batch) };

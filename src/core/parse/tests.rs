@@ -71,7 +71,10 @@ fn file_level_faults() {
         fault(&format!("HDR,RMC,SEV,20220730,1157\n{POR}\nTRL,2\n")),
         FileFault::TrailerCount { line: 3, declared: 2, found: 1 }
     );
-    assert!(matches!(fault(&format!("HDR,RMC,SEV,20220730,1157\nTRL,0\n{POR}\n")), FileFault::AfterTrailer { line: 3 }));
+    assert!(matches!(
+        fault(&format!("HDR,RMC,SEV,20220730,1157\nTRL,0\n{POR}\n")),
+        FileFault::AfterTrailer { line: 3 }
+    ));
     assert!(matches!(fault("HDR,RMC,SEV,20220730,1157\nTRL,x\n"), FileFault::GarbledTrailer { .. }));
 }
 
@@ -124,7 +127,9 @@ fn validate_hashes_a_faulty_file_to_its_end() {
 
 #[test]
 fn line_numbers_count_crlf_blank_runs_and_quoted_newlines() {
-    let text = format!("HDR,RMC,SEV,20220730,1157\r\n\r\n\r\n{POR}\r\nPOR,101,,C,42,\"Two\nlines\",D,SEV,Y,RA7,1234,Org,Loc\r\n\n{POS}\r\nTRL,3\r\n");
+    let text = format!(
+        "HDR,RMC,SEV,20220730,1157\r\n\r\n\r\n{POR}\r\nPOR,101,,C,42,\"Two\nlines\",D,SEV,Y,RA7,1234,Org,Loc\r\n\n{POS}\r\nTRL,3\r\n"
+    );
     let (lines, summary) = parse(text.as_bytes());
     summary.unwrap();
     let numbers: Vec<u64> = lines

@@ -68,7 +68,10 @@ fn quarantine_holds_and_skip_releases() {
     let mut log = vec![];
     drain(&mut s, &BTreeSet::from([2]), &mut log);
     assert_eq!(s.next_seq(), Some(2));
-    assert!(matches!(s.view(Utc::now(), &SequenceRules::default()).awaiting, Some(Awaiting::Quarantined { seq: 2, .. })));
+    assert!(matches!(
+        s.view(Utc::now(), &SequenceRules::default()).awaiting,
+        Some(Awaiting::Quarantined { seq: 2, .. })
+    ));
     assert_eq!(s.skip(2), vec![name(2)]);
     drain(&mut s, &BTreeSet::new(), &mut log);
     assert_eq!(s.next_seq(), Some(4));
@@ -145,7 +148,7 @@ proptest! {
                 } else {
                     prop_assert!(a.seq < s.next_seq().unwrap());
                 }
-                if !(bad.contains(&a.seq) && !a.late) {
+                if !bad.contains(&a.seq) || a.late {
                     applied.insert(a.seq);
                 }
             }
@@ -160,4 +163,22 @@ proptest! {
             prop_assert!(!applied.contains(&next));
         }
     }
+}
+
+#[test]
+fn a_gap_stays_visible_when_later_files_were_backfilled() {
+    let mut s = stream();
+    s.observe(&name(1), 1, FileState::Pending);
+    s.ensure_baseline(None);
+    drain(&mut s, &BTreeSet::new(), &mut vec![]);
+    s.observe(&name(3), 3, FileState::Applied); // applied by a backfill; 2 never arrived
+    s.settle();
+    let t0 = Utc::now();
+    s.refresh(t0, &SequenceRules::default());
+    let v = s.view(t0, &SequenceRules::default());
+    assert_eq!((v.next_seq, v.awaiting), (Some(2), Some(Awaiting::Missing(2))));
+    assert!(v.waiting_since.is_some());
+    s.observe(&name(2), 2, FileState::Pending);
+    drain(&mut s, &BTreeSet::new(), &mut vec![]);
+    assert_eq!(s.next_seq(), Some(4), "the backfilled SEQ 3 counts as done");
 }

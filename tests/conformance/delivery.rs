@@ -1,0 +1,104 @@
+//! The delivery conformance suite: every `Delivery` must make a file's records durable
+//! by the time `finish` returns, and a file whose delivery is abandoned (dropped) must not
+//! be marked done. Records delivered twice must be harmless.
+
+use esr_ingest::core::ledger::FileState;
+use esr_ingest::core::name::{NameProfile, NameVerdict};
+use esr_ingest::core::record::Record;
+use esr_ingest::core::version::Version;
+use esr_ingest::ports::delivery::Delivery;
+use esr_ingest::ports::store::{Commit, FileTicket, Store};
+use std::sync::Arc;
+
+const NAME: &str = "DE_SEV_RMC_20220730_00000001.DAT";
+
+fn ticket() -> FileTicket {
+    let NameVerdict::Batch(file) = NameProfile::default().classify(NAME) else { unreachable!() };
+    FileTicket { file, key: NAME.into() }
+}
+
+fn records(n: u64) -> Vec<Record> {
+    (0..n)
+        .map(|i| Record {
+            record_type: "POS".into(),
+            key: i.to_string(),
+            deleted: false,
+            version: Version { date: chrono::NaiveDate::from_ymd_opt(2022, 7, 30).unwrap(), seq: 1, line: i + 2 },
+            region: "SEV".into(),
+            file: NAME.into(),
+            fields: vec![("position_title".into(), format!("t{i}"))],
+        })
+        .collect()
+}
+
+fn done_commit(store_entry_state: FileState) -> Commit {
+    let NameVerdict::Batch(b) = NameProfile::default().classify(NAME) else { unreachable!() };
+    let now = chrono::Utc::now();
+    Commit {
+        ledger: vec![esr_ingest::core::ledger::LedgerEntry {
+            name: NAME.into(),
+            key: NAME.into(),
+            batch: Some(b),
+            size: 1,
+            fingerprint: "f".into(),
+            sha256: Some("s".into()),
+            state: store_entry_state,
+            reason: None,
+            conflict: None,
+            first_seen: now,
+            updated_at: now,
+            record_lines: 0,
+            tally: Default::default(),
+        }],
+        ..Default::default()
+    }
+}
+
+pub async fn finish_makes_records_durable(delivery: Arc<dyn Delivery>, store: Arc<dyn Store>) {
+    let mut d = delivery.open(ticket()).await.unwrap();
+    d.send(records(2500)).await.unwrap();
+    d.finish(done_commit(FileState::Applied)).await.unwrap();
+    assert_eq!(crate::support::export_lines(store.as_ref()).await.len(), 2500);
+    assert_eq!(store.snapshot().await.unwrap().ledger[0].state, FileState::Applied);
+}
+
+pub async fn abandoned_delivery_marks_nothing_done(delivery: Arc<dyn Delivery>, store: Arc<dyn Store>) {
+    let mut d = delivery.open(ticket()).await.unwrap();
+    d.send(records(10)).await.unwrap();
+    drop(d);
+    assert!(store.snapshot().await.unwrap().ledger.is_empty());
+}
+
+pub async fn delivering_twice_is_harmless(delivery: Arc<dyn Delivery>, store: Arc<dyn Store>) {
+    for _ in 0..2 {
+        let mut d = delivery.open(ticket()).await.unwrap();
+        d.send(records(5)).await.unwrap();
+        d.finish(done_commit(FileState::Applied)).await.unwrap();
+    }
+    let lines = crate::support::export_lines(store.as_ref()).await;
+    assert_eq!(lines.len(), 5);
+}
+
+#[macro_export]
+macro_rules! delivery_suite {
+    ($name:ident, $factory:expr) => {
+        mod $name {
+            use super::*;
+            #[tokio::test]
+            async fn finish_makes_records_durable() {
+                let (_guard, delivery, store) = $factory().await;
+                conformance::delivery::finish_makes_records_durable(delivery, store).await;
+            }
+            #[tokio::test]
+            async fn abandoned_delivery_marks_nothing_done() {
+                let (_guard, delivery, store) = $factory().await;
+                conformance::delivery::abandoned_delivery_marks_nothing_done(delivery, store).await;
+            }
+            #[tokio::test]
+            async fn delivering_twice_is_harmless() {
+                let (_guard, delivery, store) = $factory().await;
+                conformance::delivery::delivering_twice_is_harmless(delivery, store).await;
+            }
+        }
+    };
+}

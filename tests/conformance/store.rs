@@ -1,0 +1,221 @@
+//! The store conformance suite: every `Store` implementation must pass all of it.
+//! `store_suite!(name, factory)` expands to one test per check.
+
+use chrono::{NaiveDate, TimeZone, Utc};
+use esr_ingest::core::ledger::{Conflict, FileState, LedgerEntry};
+use esr_ingest::core::name::{NameProfile, NameVerdict};
+use esr_ingest::core::record::{Record, Reject, Tally};
+use esr_ingest::core::sequencer::StreamRecord;
+use esr_ingest::core::version::Version;
+use esr_ingest::ports::store::{AuditEntry, Commit, CounterDelta, FileTicket, Store};
+use std::sync::Arc;
+
+fn ticket(name: &str) -> FileTicket {
+    let NameVerdict::Batch(file) = NameProfile::default().classify(name) else { panic!("{name}") };
+    FileTicket { file, key: name.into() }
+}
+
+fn record(rtype: &str, key: &str, day: u32, seq: u64, line: u64, deleted: bool, title: &str) -> Record {
+    Record {
+        record_type: rtype.into(),
+        key: key.into(),
+        deleted,
+        version: Version { date: NaiveDate::from_ymd_opt(2022, 7, day).unwrap(), seq, line },
+        region: "SEV".into(),
+        file: format!("DE_SEV_RMC_202207{day:02}_{seq:08}.DAT").into(),
+        fields: if deleted { vec![] } else { vec![("position_title".into(), title.to_string())] },
+    }
+}
+
+fn entry(name: &str, state: FileState) -> LedgerEntry {
+    let batch = match NameProfile::default().classify(name) {
+        NameVerdict::Batch(b) => Some(b),
+        _ => None,
+    };
+    let t = Utc.with_ymd_and_hms(2022, 8, 1, 16, 11, 0).unwrap();
+    LedgerEntry {
+        name: name.into(),
+        key: format!("in/{name}"),
+        batch,
+        size: 123,
+        fingerprint: "fp-1".into(),
+        sha256: Some("ab".repeat(32)),
+        state,
+        reason: None,
+        conflict: None,
+        first_seen: t,
+        updated_at: t,
+        record_lines: 7,
+        tally: Tally { applied: 4, stale: 1, unchanged: 1, rejected: 1 },
+    }
+}
+
+pub async fn ledger_and_streams_round_trip(store: Arc<dyn Store>) {
+    let mut conflicted = entry("DE_SEV_RMC_20220730_00001157.DAT", FileState::Applied);
+    conflicted.conflict = Some(Conflict {
+        fingerprint: "fp-2".into(),
+        sha256: "cd".repeat(32),
+        reason: "conflict: differs".into(),
+        at: Utc.with_ymd_and_hms(2022, 8, 2, 9, 0, 0).unwrap(),
+    });
+    let mut bad = entry("notes.txt", FileState::Quarantined);
+    bad.reason = Some("bad name: does not match".into());
+    bad.sha256 = None;
+    let stream = StreamRecord {
+        region: "SEV".into(),
+        next_seq: Some(1158),
+        waiting_since: Some(Utc.with_ymd_and_hms(2022, 8, 1, 16, 11, 0).unwrap()),
+        skipped: [1150, 1152].into(),
+    };
+    store
+        .commit(Commit {
+            ledger: vec![conflicted.clone(), bad.clone()],
+            streams: vec![stream.clone()],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let snap = store.snapshot().await.unwrap();
+    let mut ledger = snap.ledger.clone();
+    ledger.sort_by(|a, b| a.name.cmp(&b.name));
+    assert_eq!(ledger, vec![conflicted.clone(), bad]);
+    assert_eq!(snap.streams, vec![stream]);
+    // replacing an entry keeps one row per name
+    let mut later = conflicted;
+    later.conflict = None;
+    later.fingerprint = "fp-3".into();
+    store.commit(Commit { ledger: vec![later.clone()], ..Default::default() }).await.unwrap();
+    let snap = store.snapshot().await.unwrap();
+    assert_eq!(snap.ledger.iter().filter(|e| e.name == later.name).collect::<Vec<_>>(), vec![&later]);
+}
+
+pub async fn file_txn_applies_the_version_rule(store: Arc<dyn Store>) {
+    let mut txn = store.begin_file(ticket("DE_SEV_RMC_20220731_00000002.DAT")).await.unwrap();
+    let t = txn
+        .apply(vec![record("POS", "1", 31, 2, 2, false, "new"), record("POR", "9", 31, 2, 3, true, "")])
+        .await
+        .unwrap();
+    assert_eq!(t, Tally { applied: 2, ..Default::default() });
+    txn.commit(Commit::default()).await.unwrap();
+    let mut txn = store.begin_file(ticket("DE_SEV_RMC_20220730_00000001.DAT")).await.unwrap();
+    let t = txn
+        .apply(vec![
+            record("POS", "1", 30, 1, 2, false, "older"),  // stale
+            record("POR", "9", 30, 1, 3, false, "revive"), // stale: the tombstone is newer
+            record("POS", "2", 30, 1, 4, false, "fresh"),  // applied
+        ])
+        .await
+        .unwrap();
+    assert_eq!(t, Tally { applied: 1, stale: 2, ..Default::default() });
+    txn.commit(Commit::default()).await.unwrap();
+    let mut txn = store.begin_file(ticket("DE_SEV_RMC_20220731_00000002.DAT")).await.unwrap();
+    let t = txn.apply(vec![record("POS", "1", 31, 2, 2, false, "new")]).await.unwrap();
+    assert_eq!(t, Tally { unchanged: 1, ..Default::default() });
+    drop(txn);
+    let lines = crate::support::export_lines(store.as_ref()).await;
+    let v: Vec<serde_json::Value> = lines.iter().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(v.len(), 3);
+    assert_eq!(
+        (v[0]["type"].as_str(), v[0]["key"].as_str(), v[0]["deleted"].as_bool()),
+        (Some("POR"), Some("9"), Some(true))
+    );
+    assert!(v[0].get("fields").is_none());
+    assert_eq!(v[1]["fields"]["position_title"], "new");
+    assert_eq!(v[1]["version"], serde_json::json!({"date": "2022-07-31", "seq": 2, "line": 2}));
+    assert_eq!(v[2]["fields"]["position_title"], "fresh");
+}
+
+pub async fn dropped_file_txn_leaves_nothing(store: Arc<dyn Store>) {
+    let mut txn = store.begin_file(ticket("DE_SEV_RMC_20220730_00000001.DAT")).await.unwrap();
+    txn.apply(vec![record("POS", "1", 30, 1, 2, false, "x")]).await.unwrap();
+    txn.reject(vec![Reject {
+        file: "DE_SEV_RMC_20220730_00000001.DAT".into(),
+        line: 3,
+        reason: "r".into(),
+        raw: "x".into(),
+    }])
+    .await
+    .unwrap();
+    drop(txn);
+    // the store stays usable and shows nothing of the dropped unit
+    store
+        .commit(Commit { counters: CounterDelta { duplicate_files: 1, ..Default::default() }, ..Default::default() })
+        .await
+        .unwrap();
+    assert!(crate::support::export_lines(store.as_ref()).await.is_empty());
+    assert!(store.rejects(None).await.unwrap().is_empty());
+    assert_eq!(store.counts().await.unwrap().duplicate_files, 1);
+}
+
+pub async fn commit_with_file_is_atomic_and_counted(store: Arc<dyn Store>) {
+    let name = "DE_SEV_RMC_20220730_00000001.DAT";
+    let mut txn = store.begin_file(ticket(name)).await.unwrap();
+    let tally = txn.apply(vec![record("POS", "1", 30, 1, 2, false, "x")]).await.unwrap();
+    txn.reject(vec![Reject { file: name.into(), line: 3, reason: "unknown record type".into(), raw: "XYZ".into() }])
+        .await
+        .unwrap();
+    let commit = Commit {
+        ledger: vec![entry(name, FileState::Applied)],
+        streams: vec![StreamRecord { region: "SEV".into(), next_seq: Some(2), ..Default::default() }],
+        audit: vec![],
+        counters: CounterDelta { applied_files: 1, duplicate_files: 0, records: tally },
+    };
+    txn.commit(commit).await.unwrap();
+    let counts = store.counts().await.unwrap();
+    assert_eq!((counts.applied_files, counts.records_applied, counts.records_rejected), (1, 1, 1));
+    let snap = store.snapshot().await.unwrap();
+    assert_eq!(snap.ledger.len(), 1);
+    assert_eq!(snap.streams[0].next_seq, Some(2));
+    let rejects = store.rejects(Some(name.into())).await.unwrap();
+    assert_eq!((rejects.len(), rejects[0].line), (1, 3));
+    assert!(store.rejects(Some("other".into())).await.unwrap().is_empty());
+}
+
+pub async fn audit_log_keeps_order(store: Arc<dyn Store>) {
+    let a = |seq, detail: &str| AuditEntry {
+        at: Utc.with_ymd_and_hms(2022, 8, 1, 10, 0, 0).unwrap(),
+        actor: "ops".into(),
+        action: "sequence skip".into(),
+        region: Some("SEV".into()),
+        seq: Some(seq),
+        detail: detail.into(),
+    };
+    store.commit(Commit { audit: vec![a(5, "lost upstream")], ..Default::default() }).await.unwrap();
+    store.commit(Commit { audit: vec![a(6, "second")], ..Default::default() }).await.unwrap();
+    assert_eq!(store.audit_log().await.unwrap(), vec![a(5, "lost upstream"), a(6, "second")]);
+    store.ping().await.unwrap();
+}
+
+#[macro_export]
+macro_rules! store_suite {
+    ($name:ident, $factory:expr) => {
+        mod $name {
+            use super::*;
+            #[tokio::test]
+            async fn ledger_and_streams_round_trip() {
+                let (_guard, store) = $factory().await;
+                conformance::store::ledger_and_streams_round_trip(store).await;
+            }
+            #[tokio::test]
+            async fn file_txn_applies_the_version_rule() {
+                let (_guard, store) = $factory().await;
+                conformance::store::file_txn_applies_the_version_rule(store).await;
+            }
+            #[tokio::test]
+            async fn dropped_file_txn_leaves_nothing() {
+                let (_guard, store) = $factory().await;
+                conformance::store::dropped_file_txn_leaves_nothing(store).await;
+            }
+            #[tokio::test]
+            async fn commit_with_file_is_atomic_and_counted() {
+                let (_guard, store) = $factory().await;
+                conformance::store::commit_with_file_is_atomic_and_counted(store).await;
+            }
+            #[tokio::test]
+            async fn audit_log_keeps_order() {
+                let (_guard, store) = $factory().await;
+                conformance::store::audit_log_keeps_order(store).await;
+            }
+        }
+    };
+}

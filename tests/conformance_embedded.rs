@@ -1,0 +1,67 @@
+//! The port conformance suites run against the embedded adapters (folder, SQLite).
+
+mod conformance;
+mod support;
+
+use async_trait::async_trait;
+use esr_ingest::adapters::folder::FolderSource;
+use esr_ingest::adapters::in_process::InProcessDelivery;
+use esr_ingest::adapters::sqlite::SqliteStore;
+use esr_ingest::ports::delivery::Delivery;
+use esr_ingest::ports::source::ObjectSource;
+use esr_ingest::ports::store::Store;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+use tempfile::TempDir;
+
+async fn sqlite() -> (TempDir, Arc<dyn Store>) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(dir.path().join("store.db")).await.unwrap();
+    (dir, Arc::new(store))
+}
+
+store_suite!(sqlite_store, sqlite);
+
+/// Writes files like an upstream drop would, each with a strictly newer mtime.
+struct FolderUploader {
+    root: PathBuf,
+    clock: AtomicI64,
+}
+
+#[async_trait]
+impl conformance::source::Uploader for FolderUploader {
+    async fn put(&self, key: &str, bytes: &[u8]) {
+        let path = self.root.join(key);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, bytes).unwrap();
+        let secs = self.clock.fetch_add(10, Ordering::SeqCst);
+        let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs as u64);
+        std::fs::File::options().write(true).open(&path).unwrap().set_modified(t).unwrap();
+    }
+}
+
+async fn folder() -> (TempDir, Arc<dyn ObjectSource>, Arc<dyn conformance::source::Uploader>) {
+    let dir = tempfile::tempdir().unwrap();
+    let up = FolderUploader { root: dir.path().to_path_buf(), clock: AtomicI64::new(1_600_000_000) };
+    let source: Arc<dyn ObjectSource> = Arc::new(FolderSource::new(dir.path()));
+    (dir, source, Arc::new(up))
+}
+
+source_suite!(folder_source, folder);
+
+async fn in_process() -> (TempDir, Arc<dyn Delivery>, Arc<dyn Store>) {
+    let (dir, store) = sqlite().await;
+    (dir, Arc::new(InProcessDelivery::new(store.clone())), store)
+}
+
+delivery_suite!(in_process_delivery, in_process);
+
+#[tokio::test]
+async fn folder_source_skips_dot_entries() {
+    let (dir, source, up) = folder().await;
+    up.put(".DE_SEV_RMC_20220730_00000002.DAT.part", b"x").await;
+    up.put(".hidden/DE_SEV_RMC_20220730_00000003.DAT", b"x").await;
+    assert!(source.list().await.unwrap().is_empty());
+    drop(dir);
+}
