@@ -13,34 +13,36 @@ pub struct Record {
     pub version: Version,
     pub region: Arc<str>,
     pub file: Arc<str>,
-    /// Named field values in layout order; empty for a tombstone.
-    pub fields: Vec<(Arc<str>, String)>,
+    /// The named fields as a JSON object text in layout order (the stored and exported
+    /// form, rendered once by the parser); `None` for a tombstone.
+    pub fields_json: Option<String>,
 }
 
-impl Record {
-    /// The fields as a JSON object text in layout order (the stored and exported form).
-    pub fn fields_json(&self) -> Option<String> {
-        if self.deleted {
-            return None;
+/// Renders named values as a JSON object text, keeping their order.
+pub fn fields_json<'a>(fields: impl IntoIterator<Item = (&'a str, &'a str)>) -> String {
+    let mut out = String::with_capacity(256);
+    out.push('{');
+    for (i, (name, value)) in fields.into_iter().enumerate() {
+        if i > 0 {
+            out.push(',');
         }
-        let mut out = String::with_capacity(32 * self.fields.len() + 2);
-        out.push('{');
-        for (i, (name, value)) in self.fields.iter().enumerate() {
-            if i > 0 {
-                out.push(',');
-            }
-            push_json_string(&mut out, name);
-            out.push(':');
-            push_json_string(&mut out, value);
-        }
-        out.push('}');
-        Some(out)
+        push_json_string(&mut out, name);
+        out.push(':');
+        push_json_string(&mut out, value);
     }
+    out.push('}');
+    out
 }
 
 fn push_json_string(out: &mut String, s: &str) {
-    // serde_json's string escaping; writing into a String cannot fail.
-    out.push_str(&serde_json::to_string(s).unwrap_or_default());
+    if s.bytes().all(|b| (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\') {
+        out.push('"');
+        out.push_str(s);
+        out.push('"');
+    } else {
+        // serde_json's escaping; serialising a &str cannot fail.
+        out.push_str(&serde_json::to_string(s).unwrap_or_default());
+    }
 }
 
 /// A rejected line: kept with its file, line number and reason.
@@ -68,5 +70,18 @@ impl std::ops::AddAssign for Tally {
         self.stale += o.stale;
         self.unchanged += o.unchanged;
         self.rejected += o.rejected;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fields_json_escapes_and_keeps_order() {
+        let text = fields_json([("b", "plain"), ("a", "quote \" back\\ é\n")]);
+        assert!(text.starts_with("{\"b\":\"plain\","));
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(v["a"], "quote \" back\\ é\n");
     }
 }

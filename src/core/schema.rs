@@ -7,7 +7,7 @@
 //! its type is known, its field count matches and every checked field fits its format;
 //! otherwise it is a line fault with a reason naming the field.
 
-use crate::core::record::Record;
+use crate::core::record::{Record, fields_json};
 use crate::core::version::Version;
 use serde::Deserialize;
 use std::collections::HashMap;
@@ -295,17 +295,16 @@ impl RecordLayout {
         region: &Arc<str>,
         file: &Arc<str>,
     ) -> Record {
-        let payload = if deleted {
-            Vec::new()
-        } else {
-            self.fields
-                .iter()
-                .zip(fields)
-                .enumerate()
-                .filter(|(i, _)| *i != 0 && *i != self.key_index && *i != self.indicator_index)
-                .map(|(_, (f, v))| (f.name.clone(), (*v).to_string()))
-                .collect()
-        };
+        let payload = (!deleted).then(|| {
+            fields_json(
+                self.fields
+                    .iter()
+                    .zip(fields)
+                    .enumerate()
+                    .filter(|(i, _)| *i != 0 && *i != self.key_index && *i != self.indicator_index)
+                    .map(|(_, (f, v))| (&*f.name, *v)),
+            )
+        });
         Record {
             record_type: self.record_type.clone(),
             key: fields[self.key_index].to_string(),
@@ -313,7 +312,7 @@ impl RecordLayout {
             version,
             region: region.clone(),
             file: file.clone(),
-            fields: payload,
+            fields_json: payload,
         }
     }
 }

@@ -7,7 +7,11 @@ use crate::core::ledger::{FileState, LedgerEntry, Listed};
 use crate::core::sequencer::Stream;
 use crate::ports::store::{AuditEntry, Commit, CounterDelta};
 use std::collections::{BTreeMap, HashMap, HashSet};
+use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
+
+/// How many regions are driven concurrently in a pass.
+const REGIONS_AT_ONCE: usize = 4;
 
 impl Engine {
     /// Lists the source, records what is new, and applies everything the sequencer allows.
@@ -31,8 +35,32 @@ impl Engine {
                 tracing::info!(region = stream.region(), next_seq = stream.next_seq(), "stream baseline set");
             }
         }
-        for stream in streams.values_mut() {
-            self.drive_stream(stream, &objects, &mut ledger, &mut report, cancel).await?;
+        // Regions are independent streams: drive a few at once, so one region's
+        // validation pass overlaps another's store writes. Each region gets its own share of
+        // the ledger (a file belongs to exactly one region).
+        let mut shares: HashMap<String, HashMap<String, LedgerEntry>> = HashMap::new();
+        for (name, entry) in ledger {
+            let region = entry.region().unwrap_or_default().to_string();
+            shares.entry(region).or_default().insert(name, entry);
+        }
+        let objects = &objects;
+        let results: Vec<Result<PassReport, EngineError>> = futures::stream::iter(streams.into_values())
+            .map(|mut stream| {
+                let mut share = shares.remove(stream.region()).unwrap_or_default();
+                async move {
+                    let mut part = PassReport::default();
+                    self.drive_stream(&mut stream, objects, &mut share, &mut part, cancel).await?;
+                    Ok(part)
+                }
+            })
+            .buffer_unordered(REGIONS_AT_ONCE)
+            .collect()
+            .await;
+        for part in results {
+            let part = part?;
+            report.applied.extend(part.applied);
+            report.quarantined.extend(part.quarantined);
+            report.deferred.extend(part.deferred);
         }
         Ok(report)
     }

@@ -18,9 +18,9 @@ use tokio_util::io::SyncIoBridge;
 use tokio_util::sync::CancellationToken;
 
 /// Records handed to the delivery at a time.
-const BATCH_RECORDS: usize = 2000;
+const BATCH_RECORDS: usize = 500;
 /// Batches buffered between the parser thread and the delivery.
-const BATCHES_IN_FLIGHT: usize = 4;
+const BATCHES_IN_FLIGHT: usize = 8;
 
 /// A file that is ready to be committed.
 pub enum FileOutcome {

@@ -26,7 +26,7 @@ fn records(n: u64) -> Vec<Record> {
             version: Version { date: chrono::NaiveDate::from_ymd_opt(2022, 7, 30).unwrap(), seq: 1, line: i + 2 },
             region: "SEV".into(),
             file: NAME.into(),
-            fields: vec![("position_title".into(), format!("t{i}"))],
+            fields_json: Some(format!("{{\"position_title\":\"t{i}\"}}")),
         })
         .collect()
 }

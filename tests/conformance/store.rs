@@ -23,7 +23,7 @@ fn record(rtype: &str, key: &str, day: u32, seq: u64, line: u64, deleted: bool, 
         version: Version { date: NaiveDate::from_ymd_opt(2022, 7, day).unwrap(), seq, line },
         region: "SEV".into(),
         file: format!("DE_SEV_RMC_202207{day:02}_{seq:08}.DAT").into(),
-        fields: if deleted { vec![] } else { vec![("position_title".into(), title.to_string())] },
+        fields_json: (!deleted).then(|| format!("{{\"position_title\":\"{title}\"}}")),
     }
 }
 

@@ -7,7 +7,7 @@ use crate::core::sequencer::StreamRecord;
 use crate::core::version::{Decision, Version, decide};
 use crate::ports::store::{AuditEntry, Commit, StoreError, StoredRecord};
 use chrono::{DateTime, Utc};
-use rusqlite::{Connection, OptionalExtension, Row, params};
+use rusqlite::{Connection, Row, params};
 
 pub(super) fn map_err(e: rusqlite::Error) -> StoreError {
     use rusqlite::ErrorCode::{DatabaseBusy, DatabaseLocked};
@@ -213,54 +213,62 @@ fn write_object(conn: &Connection, e: &LedgerEntry) -> Result<(), StoreError> {
     Ok(())
 }
 
-/// Applies records under the version rule inside the caller's transaction. The single
-/// writer connection makes the read-decide-write of each identity atomic.
+/// Applies records under the version rule inside the caller's transaction.
+///
+/// One conditional upsert per record: it writes only when the incoming version is greater
+/// than the stored one — the same comparison as `core::version::decide`, on
+/// `(v_date, v_seq, v_line)`. Only when nothing was written is the stored version read,
+/// to tell a stale line from the same line seen again. The single writer connection makes
+/// each upsert atomic with respect to every other write.
 pub(super) fn apply_records(conn: &Connection, batch: &[Record]) -> Result<Tally, StoreError> {
-    let mut read = conn
-        .prepare_cached("SELECT v_date, v_seq, v_line FROM records WHERE rtype = ?1 AND key = ?2")
-        .map_err(map_err)?;
     let mut write = conn
         .prepare_cached(
             "INSERT INTO records (rtype, key, deleted, region, file, v_date, v_seq, v_line, fields)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
              ON CONFLICT (rtype, key) DO UPDATE SET deleted = excluded.deleted, region = excluded.region,
                file = excluded.file, v_date = excluded.v_date, v_seq = excluded.v_seq,
-               v_line = excluded.v_line, fields = excluded.fields",
+               v_line = excluded.v_line, fields = excluded.fields
+             WHERE (excluded.v_date, excluded.v_seq, excluded.v_line) > (records.v_date, records.v_seq, records.v_line)",
         )
         .map_err(map_err)?;
+    let mut read =
+        conn.prepare_cached("SELECT v_date, v_seq, v_line FROM records WHERE rtype = ?1 AND key = ?2").map_err(map_err)?;
     let mut tally = Tally::default();
     for r in batch {
+        let written = write
+            .execute(params![
+                &*r.record_type,
+                r.key,
+                r.deleted,
+                &*r.region,
+                &*r.file,
+                r.version.date_number(),
+                r.version.seq,
+                r.version.line,
+                r.fields_json
+            ])
+            .map_err(map_err)?;
+        if written == 1 {
+            tally.applied += 1;
+            continue;
+        }
         let stored = read
             .query_row(params![&*r.record_type, r.key], |row| {
                 Ok((row.get::<_, u32>(0)?, row.get::<_, u64>(1)?, row.get::<_, u64>(2)?))
             })
-            .optional()
-            .map_err(map_err)?
-            .map(|(d, seq, line)| {
-                Version::date_from_number(d)
-                    .map(|date| Version { date, seq, line })
-                    .ok_or_else(|| StoreError::Corrupt(format!("record {} {}: bad v_date {d}", r.record_type, r.key)))
-            })
-            .transpose()?;
-        match decide(stored, r.version) {
-            Decision::Apply => {
-                write
-                    .execute(params![
-                        &*r.record_type,
-                        r.key,
-                        r.deleted,
-                        &*r.region,
-                        &*r.file,
-                        r.version.date_number(),
-                        r.version.seq,
-                        r.version.line,
-                        r.fields_json()
-                    ])
-                    .map_err(map_err)?;
-                tally.applied += 1;
-            }
+            .map_err(map_err)?;
+        let stored = Version::date_from_number(stored.0)
+            .map(|date| Version { date, seq: stored.1, line: stored.2 })
+            .ok_or_else(|| StoreError::Corrupt(format!("record {} {}: bad v_date {}", r.record_type, r.key, stored.0)))?;
+        match decide(Some(stored), r.version) {
             Decision::Stale => tally.stale += 1,
             Decision::Same => tally.unchanged += 1,
+            Decision::Apply => {
+                return Err(StoreError::Corrupt(format!(
+                    "record {} {}: newer version {:?} was not written over {:?}",
+                    r.record_type, r.key, r.version, stored
+                )));
+            }
         }
     }
     Ok(tally)
