@@ -34,7 +34,7 @@ struct InProcessFile {
 
 #[async_trait]
 impl FileDelivery for InProcessFile {
-    async fn send(&mut self, batch: Vec<Record>) -> Result<Tally, DeliveryError> {
+    async fn send(&mut self, batch: Vec<Record>) -> Result<(), DeliveryError> {
         Ok(self.txn.apply(batch).await?)
     }
 
@@ -42,7 +42,7 @@ impl FileDelivery for InProcessFile {
         Ok(self.txn.reject(batch).await?)
     }
 
-    async fn finish(self: Box<Self>, commit: Commit) -> Result<(), DeliveryError> {
+    async fn finish(self: Box<Self>, commit: Commit) -> Result<Tally, DeliveryError> {
         Ok(self.txn.commit(commit).await?)
     }
 }

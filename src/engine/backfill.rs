@@ -114,16 +114,14 @@ impl Engine {
             let span = tracing::info_span!("backfill", region = %f.region, file = %f.name, seq = f.seq);
             let _enter = span.enter();
             let tally = match self.process_file(entry, listed, cancel).await? {
-                FileOutcome::Delivered { delivery, entry: after, tally } => {
+                FileOutcome::Delivered { delivery, entry: after } => {
                     let newly = entry.state != FileState::Applied;
                     let commit = Commit {
                         ledger: vec![after],
-                        streams: Vec::new(),
-                        audit: Vec::new(),
-                        counters: CounterDelta { applied_files: u64::from(newly), duplicate_files: 0, records: tally },
+                        counters: CounterDelta { applied_files: u64::from(newly), ..Default::default() },
+                        ..Default::default()
                     };
-                    delivery.finish(commit).await?;
-                    tally
+                    delivery.finish(commit).await?
                 }
                 FileOutcome::Quarantined { entry: after } => {
                     let reason = after.reason.clone().unwrap_or_default();

@@ -6,8 +6,8 @@ use super::{Engine, EngineError, FileOutcome, PassReport};
 use crate::core::ledger::{FileState, LedgerEntry, Listed};
 use crate::core::sequencer::Stream;
 use crate::ports::store::{AuditEntry, Commit, CounterDelta};
-use std::collections::{BTreeMap, HashMap, HashSet};
 use futures::StreamExt;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use tokio_util::sync::CancellationToken;
 
 /// How many regions are driven concurrently in a pass.
@@ -105,24 +105,24 @@ impl Engine {
                     Err(e) => return Err(e),
                 };
                 match outcome {
-                    FileOutcome::Delivered { delivery, entry, tally } => {
+                    FileOutcome::Delivered { delivery, mut entry } => {
                         let newly = ledger.get(&action.name).is_none_or(|e| e.state != FileState::Applied);
                         stream.applied(&action.name, action.seq);
                         let commit = Commit {
                             ledger: vec![entry.clone()],
                             streams: vec![stream.record().clone()],
                             audit: Vec::new(),
-                            counters: CounterDelta {
-                                applied_files: u64::from(newly),
-                                duplicate_files: 0,
-                                records: tally,
-                            },
+                            counters: CounterDelta { applied_files: u64::from(newly), ..Default::default() },
                         };
-                        if let Err(e) = delivery.finish(commit).await {
-                            tracing::warn!(error = %e, "file not committed; deferred to the next pass");
-                            report.deferred.push((action.name.clone(), e.to_string()));
-                            return if e.is_transient() { Ok(()) } else { Err(e.into()) };
-                        }
+                        let tally = match delivery.finish(commit).await {
+                            Ok(tally) => tally,
+                            Err(e) => {
+                                tracing::warn!(error = %e, "file not committed; deferred to the next pass");
+                                report.deferred.push((action.name.clone(), e.to_string()));
+                                return if e.is_transient() { Ok(()) } else { Err(e.into()) };
+                            }
+                        };
+                        entry.tally = tally;
                         tracing::info!(
                             applied = tally.applied,
                             stale = tally.stale,

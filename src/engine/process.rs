@@ -9,7 +9,7 @@ use super::{Engine, EngineError};
 use crate::core::ledger::{FileState, LedgerEntry, Listed};
 use crate::core::name::FileName;
 use crate::core::parse::{FileParser, FileSummary, Line, ParseError, Validation};
-use crate::core::record::{Record, Reject, Tally};
+use crate::core::record::{Record, Reject};
 use crate::ports::delivery::FileDelivery;
 use crate::ports::source::SourceError;
 use crate::ports::store::FileTicket;
@@ -25,7 +25,7 @@ const BATCHES_IN_FLIGHT: usize = 8;
 /// A file that is ready to be committed.
 pub enum FileOutcome {
     /// Its records are delivered; `finish` the delivery with a commit carrying `entry`.
-    Delivered { delivery: Box<dyn FileDelivery>, entry: LedgerEntry, tally: Tally },
+    Delivered { delivery: Box<dyn FileDelivery>, entry: LedgerEntry },
     /// A file-level fault; `entry` is quarantined with the reason.
     Quarantined { entry: LedgerEntry },
 }
@@ -62,12 +62,13 @@ impl Engine {
             return Ok(FileOutcome::Quarantined { entry: after });
         }
         let expected = validation.summary;
-        let (delivery, tally) =
-            retry_transient("delivering a file", cancel, || self.deliver(&file, listed, &expected, cancel)).await?;
+        let reapply = entry.state == FileState::Applied;
+        let delivery =
+            retry_transient("delivering a file", cancel, || self.deliver(&file, listed, reapply, &expected, cancel))
+                .await?;
         after.state = FileState::Applied;
         after.reason = None;
-        after.tally = tally;
-        Ok(FileOutcome::Delivered { delivery, entry: after, tally })
+        Ok(FileOutcome::Delivered { delivery, entry: after })
     }
 
     async fn validate(&self, file: &FileName, listed: &Listed) -> Result<Validation, EngineError> {
@@ -83,25 +84,26 @@ impl Engine {
         &self,
         file: &FileName,
         listed: &Listed,
+        reapply: bool,
         expected: &FileSummary,
         cancel: &CancellationToken,
-    ) -> Result<(Box<dyn FileDelivery>, Tally), EngineError> {
+    ) -> Result<Box<dyn FileDelivery>, EngineError> {
         let reader = SyncIoBridge::new(self.source.open(listed).await?);
-        let mut delivery = self.delivery.open(FileTicket { file: file.clone(), key: listed.key.clone() }).await?;
+        let ticket =
+            FileTicket { file: file.clone(), key: listed.key.clone(), reapply, record_lines: expected.record_lines };
+        let mut delivery = self.delivery.open(ticket).await?;
         let (tx, mut rx) = mpsc::channel::<Chunk>(BATCHES_IN_FLIGHT);
         let (parse_file, layout) = (file.clone(), self.layout.clone());
         let parser = tokio::task::spawn_blocking(move || parse_into(reader, &parse_file, layout, tx));
-        let mut tally = Tally::default();
         while let Some(chunk) = rx.recv().await {
             if cancel.is_cancelled() {
                 return Err(EngineError::Cancelled); // dropping the delivery discards the file
             }
             if !chunk.rejects.is_empty() {
-                tally.rejected += chunk.rejects.len() as u64;
                 delivery.reject(chunk.rejects).await?;
             }
             if !chunk.records.is_empty() {
-                tally += delivery.send(chunk.records).await?;
+                delivery.send(chunk.records).await?;
             }
             self.heartbeat.beat();
         }
@@ -113,7 +115,7 @@ impl Engine {
         if summary.sha256 != expected.sha256 {
             return Err(SourceError::Changed { location: listed.key.clone() }.into());
         }
-        Ok((delivery, tally))
+        Ok(delivery)
     }
 }
 

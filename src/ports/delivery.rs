@@ -32,10 +32,10 @@ pub trait Delivery: Send + Sync {
 
 #[async_trait]
 pub trait FileDelivery: Send {
-    /// Hands a batch over; the tally says what is known of it so far (all zeros when the
-    /// records are applied later by consumers).
-    async fn send(&mut self, batch: Vec<Record>) -> Result<Tally, DeliveryError>;
+    /// Hands a batch over.
+    async fn send(&mut self, batch: Vec<Record>) -> Result<(), DeliveryError>;
     async fn reject(&mut self, batch: Vec<Reject>) -> Result<(), DeliveryError>;
     /// Completes the file: waits until everything is durable, then records `commit`.
-    async fn finish(self: Box<Self>, commit: Commit) -> Result<(), DeliveryError>;
+    /// Returns what is known of the file's lines (applied later by consumers: zeros).
+    async fn finish(self: Box<Self>, commit: Commit) -> Result<Tally, DeliveryError>;
 }

@@ -2,8 +2,8 @@
 //!
 //! Invariant: [`Store::begin_file`] opens a unit of work in which a file's records are
 //! applied under the version rule; nothing of it is visible or durable until
-//! [`FileTxn::commit`], which also writes the file's ledger entry, the stream's advance,
-//! audit entries and counters. Dropping a `FileTxn` without committing discards it, so a
+//! [`FileTxn::commit`], which also writes the file's ledger entry (with the file's tally),
+//! the stream's advance, audit entries and counters. Dropping a `FileTxn` without committing discards it, so a
 //! crash at any instant leaves either the whole file applied or none of it. Stores that
 //! cannot offer one transaction must make each step idempotent instead (the version rule
 //! makes re-applying a line a no-op).
@@ -120,6 +120,10 @@ pub struct StoredRecord {
 pub struct FileTicket {
     pub file: FileName,
     pub key: String,
+    /// The file was applied before (a backfill): its lines may be found again unchanged.
+    pub reapply: bool,
+    /// Record lines the validation pass counted (lets a store pick a bulk strategy).
+    pub record_lines: u64,
 }
 
 #[async_trait]
@@ -140,13 +144,16 @@ pub trait Store: Send + Sync {
     async fn export(&self, sink: mpsc::Sender<Vec<StoredRecord>>) -> Result<u64, StoreError>;
 }
 
-/// One file's unit of work (see the module docs).
+/// One file's unit of work (see the module docs). Records of one file may be applied in
+/// any order: their versions differ, so the version rule gives the same result.
 #[async_trait]
 pub trait FileTxn: Send {
-    /// Applies records under the version rule; returns what happened to them.
-    async fn apply(&mut self, batch: Vec<Record>) -> Result<Tally, StoreError>;
+    /// Takes records to apply under the version rule.
+    async fn apply(&mut self, batch: Vec<Record>) -> Result<(), StoreError>;
     /// Keeps rejected lines with file, line and reason.
     async fn reject(&mut self, batch: Vec<Reject>) -> Result<(), StoreError>;
-    /// Makes everything durable together with `commit`.
-    async fn commit(self: Box<Self>, commit: Commit) -> Result<(), StoreError>;
+    /// Makes everything durable together with `commit`, and returns what happened to the
+    /// file's lines. The tally is also written into the file's ledger entry (the one in
+    /// `commit` named like the ticket) and added to the counters.
+    async fn commit(self: Box<Self>, commit: Commit) -> Result<Tally, StoreError>;
 }

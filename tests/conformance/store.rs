@@ -12,7 +12,13 @@ use std::sync::Arc;
 
 fn ticket(name: &str) -> FileTicket {
     let NameVerdict::Batch(file) = NameProfile::default().classify(name) else { panic!("{name}") };
-    FileTicket { file, key: name.into() }
+    FileTicket { file, key: name.into(), reapply: false, record_lines: 3 }
+}
+
+/// A ticket declaring many lines, so stores with a bulk path for large files take it.
+fn large(mut t: FileTicket) -> FileTicket {
+    t.record_lines = 10_000_000;
+    t
 }
 
 fn record(rtype: &str, key: &str, day: u32, seq: u64, line: u64, deleted: bool, title: &str) -> Record {
@@ -90,28 +96,45 @@ pub async fn ledger_and_streams_round_trip(store: Arc<dyn Store>) {
 }
 
 pub async fn file_txn_applies_the_version_rule(store: Arc<dyn Store>) {
-    let mut txn = store.begin_file(ticket("DE_SEV_RMC_20220731_00000002.DAT")).await.unwrap();
-    let t = txn
-        .apply(vec![record("POS", "1", 31, 2, 2, false, "new"), record("POR", "9", 31, 2, 3, true, "")])
-        .await
-        .unwrap();
+    version_rule_with(store, |t| t).await;
+}
+
+pub async fn large_files_apply_the_same_version_rule(store: Arc<dyn Store>) {
+    version_rule_with(store, large).await;
+}
+
+async fn version_rule_with(store: Arc<dyn Store>, size: fn(FileTicket) -> FileTicket) {
+    let newer = "DE_SEV_RMC_20220731_00000002.DAT";
+    let mut txn = store.begin_file(size(ticket(newer))).await.unwrap();
+    txn.apply(vec![record("POS", "1", 31, 2, 2, false, "new"), record("POR", "9", 31, 2, 3, true, "")]).await.unwrap();
+    let t = txn.commit(Commit { ledger: vec![entry(newer, FileState::Applied)], ..Default::default() }).await.unwrap();
     assert_eq!(t, Tally { applied: 2, ..Default::default() });
-    txn.commit(Commit::default()).await.unwrap();
-    let mut txn = store.begin_file(ticket("DE_SEV_RMC_20220730_00000001.DAT")).await.unwrap();
-    let t = txn
-        .apply(vec![
-            record("POS", "1", 30, 1, 2, false, "older"),  // stale
-            record("POR", "9", 30, 1, 3, false, "revive"), // stale: the tombstone is newer
-            record("POS", "2", 30, 1, 4, false, "fresh"),  // applied
-        ])
-        .await
-        .unwrap();
-    assert_eq!(t, Tally { applied: 1, stale: 2, ..Default::default() });
-    txn.commit(Commit::default()).await.unwrap();
-    let mut txn = store.begin_file(ticket("DE_SEV_RMC_20220731_00000002.DAT")).await.unwrap();
-    let t = txn.apply(vec![record("POS", "1", 31, 2, 2, false, "new")]).await.unwrap();
-    assert_eq!(t, Tally { unchanged: 1, ..Default::default() });
-    drop(txn);
+    let snap = store.snapshot().await.unwrap();
+    assert_eq!(snap.ledger[0].tally, t, "the tally is recorded in the file's ledger entry");
+    let mut txn = store.begin_file(size(ticket("DE_SEV_RMC_20220730_00000001.DAT"))).await.unwrap();
+    txn.apply(vec![
+        record("POS", "2", 30, 1, 5, false, "fresh, then newer"), // applied, then line 6 wins
+        record("POS", "1", 30, 1, 2, false, "older"),             // stale
+    ])
+    .await
+    .unwrap();
+    txn.apply(vec![
+        record("POR", "9", 30, 1, 3, false, "revive"), // stale: the tombstone is newer
+        record("POS", "2", 30, 1, 6, false, "newest"), // applied over line 5
+    ])
+    .await
+    .unwrap();
+    let t = txn.commit(Commit::default()).await.unwrap();
+    assert_eq!(t, Tally { applied: 2, stale: 2, ..Default::default() });
+    // the same file again: its lines are found unchanged
+    let mut again = size(ticket(newer));
+    again.reapply = true;
+    let mut txn = store.begin_file(again).await.unwrap();
+    txn.apply(vec![record("POS", "1", 31, 2, 2, false, "new"), record("POR", "9", 31, 2, 3, true, "")]).await.unwrap();
+    let t = txn.commit(Commit::default()).await.unwrap();
+    assert_eq!(t, Tally { unchanged: 2, ..Default::default() });
+    let counts = store.counts().await.unwrap();
+    assert_eq!((counts.records_applied, counts.records_stale, counts.records_unchanged), (4, 2, 2));
     let lines = crate::support::export_lines(store.as_ref()).await;
     let v: Vec<serde_json::Value> = lines.iter().map(|l| serde_json::from_str(l).unwrap()).collect();
     assert_eq!(v.len(), 3);
@@ -122,7 +145,8 @@ pub async fn file_txn_applies_the_version_rule(store: Arc<dyn Store>) {
     assert!(v[0].get("fields").is_none());
     assert_eq!(v[1]["fields"]["position_title"], "new");
     assert_eq!(v[1]["version"], serde_json::json!({"date": "2022-07-31", "seq": 2, "line": 2}));
-    assert_eq!(v[2]["fields"]["position_title"], "fresh");
+    assert_eq!(v[2]["fields"]["position_title"], "newest");
+    assert_eq!(v[2]["version"]["line"], 6);
 }
 
 pub async fn dropped_file_txn_leaves_nothing(store: Arc<dyn Store>) {
@@ -150,7 +174,7 @@ pub async fn dropped_file_txn_leaves_nothing(store: Arc<dyn Store>) {
 pub async fn commit_with_file_is_atomic_and_counted(store: Arc<dyn Store>) {
     let name = "DE_SEV_RMC_20220730_00000001.DAT";
     let mut txn = store.begin_file(ticket(name)).await.unwrap();
-    let tally = txn.apply(vec![record("POS", "1", 30, 1, 2, false, "x")]).await.unwrap();
+    txn.apply(vec![record("POS", "1", 30, 1, 2, false, "x")]).await.unwrap();
     txn.reject(vec![Reject { file: name.into(), line: 3, reason: "unknown record type".into(), raw: "XYZ".into() }])
         .await
         .unwrap();
@@ -158,9 +182,10 @@ pub async fn commit_with_file_is_atomic_and_counted(store: Arc<dyn Store>) {
         ledger: vec![entry(name, FileState::Applied)],
         streams: vec![StreamRecord { region: "SEV".into(), next_seq: Some(2), ..Default::default() }],
         audit: vec![],
-        counters: CounterDelta { applied_files: 1, duplicate_files: 0, records: tally },
+        counters: CounterDelta { applied_files: 1, ..Default::default() },
     };
-    txn.commit(commit).await.unwrap();
+    let tally = txn.commit(commit).await.unwrap();
+    assert_eq!(tally, Tally { applied: 1, rejected: 1, ..Default::default() });
     let counts = store.counts().await.unwrap();
     assert_eq!((counts.applied_files, counts.records_applied, counts.records_rejected), (1, 1, 1));
     let snap = store.snapshot().await.unwrap();
@@ -200,6 +225,11 @@ macro_rules! store_suite {
             async fn file_txn_applies_the_version_rule() {
                 let (_guard, store) = $factory().await;
                 conformance::store::file_txn_applies_the_version_rule(store).await;
+            }
+            #[tokio::test]
+            async fn large_files_apply_the_same_version_rule() {
+                let (_guard, store) = $factory().await;
+                conformance::store::large_files_apply_the_same_version_rule(store).await;
             }
             #[tokio::test]
             async fn dropped_file_txn_leaves_nothing() {

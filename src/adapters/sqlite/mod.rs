@@ -40,7 +40,7 @@ fn connect(path: &Path) -> Result<Connection, StoreError> {
         Connection::open_with_flags(path, flags).map_err(|e| StoreError::Open(format!("{}: {e}", path.display())))?;
     conn.busy_timeout(BUSY_TIMEOUT).map_err(map_err)?;
     conn.execute_batch(
-        "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;\n         PRAGMA cache_size = -65536; PRAGMA temp_store = MEMORY;
+        "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;\n         PRAGMA cache_size = -65536; PRAGMA temp_store = FILE;
          PRAGMA wal_autocheckpoint = 16384; PRAGMA journal_size_limit = 134217728;",
     )
         .map_err(|e| StoreError::Open(format!("{}: {e}", path.display())))?;
@@ -134,10 +134,10 @@ impl Store for SqliteStore {
         rx.await.map_err(|_| StoreError::Closed)?
     }
 
-    async fn begin_file(&self, _ticket: FileTicket) -> Result<Box<dyn FileTxn>, StoreError> {
+    async fn begin_file(&self, ticket: FileTicket) -> Result<Box<dyn FileTxn>, StoreError> {
         let (txn_tx, txn_rx) = mpsc::channel(2);
         let (tx, rx) = oneshot::channel();
-        self.writer.send(WriterCmd::BeginFile(txn_rx, tx)).await.map_err(|_| StoreError::Closed)?;
+        self.writer.send(WriterCmd::BeginFile(ticket, txn_rx, tx)).await.map_err(|_| StoreError::Closed)?;
         rx.await.map_err(|_| StoreError::Closed)??;
         Ok(Box::new(SqliteFileTxn { commands: txn_tx }))
     }

@@ -5,7 +5,7 @@ use crate::core::name::FileName;
 use crate::core::record::{Record, Reject, Tally};
 use crate::core::sequencer::StreamRecord;
 use crate::core::version::{Decision, Version, decide};
-use crate::ports::store::{AuditEntry, Commit, StoreError, StoredRecord};
+use crate::ports::store::{AuditEntry, Commit, FileTicket, StoreError, StoredRecord};
 use chrono::{DateTime, Utc};
 use rusqlite::{Connection, Row, params};
 
@@ -213,7 +213,7 @@ fn write_object(conn: &Connection, e: &LedgerEntry) -> Result<(), StoreError> {
     Ok(())
 }
 
-/// Applies records under the version rule inside the caller's transaction.
+/// Applies records one by one under the version rule, as they stream in.
 ///
 /// One conditional upsert per record: it writes only when the incoming version is greater
 /// than the stored one — the same comparison as `core::version::decide`, on
@@ -231,8 +231,9 @@ pub(super) fn apply_records(conn: &Connection, batch: &[Record]) -> Result<Tally
              WHERE (excluded.v_date, excluded.v_seq, excluded.v_line) > (records.v_date, records.v_seq, records.v_line)",
         )
         .map_err(map_err)?;
-    let mut read =
-        conn.prepare_cached("SELECT v_date, v_seq, v_line FROM records WHERE rtype = ?1 AND key = ?2").map_err(map_err)?;
+    let mut read = conn
+        .prepare_cached("SELECT v_date, v_seq, v_line FROM records WHERE rtype = ?1 AND key = ?2")
+        .map_err(map_err)?;
     let mut tally = Tally::default();
     for r in batch {
         let written = write
@@ -259,7 +260,9 @@ pub(super) fn apply_records(conn: &Connection, batch: &[Record]) -> Result<Tally
             .map_err(map_err)?;
         let stored = Version::date_from_number(stored.0)
             .map(|date| Version { date, seq: stored.1, line: stored.2 })
-            .ok_or_else(|| StoreError::Corrupt(format!("record {} {}: bad v_date {}", r.record_type, r.key, stored.0)))?;
+            .ok_or_else(|| {
+                StoreError::Corrupt(format!("record {} {}: bad v_date {}", r.record_type, r.key, stored.0))
+            })?;
         match decide(Some(stored), r.version) {
             Decision::Stale => tally.stale += 1,
             Decision::Same => tally.unchanged += 1,
@@ -272,6 +275,93 @@ pub(super) fn apply_records(conn: &Connection, batch: &[Record]) -> Result<Tally
         }
     }
     Ok(tally)
+}
+
+/// The per-connection staging table for one file's records (a TEMP table: it lives in
+/// the connection's temporary database, outside the WAL, and vanishes with a crash).
+pub(super) const STAGING: &str = "CREATE TEMP TABLE IF NOT EXISTS staging (
+    rtype TEXT NOT NULL, key TEXT NOT NULL, deleted INTEGER NOT NULL, region TEXT NOT NULL,
+    file TEXT NOT NULL, v_date INTEGER NOT NULL, v_seq INTEGER NOT NULL, v_line INTEGER NOT NULL,
+    fields TEXT);
+  DELETE FROM temp.staging;";
+
+/// Appends records to the staging table (cheap: append order, no lookups).
+pub(super) fn stage_records(conn: &Connection, batch: &[Record]) -> Result<(), StoreError> {
+    let mut stage = conn
+        .prepare_cached(
+            "INSERT INTO temp.staging (rtype, key, deleted, region, file, v_date, v_seq, v_line, fields)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+        )
+        .map_err(map_err)?;
+    for r in batch {
+        stage
+            .execute(params![
+                &*r.record_type,
+                r.key,
+                r.deleted,
+                &*r.region,
+                &*r.file,
+                r.version.date_number(),
+                r.version.seq,
+                r.version.line,
+                r.fields_json
+            ])
+            .map_err(map_err)?;
+    }
+    Ok(())
+}
+
+/// Applies the staged records under the version rule, inside the caller's transaction.
+///
+/// One conditional upsert over the staged rows sorted by identity (then line): a row is
+/// written only when its version is greater than the stored one — the comparison of
+/// `core::version::decide` on `(v_date, v_seq, v_line)`. Sorting makes the walk through
+/// the records B-tree sequential, so a file touches each page once however large it is;
+/// SQLite sorts with bounded memory, spilling to temporary files. Rows of one file can be
+/// applied in any order because their versions differ (by line); within an identity the
+/// line order is kept, so the tally is the one a line-by-line pass would give.
+///
+/// Lines not written are stale or the same line seen again. A line can only be the same
+/// if the stored version is this very file's (same name, date and SEQ), which is
+/// possible only when the file was applied before (`reapply`).
+pub(super) fn merge_staged(
+    conn: &Connection,
+    file: &FileTicket,
+    staged: u64,
+    rejected: u64,
+) -> Result<Tally, StoreError> {
+    let date = Version { date: file.file.date, seq: 0, line: 0 }.date_number();
+    let unchanged: u64 = if file.reapply {
+        conn.query_row(
+            "SELECT count(*) FROM records WHERE file = ?1 AND v_date = ?2 AND v_seq = ?3",
+            params![file.file.name, date, file.file.seq],
+            |r| r.get(0),
+        )
+        .map_err(map_err)?
+    } else {
+        0
+    };
+    let applied = conn
+        .prepare_cached(
+            "INSERT INTO records (rtype, key, deleted, region, file, v_date, v_seq, v_line, fields)
+             SELECT rtype, key, deleted, region, file, v_date, v_seq, v_line, fields FROM temp.staging
+             WHERE true ORDER BY rtype, key, v_line
+             ON CONFLICT (rtype, key) DO UPDATE SET deleted = excluded.deleted, region = excluded.region,
+               file = excluded.file, v_date = excluded.v_date, v_seq = excluded.v_seq,
+               v_line = excluded.v_line, fields = excluded.fields
+             WHERE (excluded.v_date, excluded.v_seq, excluded.v_line) > (records.v_date, records.v_seq, records.v_line)",
+        )
+        .map_err(map_err)?
+        .execute([])
+        .map_err(map_err)? as u64;
+    conn.execute_batch("DELETE FROM temp.staging").map_err(map_err)?;
+    let stale = staged.checked_sub(applied + unchanged).ok_or_else(|| {
+        StoreError::Corrupt(format!(
+            "{}: {applied} applied and {unchanged} unchanged out of {staged} lines",
+            file.file.name
+        ))
+    })?;
+    Ok(Tally { applied, stale, unchanged, rejected })
 }
 
 pub(super) fn insert_rejects(conn: &Connection, batch: &[Reject]) -> Result<(), StoreError> {

@@ -4,25 +4,32 @@
 //! A file's unit of work is a `BEGIN IMMEDIATE` transaction held open across the
 //! commands of its own bounded channel; when that channel closes without a `Commit`
 //! (the `FileTxn` was dropped: an error, a cancellation) the transaction is rolled back.
+//! A file of up to [`STREAMED_RECORDS`] lines is applied batch by batch as it streams in
+//! (overlapping parsing and writing). A larger file is staged and merged in key order at
+//! commit (`rows::merge_staged`): random-key upserts into a B-tree much larger than the
+//! page cache would otherwise rewrite pages over and over. Memory stays bounded either way.
 
-use super::rows::{apply_records, insert_rejects, map_err, write_commit};
+use super::rows::{STAGING, apply_records, insert_rejects, map_err, merge_staged, stage_records, write_commit};
 use crate::core::record::{Record, Reject, Tally};
-use crate::ports::store::{Commit, FileTxn, StoreError};
+use crate::ports::store::{Commit, FileTicket, FileTxn, StoreError};
 use async_trait::async_trait;
 use rusqlite::Connection;
 use tokio::sync::{mpsc, oneshot};
 
 type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
 
+/// Files with more record lines than this are staged and merged in key order.
+pub(super) const STREAMED_RECORDS: u64 = 50_000;
+
 pub(super) enum WriterCmd {
     Commit(Commit, Reply<()>),
-    BeginFile(mpsc::Receiver<TxnCmd>, Reply<()>),
+    BeginFile(FileTicket, mpsc::Receiver<TxnCmd>, Reply<()>),
 }
 
 pub(super) enum TxnCmd {
-    Apply(Vec<Record>, Reply<Tally>),
+    Apply(Vec<Record>, Reply<()>),
     Reject(Vec<Reject>, Reply<()>),
-    Commit(Commit, Reply<()>),
+    Commit(Commit, Reply<Tally>),
 }
 
 /// Runs until every sender of `commands` is gone.
@@ -32,13 +39,14 @@ pub(super) fn run(conn: Connection, mut commands: mpsc::Receiver<WriterCmd>) {
             WriterCmd::Commit(c, reply) => {
                 let _ = reply.send(in_transaction(&conn, |conn| write_commit(conn, &c)));
             }
-            WriterCmd::BeginFile(txn, reply) => match conn.execute_batch("BEGIN IMMEDIATE").map_err(map_err) {
+            WriterCmd::BeginFile(ticket, txn, reply) => match conn.execute_batch("BEGIN IMMEDIATE") {
                 Ok(()) => {
                     let _ = reply.send(Ok(()));
-                    file_transaction(&conn, txn);
+                    file_transaction(&conn, &ticket, txn);
                 }
                 Err(e) => {
-                    let _ = reply.send(Err(e));
+                    let _ = conn.execute_batch("ROLLBACK");
+                    let _ = reply.send(Err(map_err(e)));
                 }
             },
         }
@@ -59,30 +67,85 @@ fn in_transaction(
     }
 }
 
-fn file_transaction(conn: &Connection, mut txn: mpsc::Receiver<TxnCmd>) {
-    let mut failed: Option<String> = None;
+/// One file's records on their way into the store.
+struct Pending {
+    staged: Option<u64>,
+    tally: Tally,
+}
+
+impl Pending {
+    fn new(conn: &Connection, ticket: &FileTicket) -> Result<Self, StoreError> {
+        let staged = if ticket.record_lines > STREAMED_RECORDS {
+            conn.execute_batch(STAGING).map_err(map_err)?;
+            Some(0)
+        } else {
+            None
+        };
+        Ok(Self { staged, tally: Tally::default() })
+    }
+
+    fn add(&mut self, conn: &Connection, batch: Vec<Record>) -> Result<(), StoreError> {
+        match &mut self.staged {
+            Some(n) => {
+                stage_records(conn, &batch)?;
+                *n += batch.len() as u64;
+            }
+            None => self.tally += apply_records(conn, &batch)?,
+        }
+        Ok(())
+    }
+
+    fn finish(self, conn: &Connection, ticket: &FileTicket) -> Result<Tally, StoreError> {
+        match self.staged {
+            Some(staged) => merge_staged(conn, ticket, staged, self.tally.rejected),
+            None => Ok(self.tally),
+        }
+    }
+}
+
+/// Serves one file's commands until its commit or until its handle is dropped.
+fn file_transaction(conn: &Connection, ticket: &FileTicket, mut txn: mpsc::Receiver<TxnCmd>) {
+    let (mut pending, mut failed) = match Pending::new(conn, ticket) {
+        Ok(p) => (p, None),
+        Err(e) => (Pending { staged: None, tally: Tally::default() }, Some(e.to_string())),
+    };
     while let Some(cmd) = txn.blocking_recv() {
-        let aborted =
-            || StoreError::Io(format!("the file's transaction was aborted: {}", failed.clone().unwrap_or_default()));
+        let aborted = |failed: &Option<String>| {
+            StoreError::Io(format!("the file's transaction was aborted: {}", failed.clone().unwrap_or_default()))
+        };
         match cmd {
             TxnCmd::Apply(batch, reply) => {
-                let r = if failed.is_some() { Err(aborted()) } else { apply_records(conn, &batch) };
+                let r = match &failed {
+                    Some(_) => Err(aborted(&failed)),
+                    None => pending.add(conn, batch),
+                };
                 if let Err(e) = &r {
                     failed.get_or_insert(e.to_string());
                 }
                 let _ = reply.send(r);
             }
             TxnCmd::Reject(batch, reply) => {
-                let r = if failed.is_some() { Err(aborted()) } else { insert_rejects(conn, &batch) };
+                let r = match &failed {
+                    Some(_) => Err(aborted(&failed)),
+                    None => insert_rejects(conn, &batch).map(|()| pending.tally.rejected += batch.len() as u64),
+                };
                 if let Err(e) = &r {
                     failed.get_or_insert(e.to_string());
                 }
                 let _ = reply.send(r);
             }
-            TxnCmd::Commit(c, reply) => {
-                let r = match failed {
-                    Some(_) => Err(aborted()),
-                    None => write_commit(conn, &c).and_then(|()| conn.execute_batch("COMMIT").map_err(map_err)),
+            TxnCmd::Commit(mut c, reply) => {
+                let r = match &failed {
+                    Some(_) => Err(aborted(&failed)),
+                    None => pending.finish(conn, ticket).and_then(|tally| {
+                        if let Some(entry) = c.ledger.iter_mut().find(|e| e.name == ticket.file.name) {
+                            entry.tally = tally;
+                        }
+                        c.counters.records += tally;
+                        write_commit(conn, &c)?;
+                        conn.execute_batch("COMMIT").map_err(map_err)?;
+                        Ok(tally)
+                    }),
                 };
                 if r.is_err() {
                     let _ = conn.execute_batch("ROLLBACK");
@@ -111,7 +174,7 @@ impl SqliteFileTxn {
 
 #[async_trait]
 impl FileTxn for SqliteFileTxn {
-    async fn apply(&mut self, batch: Vec<Record>) -> Result<Tally, StoreError> {
+    async fn apply(&mut self, batch: Vec<Record>) -> Result<(), StoreError> {
         self.call(|r| TxnCmd::Apply(batch, r)).await
     }
 
@@ -119,7 +182,7 @@ impl FileTxn for SqliteFileTxn {
         self.call(|r| TxnCmd::Reject(batch, r)).await
     }
 
-    async fn commit(self: Box<Self>, commit: Commit) -> Result<(), StoreError> {
+    async fn commit(self: Box<Self>, commit: Commit) -> Result<Tally, StoreError> {
         self.call(|r| TxnCmd::Commit(commit, r)).await
     }
 }
