@@ -4,6 +4,17 @@
 use clap::Parser;
 use esr_ingest::cli::{self, Cli, EXIT_FAILURE, EXIT_USAGE, UsageError};
 
+/// Whether the error is stdout being closed by its reader.
+fn stdout_closed(e: &anyhow::Error) -> bool {
+    e.chain().any(|cause| {
+        let kind = cause
+            .downcast_ref::<std::io::Error>()
+            .map(std::io::Error::kind)
+            .or_else(|| cause.downcast_ref::<serde_json::Error>().and_then(serde_json::Error::io_error_kind));
+        kind == Some(std::io::ErrorKind::BrokenPipe)
+    })
+}
+
 fn main() {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
@@ -29,6 +40,8 @@ fn main() {
     };
     let code = match runtime.block_on(cli::execute(cli)) {
         Ok(code) => code,
+        // The reader of stdout went away (`export | head`): not a failure of ours.
+        Err(e) if stdout_closed(&e) => 0,
         Err(e) if e.downcast_ref::<UsageError>().is_some() => {
             eprintln!("esr-ingest: {e}");
             EXIT_USAGE

@@ -2,7 +2,6 @@
 //! rule. It never moves a stream's expected SEQ (stream records are not written), so it is
 //! safe to run at any time: re-applying a line is a no-op.
 
-use super::retry::retry_transient;
 use super::{Engine, EngineError, FileOutcome};
 use crate::core::ledger::{FileState, LedgerEntry, Listed};
 use crate::core::record::Tally;
@@ -48,20 +47,10 @@ impl Engine {
         record_new: bool,
         cancel: &CancellationToken,
     ) -> Result<(BackfillPlan, HashMap<String, (LedgerEntry, Listed)>), EngineError> {
-        let listing = retry_transient("listing the source", cancel, || async { Ok(self.source.list().await?) }).await?;
-        let objects = self.by_name(listing);
-        let snapshot =
-            retry_transient("reading the store", cancel, || async { Ok(self.store.snapshot().await?) }).await?;
-        let mut ledger: HashMap<String, LedgerEntry> =
-            snapshot.ledger.into_iter().map(|e| (e.name.clone(), e)).collect();
-        let mut report = super::PassReport::default();
-        let discovered = self.discover(&objects, &mut ledger, &mut report, cancel).await?;
+        let loaded = self.load(&mut super::PassReport::default(), cancel).await?;
+        let (objects, ledger) = (loaded.objects, loaded.ledger);
         if record_new {
-            retry_transient("writing to the store", cancel, || {
-                let c = discovered.clone();
-                async move { Ok(self.store.commit(c).await?) }
-            })
-            .await?;
+            self.commit(loaded.discovered, cancel).await?;
         }
         let mut plan = BackfillPlan::default();
         let mut work = HashMap::new();
@@ -126,7 +115,7 @@ impl Engine {
                 FileOutcome::Quarantined { entry: after } => {
                     let reason = after.reason.clone().unwrap_or_default();
                     tracing::warn!(%reason, "quarantined");
-                    self.store.commit(Commit { ledger: vec![after], ..Default::default() }).await?;
+                    self.commit(Commit { ledger: vec![after], ..Default::default() }, cancel).await?;
                     report.quarantined.push((f.name.clone(), reason));
                     Tally::default()
                 }

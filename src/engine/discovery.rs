@@ -1,5 +1,6 @@
 //! Discovery: reconcile a full listing with the ledger (see `core::ledger`).
 
+use super::retry::retry_transient;
 use super::{Engine, EngineError, PassReport};
 use crate::core::ledger::{LedgerEntry, Listed, Observation, UploadVerdict, judge_upload, observe};
 use crate::core::name::{NameVerdict, object_name};
@@ -10,7 +11,45 @@ use std::collections::{BTreeMap, HashMap};
 use tokio::io::AsyncReadExt;
 use tokio_util::sync::CancellationToken;
 
+/// The source's objects by name and the store's ledger and streams, read at the start of
+/// a pass and reconciled (new names recorded, new uploads judged).
+pub(super) struct Loaded {
+    pub objects: BTreeMap<String, Listed>,
+    pub ledger: HashMap<String, LedgerEntry>,
+    pub streams: Vec<crate::core::sequencer::StreamRecord>,
+    /// Ledger changes found by discovery, not yet written.
+    pub discovered: Commit,
+}
+
 impl Engine {
+    /// Lists the source, reads the store and reconciles the two.
+    pub(super) async fn load(
+        &self,
+        report: &mut PassReport,
+        cancel: &CancellationToken,
+    ) -> Result<Loaded, EngineError> {
+        let listing = retry_transient("listing the source", cancel, || async { Ok(self.source.list().await?) }).await?;
+        let objects = self.by_name(listing);
+        let snapshot =
+            retry_transient("reading the store", cancel, || async { Ok(self.store.snapshot().await?) }).await?;
+        let mut ledger: HashMap<String, LedgerEntry> =
+            snapshot.ledger.into_iter().map(|e| (e.name.clone(), e)).collect();
+        let discovered = self.discover(&objects, &mut ledger, report, cancel).await?;
+        Ok(Loaded { objects, ledger, streams: snapshot.streams, discovered })
+    }
+
+    /// Writes changes with retries for transient store errors.
+    pub(super) async fn commit(&self, commit: Commit, cancel: &CancellationToken) -> Result<(), EngineError> {
+        if commit.is_empty() {
+            return Ok(());
+        }
+        retry_transient("writing to the store", cancel, || {
+            let c = commit.clone();
+            async move { Ok(self.store.commit(c).await?) }
+        })
+        .await
+    }
+
     /// The newest listed object for every name that is not ignored.
     pub(super) fn by_name(&self, listing: Vec<Listed>) -> BTreeMap<String, Listed> {
         let mut out: BTreeMap<String, Listed> = BTreeMap::new();
@@ -28,7 +67,7 @@ impl Engine {
     }
 
     /// Records new names and judges new uploads; updates `ledger` and returns the changes.
-    pub(super) async fn discover(
+    async fn discover(
         &self,
         objects: &BTreeMap<String, Listed>,
         ledger: &mut HashMap<String, LedgerEntry>,

@@ -1,6 +1,5 @@
 //! One discovery-and-apply pass.
 
-use super::retry::retry_transient;
 use super::streams::build_streams;
 use super::{Engine, EngineError, FileOutcome, PassReport};
 use crate::core::ledger::{FileState, LedgerEntry, Listed};
@@ -17,18 +16,12 @@ impl Engine {
     /// Lists the source, records what is new, and applies everything the sequencer allows.
     pub async fn pass(&self, cancel: &CancellationToken) -> Result<PassReport, EngineError> {
         let mut report = PassReport::default();
-        let listing = retry_transient("listing the source", cancel, || async { Ok(self.source.list().await?) }).await?;
-        let objects = self.by_name(listing);
-        let snapshot =
-            retry_transient("reading the store", cancel, || async { Ok(self.store.snapshot().await?) }).await?;
-        let mut ledger: HashMap<String, LedgerEntry> =
-            snapshot.ledger.into_iter().map(|e| (e.name.clone(), e)).collect();
-        let discovered = self.discover(&objects, &mut ledger, &mut report, cancel).await?;
+        let super::discovery::Loaded { objects, ledger, streams, discovered } = self.load(&mut report, cancel).await?;
         self.commit(discovered, cancel).await?;
         self.heartbeat.beat();
 
         let present: HashSet<String> = objects.keys().cloned().collect();
-        let mut streams = build_streams(ledger.values(), &snapshot.streams, Some(&present));
+        let mut streams = build_streams(ledger.values(), &streams, Some(&present));
         for stream in streams.values_mut() {
             let start = self.rules.start.get(stream.region()).copied();
             if stream.ensure_baseline(start) {
@@ -63,14 +56,6 @@ impl Engine {
             report.deferred.extend(part.deferred);
         }
         Ok(report)
-    }
-
-    async fn commit(&self, commit: Commit, cancel: &CancellationToken) -> Result<(), EngineError> {
-        retry_transient("writing to the store", cancel, || {
-            let c = commit.clone();
-            async move { Ok(self.store.commit(c).await?) }
-        })
-        .await
     }
 
     /// Applies a region's files in order until it has to wait.

@@ -89,12 +89,14 @@ impl Engine {
         cancel: &CancellationToken,
     ) -> Result<Box<dyn FileDelivery>, EngineError> {
         let reader = SyncIoBridge::new(self.source.open(listed).await?);
-        let ticket =
-            FileTicket { file: file.clone(), key: listed.key.clone(), reapply, record_lines: expected.record_lines };
-        let mut delivery = self.delivery.open(ticket).await?;
+        // The parser starts first and fills its bounded queue while the delivery opens
+        // (a store may make the file wait for its turn).
         let (tx, mut rx) = mpsc::channel::<Chunk>(BATCHES_IN_FLIGHT);
         let (parse_file, layout) = (file.clone(), self.layout.clone());
         let parser = tokio::task::spawn_blocking(move || parse_into(reader, &parse_file, layout, tx));
+        let ticket =
+            FileTicket { file: file.clone(), key: listed.key.clone(), reapply, record_lines: expected.record_lines };
+        let mut delivery = self.delivery.open(ticket).await?;
         while let Some(chunk) = rx.recv().await {
             if cancel.is_cancelled() {
                 return Err(EngineError::Cancelled); // dropping the delivery discards the file

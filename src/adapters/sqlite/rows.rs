@@ -213,6 +213,21 @@ fn write_object(conn: &Connection, e: &LedgerEntry) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// Runs an INSERT whose nine parameters are a record's columns, in table order.
+fn execute_record(stmt: &mut rusqlite::CachedStatement<'_>, r: &Record) -> rusqlite::Result<usize> {
+    stmt.execute(params![
+        &*r.record_type,
+        r.key,
+        r.deleted,
+        &*r.region,
+        &*r.file,
+        r.version.date_number(),
+        r.version.seq,
+        r.version.line,
+        r.fields_json
+    ])
+}
+
 /// Applies records one by one under the version rule, as they stream in.
 ///
 /// One conditional upsert per record: it writes only when the incoming version is greater
@@ -236,19 +251,7 @@ pub(super) fn apply_records(conn: &Connection, batch: &[Record]) -> Result<Tally
         .map_err(map_err)?;
     let mut tally = Tally::default();
     for r in batch {
-        let written = write
-            .execute(params![
-                &*r.record_type,
-                r.key,
-                r.deleted,
-                &*r.region,
-                &*r.file,
-                r.version.date_number(),
-                r.version.seq,
-                r.version.line,
-                r.fields_json
-            ])
-            .map_err(map_err)?;
+        let written = execute_record(&mut write, r).map_err(map_err)?;
         if written == 1 {
             tally.applied += 1;
             continue;
@@ -294,19 +297,7 @@ pub(super) fn stage_records(conn: &Connection, batch: &[Record]) -> Result<(), S
         )
         .map_err(map_err)?;
     for r in batch {
-        stage
-            .execute(params![
-                &*r.record_type,
-                r.key,
-                r.deleted,
-                &*r.region,
-                &*r.file,
-                r.version.date_number(),
-                r.version.seq,
-                r.version.line,
-                r.fields_json
-            ])
-            .map_err(map_err)?;
+        execute_record(&mut stage, r).map_err(map_err)?;
     }
     Ok(())
 }

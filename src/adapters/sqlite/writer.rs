@@ -84,7 +84,11 @@ impl Pending {
         Ok(Self { staged, tally: Tally::default() })
     }
 
-    fn add(&mut self, conn: &Connection, batch: Vec<Record>) -> Result<(), StoreError> {
+    fn add(&mut self, conn: &Connection, mut batch: Vec<Record>) -> Result<(), StoreError> {
+        // In identity order the B-tree is walked forwards (line order kept per identity).
+        batch.sort_unstable_by(|a, b| {
+            (&a.record_type, &a.key, a.version.line).cmp(&(&b.record_type, &b.key, b.version.line))
+        });
         match &mut self.staged {
             Some(n) => {
                 stage_records(conn, &batch)?;
