@@ -1,10 +1,12 @@
 //! `run [--once]`: the service loop.
 
 use super::{EXIT_FAILURE, EXIT_OK, app};
-use crate::config::Settings;
+use crate::config::{Settings, StoreSpec};
 use crate::engine::{EngineError, PassReport};
 use crate::health::{self, HealthState};
+use anyhow::Context;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use tokio_util::sync::CancellationToken;
 
 /// Cancels `token` on the first SIGINT/SIGTERM; exits at once on the second.
@@ -42,7 +44,32 @@ fn log_pass(r: &PassReport) {
     }
 }
 
+/// Only one `run` may drive an embedded store at a time: the sequencer state is read and
+/// advanced by one process. The lock is an OS file lock next to the database, released
+/// when the process ends however it ends.
+fn lock_embedded_store(settings: &Settings) -> anyhow::Result<Option<std::fs::File>> {
+    let StoreSpec::Sqlite(db) = &settings.store else { return Ok(None) };
+    if let Some(dir) = db.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).with_context(|| format!("store {}", db.display()))?;
+    }
+    let path = PathBuf::from(format!("{}.lock", db.display()));
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("cannot open {}", path.display()))?;
+    match file.try_lock() {
+        Ok(()) => Ok(Some(file)),
+        Err(std::fs::TryLockError::WouldBlock) => {
+            anyhow::bail!("another esr-ingest run is already using the store {}", db.display())
+        }
+        Err(std::fs::TryLockError::Error(e)) => Err(e).with_context(|| format!("cannot lock {}", path.display())),
+    }
+}
+
 pub async fn run(settings: Settings, once: bool, listen: Option<SocketAddr>) -> anyhow::Result<i32> {
+    let _lock = lock_embedded_store(&settings)?;
     let engine = app::engine(&settings).await?;
     let cancel = CancellationToken::new();
     install_signal_handler(cancel.clone());

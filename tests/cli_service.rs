@@ -1,0 +1,121 @@
+//! The long-running service as a process: health endpoints, one `run` per embedded
+//! store, and graceful shutdown on SIGTERM.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_esr-ingest");
+
+struct Service {
+    child: Child,
+    port: u16,
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts `run` with an ephemeral health port and waits for the port in its log.
+fn start(dir: &std::path::Path) -> Service {
+    std::fs::write(dir.join("esr.toml"), "poll_interval = \"100ms\"\n[health]\nlisten = \"127.0.0.1:0\"\n").unwrap();
+    let mut child = Command::new(BIN)
+        .current_dir(dir)
+        .args(["--config", "esr.toml", "--source", "inbox", "--store", "state.db", "--log-format", "json", "run"])
+        .env_remove("ESR_INGEST_CONFIG")
+        .env("ESR_INGEST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start the service");
+    let mut lines = BufReader::new(child.stderr.take().expect("stderr")).lines();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let port = loop {
+        assert!(Instant::now() < deadline, "the health server did not start");
+        let line = lines.next().expect("the service exited early").expect("read stderr");
+        let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) else { continue };
+        if v["message"] == "health server listening" {
+            let listen = v["listen"].as_str().expect("listen field").to_string();
+            break listen.rsplit(':').next().unwrap().parse().expect("port");
+        }
+    };
+    // keep draining stderr so the service never blocks on a full pipe
+    std::thread::spawn(move || for _ in lines {});
+    Service { child, port }
+}
+
+fn get(port: u16, path: &str) -> (u16, serde_json::Value) {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    write!(s, "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    let code = text.split_whitespace().nth(1).and_then(|c| c.parse().ok()).expect("status code");
+    let body = text.split("\r\n\r\n").nth(1).unwrap_or("");
+    (code, serde_json::from_str(body).unwrap_or(serde_json::Value::Null))
+}
+
+#[test]
+fn health_endpoints_lock_and_graceful_shutdown() {
+    let dir = tempfile::tempdir().unwrap();
+    let inbox = dir.path().join("inbox");
+    std::fs::create_dir_all(&inbox).unwrap();
+    let line = "POR,1,,C,42,Staff Nurse,DPN1,SEV,Y,RA7,1234,Org,Loc";
+    std::fs::write(inbox.join("DE_SEV_RMC_20220730_00000001.DAT"), format!("HDR,RMC,SEV,20220730,1\n{line}\nTRL,1\n"))
+        .unwrap();
+    let mut service = start(dir.path());
+
+    let (code, body) = get(service.port, "/healthz");
+    assert_eq!((code, &body["alive"]), (200, &serde_json::json!(true)), "{body}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (code, body) = get(service.port, "/readyz");
+        if code == 200 {
+            assert_eq!(body["ready"], true);
+            break;
+        }
+        assert!(Instant::now() < deadline, "never ready: {body}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    // a second service on the same store is refused, clearly
+    let second = Command::new(BIN)
+        .current_dir(dir.path())
+        .args(["--source", "inbox", "--store", "state.db", "run", "--once"])
+        .env_remove("ESR_INGEST_CONFIG")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&second.stderr);
+    assert_eq!(second.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("already using the store"), "{stderr}");
+
+    // SIGTERM: the service finishes and exits 0 promptly
+    let pid = service.child.id() as i32;
+    // SAFETY: sending a signal to our own child process.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(status) = service.child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "the service did not stop on SIGTERM");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(status.code(), Some(0));
+
+    // the file was applied, and the lock is gone with the process
+    let out = Command::new(BIN)
+        .current_dir(dir.path())
+        .args(["--source", "inbox", "--store", "state.db", "run", "--once"])
+        .env_remove("ESR_INGEST_CONFIG")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let export = Command::new(BIN).current_dir(dir.path()).args(["--store", "state.db", "export"]).output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&export.stdout).lines().count(), 1);
+}
