@@ -12,8 +12,8 @@ use tokio::sync::mpsc;
 
 pub async fn status(settings: Settings, json: bool) -> anyhow::Result<i32> {
     let store = app::open_store(&settings).await?;
-    let (snapshot, counts) = (store.snapshot().await?, store.counts().await?);
-    let doc = status_doc(&snapshot, counts, &settings.rules, Utc::now());
+    let (snapshot, counts, audit) = (store.snapshot().await?, store.counts().await?, store.audit_log().await?);
+    let doc = status_doc(&snapshot, counts, &audit, &settings.rules, Utc::now());
     let mut out = std::io::stdout().lock();
     if json {
         serde_json::to_writer_pretty(&mut out, &doc)?;
@@ -57,6 +57,18 @@ fn write_status_table(out: &mut impl Write, doc: &StatusDoc) -> std::io::Result<
     writeln!(out, "\nQUARANTINED ({})", doc.quarantined.len())?;
     for q in &doc.quarantined {
         writeln!(out, "  {}  {}", q.file, q.reason)?;
+    }
+    if !doc.recent_actions.is_empty() {
+        writeln!(out, "\nRECENT ACTIONS")?;
+        for a in &doc.recent_actions {
+            let at = a.at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+            let what = match (&a.region, a.seq) {
+                (Some(r), Some(s)) => format!("{r} SEQ {s}"),
+                (Some(r), None) => r.clone(),
+                _ => String::new(),
+            };
+            writeln!(out, "  {at}  {}  {}  {what}: {}", a.actor, a.action, a.detail)?;
+        }
     }
     let c = &doc.counts;
     writeln!(out, "\nCOUNTS")?;

@@ -66,7 +66,7 @@ pub async fn skip(settings: Settings, region: String, seq: u64, reason: String) 
     });
     store.commit(commit).await?;
     let after = store.snapshot().await?;
-    let doc = status_doc(&after, store.counts().await?, &settings.rules, now);
+    let doc = status_doc(&after, store.counts().await?, &[], &settings.rules, now);
     let next = doc.streams.iter().find(|s| s.region == region).and_then(|s| s.next_seq);
     println!(
         "skipped {region} SEQ {seq} ({reason}); next expected SEQ: {}",

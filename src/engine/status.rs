@@ -3,7 +3,10 @@
 use super::streams::build_streams;
 use crate::core::ledger::FileState;
 use crate::core::sequencer::{Awaiting, SequenceRules};
-use crate::ports::store::{Counts, Snapshot};
+use crate::ports::store::{AuditEntry, Counts, Snapshot};
+
+/// How many audit entries `status` shows.
+pub const RECENT_ACTIONS: usize = 10;
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::Serialize;
 
@@ -13,6 +16,8 @@ pub struct StatusDoc {
     pub streams: Vec<StreamStatus>,
     pub quarantined: Vec<QuarantinedFile>,
     pub counts: StatusCounts,
+    /// The most recent operator actions and automatic skips, newest first.
+    pub recent_actions: Vec<AuditEntry>,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -50,7 +55,13 @@ fn rfc3339(t: DateTime<Utc>) -> String {
 }
 
 /// Builds the status document from the store's contents at `now`.
-pub fn status_doc(snapshot: &Snapshot, counts: Counts, rules: &SequenceRules, now: DateTime<Utc>) -> StatusDoc {
+pub fn status_doc(
+    snapshot: &Snapshot,
+    counts: Counts,
+    audit: &[AuditEntry],
+    rules: &SequenceRules,
+    now: DateTime<Utc>,
+) -> StatusDoc {
     let streams = build_streams(&snapshot.ledger, &snapshot.streams, None);
     let last_applied = |region: &str| {
         snapshot
@@ -106,5 +117,6 @@ pub fn status_doc(snapshot: &Snapshot, counts: Counts, rules: &SequenceRules, no
         streams,
         counts: StatusCounts { totals: counts, quarantined_files: quarantined.len() as u64, pending_files: pending },
         quarantined,
+        recent_actions: audit.iter().rev().take(RECENT_ACTIONS).cloned().collect(),
     }
 }
