@@ -13,9 +13,51 @@ pub struct Record {
     pub version: Version,
     pub region: Arc<str>,
     pub file: Arc<str>,
-    /// The named fields as a JSON object text in layout order (the stored and exported
-    /// form, rendered once by the parser); `None` for a tombstone.
-    pub fields_json: Option<String>,
+    /// The field values; `None` for a tombstone.
+    pub fields: Option<Fields>,
+}
+
+/// The names of a record type's payload fields in layout order, shared by every record
+/// of that type.
+pub type FieldNames = Arc<[Arc<str>]>;
+
+/// A record's payload: its layout's field names and their values.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Fields {
+    pub names: FieldNames,
+    /// The values as a JSON array text in the order of `names` (rendered once, by the
+    /// parser). Stores keep this compact form with a reference to the names.
+    pub values_json: String,
+}
+
+impl Fields {
+    pub fn new<'a>(names: FieldNames, values: impl IntoIterator<Item = &'a str>) -> Self {
+        let mut out = String::with_capacity(160);
+        out.push('[');
+        for (i, value) in values.into_iter().enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            push_json_string(&mut out, value);
+        }
+        out.push(']');
+        Self { names, values_json: out }
+    }
+
+    /// The payload as a JSON object text in layout order (the exported form).
+    pub fn to_object_json(&self) -> Result<String, String> {
+        object_json(&self.names, &self.values_json)
+    }
+}
+
+/// Pairs field names with a JSON array of values into a JSON object text.
+pub fn object_json<S: AsRef<str>>(names: &[S], values_json: &str) -> Result<String, String> {
+    let values: Vec<String> =
+        serde_json::from_str(values_json).map_err(|e| format!("field values are not a JSON array of strings: {e}"))?;
+    if values.len() != names.len() {
+        return Err(format!("{} field values for {} field names", values.len(), names.len()));
+    }
+    Ok(fields_json(names.iter().map(AsRef::as_ref).zip(values.iter().map(String::as_str))))
 }
 
 /// Renders named values as a JSON object text, keeping their order.
@@ -76,6 +118,15 @@ impl std::ops::AddAssign for Tally {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn fields_round_trip_through_the_compact_form() {
+        let names: FieldNames = vec![Arc::from("title"), Arc::from("code")].into();
+        let f = Fields::new(names, ["Nurse, \"B5\"", ""]);
+        assert_eq!(f.values_json, r#"["Nurse, \"B5\"",""]"#);
+        assert_eq!(f.to_object_json().unwrap(), r#"{"title":"Nurse, \"B5\"","code":""}"#);
+        assert!(object_json(&["a"], "[\"x\",\"y\"]").is_err());
+    }
 
     #[test]
     fn fields_json_escapes_and_keeps_order() {

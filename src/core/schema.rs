@@ -7,7 +7,7 @@
 //! its type is known, its field count matches and every checked field fits its format;
 //! otherwise it is a line fault with a reason naming the field.
 
-use crate::core::record::{Record, fields_json};
+use crate::core::record::{FieldNames, Fields, Record};
 use crate::core::version::Version;
 use serde::Deserialize;
 use std::collections::HashMap;
@@ -150,6 +150,8 @@ pub struct Field {
 pub struct RecordLayout {
     pub record_type: Arc<str>,
     pub fields: Vec<Field>,
+    /// The fields a record carries as payload: all but type, key and indicator.
+    pub payload_names: FieldNames,
     key_index: usize,
     indicator_index: usize,
 }
@@ -213,8 +215,19 @@ impl Layout {
             if r.record_type == file.header_tag || r.record_type == file.trailer_tag {
                 return Err(invalid(format!("record type {} collides with the header or trailer tag", r.record_type)));
             }
-            let layout =
-                RecordLayout { record_type: r.record_type.as_str().into(), fields, key_index, indicator_index };
+            let payload_names: FieldNames = fields
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| *i != 0 && *i != key_index && *i != indicator_index)
+                .map(|(_, f)| f.name.clone())
+                .collect();
+            let layout = RecordLayout {
+                record_type: r.record_type.as_str().into(),
+                fields,
+                payload_names,
+                key_index,
+                indicator_index,
+            };
             if records.insert(r.record_type.clone(), layout).is_some() {
                 return Err(invalid(format!("record type {} is defined twice", r.record_type)));
             }
@@ -296,14 +309,12 @@ impl RecordLayout {
         file: &Arc<str>,
     ) -> Record {
         let payload = (!deleted).then(|| {
-            fields_json(
-                self.fields
-                    .iter()
-                    .zip(fields)
-                    .enumerate()
-                    .filter(|(i, _)| *i != 0 && *i != self.key_index && *i != self.indicator_index)
-                    .map(|(_, (f, v))| (&*f.name, *v)),
-            )
+            let values = fields
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| *i != 0 && *i != self.key_index && *i != self.indicator_index)
+                .map(|(_, v)| *v);
+            Fields::new(self.payload_names.clone(), values)
         });
         Record {
             record_type: self.record_type.clone(),
@@ -312,7 +323,7 @@ impl RecordLayout {
             version,
             region: region.clone(),
             file: file.clone(),
-            fields_json: payload,
+            fields: payload,
         }
     }
 }

@@ -4,7 +4,7 @@
 
 use esr_ingest::core::ledger::FileState;
 use esr_ingest::core::name::{NameProfile, NameVerdict};
-use esr_ingest::core::record::Record;
+use esr_ingest::core::record::{Fields, Record};
 use esr_ingest::core::version::Version;
 use esr_ingest::ports::delivery::Delivery;
 use esr_ingest::ports::store::{Commit, FileTicket, Store};
@@ -26,7 +26,7 @@ fn records(n: u64) -> Vec<Record> {
             version: Version { date: chrono::NaiveDate::from_ymd_opt(2022, 7, 30).unwrap(), seq: 1, line: i + 2 },
             region: "SEV".into(),
             file: NAME.into(),
-            fields_json: Some(format!("{{\"position_title\":\"t{i}\"}}")),
+            fields: Some(Fields::new(vec![Arc::from("position_title")].into(), [format!("t{i}").as_str()])),
         })
         .collect()
 }

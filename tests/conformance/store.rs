@@ -4,7 +4,7 @@
 use chrono::{NaiveDate, TimeZone, Utc};
 use esr_ingest::core::ledger::{Conflict, FileState, LedgerEntry};
 use esr_ingest::core::name::{NameProfile, NameVerdict};
-use esr_ingest::core::record::{Record, Reject, Tally};
+use esr_ingest::core::record::{Fields, Record, Reject, Tally};
 use esr_ingest::core::sequencer::StreamRecord;
 use esr_ingest::core::version::Version;
 use esr_ingest::ports::store::{AuditEntry, Commit, CounterDelta, FileTicket, Store};
@@ -29,7 +29,7 @@ fn record(rtype: &str, key: &str, day: u32, seq: u64, line: u64, deleted: bool, 
         version: Version { date: NaiveDate::from_ymd_opt(2022, 7, day).unwrap(), seq, line },
         region: "SEV".into(),
         file: format!("DE_SEV_RMC_202207{day:02}_{seq:08}.DAT").into(),
-        fields_json: (!deleted).then(|| format!("{{\"position_title\":\"{title}\"}}")),
+        fields: (!deleted).then(|| Fields::new(vec![Arc::from("position_title")].into(), [title])),
     }
 }
 
@@ -149,6 +149,29 @@ async fn version_rule_with(store: Arc<dyn Store>, size: fn(FileTicket) -> FileTi
     assert_eq!(v[2]["version"]["line"], 6);
 }
 
+pub async fn field_names_stay_with_the_values_they_were_stored_with(store: Arc<dyn Store>) {
+    let with = |names: &[&str], values: &[&str], key: &str, line: u64| {
+        let mut r = record("POS", key, 30, 1, line, false, "");
+        let names: Vec<Arc<str>> = names.iter().map(|n| Arc::from(*n)).collect();
+        r.fields = Some(Fields::new(names.into(), values.iter().copied()));
+        r
+    };
+    // first attempt rolled back: whatever it wrote about field names must not linger
+    let mut txn = store.begin_file(ticket("DE_SEV_RMC_20220730_00000001.DAT")).await.unwrap();
+    txn.apply(vec![with(&["a", "b"], &["1", "2"], "1", 2)]).await.unwrap();
+    drop(txn);
+    let mut txn = store.begin_file(ticket("DE_SEV_RMC_20220730_00000001.DAT")).await.unwrap();
+    txn.apply(vec![with(&["a", "b"], &["1", "2"], "1", 2), with(&["a", "b", "c"], &["x", "y", "z"], "2", 3)])
+        .await
+        .unwrap();
+    txn.commit(Commit::default()).await.unwrap();
+    let lines = crate::support::export_lines(store.as_ref()).await;
+    let v: Vec<serde_json::Value> = lines.iter().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(v[0]["fields"], serde_json::json!({"a": "1", "b": "2"}));
+    assert_eq!(v[1]["fields"], serde_json::json!({"a": "x", "b": "y", "c": "z"}));
+    assert!(lines[1].contains(r#""fields":{"a":"x","b":"y","c":"z"}"#), "layout order kept: {}", lines[1]);
+}
+
 pub async fn dropped_file_txn_leaves_nothing(store: Arc<dyn Store>) {
     let mut txn = store.begin_file(ticket("DE_SEV_RMC_20220730_00000001.DAT")).await.unwrap();
     txn.apply(vec![record("POS", "1", 30, 1, 2, false, "x")]).await.unwrap();
@@ -230,6 +253,11 @@ macro_rules! store_suite {
             async fn large_files_apply_the_same_version_rule() {
                 let (_guard, store) = $factory().await;
                 conformance::store::large_files_apply_the_same_version_rule(store).await;
+            }
+            #[tokio::test]
+            async fn field_names_stay_with_the_values_they_were_stored_with() {
+                let (_guard, store) = $factory().await;
+                conformance::store::field_names_stay_with_the_values_they_were_stored_with(store).await;
             }
             #[tokio::test]
             async fn dropped_file_txn_leaves_nothing() {

@@ -206,27 +206,40 @@ impl Store for SqliteStore {
 
     async fn export(&self, sink: mpsc::Sender<Vec<StoredRecord>>) -> Result<u64, StoreError> {
         self.read(move |c| {
-            let mut stmt = c
-                .prepare("SELECT rtype, key, deleted, region, file, v_date, v_seq, v_line, fields FROM records ORDER BY rtype, key")
-                .map_err(map_err)?;
-            let rows = stmt.query_map([], rows::read_record).map_err(map_err)?;
-            let mut batch = Vec::with_capacity(EXPORT_BATCH);
-            let mut sent = 0u64;
-            for row in rows {
-                batch.push(row.map_err(map_err)??);
-                if batch.len() == EXPORT_BATCH {
-                    sent += batch.len() as u64;
-                    if sink.blocking_send(std::mem::replace(&mut batch, Vec::with_capacity(EXPORT_BATCH))).is_err() {
-                        return Ok(sent); // the consumer went away
-                    }
-                }
-            }
-            sent += batch.len() as u64;
-            if !batch.is_empty() {
-                let _ = sink.blocking_send(batch);
-            }
-            Ok(sent)
+            // One read transaction: shapes and records from the same snapshot.
+            c.execute_batch("BEGIN").map_err(map_err)?;
+            let result = export_rows(c, &sink);
+            let _ = c.execute_batch("COMMIT");
+            result
         })
         .await
     }
+}
+
+/// Streams every record, sorted by (type, key), in batches.
+fn export_rows(c: &Connection, sink: &mpsc::Sender<Vec<StoredRecord>>) -> Result<u64, StoreError> {
+    let shapes = rows::load_shapes(c)?;
+    let mut stmt = c
+        .prepare(
+            "SELECT rtype, key, deleted, region, file, v_date, v_seq, v_line, shape, field_values
+             FROM records ORDER BY rtype, key",
+        )
+        .map_err(map_err)?;
+    let rows = stmt.query_map([], |r| rows::read_record(r, &shapes)).map_err(map_err)?;
+    let mut batch = Vec::with_capacity(EXPORT_BATCH);
+    let mut sent = 0u64;
+    for row in rows {
+        batch.push(row.map_err(map_err)??);
+        if batch.len() == EXPORT_BATCH {
+            sent += batch.len() as u64;
+            if sink.blocking_send(std::mem::replace(&mut batch, Vec::with_capacity(EXPORT_BATCH))).is_err() {
+                return Ok(sent); // the consumer went away
+            }
+        }
+    }
+    sent += batch.len() as u64;
+    if !batch.is_empty() {
+        let _ = sink.blocking_send(batch);
+    }
+    Ok(sent)
 }

@@ -2,12 +2,13 @@
 
 use crate::core::ledger::{Conflict, FileState, LedgerEntry};
 use crate::core::name::FileName;
-use crate::core::record::{Record, Reject, Tally};
+use crate::core::record::{FieldNames, Record, Reject, Tally, object_json};
 use crate::core::sequencer::StreamRecord;
 use crate::core::version::{Decision, Version, decide};
 use crate::ports::store::{AuditEntry, Commit, FileTicket, StoreError, StoredRecord};
 use chrono::{DateTime, Utc};
 use rusqlite::{Connection, Row, params};
+use std::collections::HashMap;
 
 pub(super) fn map_err(e: rusqlite::Error) -> StoreError {
     use rusqlite::ErrorCode::{DatabaseBusy, DatabaseLocked};
@@ -213,8 +214,14 @@ fn write_object(conn: &Connection, e: &LedgerEntry) -> Result<(), StoreError> {
     Ok(())
 }
 
-/// Runs an INSERT whose nine parameters are a record's columns, in table order.
-fn execute_record(stmt: &mut rusqlite::CachedStatement<'_>, r: &Record) -> rusqlite::Result<usize> {
+/// Runs an INSERT whose ten parameters are a record's columns, in table order.
+fn execute_record(
+    stmt: &mut rusqlite::CachedStatement<'_>,
+    shapes: &mut Shapes,
+    conn: &Connection,
+    r: &Record,
+) -> Result<usize, StoreError> {
+    let shape = r.fields.as_ref().map(|f| shapes.id(conn, &r.record_type, &f.names)).transpose()?;
     stmt.execute(params![
         &*r.record_type,
         r.key,
@@ -224,8 +231,61 @@ fn execute_record(stmt: &mut rusqlite::CachedStatement<'_>, r: &Record) -> rusql
         r.version.date_number(),
         r.version.seq,
         r.version.line,
-        r.fields_json
+        shape,
+        r.fields.as_ref().map(|f| f.values_json.as_str())
     ])
+    .map_err(map_err)
+}
+
+/// Shape ids of field-name lists, cached by the identity of the shared names (a layout
+/// lives as long as the process, and the cache keeps each list alive, so an address is
+/// never reused for another list). Cleared on every rollback: a shape row written inside
+/// a rolled-back transaction is gone.
+#[derive(Default)]
+pub(super) struct Shapes {
+    by_names: HashMap<usize, (FieldNames, i64)>,
+}
+
+impl Shapes {
+    pub(super) fn clear(&mut self) {
+        self.by_names.clear();
+    }
+
+    fn id(&mut self, conn: &Connection, rtype: &str, names: &FieldNames) -> Result<i64, StoreError> {
+        let address = names.as_ptr() as usize;
+        if let Some((known, id)) = self.by_names.get(&address)
+            && known == names
+        {
+            return Ok(*id);
+        }
+        let list: Vec<&str> = names.iter().map(|n| &**n).collect();
+        let text = serde_json::to_string(&list).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        conn.prepare_cached("INSERT OR IGNORE INTO shapes (rtype, names) VALUES (?1, ?2)")
+            .map_err(map_err)?
+            .execute(params![rtype, text])
+            .map_err(map_err)?;
+        let id = conn
+            .prepare_cached("SELECT id FROM shapes WHERE rtype = ?1 AND names = ?2")
+            .map_err(map_err)?
+            .query_row(params![rtype, text], |r| r.get(0))
+            .map_err(map_err)?;
+        self.by_names.insert(address, (names.clone(), id));
+        Ok(id)
+    }
+}
+
+/// Every shape's field names, for reading records back.
+pub(super) fn load_shapes(conn: &Connection) -> Result<HashMap<i64, Vec<String>>, StoreError> {
+    let mut stmt = conn.prepare("SELECT id, names FROM shapes").map_err(map_err)?;
+    let rows = stmt.query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?))).map_err(map_err)?;
+    let mut out = HashMap::new();
+    for row in rows {
+        let (id, names) = row.map_err(map_err)?;
+        let names: Vec<String> =
+            serde_json::from_str(&names).map_err(|e| StoreError::Corrupt(format!("shape {id}: {e}")))?;
+        out.insert(id, names);
+    }
+    Ok(out)
 }
 
 /// Applies records one by one under the version rule, as they stream in.
@@ -235,14 +295,14 @@ fn execute_record(stmt: &mut rusqlite::CachedStatement<'_>, r: &Record) -> rusql
 /// `(v_date, v_seq, v_line)`. Only when nothing was written is the stored version read,
 /// to tell a stale line from the same line seen again. The single writer connection makes
 /// each upsert atomic with respect to every other write.
-pub(super) fn apply_records(conn: &Connection, batch: &[Record]) -> Result<Tally, StoreError> {
+pub(super) fn apply_records(conn: &Connection, shapes: &mut Shapes, batch: &[Record]) -> Result<Tally, StoreError> {
     let mut write = conn
         .prepare_cached(
-            "INSERT INTO records (rtype, key, deleted, region, file, v_date, v_seq, v_line, fields)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+            "INSERT INTO records (rtype, key, deleted, region, file, v_date, v_seq, v_line, shape, field_values)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
              ON CONFLICT (rtype, key) DO UPDATE SET deleted = excluded.deleted, region = excluded.region,
                file = excluded.file, v_date = excluded.v_date, v_seq = excluded.v_seq,
-               v_line = excluded.v_line, fields = excluded.fields
+               v_line = excluded.v_line, shape = excluded.shape, field_values = excluded.field_values
              WHERE (excluded.v_date, excluded.v_seq, excluded.v_line) > (records.v_date, records.v_seq, records.v_line)",
         )
         .map_err(map_err)?;
@@ -251,7 +311,7 @@ pub(super) fn apply_records(conn: &Connection, batch: &[Record]) -> Result<Tally
         .map_err(map_err)?;
     let mut tally = Tally::default();
     for r in batch {
-        let written = execute_record(&mut write, r).map_err(map_err)?;
+        let written = execute_record(&mut write, shapes, conn, r)?;
         if written == 1 {
             tally.applied += 1;
             continue;
@@ -285,19 +345,19 @@ pub(super) fn apply_records(conn: &Connection, batch: &[Record]) -> Result<Tally
 pub(super) const STAGING: &str = "CREATE TEMP TABLE IF NOT EXISTS staging (
     rtype TEXT NOT NULL, key TEXT NOT NULL, deleted INTEGER NOT NULL, region TEXT NOT NULL,
     file TEXT NOT NULL, v_date INTEGER NOT NULL, v_seq INTEGER NOT NULL, v_line INTEGER NOT NULL,
-    fields TEXT);
+    shape INTEGER, field_values TEXT);
   DELETE FROM temp.staging;";
 
 /// Appends records to the staging table (cheap: append order, no lookups).
-pub(super) fn stage_records(conn: &Connection, batch: &[Record]) -> Result<(), StoreError> {
+pub(super) fn stage_records(conn: &Connection, shapes: &mut Shapes, batch: &[Record]) -> Result<(), StoreError> {
     let mut stage = conn
         .prepare_cached(
-            "INSERT INTO temp.staging (rtype, key, deleted, region, file, v_date, v_seq, v_line, fields)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+            "INSERT INTO temp.staging (rtype, key, deleted, region, file, v_date, v_seq, v_line, shape, field_values)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
         )
         .map_err(map_err)?;
     for r in batch {
-        execute_record(&mut stage, r).map_err(map_err)?;
+        execute_record(&mut stage, shapes, conn, r)?;
     }
     Ok(())
 }
@@ -334,12 +394,12 @@ pub(super) fn merge_staged(
     };
     let applied = conn
         .prepare_cached(
-            "INSERT INTO records (rtype, key, deleted, region, file, v_date, v_seq, v_line, fields)
-             SELECT rtype, key, deleted, region, file, v_date, v_seq, v_line, fields FROM temp.staging
+            "INSERT INTO records (rtype, key, deleted, region, file, v_date, v_seq, v_line, shape, field_values)
+             SELECT rtype, key, deleted, region, file, v_date, v_seq, v_line, shape, field_values FROM temp.staging
              WHERE true ORDER BY rtype, key, v_line
              ON CONFLICT (rtype, key) DO UPDATE SET deleted = excluded.deleted, region = excluded.region,
                file = excluded.file, v_date = excluded.v_date, v_seq = excluded.v_seq,
-               v_line = excluded.v_line, fields = excluded.fields
+               v_line = excluded.v_line, shape = excluded.shape, field_values = excluded.field_values
              WHERE (excluded.v_date, excluded.v_seq, excluded.v_line) > (records.v_date, records.v_seq, records.v_line)",
         )
         .map_err(map_err)?
@@ -365,31 +425,35 @@ pub(super) fn insert_rejects(conn: &Connection, batch: &[Reject]) -> Result<(), 
     Ok(())
 }
 
-pub(super) fn read_record(r: &Row<'_>) -> rusqlite::Result<Result<StoredRecord, StoreError>> {
-    let (record_type, key): (String, String) = (r.get(0)?, r.get(1)?);
-    let d: u32 = r.get(5)?;
-    let stored = |date| StoredRecord {
-        version: Version { date, seq: 0, line: 0 },
-        record_type: String::new(),
-        key: String::new(),
-        deleted: false,
-        region: String::new(),
-        file: String::new(),
-        fields_json: None,
-    };
+/// Reads one records row (columns: rtype, key, deleted, region, file, v_date, v_seq,
+/// v_line, shape, field_values) into the exported form.
+pub(super) fn read_record(
+    r: &Row<'_>,
+    shapes: &HashMap<i64, Vec<String>>,
+) -> rusqlite::Result<Result<StoredRecord, StoreError>> {
+    let (record_type, key, d): (String, String, u32) = (r.get(0)?, r.get(1)?, r.get(5)?);
+    let (shape, values): (Option<i64>, Option<String>) = (r.get(8)?, r.get(9)?);
+    let corrupt = |what: String| StoreError::Corrupt(format!("record {record_type} {key}: {what}"));
     let Some(date) = Version::date_from_number(d) else {
-        return Ok(Err(StoreError::Corrupt(format!("record {record_type} {key}: bad v_date {d}"))));
+        return Ok(Err(corrupt(format!("bad v_date {d}"))));
     };
-    let mut s = stored(date);
-    s.version.seq = r.get(6)?;
-    s.version.line = r.get(7)?;
-    s.deleted = r.get(2)?;
-    s.region = r.get(3)?;
-    s.file = r.get(4)?;
-    s.fields_json = r.get(8)?;
-    s.record_type = record_type;
-    s.key = key;
-    Ok(Ok(s))
+    let fields_json = match (shape, values) {
+        (Some(shape), Some(values)) => match shapes.get(&shape).map(|names| object_json(names, &values)) {
+            Some(Ok(json)) => Some(json),
+            Some(Err(e)) => return Ok(Err(corrupt(e))),
+            None => return Ok(Err(corrupt(format!("unknown shape {shape}")))),
+        },
+        _ => None,
+    };
+    Ok(Ok(StoredRecord {
+        version: Version { date, seq: r.get(6)?, line: r.get(7)? },
+        deleted: r.get(2)?,
+        region: r.get(3)?,
+        file: r.get(4)?,
+        fields_json,
+        record_type,
+        key,
+    }))
 }
 
 pub(super) fn read_audit(r: &Row<'_>) -> rusqlite::Result<Result<AuditEntry, StoreError>> {

@@ -43,17 +43,29 @@ CREATE TABLE IF NOT EXISTS skips (
     PRIMARY KEY (region, seq)
 ) WITHOUT ROWID;
 
--- Current records: one row per identity (type, key), tombstones included.
+-- The field-name lists of record types, as JSON arrays. A record row refers to one and
+-- stores only its values, so rows stay compact and a later change of layout cannot
+-- mislabel values stored under an earlier one.
+CREATE TABLE IF NOT EXISTS shapes (
+    id    INTEGER PRIMARY KEY,
+    rtype TEXT NOT NULL,
+    names TEXT NOT NULL,
+    UNIQUE (rtype, names)
+);
+
+-- Current records: one row per identity (type, key), tombstones included
+-- (shape and field_values are NULL for a tombstone).
 CREATE TABLE IF NOT EXISTS records (
-    rtype   TEXT NOT NULL,
-    key     TEXT NOT NULL,
-    deleted INTEGER NOT NULL,
-    region  TEXT NOT NULL,
-    file    TEXT NOT NULL,
-    v_date  INTEGER NOT NULL,
-    v_seq   INTEGER NOT NULL,
-    v_line  INTEGER NOT NULL,
-    fields  TEXT,
+    rtype        TEXT NOT NULL,
+    key          TEXT NOT NULL,
+    deleted      INTEGER NOT NULL,
+    region       TEXT NOT NULL,
+    file         TEXT NOT NULL,
+    v_date       INTEGER NOT NULL,
+    v_seq        INTEGER NOT NULL,
+    v_line       INTEGER NOT NULL,
+    shape        INTEGER REFERENCES shapes (id),
+    field_values TEXT,
     PRIMARY KEY (rtype, key)
 ) WITHOUT ROWID;
 

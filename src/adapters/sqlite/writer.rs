@@ -9,7 +9,7 @@
 //! commit (`rows::merge_staged`): random-key upserts into a B-tree much larger than the
 //! page cache would otherwise rewrite pages over and over. Memory stays bounded either way.
 
-use super::rows::{STAGING, apply_records, insert_rejects, map_err, merge_staged, stage_records, write_commit};
+use super::rows::{STAGING, Shapes, apply_records, insert_rejects, map_err, merge_staged, stage_records, write_commit};
 use crate::core::record::{Record, Reject, Tally};
 use crate::ports::store::{Commit, FileTicket, FileTxn, StoreError};
 use async_trait::async_trait;
@@ -34,6 +34,7 @@ pub(super) enum TxnCmd {
 
 /// Runs until every sender of `commands` is gone.
 pub(super) fn run(conn: Connection, mut commands: mpsc::Receiver<WriterCmd>) {
+    let mut shapes = Shapes::default();
     while let Some(cmd) = commands.blocking_recv() {
         match cmd {
             WriterCmd::Commit(c, reply) => {
@@ -42,7 +43,9 @@ pub(super) fn run(conn: Connection, mut commands: mpsc::Receiver<WriterCmd>) {
             WriterCmd::BeginFile(ticket, txn, reply) => match conn.execute_batch("BEGIN IMMEDIATE") {
                 Ok(()) => {
                     let _ = reply.send(Ok(()));
-                    file_transaction(&conn, &ticket, txn);
+                    if !file_transaction(&conn, &mut shapes, &ticket, txn) {
+                        shapes.clear();
+                    }
                 }
                 Err(e) => {
                     let _ = conn.execute_batch("ROLLBACK");
@@ -84,17 +87,17 @@ impl Pending {
         Ok(Self { staged, tally: Tally::default() })
     }
 
-    fn add(&mut self, conn: &Connection, mut batch: Vec<Record>) -> Result<(), StoreError> {
+    fn add(&mut self, conn: &Connection, shapes: &mut Shapes, mut batch: Vec<Record>) -> Result<(), StoreError> {
         // In identity order the B-tree is walked forwards (line order kept per identity).
         batch.sort_unstable_by(|a, b| {
             (&a.record_type, &a.key, a.version.line).cmp(&(&b.record_type, &b.key, b.version.line))
         });
         match &mut self.staged {
             Some(n) => {
-                stage_records(conn, &batch)?;
+                stage_records(conn, shapes, &batch)?;
                 *n += batch.len() as u64;
             }
-            None => self.tally += apply_records(conn, &batch)?,
+            None => self.tally += apply_records(conn, shapes, &batch)?,
         }
         Ok(())
     }
@@ -107,8 +110,14 @@ impl Pending {
     }
 }
 
-/// Serves one file's commands until its commit or until its handle is dropped.
-fn file_transaction(conn: &Connection, ticket: &FileTicket, mut txn: mpsc::Receiver<TxnCmd>) {
+/// Serves one file's commands until its commit or until its handle is dropped. Returns
+/// whether the transaction committed.
+fn file_transaction(
+    conn: &Connection,
+    shapes: &mut Shapes,
+    ticket: &FileTicket,
+    mut txn: mpsc::Receiver<TxnCmd>,
+) -> bool {
     let (mut pending, mut failed) = match Pending::new(conn, ticket) {
         Ok(p) => (p, None),
         Err(e) => (Pending { staged: None, tally: Tally::default() }, Some(e.to_string())),
@@ -121,7 +130,7 @@ fn file_transaction(conn: &Connection, ticket: &FileTicket, mut txn: mpsc::Recei
             TxnCmd::Apply(batch, reply) => {
                 let r = match &failed {
                     Some(_) => Err(aborted(&failed)),
-                    None => pending.add(conn, batch),
+                    None => pending.add(conn, shapes, batch),
                 };
                 if let Err(e) = &r {
                     failed.get_or_insert(e.to_string());
@@ -151,16 +160,18 @@ fn file_transaction(conn: &Connection, ticket: &FileTicket, mut txn: mpsc::Recei
                         Ok(tally)
                     }),
                 };
-                if r.is_err() {
+                let committed = r.is_ok();
+                if !committed {
                     let _ = conn.execute_batch("ROLLBACK");
                 }
                 let _ = reply.send(r);
-                return;
+                return committed;
             }
         }
     }
     // The FileTxn was dropped without a commit.
     let _ = conn.execute_batch("ROLLBACK");
+    false
 }
 
 /// The async handle of one file's transaction.

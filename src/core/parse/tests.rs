@@ -43,7 +43,8 @@ fn parses_records_with_versions_and_quoted_commas() {
     assert_eq!((por.version.seq, por.version.line), (1157, 2));
     let Line::Record(pos) = &lines[1] else { panic!() };
     assert_eq!(pos.version.line, 4, "blank lines count as physical lines");
-    assert!(pos.fields_json.as_deref().unwrap().contains("\"position_title\":\"Nurse, Band 5\""));
+    let fields = pos.fields.as_ref().unwrap().to_object_json().unwrap();
+    assert!(fields.contains("\"position_title\":\"Nurse, Band 5\""), "{fields}");
 }
 
 #[test]
