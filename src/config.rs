@@ -162,8 +162,8 @@ impl Settings {
         let delta =
             |name: &str, d: Duration| TimeDelta::from_std(d).map_err(|_| ConfigError(format!("{name} is too large")));
         for (region, seq) in &file.sequence.start {
-            if *seq == 0 {
-                return err(format!("sequence.start.{region} must be greater than 0"));
+            if *seq == 0 || *seq > crate::core::name::MAX_SEQ {
+                return err(format!("sequence.start.{region} must be between 1 and {}", crate::core::name::MAX_SEQ));
             }
         }
         let rules = SequenceRules {

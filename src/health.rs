@@ -30,7 +30,11 @@ pub fn router(state: HealthState) -> Router {
 }
 
 async fn healthz(State(s): State<HealthState>) -> impl IntoResponse {
-    let limit = chrono::TimeDelta::from_std(s.poll_interval * 3).unwrap_or(chrono::TimeDelta::MAX);
+    let limit = s
+        .poll_interval
+        .checked_mul(3)
+        .and_then(|d| chrono::TimeDelta::from_std(d).ok())
+        .unwrap_or(chrono::TimeDelta::MAX);
     let last = s.heartbeat.last_beat();
     let alive = last.is_some_and(|t| Utc::now() - t <= limit);
     let code = if alive { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };

@@ -462,3 +462,22 @@ fn bad_names_are_quarantined_and_dot_files_ignored() {
     }
     assert_eq!(sb.export_lines().len(), 1);
 }
+
+#[test]
+fn skip_of_an_unknown_region_is_refused_and_recorded_skips_show_in_status() {
+    let sb = Sandbox::new();
+    sb.deliver(&esr_file("SEV", "RMC", "20220730", 1, &[por(1, "C", "one")]));
+    sb.deliver(&esr_file("SEV", "RMC", "20220801", 3, &[por(3, "C", "three")]));
+    sb.run_once();
+
+    let typo = sb.run(&["sequence", "skip", "--region", "SVE", "--seq", "2", "--reason", "typo"]);
+    assert_eq!(typo.status.code(), Some(2), "{}", describe(&typo));
+    assert!(String::from_utf8_lossy(&typo.stderr).contains("unknown region"), "{}", describe(&typo));
+
+    sb.skip("SEV", 2, "lost upstream");
+    let status = sb.status_json();
+    let actions = status["recent_actions"].as_array().expect("recent_actions");
+    assert_eq!(actions.len(), 1, "{status:#}");
+    assert_eq!((actions[0]["region"].as_str(), actions[0]["seq"].as_u64()), (Some("SEV"), Some(2)));
+    assert_eq!(actions[0]["detail"], "lost upstream");
+}

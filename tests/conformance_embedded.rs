@@ -58,10 +58,11 @@ async fn in_process() -> (TempDir, Arc<dyn Delivery>, Arc<dyn Store>) {
 delivery_suite!(in_process_delivery, in_process);
 
 #[tokio::test]
-async fn folder_source_skips_dot_entries() {
+async fn folder_source_skips_uploads_in_progress_but_walks_every_folder() {
     let (dir, source, up) = folder().await;
     up.put(".DE_SEV_RMC_20220730_00000002.DAT.part", b"x").await;
-    up.put(".hidden/DE_SEV_RMC_20220730_00000003.DAT", b"x").await;
-    assert!(source.list().await.unwrap().is_empty());
+    up.put(".staging/DE_SEV_RMC_20220730_00000003.DAT", b"x").await;
+    let keys: Vec<String> = source.list().await.unwrap().into_iter().map(|l| l.key).collect();
+    assert_eq!(keys, vec![".staging/DE_SEV_RMC_20220730_00000003.DAT".to_string()]);
     drop(dir);
 }

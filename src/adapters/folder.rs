@@ -1,7 +1,9 @@
 //! A local folder as the object source. Keys are paths relative to the root with `/`
-//! separators; sub-folders are walked; entries starting with `.` are not listed (uploads
-//! in progress). The fingerprint is size + modification time in nanoseconds, so writing a
-//! file again (a newer mtime) is a new upload.
+//! separators, and every sub-folder is walked, as every key under an S3 prefix is listed.
+//! Files whose name starts with `.` (uploads in progress) are not listed. A name that is
+//! not valid UTF-8 is listed lossily, so it is quarantined as a bad name rather than
+//! dropped. The fingerprint is size + modification time in nanoseconds, so writing a file
+//! again (a newer mtime) is a new upload.
 
 use crate::core::ledger::Listed;
 use crate::ports::source::{ObjectReader, ObjectSource, SourceError};
@@ -43,20 +45,19 @@ fn fingerprint(meta: &Metadata) -> (String, DateTime<Utc>) {
 fn walk(root: &Path, dir: &Path, out: &mut Vec<Listed>) -> io::Result<()> {
     for entry in std::fs::read_dir(dir)? {
         let entry = entry?;
-        let file_name = entry.file_name();
-        let Some(name) = file_name.to_str() else { continue };
-        if name.starts_with('.') {
+        let path = entry.path();
+        // Real sub-folders are walked; a symbolic link to a folder is not followed (it
+        // could loop). Links to files are read through.
+        if entry.file_type()?.is_dir() {
+            walk(root, &path, out)?;
             continue;
         }
-        let path = entry.path();
         let meta = match std::fs::metadata(&path) {
             Ok(m) => m,
             Err(e) if e.kind() == io::ErrorKind::NotFound => continue, // removed meanwhile
             Err(e) => return Err(e),
         };
-        if meta.is_dir() {
-            walk(root, &path, out)?;
-        } else if meta.is_file() {
+        if meta.is_file() && !entry.file_name().to_string_lossy().starts_with('.') {
             let rel = path.strip_prefix(root).unwrap_or(&path);
             let key = rel.components().map(|c| c.as_os_str().to_string_lossy()).collect::<Vec<_>>().join("/");
             let (fingerprint, modified) = fingerprint(&meta);

@@ -21,8 +21,11 @@ pub fn generate(
     if let Some(bad) = regions.iter().find(|r| r.len() != 3 || !r.bytes().all(|b| b.is_ascii_uppercase())) {
         return Err(UsageError(format!("--regions: {bad:?} is not 3 upper-case letters")).into());
     }
-    if days == 0 {
-        return Err(UsageError("--days must be at least 1".into()).into());
+    if !(1..=100_000).contains(&days) {
+        return Err(UsageError("--days must be between 1 and 100000".into()).into());
+    }
+    if start.checked_add_days(chrono::Days::new(u64::from(days))).is_none() {
+        return Err(UsageError(format!("--start {start} plus {days} days is not a date")).into());
     }
     let spec = GenerateSpec { regions, days, start, records, seed };
     let files = write_files(out, &spec)?;

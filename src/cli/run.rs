@@ -1,6 +1,6 @@
 //! `run [--once]`: the service loop.
 
-use super::{EXIT_FAILURE, EXIT_OK, app};
+use super::{EXIT_OK, app};
 use crate::config::{Settings, StoreSpec};
 use crate::engine::{EngineError, PassReport};
 use crate::health::{self, HealthState};
@@ -81,7 +81,9 @@ pub async fn run(settings: Settings, once: bool, listen: Option<SocketAddr>) -> 
     );
     if once {
         let report = match engine.pass(&cancel).await {
-            Err(EngineError::Cancelled) => return Ok(EXIT_FAILURE),
+            Err(EngineError::Cancelled) => {
+                anyhow::bail!("stopped by a shutdown request before everything was processed")
+            }
             other => other?,
         };
         log_pass(&report);

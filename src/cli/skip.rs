@@ -4,7 +4,7 @@ use super::{EXIT_OK, UsageError, app};
 use crate::config::Settings;
 use crate::core::ledger::FileState;
 use crate::core::sequencer::{Stream, StreamRecord};
-use crate::engine::status::status_doc;
+use crate::engine::streams::build_streams;
 use crate::ports::store::{AuditEntry, Commit};
 use chrono::Utc;
 
@@ -17,19 +17,26 @@ pub async fn skip(settings: Settings, region: String, seq: u64, reason: String) 
     }
     let store = app::open_store(&settings).await?;
     let snapshot = store.snapshot().await?;
-    let record = snapshot
-        .streams
-        .iter()
-        .find(|s| s.region == region)
-        .cloned()
-        .unwrap_or_else(|| StreamRecord { region: region.clone(), ..Default::default() });
-    let mut stream = Stream::new(record);
-    for e in snapshot.ledger.iter().filter(|e| e.region() == Some(region.as_str())) {
-        if let Some(s) = e.seq() {
-            stream.observe(&e.name, s, e.state);
+    let mut streams = build_streams(&snapshot.ledger, &snapshot.streams, None);
+    let configured = settings.rules.start.contains_key(&region);
+    let Some(stream) = streams.get_mut(&region) else {
+        if !configured {
+            let known: Vec<&str> = streams.keys().map(String::as_str).collect();
+            return Err(UsageError(format!(
+                "unknown region {region:?}: no file or stream of it has been seen (known: {})",
+                if known.is_empty() { "none".to_string() } else { known.join(", ") }
+            ))
+            .into());
         }
-    }
-    stream.settle();
+        return commit_skip(
+            &*store,
+            Stream::new(StreamRecord { region: region.clone(), ..Default::default() }),
+            &snapshot.ledger,
+            seq,
+            &reason,
+        )
+        .await;
+    };
     if let Some(applied) = snapshot
         .ledger
         .iter()
@@ -37,17 +44,27 @@ pub async fn skip(settings: Settings, region: String, seq: u64, reason: String) 
     {
         anyhow::bail!("{region} SEQ {seq} is already applied ({}); nothing to skip", applied.name);
     }
-    if stream.next_seq().is_some_and(|next| seq < next) && !stream.record().skipped.contains(&seq) {
-        anyhow::bail!(
-            "{region} SEQ {seq} is behind the stream (next expected is {}); nothing to skip",
-            stream.next_seq().unwrap_or_default()
-        );
+    if let Some(next) = stream.next_seq().filter(|next| seq < *next)
+        && !stream.record().skipped.contains(&seq)
+    {
+        anyhow::bail!("{region} SEQ {seq} is behind the stream (next expected is {next}); nothing to skip");
     }
+    let stream = streams.remove(&region).unwrap_or_else(|| Stream::new(StreamRecord::default()));
+    commit_skip(&*store, stream, &snapshot.ledger, seq, &reason).await
+}
+
+async fn commit_skip(
+    store: &dyn crate::ports::store::Store,
+    mut stream: Stream,
+    ledger: &[crate::core::ledger::LedgerEntry],
+    seq: u64,
+    reason: &str,
+) -> anyhow::Result<i32> {
     let now = Utc::now();
-    let skipped_files = stream.skip(seq);
+    let region = stream.region().to_string();
     let mut commit = Commit::default();
-    for name in &skipped_files {
-        if let Some(e) = snapshot.ledger.iter().find(|e| &e.name == name) {
+    for name in stream.skip(seq) {
+        if let Some(e) = ledger.iter().find(|e| e.name == name) {
             let mut e = e.clone();
             e.state = FileState::Skipped;
             e.reason = Some(format!("skipped by operator: {reason}"));
@@ -62,15 +79,12 @@ pub async fn skip(settings: Settings, region: String, seq: u64, reason: String) 
         action: "sequence skip".into(),
         region: Some(region.clone()),
         seq: Some(seq),
-        detail: reason.clone(),
+        detail: reason.to_string(),
     });
     store.commit(commit).await?;
-    let after = store.snapshot().await?;
-    let doc = status_doc(&after, store.counts().await?, &[], &settings.rules, now);
-    let next = doc.streams.iter().find(|s| s.region == region).and_then(|s| s.next_seq);
     println!(
         "skipped {region} SEQ {seq} ({reason}); next expected SEQ: {}",
-        next.map_or("not set yet".into(), |n| n.to_string())
+        stream.next_seq().map_or("not set yet".into(), |n| n.to_string())
     );
     Ok(EXIT_OK)
 }

@@ -14,6 +14,9 @@ pub const DEFAULT_NAME_PATTERN: &str =
 
 const REQUIRED_GROUPS: [&str; 4] = ["region", "kind", "date", "seq"];
 
+/// The largest SEQ accepted (what a signed 64-bit store column holds, with room to add 1).
+pub const MAX_SEQ: u64 = i64::MAX as u64 - 1;
+
 /// A batch file name and what it says.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct FileName {
@@ -129,6 +132,9 @@ impl NameProfile {
         };
         if seq == 0 {
             return Err("SEQ must be greater than 0".into());
+        }
+        if seq > MAX_SEQ {
+            return Err(format!("SEQ {seq_text} is too large (at most {MAX_SEQ})"));
         }
         Ok(FileName { name: name.to_string(), region: region.to_string(), kind: kind.to_string(), date, seq })
     }

@@ -11,10 +11,17 @@
 //!   an operator skip, or by the optional automatic skip after `auto_skip_after`.
 //! - A file below `next_seq` that was never applied is **late**: it is applied (under the
 //!   version rule) but never moves `next_seq` backwards.
+//! - `waiting_since` always belongs to the current `next_seq`: it is cleared whenever the
+//!   stream moves on.
+//! - The automatic skip never passes more than [`MAX_AUTO_SKIP`] SEQs at once: a wider gap
+//!   (a mistyped SEQ, say) needs an operator.
 
 use crate::core::ledger::FileState;
 use chrono::{DateTime, TimeDelta, Utc};
 use std::collections::{BTreeMap, BTreeSet};
+
+/// The widest gap the automatic skip passes; a wider one stays flagged for an operator.
+pub const MAX_AUTO_SKIP: u64 = 100;
 
 /// Sequencing settings (validated configuration).
 #[derive(Clone, Debug)]
@@ -166,7 +173,8 @@ impl Stream {
     /// Moves `next_seq` past every SEQ that is done: skipped, or applied with nothing
     /// at that SEQ still pending.
     fn pass_done_seqs(&mut self) {
-        let Some(mut next) = self.record.next_seq else { return };
+        let Some(start) = self.record.next_seq else { return };
+        let mut next = start;
         loop {
             let files = self.files.get(&next);
             let any_pending = files.is_some_and(|f| f.values().any(|s| *s == FileState::Pending));
@@ -179,6 +187,10 @@ impl Stream {
             } else {
                 break;
             }
+        }
+        if next != start {
+            // A new expected SEQ: any wait starts afresh (`refresh` sets it again).
+            self.record.waiting_since = None;
         }
         self.record.next_seq = Some(next);
     }
@@ -202,7 +214,8 @@ impl Stream {
     }
 
     /// Updates `waiting_since` at `now` and applies the automatic skip if configured.
-    /// Returns the SEQs skipped automatically.
+    /// Returns the SEQs skipped automatically (empty when the gap is wider than
+    /// [`MAX_AUTO_SKIP`]: see [`Stream::auto_skip_refused`]).
     pub fn refresh(&mut self, now: DateTime<Utc>, rules: &SequenceRules) -> Vec<u64> {
         let awaiting = self.awaiting();
         if awaiting.is_none() {
@@ -217,12 +230,27 @@ impl Stream {
             return Vec::new();
         }
         let first_waiting = self.files.range(missing + 1..).next().map_or(missing + 1, |(seq, _)| *seq);
+        if first_waiting - missing > MAX_AUTO_SKIP {
+            return Vec::new();
+        }
         let skipped: Vec<u64> = (missing..first_waiting).collect();
         for seq in &skipped {
             self.skip(*seq);
         }
         self.record.waiting_since = None;
         skipped
+    }
+
+    /// The width of the current gap when it is due for the automatic skip but too wide
+    /// for it.
+    pub fn auto_skip_refused(&self, now: DateTime<Utc>, rules: &SequenceRules) -> Option<u64> {
+        let (Some(after), Some(since), Some(Awaiting::Missing(missing))) =
+            (rules.auto_skip_after, self.record.waiting_since, self.awaiting())
+        else {
+            return None;
+        };
+        let first_waiting = self.files.range(missing + 1..).next().map(|(seq, _)| *seq)?;
+        (now - since >= after && first_waiting - missing > MAX_AUTO_SKIP).then_some(first_waiting - missing)
     }
 
     pub fn view(&self, now: DateTime<Utc>, rules: &SequenceRules) -> StreamView {

@@ -5,10 +5,11 @@
 use super::{Engine, EngineError, FileOutcome};
 use crate::core::ledger::{FileState, LedgerEntry, Listed};
 use crate::core::record::Tally;
-use crate::ports::store::{Commit, CounterDelta};
+use crate::ports::store::Commit;
 use chrono::NaiveDate;
 use std::collections::HashMap;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 /// One file a backfill would process, and why it would not.
 #[derive(Clone, Debug)]
@@ -101,25 +102,22 @@ impl Engine {
             }
             let Some((entry, listed)) = work.get(&f.name) else { continue };
             let span = tracing::info_span!("backfill", region = %f.region, file = %f.name, seq = f.seq);
-            let _enter = span.enter();
-            let tally = match self.process_file(entry, listed, cancel).await? {
-                FileOutcome::Delivered { delivery, entry: after } => {
-                    let newly = entry.state != FileState::Applied;
-                    let commit = Commit {
-                        ledger: vec![after],
-                        counters: CounterDelta { applied_files: u64::from(newly), ..Default::default() },
-                        ..Default::default()
-                    };
-                    delivery.finish(commit).await?
-                }
-                FileOutcome::Quarantined { entry: after } => {
-                    let reason = after.reason.clone().unwrap_or_default();
-                    tracing::warn!(%reason, "quarantined");
-                    self.commit(Commit { ledger: vec![after], ..Default::default() }, cancel).await?;
-                    report.quarantined.push((f.name.clone(), reason));
-                    Tally::default()
-                }
-            };
+            let tally = async {
+                Ok::<_, EngineError>(match self.process_file(entry, listed, cancel).await? {
+                    FileOutcome::Delivered { delivery, entry: after } => {
+                        delivery.finish(Commit { ledger: vec![after], ..Default::default() }).await?
+                    }
+                    FileOutcome::Quarantined { entry: after } => {
+                        let reason = after.reason.clone().unwrap_or_default();
+                        tracing::warn!(%reason, "quarantined");
+                        self.commit(Commit { ledger: vec![after], ..Default::default() }, cancel).await?;
+                        report.quarantined.push((f.name.clone(), reason));
+                        Tally::default()
+                    }
+                })
+            }
+            .instrument(span)
+            .await?;
             report.processed += 1;
             report.tally += tally;
             match report.by_region.iter_mut().find(|(r, _, _)| *r == f.region) {

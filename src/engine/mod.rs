@@ -12,7 +12,7 @@ mod pass;
 mod process;
 mod retry;
 pub mod status;
-mod streams;
+pub mod streams;
 
 pub use backfill::{BackfillFile, BackfillPlan, BackfillReport};
 pub use export::export_line;

@@ -2,12 +2,13 @@
 
 use super::streams::build_streams;
 use super::{Engine, EngineError, FileOutcome, PassReport};
-use crate::core::ledger::{FileState, LedgerEntry, Listed};
-use crate::core::sequencer::Stream;
+use crate::core::ledger::{LedgerEntry, Listed};
+use crate::core::sequencer::{Apply, Stream};
 use crate::ports::store::{AuditEntry, Commit, CounterDelta};
 use futures::StreamExt;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 /// How many regions are driven concurrently in a pass.
 const REGIONS_AT_ONCE: usize = 4;
@@ -22,12 +23,17 @@ impl Engine {
 
         let present: HashSet<String> = objects.keys().cloned().collect();
         let mut streams = build_streams(ledger.values(), &streams, Some(&present));
+        // A baseline is "the lowest SEQ of the first pass": it is saved at once, so a file
+        // deferred now cannot let a later pass pick another one.
+        let mut baselines = Commit::default();
         for stream in streams.values_mut() {
             let start = self.rules.start.get(stream.region()).copied();
             if stream.ensure_baseline(start) {
                 tracing::info!(region = stream.region(), next_seq = stream.next_seq(), "stream baseline set");
+                baselines.streams.push(stream.record().clone());
             }
         }
+        self.commit(baselines, cancel).await?;
         // Regions are independent streams: drive a few at once, so one region's
         // validation pass overlaps another's store writes. Each region gets its own share of
         // the ledger (a file belongs to exactly one region).
@@ -74,69 +80,30 @@ impl Engine {
                 if cancel.is_cancelled() {
                     return Err(EngineError::Cancelled);
                 }
-                let (Some(entry), Some(listed)) = (ledger.get(&action.name), objects.get(&action.name)) else {
-                    break;
-                };
-                let span = tracing::info_span!("file", region = %region, file = %action.name, seq = action.seq, late = action.late);
-                let _enter = span.enter();
-                let outcome = match self.process_file(entry, listed, cancel).await {
-                    Ok(outcome) => outcome,
-                    Err(EngineError::Cancelled) => return Err(EngineError::Cancelled),
-                    Err(e) if e.is_transient() => {
-                        tracing::warn!(error = %e, "file deferred to the next pass");
-                        report.deferred.push((action.name.clone(), e.to_string()));
-                        return Ok(());
-                    }
-                    Err(e) => return Err(e),
-                };
-                match outcome {
-                    FileOutcome::Delivered { delivery, mut entry } => {
-                        let newly = ledger.get(&action.name).is_none_or(|e| e.state != FileState::Applied);
-                        stream.applied(&action.name, action.seq);
-                        let commit = Commit {
-                            ledger: vec![entry.clone()],
-                            streams: vec![stream.record().clone()],
-                            audit: Vec::new(),
-                            counters: CounterDelta { applied_files: u64::from(newly), ..Default::default() },
-                        };
-                        let tally = match delivery.finish(commit).await {
-                            Ok(tally) => tally,
-                            Err(e) => {
-                                tracing::warn!(error = %e, "file not committed; deferred to the next pass");
-                                report.deferred.push((action.name.clone(), e.to_string()));
-                                return if e.is_transient() { Ok(()) } else { Err(e.into()) };
-                            }
-                        };
-                        entry.tally = tally;
-                        tracing::info!(
-                            applied = tally.applied,
-                            stale = tally.stale,
-                            unchanged = tally.unchanged,
-                            rejected = tally.rejected,
-                            next_seq = stream.next_seq(),
-                            "file applied"
-                        );
-                        ledger.insert(action.name.clone(), entry);
-                        report.applied.push(action.name.clone());
-                    }
-                    FileOutcome::Quarantined { entry } => {
-                        stream.quarantined(&action.name, action.seq);
-                        let reason = entry.reason.clone().unwrap_or_default();
-                        let commit = Commit {
-                            ledger: vec![entry.clone()],
-                            streams: vec![stream.record().clone()],
-                            ..Default::default()
-                        };
-                        self.commit(commit, cancel).await?;
-                        tracing::warn!(%reason, "file quarantined; its stream waits at this SEQ");
-                        ledger.insert(action.name.clone(), entry);
-                        report.quarantined.push(action.name.clone());
-                    }
+                let span = tracing::info_span!(
+                    "file",
+                    region = %region,
+                    file = %action.name,
+                    seq = action.seq,
+                    late = action.late
+                );
+                let go_on = self.apply_one(stream, &action, objects, ledger, report, cancel).instrument(span).await?;
+                if !go_on {
+                    return Ok(());
                 }
                 self.heartbeat.beat();
             }
             // The stream has to wait: note since when, and apply the automatic skip if due.
-            let auto_skipped = stream.refresh(self.clock.now(), &self.rules);
+            let now = self.clock.now();
+            let auto_skipped = stream.refresh(now, &self.rules);
+            if let Some(width) = stream.auto_skip_refused(now, &self.rules) {
+                tracing::warn!(
+                    region = %region,
+                    next_seq = stream.next_seq(),
+                    width,
+                    "gap too wide for the automatic skip; an operator must run `sequence skip`"
+                );
+            }
             let mut commit = Commit::default();
             for seq in &auto_skipped {
                 let detail = format!("automatic skip: waited longer than auto_skip_after for SEQ {seq}");
@@ -158,5 +125,76 @@ impl Engine {
                 return Ok(());
             }
         }
+    }
+
+    /// Processes and commits one file the sequencer chose. Returns false when the region
+    /// must wait for a later pass (the file was deferred).
+    async fn apply_one(
+        &self,
+        stream: &mut Stream,
+        action: &Apply,
+        objects: &BTreeMap<String, Listed>,
+        ledger: &mut HashMap<String, LedgerEntry>,
+        report: &mut PassReport,
+        cancel: &CancellationToken,
+    ) -> Result<bool, EngineError> {
+        let (Some(entry), Some(listed)) = (ledger.get(&action.name), objects.get(&action.name)) else {
+            return Ok(false);
+        };
+        let outcome = match self.process_file(entry, listed, cancel).await {
+            Ok(outcome) => outcome,
+            Err(EngineError::Cancelled) => return Err(EngineError::Cancelled),
+            Err(e) if e.is_transient() => {
+                tracing::warn!(error = %e, "file deferred to the next pass");
+                report.deferred.push((action.name.clone(), e.to_string()));
+                return Ok(false);
+            }
+            Err(e) => return Err(e),
+        };
+        match outcome {
+            FileOutcome::Delivered { delivery, mut entry } => {
+                stream.applied(&action.name, action.seq);
+                let commit = Commit {
+                    ledger: vec![entry.clone()],
+                    streams: vec![stream.record().clone()],
+                    audit: Vec::new(),
+                    counters: CounterDelta::default(),
+                };
+                let tally = match delivery.finish(commit).await {
+                    Ok(tally) => tally,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "file not committed; deferred to the next pass");
+                        report.deferred.push((action.name.clone(), e.to_string()));
+                        return if e.is_transient() { Ok(false) } else { Err(e.into()) };
+                    }
+                };
+                entry.tally = tally;
+                tracing::info!(
+                    applied = tally.applied,
+                    stale = tally.stale,
+                    unchanged = tally.unchanged,
+                    rejected = tally.rejected,
+                    next_seq = stream.next_seq(),
+                    "file applied"
+                );
+                ledger.insert(action.name.clone(), entry);
+                report.applied.push(action.name.clone());
+            }
+            FileOutcome::Quarantined { entry } => {
+                stream.quarantined(&action.name, action.seq);
+                let reason = entry.reason.clone().unwrap_or_default();
+                let commit = Commit {
+                    ledger: vec![entry.clone()],
+                    streams: vec![stream.record().clone()],
+                    ..Default::default()
+                };
+                self.commit(commit, cancel).await?;
+                tracing::warn!(%reason, "file quarantined; its stream waits at this SEQ");
+                ledger.insert(action.name.clone(), entry);
+                report.quarantined.push(action.name.clone());
+            }
+        }
+        self.heartbeat.beat();
+        Ok(true)
     }
 }

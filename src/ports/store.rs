@@ -30,6 +30,8 @@ pub enum StoreError {
     SchemaVersion { found: String, expected: String },
     #[error("store holds invalid data: {0}")]
     Corrupt(String),
+    #[error("store rejected the write: {0}")]
+    Rejected(String),
     #[error("store writer has stopped")]
     Closed,
 }
@@ -42,6 +44,7 @@ impl StoreError {
             StoreError::Open(_) => false,
             StoreError::SchemaVersion { .. } => false,
             StoreError::Corrupt(_) => false,
+            StoreError::Rejected(_) => false,
             StoreError::Closed => false,
         }
     }
@@ -154,6 +157,7 @@ pub trait FileTxn: Send {
     async fn reject(&mut self, batch: Vec<Reject>) -> Result<(), StoreError>;
     /// Makes everything durable together with `commit`, and returns what happened to the
     /// file's lines. The tally is also written into the file's ledger entry (the one in
-    /// `commit` named like the ticket) and added to the counters.
+    /// `commit` named like the ticket) and added to the counters, and the file counts once
+    /// in `applied_files` unless the store had it applied already (decided atomically).
     async fn commit(self: Box<Self>, commit: Commit) -> Result<Tally, StoreError>;
 }

@@ -7,19 +7,28 @@ use crate::core::sequencer::StreamRecord;
 use crate::core::version::{Decision, Version, decide};
 use crate::ports::store::{AuditEntry, Commit, FileTicket, StoreError, StoredRecord};
 use chrono::{DateTime, Utc};
-use rusqlite::{Connection, Row, params};
+use rusqlite::{Connection, OptionalExtension, Row, params};
 use std::collections::HashMap;
 
+/// Classifies SQLite errors: only a busy database and I/O-level failures are worth
+/// retrying; a corrupt database, a constraint or type violation, or a mistake in a
+/// statement would fail the same way again.
 pub(super) fn map_err(e: rusqlite::Error) -> StoreError {
-    use rusqlite::ErrorCode::{DatabaseBusy, DatabaseLocked};
+    use rusqlite::ErrorCode as C;
+    let text = e.to_string();
     match &e {
-        rusqlite::Error::SqliteFailure(f, _) if matches!(f.code, DatabaseBusy | DatabaseLocked) => {
-            StoreError::Busy(e.to_string())
-        }
+        rusqlite::Error::SqliteFailure(f, _) => match f.code {
+            C::DatabaseBusy | C::DatabaseLocked => StoreError::Busy(text),
+            C::SystemIoFailure | C::DiskFull | C::OutOfMemory | C::CannotOpen | C::FileLockingProtocolFailed => {
+                StoreError::Io(text)
+            }
+            C::DatabaseCorrupt | C::NotADatabase => StoreError::Corrupt(text),
+            _ => StoreError::Rejected(text),
+        },
         rusqlite::Error::FromSqlConversionFailure(..)
         | rusqlite::Error::InvalidColumnType(..)
-        | rusqlite::Error::IntegralValueOutOfRange(..) => StoreError::Corrupt(e.to_string()),
-        _ => StoreError::Io(e.to_string()),
+        | rusqlite::Error::IntegralValueOutOfRange(..) => StoreError::Corrupt(text),
+        _ => StoreError::Rejected(text),
     }
 }
 
@@ -214,6 +223,30 @@ fn write_object(conn: &Connection, e: &LedgerEntry) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// The version rule as SQL: write only when the incoming version is greater than the
+/// stored one — the comparison of `core::version::decide` on `(v_date, v_seq, v_line)`.
+macro_rules! upsert_when_newer {
+    () => {
+        " ON CONFLICT (rtype, key) DO UPDATE SET deleted = excluded.deleted, region = excluded.region,
+           file = excluded.file, v_date = excluded.v_date, v_seq = excluded.v_seq,
+           v_line = excluded.v_line, shape = excluded.shape, field_values = excluded.field_values
+         WHERE (excluded.v_date, excluded.v_seq, excluded.v_line) > (records.v_date, records.v_seq, records.v_line)"
+    };
+}
+
+const APPLY_ONE: &str = concat!(
+    "INSERT INTO records (rtype, key, deleted, region, file, v_date, v_seq, v_line, shape, field_values)
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+    upsert_when_newer!()
+);
+
+const MERGE_STAGED: &str = concat!(
+    "INSERT INTO records (rtype, key, deleted, region, file, v_date, v_seq, v_line, shape, field_values)
+     SELECT rtype, key, deleted, region, file, v_date, v_seq, v_line, shape, field_values FROM temp.staging
+     WHERE true ORDER BY rtype, key, v_line",
+    upsert_when_newer!()
+);
+
 /// Runs an INSERT whose ten parameters are a record's columns, in table order.
 fn execute_record(
     stmt: &mut rusqlite::CachedStatement<'_>,
@@ -296,16 +329,7 @@ pub(super) fn load_shapes(conn: &Connection) -> Result<HashMap<i64, Vec<String>>
 /// to tell a stale line from the same line seen again. The single writer connection makes
 /// each upsert atomic with respect to every other write.
 pub(super) fn apply_records(conn: &Connection, shapes: &mut Shapes, batch: &[Record]) -> Result<Tally, StoreError> {
-    let mut write = conn
-        .prepare_cached(
-            "INSERT INTO records (rtype, key, deleted, region, file, v_date, v_seq, v_line, shape, field_values)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
-             ON CONFLICT (rtype, key) DO UPDATE SET deleted = excluded.deleted, region = excluded.region,
-               file = excluded.file, v_date = excluded.v_date, v_seq = excluded.v_seq,
-               v_line = excluded.v_line, shape = excluded.shape, field_values = excluded.field_values
-             WHERE (excluded.v_date, excluded.v_seq, excluded.v_line) > (records.v_date, records.v_seq, records.v_line)",
-        )
-        .map_err(map_err)?;
+    let mut write = conn.prepare_cached(APPLY_ONE).map_err(map_err)?;
     let mut read = conn
         .prepare_cached("SELECT v_date, v_seq, v_line FROM records WHERE rtype = ?1 AND key = ?2")
         .map_err(map_err)?;
@@ -392,19 +416,7 @@ pub(super) fn merge_staged(
     } else {
         0
     };
-    let applied = conn
-        .prepare_cached(
-            "INSERT INTO records (rtype, key, deleted, region, file, v_date, v_seq, v_line, shape, field_values)
-             SELECT rtype, key, deleted, region, file, v_date, v_seq, v_line, shape, field_values FROM temp.staging
-             WHERE true ORDER BY rtype, key, v_line
-             ON CONFLICT (rtype, key) DO UPDATE SET deleted = excluded.deleted, region = excluded.region,
-               file = excluded.file, v_date = excluded.v_date, v_seq = excluded.v_seq,
-               v_line = excluded.v_line, shape = excluded.shape, field_values = excluded.field_values
-             WHERE (excluded.v_date, excluded.v_seq, excluded.v_line) > (records.v_date, records.v_seq, records.v_line)",
-        )
-        .map_err(map_err)?
-        .execute([])
-        .map_err(map_err)? as u64;
+    let applied = conn.prepare_cached(MERGE_STAGED).map_err(map_err)?.execute([]).map_err(map_err)? as u64;
     conn.execute_batch("DELETE FROM temp.staging").map_err(map_err)?;
     let stale = staged.checked_sub(applied + unchanged).ok_or_else(|| {
         StoreError::Corrupt(format!(
@@ -413,6 +425,15 @@ pub(super) fn merge_staged(
         ))
     })?;
     Ok(Tally { applied, stale, unchanged, rejected })
+}
+
+/// Whether the ledger says the file was applied already.
+pub(super) fn applied_before(conn: &Connection, name: &str) -> Result<bool, StoreError> {
+    let state: Option<String> = conn
+        .query_row("SELECT state FROM objects WHERE name = ?1", params![name], |r| r.get(0))
+        .optional()
+        .map_err(map_err)?;
+    Ok(state.as_deref() == Some(FileState::Applied.as_str()))
 }
 
 pub(super) fn insert_rejects(conn: &Connection, batch: &[Reject]) -> Result<(), StoreError> {

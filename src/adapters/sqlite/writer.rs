@@ -40,18 +40,28 @@ pub(super) fn run(conn: Connection, mut commands: mpsc::Receiver<WriterCmd>) {
             WriterCmd::Commit(c, reply) => {
                 let _ = reply.send(in_transaction(&conn, |conn| write_commit(conn, &c)));
             }
-            WriterCmd::BeginFile(ticket, txn, reply) => match conn.execute_batch("BEGIN IMMEDIATE") {
-                Ok(()) => {
-                    let _ = reply.send(Ok(()));
-                    if !file_transaction(&conn, &mut shapes, &ticket, txn) {
-                        shapes.clear();
+            WriterCmd::BeginFile(mut ticket, txn, reply) => {
+                // Whether the file was applied before is read inside the transaction, from
+                // the stored ledger row: another process (a backfill) may have applied it
+                // since it was planned.
+                let begun = conn
+                    .execute_batch("BEGIN IMMEDIATE")
+                    .map_err(map_err)
+                    .and_then(|()| super::rows::applied_before(&conn, &ticket.file.name));
+                match begun {
+                    Ok(applied_before) => {
+                        let _ = reply.send(Ok(()));
+                        ticket.reapply |= applied_before;
+                        if !file_transaction(&conn, &mut shapes, &ticket, applied_before, txn) {
+                            shapes.clear();
+                        }
+                    }
+                    Err(e) => {
+                        let _ = conn.execute_batch("ROLLBACK");
+                        let _ = reply.send(Err(e));
                     }
                 }
-                Err(e) => {
-                    let _ = conn.execute_batch("ROLLBACK");
-                    let _ = reply.send(Err(map_err(e)));
-                }
-            },
+            }
         }
     }
 }
@@ -116,6 +126,7 @@ fn file_transaction(
     conn: &Connection,
     shapes: &mut Shapes,
     ticket: &FileTicket,
+    applied_before: bool,
     mut txn: mpsc::Receiver<TxnCmd>,
 ) -> bool {
     let (mut pending, mut failed) = match Pending::new(conn, ticket) {
@@ -155,6 +166,7 @@ fn file_transaction(
                             entry.tally = tally;
                         }
                         c.counters.records += tally;
+                        c.counters.applied_files = u64::from(!applied_before);
                         write_commit(conn, &c)?;
                         conn.execute_batch("COMMIT").map_err(map_err)?;
                         Ok(tally)

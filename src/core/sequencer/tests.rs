@@ -182,3 +182,41 @@ fn a_gap_stays_visible_when_later_files_were_backfilled() {
     drain(&mut s, &BTreeSet::new(), &mut vec![]);
     assert_eq!(s.next_seq(), Some(4), "the backfilled SEQ 3 counts as done");
 }
+
+#[test]
+fn the_gap_clock_restarts_for_each_new_gap() {
+    let mut s = stream();
+    for seq in [1, 3, 5] {
+        s.observe(&name(seq), seq, FileState::Pending);
+    }
+    s.ensure_baseline(None);
+    drain(&mut s, &BTreeSet::new(), &mut vec![]);
+    let rules = SequenceRules { gap_alert_after: TimeDelta::hours(1), ..Default::default() };
+    let t0 = Utc::now();
+    s.refresh(t0, &rules);
+    assert_eq!(s.record().waiting_since, Some(t0));
+    // SEQ 2 arrives two hours later; the stream moves on and now waits for 4
+    s.observe(&name(2), 2, FileState::Pending);
+    drain(&mut s, &BTreeSet::new(), &mut vec![]);
+    let t1 = t0 + TimeDelta::hours(2);
+    s.refresh(t1, &rules);
+    let v = s.view(t1, &rules);
+    assert_eq!((v.next_seq, v.waiting_since, v.gap_alert), (Some(4), Some(t1), false));
+}
+
+#[test]
+fn automatic_skip_refuses_a_wide_gap() {
+    let mut s = stream();
+    for seq in [1, 1 + MAX_AUTO_SKIP + 2] {
+        s.observe(&name(seq), seq, FileState::Pending);
+    }
+    s.ensure_baseline(None);
+    drain(&mut s, &BTreeSet::new(), &mut vec![]);
+    let rules = SequenceRules { auto_skip_after: Some(TimeDelta::hours(1)), ..Default::default() };
+    let t0 = Utc::now();
+    s.refresh(t0, &rules);
+    let later = t0 + TimeDelta::hours(2);
+    assert!(s.refresh(later, &rules).is_empty());
+    assert_eq!(s.auto_skip_refused(later, &rules), Some(MAX_AUTO_SKIP + 1));
+    assert_eq!(s.next_seq(), Some(2));
+}
