@@ -49,6 +49,21 @@ pub struct ConfigFile {
     pub sequence: SequenceSection,
     #[serde(default)]
     pub health: HealthSection,
+    #[serde(default)]
+    pub s3: S3Section,
+}
+
+/// How to reach S3 for an `s3://` source. Credentials come from the standard AWS chain.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct S3Section {
+    /// A custom endpoint (an S3-compatible server); default: AWS (or `AWS_ENDPOINT_URL`).
+    pub endpoint: Option<String>,
+    /// Default: the AWS chain (`AWS_REGION`, profile).
+    pub region: Option<String>,
+    /// Path-style addressing (`endpoint/bucket/key`), needed by most S3-compatible servers.
+    #[serde(default)]
+    pub force_path_style: bool,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -110,6 +125,7 @@ pub struct Settings {
     pub layout: Arc<Layout>,
     pub rules: SequenceRules,
     pub health_listen: SocketAddr,
+    pub s3: crate::adapters::s3::S3Settings,
 }
 
 impl Settings {
@@ -180,6 +196,11 @@ impl Settings {
             profile,
             layout: Arc::new(layout),
             rules,
+            s3: crate::adapters::s3::S3Settings {
+                endpoint: file.s3.endpoint,
+                region: file.s3.region,
+                force_path_style: file.s3.force_path_style,
+            },
             health_listen: file.health.listen.unwrap_or_else(|| {
                 // A constant address that the unit tests parse.
                 DEFAULT_HEALTH_LISTEN.parse().expect("valid default address")

@@ -2,10 +2,11 @@
 //!
 //! | port | embedded | production (see docs/architecture.md) |
 //! | --- | --- | --- |
-//! | object source | [`folder::FolderSource`] | S3 |
+//! | object source | [`folder::FolderSource`] | [`s3::S3Source`] |
 //! | store | [`sqlite::SqliteStore`] | MongoDB |
 //! | delivery | [`in_process::InProcessDelivery`] | RabbitMQ |
 
 pub mod folder;
 pub mod in_process;
+pub mod s3;
 pub mod sqlite;

@@ -3,6 +3,7 @@
 use super::UsageError;
 use crate::adapters::folder::FolderSource;
 use crate::adapters::in_process::InProcessDelivery;
+use crate::adapters::s3::S3Source;
 use crate::adapters::sqlite::SqliteStore;
 use crate::config::{Settings, SourceSpec, StoreSpec};
 use crate::engine::{Engine, Heartbeat, SystemClock};
@@ -23,13 +24,11 @@ pub async fn open_store(settings: &Settings) -> anyhow::Result<Arc<dyn Store>> {
     }
 }
 
-fn open_source(settings: &Settings) -> anyhow::Result<Arc<dyn ObjectSource>> {
-    match &settings.source {
-        SourceSpec::Folder(path) => Ok(Arc::new(FolderSource::new(path))),
-        SourceSpec::S3 { .. } => {
-            Err(UsageError("an s3:// source is not available in this build; use a directory path".into()).into())
-        }
-    }
+async fn open_source(settings: &Settings) -> anyhow::Result<Arc<dyn ObjectSource>> {
+    Ok(match &settings.source {
+        SourceSpec::Folder(path) => Arc::new(FolderSource::new(path)),
+        SourceSpec::S3 { bucket, prefix } => Arc::new(S3Source::connect(bucket, prefix, &settings.s3).await),
+    })
 }
 
 pub async fn engine(settings: &Settings) -> anyhow::Result<Engine> {
@@ -38,7 +37,7 @@ pub async fn engine(settings: &Settings) -> anyhow::Result<Engine> {
             UsageError("--broker is not available in this build; leave it out for in-process delivery".into()).into()
         );
     }
-    let source = open_source(settings)?;
+    let source = open_source(settings).await?;
     let store = open_store(settings).await?;
     Ok(Engine {
         source,
