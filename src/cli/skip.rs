@@ -18,9 +18,13 @@ pub async fn skip(settings: Settings, region: String, seq: u64, reason: String) 
     let store = app::open_store(&settings).await?;
     let snapshot = store.snapshot().await?;
     let mut streams = build_streams(&snapshot.ledger, &snapshot.streams, None);
-    let configured = settings.rules.start.contains_key(&region);
-    let Some(stream) = streams.get_mut(&region) else {
-        if !configured {
+    let stream = match streams.remove(&region) {
+        Some(stream) => stream,
+        // A region with a configured start may be skipped into before its first file.
+        None if settings.rules.start.contains_key(&region) => {
+            Stream::new(StreamRecord { region: region.clone(), ..Default::default() })
+        }
+        None => {
             let known: Vec<&str> = streams.keys().map(String::as_str).collect();
             return Err(UsageError(format!(
                 "unknown region {region:?}: no file or stream of it has been seen (known: {})",
@@ -28,14 +32,6 @@ pub async fn skip(settings: Settings, region: String, seq: u64, reason: String) 
             ))
             .into());
         }
-        return commit_skip(
-            &*store,
-            Stream::new(StreamRecord { region: region.clone(), ..Default::default() }),
-            &snapshot.ledger,
-            seq,
-            &reason,
-        )
-        .await;
     };
     if let Some(applied) = snapshot
         .ledger
@@ -49,7 +45,6 @@ pub async fn skip(settings: Settings, region: String, seq: u64, reason: String) 
     {
         anyhow::bail!("{region} SEQ {seq} is behind the stream (next expected is {next}); nothing to skip");
     }
-    let stream = streams.remove(&region).unwrap_or_else(|| Stream::new(StreamRecord::default()));
     commit_skip(&*store, stream, &snapshot.ledger, seq, &reason).await
 }
 

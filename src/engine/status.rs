@@ -9,6 +9,7 @@ use crate::ports::store::{AuditEntry, Counts, Snapshot};
 pub const RECENT_ACTIONS: usize = 10;
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::Serialize;
+use std::collections::HashMap;
 
 #[derive(Clone, Debug, Serialize)]
 pub struct StatusDoc {
@@ -63,20 +64,19 @@ pub fn status_doc(
     now: DateTime<Utc>,
 ) -> StatusDoc {
     let streams = build_streams(&snapshot.ledger, &snapshot.streams, None);
-    let last_applied = |region: &str| {
-        snapshot
-            .ledger
-            .iter()
-            .filter(|e| e.state == FileState::Applied && e.region() == Some(region))
-            .filter_map(|e| e.seq())
-            .max()
-    };
+    let mut last_applied: HashMap<&str, u64> = HashMap::new();
+    for e in snapshot.ledger.iter().filter(|e| e.state == FileState::Applied) {
+        if let (Some(region), Some(seq)) = (e.region(), e.seq()) {
+            let last = last_applied.entry(region).or_insert(seq);
+            *last = (*last).max(seq);
+        }
+    }
     let streams = streams
         .values()
         .map(|s| {
             let v = s.view(now, rules);
             StreamStatus {
-                last_applied_seq: last_applied(&v.region),
+                last_applied_seq: last_applied.get(v.region.as_str()).copied(),
                 waiting_for: v.awaiting.as_ref().map(|a| match a {
                     Awaiting::Missing(seq) => format!("missing SEQ {seq}"),
                     Awaiting::Quarantined { seq, file } => format!("quarantined SEQ {seq} ({file})"),

@@ -120,13 +120,9 @@ impl Store for SqliteStore {
     }
 
     async fn snapshot(&self) -> Result<Snapshot, StoreError> {
+        // One read transaction, so ledger and streams are consistent with each other.
         self.read(|c| {
-            // One read transaction, so ledger and streams are consistent with each other.
-            c.execute_batch("BEGIN").map_err(map_err)?;
-            let result =
-                rows::load_ledger(c).and_then(|ledger| Ok(Snapshot { ledger, streams: rows::load_streams(c)? }));
-            let _ = c.execute_batch("COMMIT");
-            result
+            in_read_transaction(c, |c| Ok(Snapshot { ledger: rows::load_ledger(c)?, streams: rows::load_streams(c)? }))
         })
         .await
     }
@@ -205,15 +201,20 @@ impl Store for SqliteStore {
     }
 
     async fn export(&self, sink: mpsc::Sender<Vec<StoredRecord>>) -> Result<u64, StoreError> {
-        self.read(move |c| {
-            // One read transaction: shapes and records from the same snapshot.
-            c.execute_batch("BEGIN").map_err(map_err)?;
-            let result = export_rows(c, &sink);
-            let _ = c.execute_batch("COMMIT");
-            result
-        })
-        .await
+        // One read transaction: shapes and records from the same snapshot.
+        self.read(move |c| in_read_transaction(c, |c| export_rows(c, &sink))).await
     }
+}
+
+/// Runs `read` in one read transaction (a consistent snapshot), always closing it.
+fn in_read_transaction<T>(
+    c: &Connection,
+    read: impl FnOnce(&Connection) -> Result<T, StoreError>,
+) -> Result<T, StoreError> {
+    c.execute_batch("BEGIN").map_err(map_err)?;
+    let result = read(c);
+    let _ = c.execute_batch("COMMIT");
+    result
 }
 
 /// Streams every record, sorted by (type, key), in batches.
