@@ -3,10 +3,11 @@
 //! | port | embedded | production (see docs/architecture.md) |
 //! | --- | --- | --- |
 //! | object source | [`folder::FolderSource`] | [`s3::S3Source`] |
-//! | store | [`sqlite::SqliteStore`] | MongoDB |
+//! | store | [`sqlite::SqliteStore`] | [`mongo::MongoStore`] |
 //! | delivery | [`in_process::InProcessDelivery`] | RabbitMQ |
 
 pub mod folder;
 pub mod in_process;
+pub mod mongo;
 pub mod s3;
 pub mod sqlite;

@@ -3,6 +3,7 @@
 use super::UsageError;
 use crate::adapters::folder::FolderSource;
 use crate::adapters::in_process::InProcessDelivery;
+use crate::adapters::mongo::MongoStore;
 use crate::adapters::s3::S3Source;
 use crate::adapters::sqlite::SqliteStore;
 use crate::config::{Settings, SourceSpec, StoreSpec};
@@ -18,9 +19,7 @@ pub async fn open_store(settings: &Settings) -> anyhow::Result<Arc<dyn Store>> {
             let store = SqliteStore::open(path).await.with_context(|| format!("store {}", path.display()))?;
             Ok(Arc::new(store))
         }
-        StoreSpec::Mongo(_) => {
-            Err(UsageError("a mongodb:// store is not available in this build; use a SQLite file path".into()).into())
-        }
+        StoreSpec::Mongo(uri) => Ok(Arc::new(MongoStore::open(uri).await.context("store")?)),
     }
 }
 

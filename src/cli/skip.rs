@@ -36,7 +36,7 @@ pub async fn skip(settings: Settings, region: String, seq: u64, reason: String) 
     if let Some(applied) = snapshot
         .ledger
         .iter()
-        .find(|e| e.region() == Some(region.as_str()) && e.seq() == Some(seq) && e.state == FileState::Applied)
+        .find(|e| e.region() == Some(region.as_str()) && e.seq() == Some(seq) && e.state.is_processed())
     {
         anyhow::bail!("{region} SEQ {seq} is already applied ({}); nothing to skip", applied.name);
     }

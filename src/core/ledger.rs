@@ -31,6 +31,10 @@ pub enum FileState {
     Pending,
     /// Its records were applied.
     Applied,
+    /// Every record was confirmed by the broker; consumers are applying them. For
+    /// sequencing it counts as processed; it becomes `Applied` when the consumers'
+    /// receipts account for every record line.
+    Delivered,
     /// A bad name or a file-level fault: the reason says which.
     Quarantined,
     /// Its SEQ was skipped before it was applied.
@@ -42,6 +46,7 @@ impl FileState {
         match self {
             FileState::Pending => "pending",
             FileState::Applied => "applied",
+            FileState::Delivered => "delivered",
             FileState::Quarantined => "quarantined",
             FileState::Skipped => "skipped",
         }
@@ -51,10 +56,18 @@ impl FileState {
         Some(match s {
             "pending" => FileState::Pending,
             "applied" => FileState::Applied,
+            "delivered" => FileState::Delivered,
             "quarantined" => FileState::Quarantined,
             "skipped" => FileState::Skipped,
             _ => return None,
         })
+    }
+}
+
+impl FileState {
+    /// Applied, or handed to the broker in full: the stream may move past it.
+    pub fn is_processed(self) -> bool {
+        matches!(self, FileState::Applied | FileState::Delivered)
     }
 }
 
@@ -91,6 +104,9 @@ pub struct LedgerEntry {
     pub updated_at: DateTime<Utc>,
     pub record_lines: u64,
     pub tally: Tally,
+    /// How many times its records were handed to a broker; message and receipt ids
+    /// carry it, so a re-delivery (a backfill) is told apart from a retried one.
+    pub generation: u32,
 }
 
 impl LedgerEntry {
@@ -138,6 +154,7 @@ pub fn observe(listed: &Listed, entry: Option<&LedgerEntry>, profile: &NameProfi
             updated_at: now,
             record_lines: 0,
             tally: Tally::default(),
+            generation: 0,
         });
     };
     let known = listed.fingerprint == entry.fingerprint
@@ -186,7 +203,7 @@ pub fn judge_upload(entry: &LedgerEntry, listed: &Listed, sha256: &str, now: Dat
         return UploadVerdict::Duplicate(e);
     }
     match entry.state {
-        FileState::Applied => {
+        FileState::Applied | FileState::Delivered => {
             let applied = entry.sha256.as_deref().unwrap_or("unknown");
             e.conflict = Some(Conflict {
                 fingerprint: listed.fingerprint.clone(),

@@ -104,6 +104,15 @@ pub struct Tally {
     pub stale: u64,
     pub unchanged: u64,
     pub rejected: u64,
+    /// Sent to the dead-letter queue by a consumer (broker delivery only).
+    pub dead_lettered: u64,
+}
+
+impl Tally {
+    /// Lines accounted for.
+    pub fn total(&self) -> u64 {
+        self.applied + self.stale + self.unchanged + self.rejected + self.dead_lettered
+    }
 }
 
 impl std::ops::AddAssign for Tally {
@@ -112,6 +121,7 @@ impl std::ops::AddAssign for Tally {
         self.stale += o.stale;
         self.unchanged += o.unchanged;
         self.rejected += o.rejected;
+        self.dead_lettered += o.dead_lettered;
     }
 }
 

@@ -62,7 +62,7 @@ impl Engine {
             return Ok(FileOutcome::Quarantined { entry: after });
         }
         let expected = validation.summary;
-        let reapply = entry.state == FileState::Applied;
+        let reapply = entry.state.is_processed();
         let delivery =
             retry_transient("delivering a file", cancel, || self.deliver(&file, listed, reapply, &expected, cancel))
                 .await?;

@@ -65,7 +65,7 @@ pub fn status_doc(
 ) -> StatusDoc {
     let streams = build_streams(&snapshot.ledger, &snapshot.streams, None);
     let mut last_applied: HashMap<&str, u64> = HashMap::new();
-    for e in snapshot.ledger.iter().filter(|e| e.state == FileState::Applied) {
+    for e in snapshot.ledger.iter().filter(|e| e.state.is_processed()) {
         if let (Some(region), Some(seq)) = (e.region(), e.seq()) {
             let last = last_applied.entry(region).or_insert(seq);
             *last = (*last).max(seq);

@@ -23,10 +23,16 @@ pub fn build_streams<'a>(
         streams
             .entry(batch.region.clone())
             .or_insert_with(|| Stream::new(StreamRecord { region: batch.region.clone(), ..Default::default() }))
-            .observe(&entry.name, batch.seq, entry.state);
+            .observe(&entry.name, batch.seq, sequencing_state(entry.state));
     }
     for stream in streams.values_mut() {
         stream.settle();
     }
     streams
+}
+
+/// The sequencer only tells processed from waiting files: a file handed to the broker in
+/// full counts as applied.
+fn sequencing_state(state: FileState) -> FileState {
+    if state.is_processed() { FileState::Applied } else { state }
 }

@@ -103,6 +103,7 @@ pub struct Counts {
     pub records_stale: u64,
     pub records_unchanged: u64,
     pub records_rejected: u64,
+    pub records_dead_lettered: u64,
 }
 
 /// A current record as stored (one per identity, tombstones included).
@@ -129,9 +130,32 @@ pub struct FileTicket {
     pub record_lines: u64,
 }
 
+/// A batch of records that came through the broker: one message.
+#[derive(Clone, Debug)]
+pub struct DeliveredBatch {
+    /// The message id (file, generation, first line): applying the same id twice changes
+    /// nothing and counts nothing the second time.
+    pub receipt: String,
+    pub file: String,
+    pub generation: u32,
+    pub records: Vec<Record>,
+}
+
+/// Records a consumer sent to the dead-letter queue, or took back from it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DeadLetter {
+    pub file: String,
+    pub generation: u32,
+    pub line: u64,
+    pub reason: String,
+}
+
 #[async_trait]
 pub trait Store: Send + Sync {
     fn describe(&self) -> String;
+    /// Whether a [`FileTxn`] is one transaction (nothing visible before its commit). When
+    /// not, each of its steps is idempotent instead (see the module docs).
+    fn atomic_files(&self) -> bool;
     /// Checks the store answers.
     async fn ping(&self) -> Result<(), StoreError>;
     async fn snapshot(&self) -> Result<Snapshot, StoreError>;
@@ -145,6 +169,15 @@ pub trait Store: Send + Sync {
     /// Streams every current record sorted by (type, key), in batches, into `sink`.
     /// Returns how many were sent.
     async fn export(&self, sink: mpsc::Sender<Vec<StoredRecord>>) -> Result<u64, StoreError>;
+
+    /// Applies one broker message under the version rule and keeps its receipt, so a
+    /// redelivered message is a no-op: returns `None` when the receipt already existed.
+    /// Dead-letter marks of its lines are cleared (a replayed record was applied).
+    async fn apply_delivered(&self, batch: DeliveredBatch) -> Result<Option<Tally>, StoreError>;
+    /// Marks lines as dead-lettered (idempotent).
+    async fn mark_dead_lettered(&self, marks: Vec<DeadLetter>) -> Result<(), StoreError>;
+    /// What the receipts and dead-letter marks of one delivery of a file add up to.
+    async fn delivery_progress(&self, file: &str, generation: u32) -> Result<Tally, StoreError>;
 }
 
 /// One file's unit of work (see the module docs). Records of one file may be applied in

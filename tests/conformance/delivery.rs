@@ -49,6 +49,7 @@ fn done_commit(store_entry_state: FileState) -> Commit {
             updated_at: now,
             record_lines: 0,
             tally: Default::default(),
+            generation: 0,
         }],
         ..Default::default()
     }

@@ -7,7 +7,7 @@ use esr_ingest::core::name::{NameProfile, NameVerdict};
 use esr_ingest::core::record::{Fields, Record, Reject, Tally};
 use esr_ingest::core::sequencer::StreamRecord;
 use esr_ingest::core::version::Version;
-use esr_ingest::ports::store::{AuditEntry, Commit, CounterDelta, FileTicket, Store};
+use esr_ingest::ports::store::{AuditEntry, Commit, CounterDelta, DeadLetter, DeliveredBatch, FileTicket, Store};
 use std::sync::Arc;
 
 fn ticket(name: &str) -> FileTicket {
@@ -52,7 +52,8 @@ fn entry(name: &str, state: FileState) -> LedgerEntry {
         first_seen: t,
         updated_at: t,
         record_lines: 7,
-        tally: Tally { applied: 4, stale: 1, unchanged: 1, rejected: 1 },
+        tally: Tally { applied: 4, stale: 1, unchanged: 1, rejected: 1, dead_lettered: 0 },
+        generation: 2,
     }
 }
 
@@ -184,14 +185,65 @@ pub async fn dropped_file_txn_leaves_nothing(store: Arc<dyn Store>) {
     .await
     .unwrap();
     drop(txn);
-    // the store stays usable and shows nothing of the dropped unit
+    // the store stays usable; the dropped unit left no ledger entry and no counts
     store
         .commit(Commit { counters: CounterDelta { duplicate_files: 1, ..Default::default() }, ..Default::default() })
         .await
         .unwrap();
-    assert!(crate::support::export_lines(store.as_ref()).await.is_empty());
-    assert!(store.rejects(None).await.unwrap().is_empty());
-    assert_eq!(store.counts().await.unwrap().duplicate_files, 1);
+    let counts = store.counts().await.unwrap();
+    assert_eq!((counts.duplicate_files, counts.applied_files, counts.records_applied), (1, 0, 0));
+    assert!(store.snapshot().await.unwrap().ledger.is_empty());
+    let exported = crate::support::export_lines(store.as_ref()).await;
+    if store.atomic_files() {
+        assert!(exported.is_empty());
+        assert!(store.rejects(None).await.unwrap().is_empty());
+    } else {
+        // idempotent steps: what was written obeys the version rule and is written again
+        // unchanged when the file is processed again
+        assert_eq!(exported.len(), 1);
+        let mut again = store.begin_file(ticket("DE_SEV_RMC_20220730_00000001.DAT")).await.unwrap();
+        again.apply(vec![record("POS", "1", 30, 1, 2, false, "x")]).await.unwrap();
+        let t = again.commit(Commit::default()).await.unwrap();
+        assert_eq!(t, Tally { unchanged: 1, ..Default::default() });
+    }
+}
+
+fn delivered(receipt: &str, generation: u32, records: Vec<Record>) -> DeliveredBatch {
+    DeliveredBatch { receipt: receipt.into(), file: "DE_SEV_RMC_20220730_00000001.DAT".into(), generation, records }
+}
+
+pub async fn delivered_batches_count_once(store: Arc<dyn Store>) {
+    let file = "DE_SEV_RMC_20220730_00000001.DAT";
+    let a = vec![record("POS", "1", 30, 1, 2, false, "x"), record("POS", "2", 30, 1, 3, false, "y")];
+    let t = store.apply_delivered(delivered("f/1/2", 1, a.clone())).await.unwrap();
+    assert_eq!(t, Some(Tally { applied: 2, ..Default::default() }));
+    // redelivered: nothing applied, nothing counted
+    assert_eq!(store.apply_delivered(delivered("f/1/2", 1, a.clone())).await.unwrap(), None);
+    // a poison line is marked, then applied by a replay that clears the mark
+    let dead = DeadLetter { file: file.into(), generation: 1, line: 4, reason: "refused".into() };
+    store.mark_dead_lettered(vec![dead.clone(), dead]).await.unwrap();
+    let p = store.delivery_progress(file, 1).await.unwrap();
+    assert_eq!(p, Tally { applied: 2, dead_lettered: 1, ..Default::default() });
+    let replayed = store.apply_delivered(delivered("f/1/4", 1, vec![record("POS", "3", 30, 1, 4, false, "z")])).await;
+    assert_eq!(replayed.unwrap(), Some(Tally { applied: 1, ..Default::default() }));
+    assert_eq!(store.delivery_progress(file, 1).await.unwrap(), Tally { applied: 3, ..Default::default() });
+    // a second generation (a backfill) counts on its own: the same lines are unchanged
+    let t = store.apply_delivered(delivered("f/2/2", 2, a)).await.unwrap();
+    assert_eq!(t, Some(Tally { unchanged: 2, ..Default::default() }));
+    assert_eq!(store.delivery_progress(file, 2).await.unwrap(), Tally { unchanged: 2, ..Default::default() });
+    assert_eq!(store.delivery_progress("other", 1).await.unwrap(), Tally::default());
+    assert_eq!(crate::support::export_lines(store.as_ref()).await.len(), 3);
+}
+
+pub async fn delivered_batches_obey_the_version_rule(store: Arc<dyn Store>) {
+    let newer = vec![record("POS", "1", 31, 2, 5, true, "")];
+    store.apply_delivered(delivered("n/1/5", 1, newer)).await.unwrap();
+    let older = vec![record("POS", "1", 30, 1, 9, false, "old"), record("POS", "1", 31, 2, 5, true, "")];
+    let t = store.apply_delivered(delivered("o/1/9", 1, older)).await.unwrap();
+    assert_eq!(t, Some(Tally { stale: 1, unchanged: 1, ..Default::default() }));
+    let lines = crate::support::export_lines(store.as_ref()).await;
+    assert_eq!(lines.len(), 1);
+    assert!(lines[0].contains(r#""deleted":true"#), "{}", lines[0]);
 }
 
 pub async fn commit_with_file_is_atomic_and_counted(store: Arc<dyn Store>) {
@@ -268,6 +320,16 @@ macro_rules! store_suite {
             async fn commit_with_file_is_atomic_and_counted() {
                 let (_guard, store) = $factory().await;
                 conformance::store::commit_with_file_is_atomic_and_counted(store).await;
+            }
+            #[tokio::test]
+            async fn delivered_batches_count_once() {
+                let (_guard, store) = $factory().await;
+                conformance::store::delivered_batches_count_once(store).await;
+            }
+            #[tokio::test]
+            async fn delivered_batches_obey_the_version_rule() {
+                let (_guard, store) = $factory().await;
+                conformance::store::delivered_batches_obey_the_version_rule(store).await;
             }
             #[tokio::test]
             async fn audit_log_keeps_order() {

@@ -15,7 +15,11 @@ mod rows;
 mod writer;
 
 use crate::core::record::Reject;
-use crate::ports::store::{AuditEntry, Commit, Counts, FileTicket, FileTxn, Snapshot, Store, StoreError, StoredRecord};
+use crate::core::record::Tally;
+use crate::ports::store::{
+    AuditEntry, Commit, Counts, DeadLetter, DeliveredBatch, FileTicket, FileTxn, Snapshot, Store, StoreError,
+    StoredRecord,
+};
 use async_trait::async_trait;
 use rows::map_err;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
@@ -26,7 +30,7 @@ use tokio::sync::{mpsc, oneshot};
 use writer::{SqliteFileTxn, WriterCmd};
 
 const SCHEMA: &str = include_str!("schema.sql");
-const SCHEMA_VERSION: &str = "1";
+const SCHEMA_VERSION: &str = "2";
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 const EXPORT_BATCH: usize = 1000;
 
@@ -92,8 +96,20 @@ impl SqliteStore {
     }
 }
 
+/// Columns version 2 added to `objects` (its new tables are created by `SCHEMA`).
+const V2_COLUMNS: &str = "ALTER TABLE objects ADD COLUMN generation INTEGER NOT NULL DEFAULT 0;
+     ALTER TABLE objects ADD COLUMN records_dead_lettered INTEGER NOT NULL DEFAULT 0;
+     UPDATE meta SET value = '2' WHERE key = 'schema_version';";
+
 fn migrate(conn: &Connection) -> Result<(), StoreError> {
     conn.execute_batch(SCHEMA).map_err(map_err)?;
+    let found: Option<String> = conn
+        .query_row("SELECT value FROM meta WHERE key = 'schema_version'", [], |r| r.get(0))
+        .optional()
+        .map_err(map_err)?;
+    if found.as_deref() == Some("1") {
+        conn.execute_batch(&format!("BEGIN IMMEDIATE; {V2_COLUMNS} COMMIT;")).map_err(map_err)?;
+    }
     let found: Option<String> = conn
         .query_row("SELECT value FROM meta WHERE key = 'schema_version'", [], |r| r.get(0))
         .optional()
@@ -113,6 +129,10 @@ fn migrate(conn: &Connection) -> Result<(), StoreError> {
 impl Store for SqliteStore {
     fn describe(&self) -> String {
         format!("sqlite:{}", self.path.display())
+    }
+
+    fn atomic_files(&self) -> bool {
+        true
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
@@ -159,6 +179,7 @@ impl Store for SqliteStore {
                 records_stale: get("records_stale")?,
                 records_unchanged: get("records_unchanged")?,
                 records_rejected: c.query_row("SELECT count(*) FROM rejects", [], |r| r.get(0)).map_err(map_err)?,
+                records_dead_lettered: get("records_dead_lettered")?,
             })
         })
         .await
@@ -203,6 +224,23 @@ impl Store for SqliteStore {
     async fn export(&self, sink: mpsc::Sender<Vec<StoredRecord>>) -> Result<u64, StoreError> {
         // One read transaction: shapes and records from the same snapshot.
         self.read(move |c| in_read_transaction(c, |c| export_rows(c, &sink))).await
+    }
+
+    async fn apply_delivered(&self, batch: DeliveredBatch) -> Result<Option<Tally>, StoreError> {
+        let (tx, rx) = oneshot::channel();
+        self.writer.send(WriterCmd::Delivered(batch, tx)).await.map_err(|_| StoreError::Closed)?;
+        rx.await.map_err(|_| StoreError::Closed)?
+    }
+
+    async fn mark_dead_lettered(&self, marks: Vec<DeadLetter>) -> Result<(), StoreError> {
+        let (tx, rx) = oneshot::channel();
+        self.writer.send(WriterCmd::DeadLetters(marks, tx)).await.map_err(|_| StoreError::Closed)?;
+        rx.await.map_err(|_| StoreError::Closed)?
+    }
+
+    async fn delivery_progress(&self, file: &str, generation: u32) -> Result<Tally, StoreError> {
+        let file = file.to_string();
+        self.read(move |c| in_read_transaction(c, |c| rows::delivery_progress(c, &file, generation))).await
     }
 }
 

@@ -5,7 +5,7 @@ use crate::core::name::FileName;
 use crate::core::record::{FieldNames, Record, Reject, Tally, object_json};
 use crate::core::sequencer::StreamRecord;
 use crate::core::version::{Decision, Version, decide};
-use crate::ports::store::{AuditEntry, Commit, FileTicket, StoreError, StoredRecord};
+use crate::ports::store::{AuditEntry, Commit, DeadLetter, DeliveredBatch, FileTicket, StoreError, StoredRecord};
 use chrono::{DateTime, Utc};
 use rusqlite::{Connection, OptionalExtension, Row, params};
 use std::collections::HashMap;
@@ -47,7 +47,8 @@ fn text_time(t: DateTime<Utc>) -> String {
 
 const OBJECT_COLUMNS: &str = "name, key, region, kind, file_date, seq, size, fingerprint, sha256, state, reason, \
      conflict_fingerprint, conflict_sha256, conflict_reason, conflict_at, first_seen, updated_at, \
-     record_lines, records_applied, records_stale, records_unchanged, records_rejected";
+     record_lines, records_applied, records_stale, records_unchanged, records_rejected, generation, \
+     records_dead_lettered";
 
 pub(super) fn load_ledger(conn: &Connection) -> Result<Vec<LedgerEntry>, StoreError> {
     let mut stmt =
@@ -77,7 +78,14 @@ fn read_object(r: &Row<'_>) -> RowResult<LedgerEntry> {
     let updated_at: String = r.get(16)?;
     let (key, size, fingerprint, sha256, reason): (String, u64, String, Option<String>, Option<String>) =
         (r.get(1)?, r.get(6)?, r.get(7)?, r.get(8)?, r.get(10)?);
-    let tally = Tally { applied: r.get(18)?, stale: r.get(19)?, unchanged: r.get(20)?, rejected: r.get(21)? };
+    let tally = Tally {
+        applied: r.get(18)?,
+        stale: r.get(19)?,
+        unchanged: r.get(20)?,
+        rejected: r.get(21)?,
+        dead_lettered: r.get(23)?,
+    };
+    let generation: u32 = r.get(22)?;
     let record_lines: u64 = r.get(17)?;
     Ok((|| {
         let corrupt = |what: &str| StoreError::Corrupt(format!("objects row {name}: {what}"));
@@ -111,6 +119,7 @@ fn read_object(r: &Row<'_>) -> RowResult<LedgerEntry> {
             conflict,
             record_lines,
             tally,
+            generation,
         })
     })())
 }
@@ -174,6 +183,7 @@ pub(super) fn write_commit(conn: &Connection, c: &Commit) -> Result<(), StoreErr
         ("records_applied", d.records.applied),
         ("records_stale", d.records.stale),
         ("records_unchanged", d.records.unchanged),
+        ("records_dead_lettered", d.records.dead_lettered),
     ];
     for (name, by) in increments.into_iter().filter(|(_, by)| *by > 0) {
         conn.prepare_cached(
@@ -192,7 +202,7 @@ fn write_object(conn: &Connection, e: &LedgerEntry) -> Result<(), StoreError> {
     let date = b.map(|b| Version { date: b.date, seq: 0, line: 0 }.date_number());
     conn.prepare_cached(&format!(
         "INSERT OR REPLACE INTO objects ({OBJECT_COLUMNS}) VALUES
-         (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22)"
+         (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24)"
     ))
     .map_err(map_err)?
     .execute(params![
@@ -218,6 +228,8 @@ fn write_object(conn: &Connection, e: &LedgerEntry) -> Result<(), StoreError> {
         e.tally.stale,
         e.tally.unchanged,
         e.tally.rejected,
+        e.generation,
+        e.tally.dead_lettered,
     ])
     .map_err(map_err)?;
     Ok(())
@@ -424,7 +436,7 @@ pub(super) fn merge_staged(
             file.file.name
         ))
     })?;
-    Ok(Tally { applied, stale, unchanged, rejected })
+    Ok(Tally { applied, stale, unchanged, rejected, dead_lettered: 0 })
 }
 
 /// Whether the ledger says the file was applied already.
@@ -433,7 +445,68 @@ pub(super) fn applied_before(conn: &Connection, name: &str) -> Result<bool, Stor
         .query_row("SELECT state FROM objects WHERE name = ?1", params![name], |r| r.get(0))
         .optional()
         .map_err(map_err)?;
-    Ok(state.as_deref() == Some(FileState::Applied.as_str()))
+    Ok(state.as_deref().and_then(FileState::parse).is_some_and(FileState::is_processed))
+}
+
+/// Applies one broker message unless its receipt exists; writes the receipt and clears
+/// dead-letter marks of its lines. The caller owns the transaction.
+pub(super) fn apply_delivered(
+    conn: &Connection,
+    shapes: &mut Shapes,
+    batch: &DeliveredBatch,
+) -> Result<Option<Tally>, StoreError> {
+    let seen: Option<i64> = conn
+        .prepare_cached("SELECT 1 FROM receipts WHERE id = ?1")
+        .map_err(map_err)?
+        .query_row(params![batch.receipt], |r| r.get(0))
+        .optional()
+        .map_err(map_err)?;
+    if seen.is_some() {
+        return Ok(None);
+    }
+    let tally = apply_records(conn, shapes, &batch.records)?;
+    conn.prepare_cached(
+        "INSERT INTO receipts (id, file, generation, applied, stale, unchanged) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    )
+    .map_err(map_err)?
+    .execute(params![batch.receipt, batch.file, batch.generation, tally.applied, tally.stale, tally.unchanged])
+    .map_err(map_err)?;
+    let mut clear = conn
+        .prepare_cached("DELETE FROM dead_letters WHERE file = ?1 AND generation = ?2 AND line = ?3")
+        .map_err(map_err)?;
+    for r in &batch.records {
+        clear.execute(params![batch.file, batch.generation, r.version.line]).map_err(map_err)?;
+    }
+    Ok(Some(tally))
+}
+
+pub(super) fn mark_dead_lettered(conn: &Connection, marks: &[DeadLetter]) -> Result<(), StoreError> {
+    let mut stmt = conn
+        .prepare_cached("INSERT OR IGNORE INTO dead_letters (file, generation, line, reason) VALUES (?1, ?2, ?3, ?4)")
+        .map_err(map_err)?;
+    for m in marks {
+        stmt.execute(params![m.file, m.generation, m.line, m.reason]).map_err(map_err)?;
+    }
+    Ok(())
+}
+
+pub(super) fn delivery_progress(conn: &Connection, file: &str, generation: u32) -> Result<Tally, StoreError> {
+    let (applied, stale, unchanged): (u64, u64, u64) = conn
+        .query_row(
+            "SELECT coalesce(sum(applied), 0), coalesce(sum(stale), 0), coalesce(sum(unchanged), 0)
+             FROM receipts WHERE file = ?1 AND generation = ?2",
+            params![file, generation],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
+        .map_err(map_err)?;
+    let dead_lettered: u64 = conn
+        .query_row(
+            "SELECT count(*) FROM dead_letters WHERE file = ?1 AND generation = ?2",
+            params![file, generation],
+            |r| r.get(0),
+        )
+        .map_err(map_err)?;
+    Ok(Tally { applied, stale, unchanged, rejected: 0, dead_lettered })
 }
 
 pub(super) fn insert_rejects(conn: &Connection, batch: &[Reject]) -> Result<(), StoreError> {

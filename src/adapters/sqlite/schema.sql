@@ -1,4 +1,5 @@
--- esr-ingest SQLite store, schema version 1.
+-- esr-ingest SQLite store, schema version 2 (version 1 lacked the broker columns and tables;
+-- `migrate` adds them).
 CREATE TABLE IF NOT EXISTS meta (
     key   TEXT PRIMARY KEY,
     value TEXT NOT NULL
@@ -27,7 +28,9 @@ CREATE TABLE IF NOT EXISTS objects (
     records_applied      INTEGER NOT NULL DEFAULT 0,
     records_stale        INTEGER NOT NULL DEFAULT 0,
     records_unchanged    INTEGER NOT NULL DEFAULT 0,
-    records_rejected     INTEGER NOT NULL DEFAULT 0
+    records_rejected     INTEGER NOT NULL DEFAULT 0,
+    generation           INTEGER NOT NULL DEFAULT 0,
+    records_dead_lettered INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS objects_by_stream ON objects (region, seq);
 
@@ -91,3 +94,25 @@ CREATE TABLE IF NOT EXISTS counters (
     name  TEXT PRIMARY KEY,
     value INTEGER NOT NULL
 );
+
+-- Broker delivery: one receipt per applied message (its id names file, generation and
+-- first line), written in the same transaction as the message's records, so a
+-- redelivered message changes nothing and is counted once.
+CREATE TABLE IF NOT EXISTS receipts (
+    id         TEXT PRIMARY KEY,
+    file       TEXT NOT NULL,
+    generation INTEGER NOT NULL,
+    applied    INTEGER NOT NULL,
+    stale      INTEGER NOT NULL,
+    unchanged  INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS receipts_by_file ON receipts (file, generation);
+
+-- Lines a consumer sent to the dead-letter queue; cleared when a replay applies them.
+CREATE TABLE IF NOT EXISTS dead_letters (
+    file       TEXT NOT NULL,
+    generation INTEGER NOT NULL,
+    line       INTEGER NOT NULL,
+    reason     TEXT NOT NULL,
+    PRIMARY KEY (file, generation, line)
+) WITHOUT ROWID;

@@ -9,9 +9,12 @@
 //! commit (`rows::merge_staged`): random-key upserts into a B-tree much larger than the
 //! page cache would otherwise rewrite pages over and over. Memory stays bounded either way.
 
-use super::rows::{STAGING, Shapes, apply_records, insert_rejects, map_err, merge_staged, stage_records, write_commit};
+use super::rows::{
+    STAGING, Shapes, apply_delivered, apply_records, insert_rejects, map_err, mark_dead_lettered, merge_staged,
+    stage_records, write_commit,
+};
 use crate::core::record::{Record, Reject, Tally};
-use crate::ports::store::{Commit, FileTicket, FileTxn, StoreError};
+use crate::ports::store::{Commit, DeadLetter, DeliveredBatch, FileTicket, FileTxn, StoreError};
 use async_trait::async_trait;
 use rusqlite::Connection;
 use tokio::sync::{mpsc, oneshot};
@@ -24,6 +27,8 @@ pub(super) const STREAMED_RECORDS: u64 = 50_000;
 pub(super) enum WriterCmd {
     Commit(Commit, Reply<()>),
     BeginFile(FileTicket, mpsc::Receiver<TxnCmd>, Reply<()>),
+    Delivered(DeliveredBatch, Reply<Option<Tally>>),
+    DeadLetters(Vec<DeadLetter>, Reply<()>),
 }
 
 pub(super) enum TxnCmd {
@@ -39,6 +44,16 @@ pub(super) fn run(conn: Connection, mut commands: mpsc::Receiver<WriterCmd>) {
         match cmd {
             WriterCmd::Commit(c, reply) => {
                 let _ = reply.send(in_transaction(&conn, |conn| write_commit(conn, &c)));
+            }
+            WriterCmd::Delivered(batch, reply) => {
+                let applied = in_transaction(&conn, |conn| apply_delivered(conn, &mut shapes, &batch));
+                if applied.is_err() {
+                    shapes.clear();
+                }
+                let _ = reply.send(applied);
+            }
+            WriterCmd::DeadLetters(marks, reply) => {
+                let _ = reply.send(in_transaction(&conn, |conn| mark_dead_lettered(conn, &marks)));
             }
             WriterCmd::BeginFile(mut ticket, txn, reply) => {
                 // Whether the file was applied before is read inside the transaction, from
@@ -66,13 +81,13 @@ pub(super) fn run(conn: Connection, mut commands: mpsc::Receiver<WriterCmd>) {
     }
 }
 
-fn in_transaction(
+fn in_transaction<T>(
     conn: &Connection,
-    work: impl FnOnce(&Connection) -> Result<(), StoreError>,
-) -> Result<(), StoreError> {
+    work: impl FnOnce(&Connection) -> Result<T, StoreError>,
+) -> Result<T, StoreError> {
     conn.execute_batch("BEGIN IMMEDIATE").map_err(map_err)?;
-    match work(conn).and_then(|()| conn.execute_batch("COMMIT").map_err(map_err)) {
-        Ok(()) => Ok(()),
+    match work(conn).and_then(|t| conn.execute_batch("COMMIT").map_err(map_err).map(|()| t)) {
+        Ok(t) => Ok(t),
         Err(e) => {
             let _ = conn.execute_batch("ROLLBACK");
             Err(e)

@@ -1,0 +1,341 @@
+//! Commits without multi-document transactions: a journal.
+//!
+//! Invariant: a [`Commit`] (ledger entries, stream states, audit entries, counter
+//! increments) is first written as **one journal document** — a single-document write
+//! is atomic in MongoDB, on a standalone server as on a replica set — and only then
+//! copied into the `ledger`, `streams` and `audit` collections by idempotent upserts,
+//! after which the journal document is marked done. A crash between the two steps leaves
+//! a journal document not done; it is copied again (same result) before the next
+//! snapshot. Counters are never incremented in place: they are the sum of the journal's
+//! increments, so a replay cannot count twice.
+//!
+//! Why not transactions: they need a replica set, and the store must run on a standalone
+//! server too. Why not plain sequential writes: a crash between them could leave the
+//! stream advanced without its ledger entry, or a counter counted twice.
+
+use super::errors::map_err;
+use crate::core::ledger::{Conflict, FileState, LedgerEntry};
+use crate::core::name::FileName;
+use crate::core::record::Tally;
+use crate::core::sequencer::StreamRecord;
+use crate::ports::store::{AuditEntry, Commit, Counts, StoreError};
+use chrono::{DateTime, NaiveDate, SecondsFormat, Utc};
+use mongodb::Database;
+use mongodb::bson::oid::ObjectId;
+use mongodb::bson::{Bson, Document, doc};
+
+pub(super) const JOURNAL: &str = "journal";
+pub(super) const LEDGER: &str = "ledger";
+pub(super) const STREAMS: &str = "streams";
+pub(super) const AUDIT: &str = "audit";
+/// Ledger entries per journal document (keeps each well under the 16 MiB limit; a
+/// larger commit — a first listing of a huge folder — spans several documents, each
+/// atomic and all idempotent).
+const LEDGER_PER_DOCUMENT: usize = 5000;
+
+fn text_time(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Micros, true)
+}
+
+fn time(d: &Document, k: &str) -> Result<DateTime<Utc>, StoreError> {
+    let s = d.get_str(k).map_err(|_| StoreError::Corrupt(format!("missing time {k}")))?;
+    DateTime::parse_from_rfc3339(s)
+        .map(|t| t.with_timezone(&Utc))
+        .map_err(|e| StoreError::Corrupt(format!("time {k} {s:?}: {e}")))
+}
+
+fn int(d: &Document, k: &str) -> Option<i64> {
+    match d.get(k)? {
+        Bson::Int32(v) => Some(i64::from(*v)),
+        Bson::Int64(v) => Some(*v),
+        Bson::Double(v) => Some(*v as i64),
+        _ => None,
+    }
+}
+
+fn unsigned(d: &Document, k: &str) -> u64 {
+    int(d, k).and_then(|v| u64::try_from(v).ok()).unwrap_or(0)
+}
+
+fn signed(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+fn opt_str(d: &Document, k: &str) -> Option<String> {
+    d.get_str(k).ok().map(str::to_string)
+}
+
+fn tally_doc(t: &Tally) -> Document {
+    doc! {
+        "applied": signed(t.applied), "stale": signed(t.stale), "unchanged": signed(t.unchanged),
+        "rejected": signed(t.rejected), "dead_lettered": signed(t.dead_lettered),
+    }
+}
+
+fn tally_from(d: &Document) -> Tally {
+    Tally {
+        applied: unsigned(d, "applied"),
+        stale: unsigned(d, "stale"),
+        unchanged: unsigned(d, "unchanged"),
+        rejected: unsigned(d, "rejected"),
+        dead_lettered: unsigned(d, "dead_lettered"),
+    }
+}
+
+pub(super) fn ledger_doc(e: &LedgerEntry) -> Document {
+    let batch = e.batch.as_ref().map(|b| {
+        doc! { "region": &b.region, "kind": &b.kind, "date": b.date.format("%Y-%m-%d").to_string(), "seq": signed(b.seq) }
+    });
+    let conflict = e.conflict.as_ref().map(|c| {
+        doc! { "fingerprint": &c.fingerprint, "sha256": &c.sha256, "reason": &c.reason, "at": text_time(c.at) }
+    });
+    doc! {
+        "_id": &e.name,
+        "key": &e.key,
+        "batch": batch,
+        "size": signed(e.size),
+        "fingerprint": &e.fingerprint,
+        "sha256": &e.sha256,
+        "state": e.state.as_str(),
+        "reason": &e.reason,
+        "conflict": conflict,
+        "first_seen": text_time(e.first_seen),
+        "updated_at": text_time(e.updated_at),
+        "record_lines": signed(e.record_lines),
+        "tally": tally_doc(&e.tally),
+        "generation": i64::from(e.generation),
+    }
+}
+
+pub(super) fn ledger_entry(d: &Document) -> Result<LedgerEntry, StoreError> {
+    let name = d.get_str("_id").map_err(|_| StoreError::Corrupt("ledger document without _id".into()))?.to_string();
+    let corrupt = |what: &str| StoreError::Corrupt(format!("ledger document {name}: {what}"));
+    let batch = match d.get_document("batch") {
+        Ok(b) => Some(FileName {
+            name: name.clone(),
+            region: opt_str(b, "region").ok_or_else(|| corrupt("batch.region"))?,
+            kind: opt_str(b, "kind").ok_or_else(|| corrupt("batch.kind"))?,
+            date: NaiveDate::parse_from_str(b.get_str("date").map_err(|_| corrupt("batch.date"))?, "%Y-%m-%d")
+                .map_err(|_| corrupt("batch.date"))?,
+            seq: unsigned(b, "seq"),
+        }),
+        Err(_) => None,
+    };
+    let conflict = match d.get_document("conflict") {
+        Ok(c) => Some(Conflict {
+            fingerprint: opt_str(c, "fingerprint").unwrap_or_default(),
+            sha256: opt_str(c, "sha256").unwrap_or_default(),
+            reason: opt_str(c, "reason").unwrap_or_default(),
+            at: time(c, "at")?,
+        }),
+        Err(_) => None,
+    };
+    let state = d.get_str("state").ok().and_then(FileState::parse).ok_or_else(|| corrupt("state"))?;
+    Ok(LedgerEntry {
+        key: opt_str(d, "key").ok_or_else(|| corrupt("key"))?,
+        batch,
+        size: unsigned(d, "size"),
+        fingerprint: opt_str(d, "fingerprint").unwrap_or_default(),
+        sha256: opt_str(d, "sha256"),
+        state,
+        reason: opt_str(d, "reason"),
+        conflict,
+        first_seen: time(d, "first_seen")?,
+        updated_at: time(d, "updated_at")?,
+        record_lines: unsigned(d, "record_lines"),
+        tally: d.get_document("tally").map(tally_from).unwrap_or_default(),
+        generation: u32::try_from(unsigned(d, "generation")).map_err(|_| corrupt("generation"))?,
+        name,
+    })
+}
+
+pub(super) fn stream_record(d: &Document) -> Result<StreamRecord, StoreError> {
+    let region = opt_str(d, "_id").ok_or_else(|| StoreError::Corrupt("stream document without _id".into()))?;
+    let skipped = d
+        .get_array("skipped")
+        .map(|a| {
+            a.iter()
+                .filter_map(|b| match b {
+                    Bson::Int64(v) => u64::try_from(*v).ok(),
+                    Bson::Int32(v) => u64::try_from(*v).ok(),
+                    _ => None,
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    Ok(StreamRecord {
+        next_seq: int(d, "next_seq").and_then(|v| u64::try_from(v).ok()),
+        waiting_since: if d.get_str("waiting_since").is_ok() { Some(time(d, "waiting_since")?) } else { None },
+        skipped,
+        region,
+    })
+}
+
+pub(super) fn audit_entry(d: &Document) -> Result<AuditEntry, StoreError> {
+    Ok(AuditEntry {
+        at: time(d, "at")?,
+        actor: opt_str(d, "actor").unwrap_or_default(),
+        action: opt_str(d, "action").unwrap_or_default(),
+        region: opt_str(d, "region"),
+        seq: int(d, "seq").and_then(|v| u64::try_from(v).ok()),
+        detail: opt_str(d, "detail").unwrap_or_default(),
+    })
+}
+
+fn counters_doc(c: &Commit) -> Document {
+    let d = &c.counters;
+    doc! {
+        "applied_files": signed(d.applied_files),
+        "duplicate_files": signed(d.duplicate_files),
+        "records_applied": signed(d.records.applied),
+        "records_stale": signed(d.records.stale),
+        "records_unchanged": signed(d.records.unchanged),
+        "records_dead_lettered": signed(d.records.dead_lettered),
+    }
+}
+
+/// Writes a commit: journal first, then the collections, then marks it done.
+pub(super) async fn commit(db: &Database, wc: &Document, c: &Commit) -> Result<(), StoreError> {
+    let chunks: Vec<&[LedgerEntry]> =
+        if c.ledger.is_empty() { vec![&[]] } else { c.ledger.chunks(LEDGER_PER_DOCUMENT).collect() };
+    let last = chunks.len() - 1;
+    for (i, ledger) in chunks.into_iter().enumerate() {
+        let mut journal = doc! {
+            "_id": ObjectId::new(),
+            "done": false,
+            "ledger": ledger.iter().map(ledger_doc).collect::<Vec<_>>(),
+        };
+        if i == last {
+            journal.insert("streams", c.streams.iter().map(stream_doc).collect::<Vec<_>>());
+            journal.insert("audit", c.audit.iter().map(audit_doc).collect::<Vec<_>>());
+            journal.insert("counters", counters_doc(c));
+        }
+        db.run_command(doc! { "insert": JOURNAL, "documents": [journal.clone()], "writeConcern": wc.clone() })
+            .await
+            .map_err(map_err)
+            .and_then(|reply| write_errors(&reply))?;
+        copy_out(db, &journal).await?;
+    }
+    Ok(())
+}
+
+fn stream_doc(s: &StreamRecord) -> Document {
+    doc! {
+        "_id": &s.region,
+        "next_seq": s.next_seq.map(signed),
+        "waiting_since": s.waiting_since.map(text_time),
+        "skipped": s.skipped.iter().map(|v| signed(*v)).collect::<Vec<_>>(),
+    }
+}
+
+fn audit_doc(a: &AuditEntry) -> Document {
+    doc! {
+        "at": text_time(a.at), "actor": &a.actor, "action": &a.action, "region": &a.region,
+        "seq": a.seq.map(signed), "detail": &a.detail,
+    }
+}
+
+fn write_errors(reply: &Document) -> Result<(), StoreError> {
+    if let Ok(errors) = reply.get_array("writeErrors")
+        && let Some(first) = errors.first()
+    {
+        return Err(StoreError::Rejected(format!("mongodb journal write failed: {first}")));
+    }
+    if let Ok(wce) = reply.get_document("writeConcernError") {
+        return Err(StoreError::Io(format!("mongodb write concern not satisfied: {wce}")));
+    }
+    Ok(())
+}
+
+/// Copies one journal document into the collections (idempotent) and marks it done.
+async fn copy_out(db: &Database, journal: &Document) -> Result<(), StoreError> {
+    let id = journal.get_object_id("_id").map_err(|_| StoreError::Corrupt("journal document without _id".into()))?;
+    let ledger = db.collection::<Document>(LEDGER);
+    for e in journal.get_array("ledger").map(|a| a.as_slice()).unwrap_or(&[]) {
+        let Some(e) = e.as_document() else { continue };
+        let name = e.get_str("_id").unwrap_or_default();
+        ledger.replace_one(doc! { "_id": name }, e.clone()).upsert(true).await.map_err(map_err)?;
+    }
+    let streams = db.collection::<Document>(STREAMS);
+    for s in journal.get_array("streams").map(|a| a.as_slice()).unwrap_or(&[]) {
+        let Some(s) = s.as_document() else { continue };
+        let skipped = s.get_array("skipped").cloned().unwrap_or_default();
+        let update = doc! {
+            "$set": { "next_seq": s.get("next_seq").cloned().unwrap_or(Bson::Null),
+                      "waiting_since": s.get("waiting_since").cloned().unwrap_or(Bson::Null) },
+            "$addToSet": { "skipped": { "$each": skipped } },
+        };
+        streams
+            .update_one(doc! { "_id": s.get("_id").cloned().unwrap_or(Bson::Null) }, update)
+            .upsert(true)
+            .await
+            .map_err(map_err)?;
+    }
+    let audit = db.collection::<Document>(AUDIT);
+    for (i, a) in journal.get_array("audit").map(|a| a.as_slice()).unwrap_or(&[]).iter().enumerate() {
+        let Some(a) = a.as_document() else { continue };
+        // Ordered by journal id (creation order), then position in the commit.
+        let mut a = a.clone();
+        let audit_id = format!("{}/{i:06}", id.to_hex());
+        a.insert("_id", &audit_id);
+        audit.replace_one(doc! { "_id": audit_id }, a).upsert(true).await.map_err(map_err)?;
+    }
+    db.collection::<Document>(JOURNAL)
+        .update_one(doc! { "_id": id }, doc! { "$set": { "done": true } })
+        .await
+        .map_err(map_err)?;
+    Ok(())
+}
+
+/// Copies out every journal document not marked done (after a crash), oldest first.
+pub(super) async fn replay(db: &Database) -> Result<(), StoreError> {
+    let mut cursor = db
+        .collection::<Document>(JOURNAL)
+        .find(doc! { "done": false })
+        .sort(doc! { "_id": 1 })
+        .await
+        .map_err(map_err)?;
+    let mut pending = Vec::new();
+    while cursor.advance().await.map_err(map_err)? {
+        pending.push(cursor.deserialize_current().map_err(map_err)?);
+    }
+    for journal in &pending {
+        copy_out(db, journal).await?;
+    }
+    Ok(())
+}
+
+/// The counters: sums of the journal's increments.
+pub(super) async fn counts(db: &Database) -> Result<Counts, StoreError> {
+    let names = [
+        "applied_files",
+        "duplicate_files",
+        "records_applied",
+        "records_stale",
+        "records_unchanged",
+        "records_dead_lettered",
+    ];
+    let mut group = doc! { "_id": Bson::Null };
+    for n in names {
+        group.insert(n, doc! { "$sum": format!("$counters.{n}") });
+    }
+    let mut cursor = db
+        .collection::<Document>(JOURNAL)
+        .aggregate([doc! { "$match": { "counters": { "$exists": true } } }, doc! { "$group": group }])
+        .await
+        .map_err(map_err)?;
+    let sums = if cursor.advance().await.map_err(map_err)? {
+        cursor.deserialize_current().map_err(map_err)?
+    } else {
+        Document::new()
+    };
+    Ok(Counts {
+        applied_files: unsigned(&sums, "applied_files"),
+        duplicate_files: unsigned(&sums, "duplicate_files"),
+        records_applied: unsigned(&sums, "records_applied"),
+        records_stale: unsigned(&sums, "records_stale"),
+        records_unchanged: unsigned(&sums, "records_unchanged"),
+        records_rejected: 0,
+        records_dead_lettered: unsigned(&sums, "records_dead_lettered"),
+    })
+}

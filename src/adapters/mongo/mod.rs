@@ -1,0 +1,324 @@
+//! The MongoDB store (production): records, ledger, streams and audit in one database.
+//!
+//! - Records: one document per identity, written only by the versioned upsert of
+//!   `records.rs` (the version rule holds for every writer, concurrent or late).
+//! - Ledger, streams, audit and counters: written through the journal of `journal.rs`,
+//!   atomic per commit without multi-document transactions.
+//! - A file's unit of work is **idempotent per step**, not one transaction: its records
+//!   are upserted as they arrive, its rejects are keyed by (file, line), and the ledger
+//!   entry is committed last. A crash part-way leaves the file pending in the ledger; it
+//!   is processed again, and the version rule turns the lines already written into
+//!   no-ops (counted as unchanged). Records of a file that has not finished may therefore
+//!   be visible early — never an older version over a newer one.
+//! - Broker receipts: one document per message id, inserted after its records; a
+//!   redelivery finds it and counts nothing twice.
+//! - Write concern: `majority` unless the URI sets `w`; indexes are created at open.
+
+mod errors;
+mod journal;
+mod records;
+
+use crate::core::record::{Record, Reject, Tally};
+use crate::ports::store::{
+    AuditEntry, Commit, Counts, DeadLetter, DeliveredBatch, FileTicket, FileTxn, Snapshot, Store, StoreError,
+    StoredRecord,
+};
+use async_trait::async_trait;
+use errors::{DUPLICATE_KEY, map_err, server_code};
+use mongodb::bson::{Bson, Document, doc};
+use mongodb::options::{ClientOptions, WriteConcern};
+use mongodb::{Client, Database, IndexModel};
+use std::time::Duration;
+use tokio::sync::mpsc;
+
+const REJECTS: &str = "rejects";
+const RECEIPTS: &str = "receipts";
+const DEAD_LETTERS: &str = "dead_letters";
+const DEFAULT_DATABASE: &str = "esr_ingest";
+const EXPORT_BATCH: usize = 1000;
+
+pub struct MongoStore {
+    uri_shown: String,
+    db: Database,
+    /// The write concern as the command field (`run_command` does not add it).
+    write_concern: Document,
+}
+
+/// The URI without credentials, for messages.
+fn redact(uri: &str) -> String {
+    match (uri.find("://"), uri.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => format!("{}://***{}", &uri[..scheme], &uri[at..]),
+        _ => uri.to_string(),
+    }
+}
+
+impl MongoStore {
+    /// Connects, checks the server answers, and creates the indexes.
+    pub async fn open(uri: &str) -> Result<Self, StoreError> {
+        let shown = redact(uri);
+        let mut options = ClientOptions::parse(uri).await.map_err(|e| StoreError::Open(format!("{shown}: {e}")))?;
+        options.app_name.get_or_insert_with(|| "esr-ingest".into());
+        options.server_selection_timeout.get_or_insert(Duration::from_secs(10));
+        options.connect_timeout.get_or_insert(Duration::from_secs(10));
+        let concern = options.write_concern.clone().unwrap_or_else(WriteConcern::majority);
+        options.write_concern = Some(concern.clone());
+        let database = options.default_database.clone().unwrap_or_else(|| DEFAULT_DATABASE.into());
+        let client = Client::with_options(options).map_err(|e| StoreError::Open(format!("{shown}: {e}")))?;
+        let db = client.database(&database);
+        let write_concern = mongodb::bson::to_document(&concern)
+            .map_err(|e| StoreError::Open(format!("{shown}: write concern: {e}")))?;
+        let store = Self { uri_shown: format!("{shown} (database {database})"), db, write_concern };
+        store.ping().await.map_err(|e| StoreError::Open(format!("{shown}: {e}")))?;
+        store.create_indexes().await?;
+        journal::replay(&store.db).await?;
+        Ok(store)
+    }
+
+    async fn create_indexes(&self) -> Result<(), StoreError> {
+        let index = |keys: Document| IndexModel::builder().keys(keys).build();
+        self.db
+            .collection::<Document>(RECEIPTS)
+            .create_index(index(doc! { "file": 1, "generation": 1 }))
+            .await
+            .map_err(map_err)?;
+        self.db
+            .collection::<Document>(DEAD_LETTERS)
+            .create_index(index(doc! { "file": 1, "generation": 1 }))
+            .await
+            .map_err(map_err)?;
+        self.db
+            .collection::<Document>(REJECTS)
+            .create_index(index(doc! { "file": 1, "line": 1 }))
+            .await
+            .map_err(map_err)?;
+        self.db
+            .collection::<Document>(journal::JOURNAL)
+            .create_index(index(doc! { "done": 1 }))
+            .await
+            .map_err(map_err)?;
+        Ok(())
+    }
+
+    async fn all(&self, collection: &str, filter: Document, sort: Document) -> Result<Vec<Document>, StoreError> {
+        let mut cursor = self.db.collection::<Document>(collection).find(filter).sort(sort).await.map_err(map_err)?;
+        let mut out = Vec::new();
+        while cursor.advance().await.map_err(map_err)? {
+            out.push(cursor.deserialize_current().map_err(map_err)?);
+        }
+        Ok(out)
+    }
+
+    async fn insert_rejects(&self, batch: &[Reject]) -> Result<(), StoreError> {
+        let coll = self.db.collection::<Document>(REJECTS);
+        for r in batch {
+            let id = format!("{}/{}", r.file, r.line);
+            let d = doc! {
+                "_id": &id, "file": &*r.file, "line": i64::try_from(r.line).unwrap_or(i64::MAX),
+                "reason": &r.reason, "raw": &r.raw,
+            };
+            coll.replace_one(doc! { "_id": id }, d).upsert(true).await.map_err(map_err)?;
+        }
+        Ok(())
+    }
+
+    async fn processed_before(&self, name: &str) -> Result<bool, StoreError> {
+        let found =
+            self.db.collection::<Document>(journal::LEDGER).find_one(doc! { "_id": name }).await.map_err(map_err)?;
+        Ok(found
+            .and_then(|d| d.get_str("state").ok().and_then(crate::core::ledger::FileState::parse))
+            .is_some_and(crate::core::ledger::FileState::is_processed))
+    }
+}
+
+#[async_trait]
+impl Store for MongoStore {
+    fn describe(&self) -> String {
+        format!("mongodb:{}", self.uri_shown)
+    }
+
+    fn atomic_files(&self) -> bool {
+        false
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.db.run_command(doc! { "ping": 1 }).await.map_err(map_err).map(|_| ())
+    }
+
+    async fn snapshot(&self) -> Result<Snapshot, StoreError> {
+        journal::replay(&self.db).await?;
+        let ledger = self.all(journal::LEDGER, doc! {}, doc! { "_id": 1 }).await?;
+        let streams = self.all(journal::STREAMS, doc! {}, doc! { "_id": 1 }).await?;
+        Ok(Snapshot {
+            ledger: ledger.iter().map(journal::ledger_entry).collect::<Result<_, _>>()?,
+            streams: streams.iter().map(journal::stream_record).collect::<Result<_, _>>()?,
+        })
+    }
+
+    async fn commit(&self, commit: Commit) -> Result<(), StoreError> {
+        if commit.is_empty() {
+            return Ok(());
+        }
+        journal::commit(&self.db, &self.write_concern, &commit).await
+    }
+
+    async fn begin_file(&self, ticket: FileTicket) -> Result<Box<dyn FileTxn>, StoreError> {
+        Ok(Box::new(MongoFileTxn { store: self.clone_handle(), ticket, tally: Tally::default() }))
+    }
+
+    async fn counts(&self) -> Result<Counts, StoreError> {
+        let mut counts = journal::counts(&self.db).await?;
+        counts.records_rejected =
+            self.db.collection::<Document>(REJECTS).count_documents(doc! {}).await.map_err(map_err)?;
+        Ok(counts)
+    }
+
+    async fn rejects(&self, file: Option<String>) -> Result<Vec<Reject>, StoreError> {
+        let filter = match file {
+            Some(f) => doc! { "file": f },
+            None => doc! {},
+        };
+        let docs = self.all(REJECTS, filter, doc! { "file": 1, "line": 1 }).await?;
+        docs.iter()
+            .map(|d| {
+                Ok(Reject {
+                    file: d.get_str("file").unwrap_or_default().into(),
+                    line: match d.get("line") {
+                        Some(Bson::Int64(v)) => u64::try_from(*v).unwrap_or(0),
+                        Some(Bson::Int32(v)) => u64::try_from(*v).unwrap_or(0),
+                        _ => return Err(StoreError::Corrupt(format!("reject without a line: {d}"))),
+                    },
+                    reason: d.get_str("reason").unwrap_or_default().into(),
+                    raw: d.get_str("raw").unwrap_or_default().into(),
+                })
+            })
+            .collect()
+    }
+
+    async fn audit_log(&self) -> Result<Vec<AuditEntry>, StoreError> {
+        let docs = self.all(journal::AUDIT, doc! {}, doc! { "_id": 1 }).await?;
+        docs.iter().map(journal::audit_entry).collect()
+    }
+
+    async fn export(&self, sink: mpsc::Sender<Vec<StoredRecord>>) -> Result<u64, StoreError> {
+        let mut cursor = self
+            .db
+            .collection::<Document>(records::RECORDS)
+            .find(doc! {})
+            .sort(doc! { "_id": 1 })
+            .batch_size(EXPORT_BATCH as u32)
+            .await
+            .map_err(map_err)?;
+        let (mut batch, mut sent) = (Vec::with_capacity(EXPORT_BATCH), 0u64);
+        while cursor.advance().await.map_err(map_err)? {
+            let d: Document = cursor.deserialize_current().map_err(map_err)?;
+            batch.push(records::stored_record(&d)?);
+            if batch.len() == EXPORT_BATCH {
+                sent += batch.len() as u64;
+                sink.send(std::mem::take(&mut batch)).await.map_err(|_| StoreError::Closed)?;
+            }
+        }
+        if !batch.is_empty() {
+            sent += batch.len() as u64;
+            sink.send(batch).await.map_err(|_| StoreError::Closed)?;
+        }
+        Ok(sent)
+    }
+
+    async fn apply_delivered(&self, batch: DeliveredBatch) -> Result<Option<Tally>, StoreError> {
+        let receipts = self.db.collection::<Document>(RECEIPTS);
+        if receipts.find_one(doc! { "_id": &batch.receipt }).await.map_err(map_err)?.is_some() {
+            return Ok(None);
+        }
+        let tally = records::apply_versioned(&self.db, &self.write_concern, &batch.records).await?;
+        let receipt = doc! {
+            "_id": &batch.receipt, "file": &batch.file, "generation": i64::from(batch.generation),
+            "applied": tally.applied as i64, "stale": tally.stale as i64, "unchanged": tally.unchanged as i64,
+        };
+        let counted = match receipts.insert_one(receipt).await {
+            Ok(_) => Some(tally),
+            Err(e) if server_code(&e) == Some(DUPLICATE_KEY) => None, // another consumer counted it
+            Err(e) => return Err(map_err(e)),
+        };
+        let lines: Vec<String> =
+            batch.records.iter().map(|r| dead_letter_id(&batch.file, batch.generation, r.version.line)).collect();
+        self.db
+            .collection::<Document>(DEAD_LETTERS)
+            .delete_many(doc! { "_id": { "$in": lines } })
+            .await
+            .map_err(map_err)?;
+        Ok(counted)
+    }
+
+    async fn mark_dead_lettered(&self, marks: Vec<DeadLetter>) -> Result<(), StoreError> {
+        let coll = self.db.collection::<Document>(DEAD_LETTERS);
+        for m in marks {
+            let id = dead_letter_id(&m.file, m.generation, m.line);
+            let d = doc! {
+                "_id": &id, "file": &m.file, "generation": i64::from(m.generation),
+                "line": i64::try_from(m.line).unwrap_or(i64::MAX), "reason": &m.reason,
+            };
+            coll.replace_one(doc! { "_id": id }, d).upsert(true).await.map_err(map_err)?;
+        }
+        Ok(())
+    }
+
+    async fn delivery_progress(&self, file: &str, generation: u32) -> Result<Tally, StoreError> {
+        let filter = doc! { "file": file, "generation": i64::from(generation) };
+        let mut tally = Tally::default();
+        for d in self.all(RECEIPTS, filter.clone(), doc! { "_id": 1 }).await? {
+            let n = |k: &str| match d.get(k) {
+                Some(Bson::Int64(v)) => u64::try_from(*v).unwrap_or(0),
+                Some(Bson::Int32(v)) => u64::try_from(*v).unwrap_or(0),
+                _ => 0,
+            };
+            tally.applied += n("applied");
+            tally.stale += n("stale");
+            tally.unchanged += n("unchanged");
+        }
+        tally.dead_lettered =
+            self.db.collection::<Document>(DEAD_LETTERS).count_documents(filter).await.map_err(map_err)?;
+        Ok(tally)
+    }
+}
+
+fn dead_letter_id(file: &str, generation: u32, line: u64) -> String {
+    format!("{file}/{generation}/{line}")
+}
+
+impl MongoStore {
+    fn clone_handle(&self) -> Self {
+        Self { uri_shown: self.uri_shown.clone(), db: self.db.clone(), write_concern: self.write_concern.clone() }
+    }
+}
+
+/// One file's unit of work: idempotent steps (see the module docs).
+struct MongoFileTxn {
+    store: MongoStore,
+    ticket: FileTicket,
+    tally: Tally,
+}
+
+#[async_trait]
+impl FileTxn for MongoFileTxn {
+    async fn apply(&mut self, batch: Vec<Record>) -> Result<(), StoreError> {
+        self.tally += records::apply_versioned(&self.store.db, &self.store.write_concern, &batch).await?;
+        Ok(())
+    }
+
+    async fn reject(&mut self, batch: Vec<Reject>) -> Result<(), StoreError> {
+        self.store.insert_rejects(&batch).await?;
+        self.tally.rejected += batch.len() as u64;
+        Ok(())
+    }
+
+    async fn commit(self: Box<Self>, mut commit: Commit) -> Result<Tally, StoreError> {
+        let processed_before = self.store.processed_before(&self.ticket.file.name).await?;
+        if let Some(entry) = commit.ledger.iter_mut().find(|e| e.name == self.ticket.file.name) {
+            entry.tally = self.tally;
+        }
+        commit.counters.records += self.tally;
+        commit.counters.applied_files = u64::from(!processed_before);
+        journal::commit(&self.store.db, &self.store.write_concern, &commit).await?;
+        Ok(self.tally)
+    }
+}

@@ -1,0 +1,245 @@
+//! Records in MongoDB: one document per identity, written by a versioned upsert.
+//!
+//! Invariant (the version rule, `core::version`): a record document is written only by
+//! `update {_id, v: {$lt: incoming}} upsert` where `v` is the version as a fixed-width
+//! string whose byte order is the version order `(date, SEQ, line)`. When a newer or
+//! equal version is stored, the filter does not match, the upsert tries to insert the
+//! existing `_id` and the server answers duplicate key (11000): that line is a no-op. The
+//! stored version is then read to tell *stale* from *the same line again*; if it is
+//! older after all, two first inserts raced and the line is tried once more.
+//!
+//! Writes go out as unordered `update` commands of up to [`CHUNK`] statements (works on
+//! MongoDB 6.0+, unlike the driver's `bulk_write`), with the store's write concern.
+
+use super::errors::{DUPLICATE_KEY, is_transient_code, map_err};
+use crate::core::record::{Record, Tally, fields_json};
+use crate::core::version::Version;
+use crate::ports::store::{StoreError, StoredRecord};
+use chrono::NaiveDate;
+use mongodb::Database;
+use mongodb::bson::{Bson, Document, doc};
+use std::collections::HashMap;
+use std::time::Duration;
+
+pub(super) const RECORDS: &str = "records";
+/// Statements per `update` command (well below the server's 100,000 and 16 MiB limits).
+const CHUNK: usize = 1000;
+/// Rounds for lines that hit a transient error or a first-insert race.
+const ROUNDS: u32 = 5;
+
+/// The version as a string whose byte order is the version order.
+pub(super) fn version_key(v: &Version) -> String {
+    format!("{:08}.{:020}.{:020}", v.date_number(), v.seq, v.line)
+}
+
+/// `_id` of an identity: `TYPE/KEY`. Types have a fixed width and `/` sorts below the
+/// digits, so `_id` order is (type, key) order.
+pub(super) fn record_id(rtype: &str, key: &str) -> String {
+    format!("{rtype}/{key}")
+}
+
+fn as_i64(n: u64, what: &str) -> Result<i64, StoreError> {
+    i64::try_from(n).map_err(|_| StoreError::Rejected(format!("{what} {n} does not fit a 64-bit signed integer")))
+}
+
+fn record_doc(r: &Record) -> Result<Document, StoreError> {
+    let fields = match &r.fields {
+        None => Bson::Null,
+        Some(f) => {
+            let values: Vec<String> = serde_json::from_str(&f.values_json)
+                .map_err(|e| StoreError::Rejected(format!("record {} {}: {e}", r.record_type, r.key)))?;
+            let mut d = Document::new();
+            for (name, value) in f.names.iter().zip(values) {
+                d.insert(name.to_string(), value);
+            }
+            Bson::Document(d)
+        }
+    };
+    Ok(doc! {
+        "t": &*r.record_type,
+        "k": &r.key,
+        "deleted": r.deleted,
+        "region": &*r.region,
+        "file": &*r.file,
+        "v": version_key(&r.version),
+        "vd": r.version.date.format("%Y-%m-%d").to_string(),
+        "vs": as_i64(r.version.seq, "SEQ")?,
+        "vl": as_i64(r.version.line, "line")?,
+        "fields": fields,
+    })
+}
+
+fn int(b: Option<&Bson>) -> Option<i64> {
+    match b? {
+        Bson::Int32(v) => Some(i64::from(*v)),
+        Bson::Int64(v) => Some(*v),
+        Bson::Double(v) => Some(*v as i64),
+        _ => None,
+    }
+}
+
+/// Applies records under the version rule; returns what happened to each line.
+pub(super) async fn apply_versioned(
+    db: &Database,
+    write_concern: &Document,
+    records: &[Record],
+) -> Result<Tally, StoreError> {
+    let mut tally = Tally::default();
+    for chunk in records.chunks(CHUNK) {
+        let mut pending: Vec<&Record> = chunk.iter().collect();
+        let mut round = 0;
+        while !pending.is_empty() {
+            round += 1;
+            if round > ROUNDS {
+                return Err(StoreError::Io(format!(
+                    "{} record writes still failing after {ROUNDS} rounds (first: {} {})",
+                    pending.len(),
+                    pending[0].record_type,
+                    pending[0].key
+                )));
+            }
+            if round > 1 {
+                tokio::time::sleep(Duration::from_millis(50 * u64::from(round))).await;
+            }
+            pending = upsert_round(db, write_concern, &pending, &mut tally).await?;
+        }
+    }
+    Ok(tally)
+}
+
+/// One unordered `update` command; returns the lines to try again.
+async fn upsert_round<'a>(
+    db: &Database,
+    write_concern: &Document,
+    pending: &[&'a Record],
+    tally: &mut Tally,
+) -> Result<Vec<&'a Record>, StoreError> {
+    let mut updates = Vec::with_capacity(pending.len());
+    for r in pending {
+        updates.push(doc! {
+            "q": { "_id": record_id(&r.record_type, &r.key), "v": { "$lt": version_key(&r.version) } },
+            "u": { "$set": record_doc(r)? },
+            "upsert": true,
+            "multi": false,
+        });
+    }
+    let reply = db
+        .run_command(
+            doc! { "update": RECORDS, "updates": updates, "ordered": false, "writeConcern": write_concern.clone() },
+        )
+        .await
+        .map_err(map_err)?;
+    if let Ok(wce) = reply.get_document("writeConcernError") {
+        return Err(StoreError::Io(format!("mongodb write concern not satisfied: {wce}")));
+    }
+    let mut failed: HashMap<usize, (i32, String)> = HashMap::new();
+    if let Ok(errors) = reply.get_array("writeErrors") {
+        for e in errors.iter().filter_map(Bson::as_document) {
+            let index = int(e.get("index")).unwrap_or(-1);
+            let code = int(e.get("code")).unwrap_or(0) as i32;
+            let message = e.get_str("errmsg").unwrap_or("").to_string();
+            failed.insert(usize::try_from(index).unwrap_or(usize::MAX), (code, message));
+        }
+    }
+    let mut duplicates = Vec::new();
+    let mut again = Vec::new();
+    for (i, r) in pending.iter().enumerate() {
+        match failed.get(&i) {
+            None => tally.applied += 1,
+            Some((DUPLICATE_KEY, _)) => duplicates.push(*r),
+            Some((code, _)) if is_transient_code(*code) => again.push(*r),
+            Some((code, message)) => {
+                return Err(StoreError::Rejected(format!(
+                    "mongodb refused record {} {} (code {code}): {message}",
+                    r.record_type, r.key
+                )));
+            }
+        }
+    }
+    if !duplicates.is_empty() {
+        let stored = stored_versions(db, &duplicates).await?;
+        for r in duplicates {
+            let incoming = version_key(&r.version);
+            match stored.get(&record_id(&r.record_type, &r.key)) {
+                Some(v) if *v == incoming => tally.unchanged += 1,
+                Some(v) if *v > incoming => tally.stale += 1,
+                _ => again.push(r), // an older first insert won a race: try once more
+            }
+        }
+    }
+    Ok(again)
+}
+
+async fn stored_versions(db: &Database, records: &[&Record]) -> Result<HashMap<String, String>, StoreError> {
+    let ids: Vec<String> = records.iter().map(|r| record_id(&r.record_type, &r.key)).collect();
+    let mut cursor = db
+        .collection::<Document>(RECORDS)
+        .find(doc! { "_id": { "$in": ids } })
+        .projection(doc! { "v": 1 })
+        .await
+        .map_err(map_err)?;
+    let mut out = HashMap::new();
+    while cursor.advance().await.map_err(map_err)? {
+        let d: Document = cursor.deserialize_current().map_err(map_err)?;
+        if let (Ok(id), Ok(v)) = (d.get_str("_id"), d.get_str("v")) {
+            out.insert(id.to_string(), v.to_string());
+        }
+    }
+    Ok(out)
+}
+
+/// A record document read back.
+pub(super) fn stored_record(d: &Document) -> Result<StoredRecord, StoreError> {
+    let id = d.get_str("_id").unwrap_or("?").to_string();
+    let corrupt = |what: &str| StoreError::Corrupt(format!("records document {id}: {what}"));
+    let text = |k: &str| d.get_str(k).map(str::to_string).map_err(|_| corrupt(k));
+    let date = NaiveDate::parse_from_str(d.get_str("vd").map_err(|_| corrupt("vd"))?, "%Y-%m-%d")
+        .map_err(|_| corrupt("vd"))?;
+    let number = |k: &str| int(d.get(k)).and_then(|n| u64::try_from(n).ok()).ok_or_else(|| corrupt(k));
+    // A boolean; read 0/1 too (the wire stand-in used in CI stores `$set` booleans so).
+    let deleted = match d.get("deleted") {
+        Some(Bson::Boolean(b)) => *b,
+        other => int(other).map(|n| n != 0).ok_or_else(|| corrupt("deleted"))?,
+    };
+    let fields_json = match d.get("fields") {
+        Some(Bson::Document(f)) => {
+            let mut pairs = Vec::with_capacity(f.len());
+            for (name, value) in f {
+                pairs.push((name.as_str(), value.as_str().ok_or_else(|| corrupt("a field is not a string"))?));
+            }
+            Some(fields_json(pairs))
+        }
+        _ => None,
+    };
+    Ok(StoredRecord {
+        record_type: text("t")?,
+        key: text("k")?,
+        deleted,
+        region: text("region")?,
+        file: text("file")?,
+        version: Version { date, seq: number("vs")?, line: number("vl")? },
+        fields_json: if deleted { None } else { fields_json },
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn version_keys_sort_like_versions() {
+        let d = |y, m, day| NaiveDate::from_ymd_opt(y, m, day).unwrap();
+        let vs = [
+            Version { date: d(2022, 7, 30), seq: 9, line: 100 },
+            Version { date: d(2022, 7, 30), seq: 10, line: 2 },
+            Version { date: d(2022, 7, 30), seq: 10, line: 11 },
+            Version { date: d(2022, 7, 31), seq: 1, line: 1 },
+            Version { date: d(2022, 7, 31), seq: u64::MAX, line: u64::MAX },
+        ];
+        for w in vs.windows(2) {
+            assert!(version_key(&w[0]) < version_key(&w[1]), "{:?} {:?}", w[0], w[1]);
+        }
+        assert!(record_id("POR", "99") < record_id("POS", "1"));
+        assert!(record_id("POS", "10") < record_id("POS", "9"), "text order of keys, like SQLite");
+    }
+}
