@@ -51,6 +51,67 @@ pub struct ConfigFile {
     pub health: HealthSection,
     #[serde(default)]
     pub s3: S3Section,
+    #[serde(default)]
+    pub rabbitmq: RabbitSection,
+}
+
+/// Tuning of the RabbitMQ delivery (used with `broker`); every key is optional.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RabbitSection {
+    pub exchange: Option<String>,
+    pub queue: Option<String>,
+    pub dead_letter_exchange: Option<String>,
+    pub dead_letter_queue: Option<String>,
+    pub delivery_limit: Option<u32>,
+    pub records_per_message: Option<usize>,
+    pub in_flight: Option<usize>,
+    pub consumers: Option<usize>,
+    pub prefetch: Option<u16>,
+}
+
+impl RabbitSection {
+    fn settings(self) -> Result<crate::adapters::rabbitmq::RabbitSettings, ConfigError> {
+        let d = crate::adapters::rabbitmq::RabbitSettings::default();
+        let s = crate::adapters::rabbitmq::RabbitSettings {
+            exchange: self.exchange.unwrap_or(d.exchange),
+            queue: self.queue.unwrap_or(d.queue),
+            dead_letter_exchange: self.dead_letter_exchange.unwrap_or(d.dead_letter_exchange),
+            dead_letter_queue: self.dead_letter_queue.unwrap_or(d.dead_letter_queue),
+            delivery_limit: self.delivery_limit.unwrap_or(d.delivery_limit),
+            records_per_message: self.records_per_message.unwrap_or(d.records_per_message),
+            in_flight: self.in_flight.unwrap_or(d.in_flight),
+            consumers: self.consumers.unwrap_or(d.consumers),
+            prefetch: self.prefetch.unwrap_or(d.prefetch),
+        };
+        let bad = |m: &str| Err(ConfigError(format!("rabbitmq.{m}")));
+        for (key, name) in [
+            ("exchange", &s.exchange),
+            ("queue", &s.queue),
+            ("dead_letter_exchange", &s.dead_letter_exchange),
+            ("dead_letter_queue", &s.dead_letter_queue),
+        ] {
+            if name.is_empty() || name.len() > 255 {
+                return bad(&format!("{key} must be 1 to 255 characters"));
+            }
+        }
+        if s.delivery_limit == 0 {
+            return bad("delivery_limit must be at least 1");
+        }
+        if !(1..=10_000).contains(&s.records_per_message) {
+            return bad("records_per_message must be between 1 and 10000");
+        }
+        if !(1..=100_000).contains(&s.in_flight) {
+            return bad("in_flight must be between 1 and 100000");
+        }
+        if s.prefetch == 0 {
+            return bad("prefetch must be at least 1");
+        }
+        if s.consumers > 64 {
+            return bad("consumers must be at most 64");
+        }
+        Ok(s)
+    }
 }
 
 /// How to reach S3 for an `s3://` source. Credentials come from the standard AWS chain.
@@ -126,6 +187,7 @@ pub struct Settings {
     pub rules: SequenceRules,
     pub health_listen: SocketAddr,
     pub s3: crate::adapters::s3::S3Settings,
+    pub rabbitmq: crate::adapters::rabbitmq::RabbitSettings,
 }
 
 impl Settings {
@@ -187,7 +249,9 @@ impl Settings {
             auto_skip_after: file.sequence.auto_skip_after.map(|d| delta("auto_skip_after", d)).transpose()?,
             start: file.sequence.start,
         };
+        let rabbitmq = file.rabbitmq.settings()?;
         Ok(Settings {
+            rabbitmq,
             source,
             store,
             broker,

@@ -23,6 +23,10 @@ impl Delivery for InProcessDelivery {
         "in-process".into()
     }
 
+    fn asynchronous(&self) -> bool {
+        false
+    }
+
     async fn open(&self, ticket: FileTicket) -> Result<Box<dyn FileDelivery>, DeliveryError> {
         Ok(Box::new(InProcessFile { txn: self.store.begin_file(ticket).await? }))
     }

@@ -4,10 +4,11 @@
 //! | --- | --- | --- |
 //! | object source | [`folder::FolderSource`] | [`s3::S3Source`] |
 //! | store | [`sqlite::SqliteStore`] | [`mongo::MongoStore`] |
-//! | delivery | [`in_process::InProcessDelivery`] | RabbitMQ |
+//! | delivery | [`in_process::InProcessDelivery`] | [`rabbitmq::RabbitDelivery`] |
 
 pub mod folder;
 pub mod in_process;
 pub mod mongo;
+pub mod rabbitmq;
 pub mod s3;
 pub mod sqlite;

@@ -1,13 +1,14 @@
 //! Building the engine from settings: one place that maps specs to adapters.
 
-use super::UsageError;
 use crate::adapters::folder::FolderSource;
 use crate::adapters::in_process::InProcessDelivery;
 use crate::adapters::mongo::MongoStore;
+use crate::adapters::rabbitmq::{ConsumerPool, Link, RabbitDelivery};
 use crate::adapters::s3::S3Source;
 use crate::adapters::sqlite::SqliteStore;
 use crate::config::{Settings, SourceSpec, StoreSpec};
 use crate::engine::{Engine, Heartbeat, SystemClock};
+use crate::ports::delivery::Delivery;
 use crate::ports::source::ObjectSource;
 use crate::ports::store::Store;
 use anyhow::Context;
@@ -30,17 +31,39 @@ async fn open_source(settings: &Settings) -> anyhow::Result<Arc<dyn ObjectSource
     })
 }
 
-pub async fn engine(settings: &Settings) -> anyhow::Result<Engine> {
-    if settings.broker.is_some() {
-        return Err(
-            UsageError("--broker is not available in this build; leave it out for in-process delivery".into()).into()
-        );
+/// A link to the broker named by the settings, with its topology checked: a drifted
+/// topology is fatal; an unreachable broker only a warning (publishing retries).
+async fn broker_link(settings: &Settings, url: &str, role: &str) -> anyhow::Result<Arc<Link>> {
+    let link = Arc::new(Link::new(url, &format!("esr-ingest {role}"), settings.rabbitmq.clone()));
+    match link.connection().await {
+        Ok(_) => {}
+        Err(e) if e.is_transient() => tracing::warn!(error = %e, "broker not reachable yet; will retry"),
+        Err(e) => return Err(e.into()),
     }
+    Ok(link)
+}
+
+/// The consumers this process runs, when a broker is configured and `consumers > 0`.
+pub async fn consumers(settings: &Settings, store: Arc<dyn Store>) -> anyhow::Result<Option<ConsumerPool>> {
+    match &settings.broker {
+        Some(url) if settings.rabbitmq.consumers > 0 => {
+            let link = broker_link(settings, url, "consumer").await?;
+            Ok(Some(ConsumerPool::new(link, store, settings.layout.clone())))
+        }
+        _ => Ok(None),
+    }
+}
+
+pub async fn engine(settings: &Settings) -> anyhow::Result<Engine> {
     let source = open_source(settings).await?;
     let store = open_store(settings).await?;
+    let delivery: Arc<dyn Delivery> = match &settings.broker {
+        Some(url) => Arc::new(RabbitDelivery::new(broker_link(settings, url, "publisher").await?, store.clone())),
+        None => Arc::new(InProcessDelivery::new(store.clone())),
+    };
     Ok(Engine {
         source,
-        delivery: Arc::new(InProcessDelivery::new(store.clone())),
+        delivery,
         store,
         profile: settings.profile.clone(),
         layout: settings.layout.clone(),

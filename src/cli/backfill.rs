@@ -15,6 +15,8 @@ pub async fn backfill(
 ) -> anyhow::Result<i32> {
     let engine = app::engine(&settings).await?;
     let cancel = CancellationToken::new();
+    let consumers = if dry_run { None } else { app::consumers(&settings, engine.store.clone()).await? };
+    let consumers = consumers.map(|pool| pool.spawn(cancel.clone()));
     let c = cancel.clone();
     tokio::spawn(async move {
         if tokio::signal::ctrl_c().await.is_ok() {
@@ -47,6 +49,11 @@ pub async fn backfill(
         .await;
     bar.finish_and_clear();
     let report = report?;
+    if consumers.is_some() {
+        super::run::drain(&engine, &cancel).await?;
+        println!("all delivered files were applied by the consumers (per-file counts: `status`)");
+    }
+    cancel.cancel();
     let t = report.tally;
     println!(
         "backfill {from}..{to}: {} file(s) processed; records {} applied, {} stale, {} unchanged, {} rejected",

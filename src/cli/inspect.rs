@@ -13,7 +13,8 @@ use tokio::sync::mpsc;
 pub async fn status(settings: Settings, json: bool) -> anyhow::Result<i32> {
     let store = app::open_store(&settings).await?;
     let (snapshot, counts, audit) = (store.snapshot().await?, store.counts().await?, store.audit_log().await?);
-    let doc = status_doc(&snapshot, counts, &audit, &settings.rules, Utc::now());
+    let in_flight = crate::engine::completion::in_flight(store.as_ref(), &snapshot.ledger).await?;
+    let doc = status_doc(&snapshot, counts, &audit, in_flight, &settings.rules, Utc::now());
     let mut out = std::io::stdout().lock();
     if json {
         serde_json::to_writer_pretty(&mut out, &doc)?;
@@ -57,6 +58,16 @@ fn write_status_table(out: &mut impl Write, doc: &StatusDoc) -> std::io::Result<
     writeln!(out, "\nQUARANTINED ({})", doc.quarantined.len())?;
     for q in &doc.quarantined {
         writeln!(out, "  {}  {}", q.file, q.reason)?;
+    }
+    if !doc.in_flight.is_empty() {
+        writeln!(out, "\nIN FLIGHT ({}): delivered to the broker, not yet all applied", doc.in_flight.len())?;
+        for f in &doc.in_flight {
+            writeln!(
+                out,
+                "  {}  lines {}: applied {}, stale {}, unchanged {}, rejected {}, dead-lettered {}",
+                f.file, f.record_lines, f.applied, f.stale, f.unchanged, f.rejected, f.dead_lettered
+            )?;
+        }
     }
     if !doc.recent_actions.is_empty() {
         writeln!(out, "\nRECENT ACTIONS")?;

@@ -2,11 +2,12 @@
 
 use super::{EXIT_OK, app};
 use crate::config::{Settings, StoreSpec};
-use crate::engine::{EngineError, PassReport};
+use crate::engine::{Engine, EngineError, PassReport};
 use crate::health::{self, HealthState};
 use anyhow::Context;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
 /// Cancels `token` on the first SIGINT/SIGTERM; exits at once on the second.
@@ -68,11 +69,45 @@ fn lock_embedded_store(settings: &Settings) -> anyhow::Result<Option<std::fs::Fi
     }
 }
 
+/// How long `--once` (and `backfill`) wait on files in flight that make no progress.
+const STALL_LIMIT: Duration = Duration::from_secs(60);
+
+/// Waits until every file delivered to the broker is applied by the consumers; fails
+/// when the in-flight files make no progress for [`STALL_LIMIT`].
+pub async fn drain(engine: &Engine, cancel: &CancellationToken) -> anyhow::Result<()> {
+    let (mut last, mut since) = (None, Instant::now());
+    loop {
+        let waiting = match engine.complete_deliveries(cancel).await {
+            Err(EngineError::Cancelled) => anyhow::bail!("stopped by a shutdown request with files in flight"),
+            other => other?,
+        };
+        let Some(first) = waiting.first() else { return Ok(()) };
+        let moved: u64 = waiting.iter().map(|f| f.applied + f.stale + f.unchanged + f.dead_lettered).sum();
+        if last != Some(moved) {
+            (last, since) = (Some(moved), Instant::now());
+        } else if since.elapsed() > STALL_LIMIT {
+            anyhow::bail!(
+                "{} file(s) still in flight after {}s without progress; first: {} ({} of {} record lines accounted for); see `status` and `dlq list`",
+                waiting.len(),
+                STALL_LIMIT.as_secs(),
+                first.file,
+                first.applied + first.stale + first.unchanged + first.dead_lettered + first.rejected,
+                first.record_lines
+            );
+        }
+        tokio::select! {
+            () = tokio::time::sleep(Duration::from_millis(200)) => {}
+            () = cancel.cancelled() => {}
+        }
+    }
+}
+
 pub async fn run(settings: Settings, once: bool, listen: Option<SocketAddr>) -> anyhow::Result<i32> {
     let _lock = lock_embedded_store(&settings)?;
     let engine = app::engine(&settings).await?;
     let cancel = CancellationToken::new();
     install_signal_handler(cancel.clone());
+    let consumers = app::consumers(&settings, engine.store.clone()).await?.map(|pool| pool.spawn(cancel.clone()));
     tracing::info!(
         source = %engine.source.describe(),
         store = %engine.store.describe(),
@@ -91,6 +126,10 @@ pub async fn run(settings: Settings, once: bool, listen: Option<SocketAddr>) -> 
             let (file, why) = &report.deferred[0];
             anyhow::bail!("{} file(s) could not be processed now; first: {file}: {why}", report.deferred.len());
         }
+        if consumers.is_some() {
+            drain(&engine, &cancel).await?;
+        }
+        cancel.cancel();
         return Ok(EXIT_OK);
     }
     engine.heartbeat.beat();
@@ -104,7 +143,11 @@ pub async fn run(settings: Settings, once: bool, listen: Option<SocketAddr>) -> 
         match engine.pass(&cancel).await {
             Ok(report) => {
                 log_pass(&report);
-                engine.heartbeat.pass_done(report.deferred.is_empty());
+                let completed = engine.complete_deliveries(&cancel).await;
+                if let Err(e) = &completed {
+                    tracing::warn!(error = %e, "checking files in flight failed");
+                }
+                engine.heartbeat.pass_done(report.deferred.is_empty() && completed.is_ok());
             }
             Err(EngineError::Cancelled) => break,
             Err(e) => {
@@ -118,6 +161,9 @@ pub async fn run(settings: Settings, once: bool, listen: Option<SocketAddr>) -> 
         }
     }
     let _ = server.await;
+    for consumer in consumers.into_iter().flatten() {
+        let _ = consumer.await;
+    }
     tracing::info!("stopped");
     Ok(EXIT_OK)
 }

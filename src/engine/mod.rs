@@ -6,6 +6,7 @@
 //! carries on from what was committed.
 
 mod backfill;
+pub mod completion;
 mod discovery;
 mod export;
 mod pass;

@@ -63,10 +63,13 @@ impl Engine {
         }
         let expected = validation.summary;
         let reapply = entry.state.is_processed();
-        let delivery =
-            retry_transient("delivering a file", cancel, || self.deliver(&file, listed, reapply, &expected, cancel))
-                .await?;
-        after.state = FileState::Applied;
+        after.generation = entry.generation.saturating_add(1);
+        let generation = after.generation;
+        let delivery = retry_transient("delivering a file", cancel, || {
+            self.deliver(&file, listed, (reapply, generation), &expected, cancel)
+        })
+        .await?;
+        after.state = if self.delivery.asynchronous() { FileState::Delivered } else { FileState::Applied };
         after.reason = None;
         Ok(FileOutcome::Delivered { delivery, entry: after })
     }
@@ -84,7 +87,7 @@ impl Engine {
         &self,
         file: &FileName,
         listed: &Listed,
-        reapply: bool,
+        (reapply, generation): (bool, u32),
         expected: &FileSummary,
         cancel: &CancellationToken,
     ) -> Result<Box<dyn FileDelivery>, EngineError> {
@@ -94,8 +97,13 @@ impl Engine {
         let (tx, mut rx) = mpsc::channel::<Chunk>(BATCHES_IN_FLIGHT);
         let (parse_file, layout) = (file.clone(), self.layout.clone());
         let parser = tokio::task::spawn_blocking(move || parse_into(reader, &parse_file, layout, tx));
-        let ticket =
-            FileTicket { file: file.clone(), key: listed.key.clone(), reapply, record_lines: expected.record_lines };
+        let ticket = FileTicket {
+            file: file.clone(),
+            key: listed.key.clone(),
+            reapply,
+            record_lines: expected.record_lines,
+            generation,
+        };
         let mut delivery = self.delivery.open(ticket).await?;
         while let Some(chunk) = rx.recv().await {
             if cancel.is_cancelled() {

@@ -1,5 +1,6 @@
 //! The status document (`status --json`, contract §5).
 
+use super::completion::InFlightFile;
 use super::streams::build_streams;
 use crate::core::ledger::FileState;
 use crate::core::sequencer::{Awaiting, SequenceRules};
@@ -16,6 +17,8 @@ pub struct StatusDoc {
     pub generated_at: String,
     pub streams: Vec<StreamStatus>,
     pub quarantined: Vec<QuarantinedFile>,
+    /// Files handed to the broker whose records the consumers have not all applied yet.
+    pub in_flight: Vec<InFlightFile>,
     pub counts: StatusCounts,
     /// The most recent operator actions and automatic skips, newest first.
     pub recent_actions: Vec<AuditEntry>,
@@ -60,6 +63,7 @@ pub fn status_doc(
     snapshot: &Snapshot,
     counts: Counts,
     audit: &[AuditEntry],
+    in_flight: Vec<InFlightFile>,
     rules: &SequenceRules,
     now: DateTime<Utc>,
 ) -> StatusDoc {
@@ -117,6 +121,7 @@ pub fn status_doc(
         streams,
         counts: StatusCounts { totals: counts, quarantined_files: quarantined.len() as u64, pending_files: pending },
         quarantined,
+        in_flight,
         recent_actions: audit.iter().rev().take(RECENT_ACTIONS).cloned().collect(),
     }
 }

@@ -13,12 +13,29 @@ use async_trait::async_trait;
 pub enum DeliveryError {
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The broker cannot be reached or dropped the connection.
+    #[error("broker unavailable: {0}")]
+    Unavailable(String),
+    /// The broker returned a message as unroutable (its queue or binding is missing).
+    #[error("{0}")]
+    Unroutable(String),
+    /// The broker's topology differs from this service's, or it refused a declaration.
+    #[error("{0}")]
+    Topology(String),
+    /// A record that cannot be encoded.
+    #[error("{0}")]
+    Refused(String),
 }
 
 impl DeliveryError {
     pub fn is_transient(&self) -> bool {
         match self {
             DeliveryError::Store(e) => e.is_transient(),
+            DeliveryError::Unavailable(_) => true,
+            // the topology is declared again with the next connection
+            DeliveryError::Unroutable(_) => true,
+            DeliveryError::Topology(_) => false,
+            DeliveryError::Refused(_) => false,
         }
     }
 }
@@ -26,6 +43,9 @@ impl DeliveryError {
 #[async_trait]
 pub trait Delivery: Send + Sync {
     fn describe(&self) -> String;
+    /// `true` when records are applied later by consumers: the file is then *delivered*
+    /// (not yet applied) when [`FileDelivery::finish`] returns.
+    fn asynchronous(&self) -> bool;
     /// Opens the delivery of one validated file.
     async fn open(&self, ticket: FileTicket) -> Result<Box<dyn FileDelivery>, DeliveryError>;
 }

@@ -128,6 +128,8 @@ pub struct FileTicket {
     pub reapply: bool,
     /// Record lines the validation pass counted (lets a store pick a bulk strategy).
     pub record_lines: u64,
+    /// Which delivery of the file this is (see `LedgerEntry::generation`).
+    pub generation: u32,
 }
 
 /// A batch of records that came through the broker: one message.
@@ -174,6 +176,8 @@ pub trait Store: Send + Sync {
     /// redelivered message is a no-op: returns `None` when the receipt already existed.
     /// Dead-letter marks of its lines are cleared (a replayed record was applied).
     async fn apply_delivered(&self, batch: DeliveredBatch) -> Result<Option<Tally>, StoreError>;
+    /// Keeps rejected lines outside a file's unit of work (idempotent per file and line).
+    async fn keep_rejects(&self, batch: Vec<Reject>) -> Result<(), StoreError>;
     /// Marks lines as dead-lettered (idempotent).
     async fn mark_dead_lettered(&self, marks: Vec<DeadLetter>) -> Result<(), StoreError>;
     /// What the receipts and dead-letter marks of one delivery of a file add up to.

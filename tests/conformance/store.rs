@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 fn ticket(name: &str) -> FileTicket {
     let NameVerdict::Batch(file) = NameProfile::default().classify(name) else { panic!("{name}") };
-    FileTicket { file, key: name.into(), reapply: false, record_lines: 3 }
+    FileTicket { file, key: name.into(), reapply: false, record_lines: 3, generation: 1 }
 }
 
 /// A ticket declaring many lines, so stores with a bulk path for large files take it.

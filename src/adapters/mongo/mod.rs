@@ -249,6 +249,10 @@ impl Store for MongoStore {
         Ok(counted)
     }
 
+    async fn keep_rejects(&self, batch: Vec<Reject>) -> Result<(), StoreError> {
+        self.insert_rejects(&batch).await
+    }
+
     async fn mark_dead_lettered(&self, marks: Vec<DeadLetter>) -> Result<(), StoreError> {
         let coll = self.db.collection::<Document>(DEAD_LETTERS);
         for m in marks {

@@ -232,6 +232,12 @@ impl Store for SqliteStore {
         rx.await.map_err(|_| StoreError::Closed)?
     }
 
+    async fn keep_rejects(&self, batch: Vec<Reject>) -> Result<(), StoreError> {
+        let (tx, rx) = oneshot::channel();
+        self.writer.send(WriterCmd::Rejects(batch, tx)).await.map_err(|_| StoreError::Closed)?;
+        rx.await.map_err(|_| StoreError::Closed)?
+    }
+
     async fn mark_dead_lettered(&self, marks: Vec<DeadLetter>) -> Result<(), StoreError> {
         let (tx, rx) = oneshot::channel();
         self.writer.send(WriterCmd::DeadLetters(marks, tx)).await.map_err(|_| StoreError::Closed)?;

@@ -29,6 +29,7 @@ pub(super) enum WriterCmd {
     BeginFile(FileTicket, mpsc::Receiver<TxnCmd>, Reply<()>),
     Delivered(DeliveredBatch, Reply<Option<Tally>>),
     DeadLetters(Vec<DeadLetter>, Reply<()>),
+    Rejects(Vec<Reject>, Reply<()>),
 }
 
 pub(super) enum TxnCmd {
@@ -51,6 +52,9 @@ pub(super) fn run(conn: Connection, mut commands: mpsc::Receiver<WriterCmd>) {
                     shapes.clear();
                 }
                 let _ = reply.send(applied);
+            }
+            WriterCmd::Rejects(batch, reply) => {
+                let _ = reply.send(in_transaction(&conn, |conn| insert_rejects(conn, &batch)));
             }
             WriterCmd::DeadLetters(marks, reply) => {
                 let _ = reply.send(in_transaction(&conn, |conn| mark_dead_lettered(conn, &marks)));

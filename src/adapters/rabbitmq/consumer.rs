@@ -1,0 +1,294 @@
+//! Consumers: apply record messages to the store under the version rule.
+//!
+//! Invariants:
+//! - A message is acknowledged only after the store returned from writing it (its
+//!   records and its receipt): a consumer that dies before the ack leaves the message to
+//!   be redelivered, and the receipt makes the second application a no-op.
+//! - Transient store errors (WriteConflict, a lost primary, network, SQLite busy) are
+//!   retried with backoff and jitter while the message stays unacknowledged; it is never
+//!   acknowledged meanwhile and never dead-lettered for them.
+//! - A message that can never be applied (it does not decode, or the store refuses a
+//!   record permanently) is split: the good records are applied, each poison record is
+//!   published to the dead-letter queue with an `x-esr-reason` header and marked in the
+//!   store, and only then is the original acknowledged. `dlq replay` puts such records
+//!   back; the version rule makes that safe.
+
+use super::link::Link;
+use super::message::{self, Poison, single_record_id};
+use crate::core::record::Record;
+use crate::core::schema::Layout;
+use crate::ports::store::{DeadLetter, DeliveredBatch, Store, StoreError};
+use backon::{BackoffBuilder, ExponentialBuilder};
+use futures::StreamExt;
+use lapin::message::Delivery;
+use lapin::options::{
+    BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions, ConfirmSelectOptions,
+};
+use lapin::types::{AMQPValue, FieldTable};
+use lapin::{BasicProperties, Channel, Confirmation};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+/// The store tries a transient failure this long before the consumer lets go of the
+/// message (unacknowledged, so the broker hands it out again).
+const STORE_RETRY_LIMIT: Duration = Duration::from_secs(120);
+
+/// Test hook: `ESR_INGEST_FAULT=consumer-exit-after-write` makes the process exit right
+/// after a message was written to the store and before it is acknowledged — the window
+/// the receipts exist for. Read once; inert unless set.
+fn exit_after_write() -> bool {
+    static FAULT: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *FAULT.get_or_init(|| std::env::var("ESR_INGEST_FAULT").is_ok_and(|v| v == "consumer-exit-after-write"))
+}
+
+pub struct ConsumerPool {
+    link: Arc<Link>,
+    store: Arc<dyn Store>,
+    layout: Arc<Layout>,
+}
+
+impl ConsumerPool {
+    pub fn new(link: Arc<Link>, store: Arc<dyn Store>, layout: Arc<Layout>) -> Self {
+        Self { link, store, layout }
+    }
+
+    /// Starts the configured number of consumers; they stop when `cancel` fires.
+    pub fn spawn(self, cancel: CancellationToken) -> Vec<tokio::task::JoinHandle<()>> {
+        let this = Arc::new(self);
+        (0..this.link.settings().consumers)
+            .map(|n| {
+                let (this, cancel) = (this.clone(), cancel.clone());
+                tokio::spawn(async move { this.consume_forever(n, cancel).await })
+            })
+            .collect()
+    }
+
+    async fn consume_forever(&self, n: usize, cancel: CancellationToken) {
+        let mut backoff = ExponentialBuilder::default()
+            .with_jitter()
+            .with_min_delay(Duration::from_millis(200))
+            .with_max_delay(Duration::from_secs(10))
+            .without_max_times()
+            .build();
+        while !cancel.is_cancelled() {
+            match self.consume(&cancel).await {
+                Ok(()) => break,
+                Err(e) => {
+                    let wait = backoff.next().unwrap_or(Duration::from_secs(10));
+                    tracing::warn!(consumer = n, error = %e, retry_in = ?wait, "consumer lost its channel; reconnecting");
+                    if let Some(epoch) = e.epoch {
+                        self.link.failed(epoch).await;
+                    }
+                    tokio::select! { () = tokio::time::sleep(wait) => {}, () = cancel.cancelled() => {} }
+                }
+            }
+        }
+    }
+
+    async fn consume(&self, cancel: &CancellationToken) -> Result<(), ConsumeError> {
+        let (epoch, conn) = self.link.connection().await.map_err(|e| ConsumeError::new(None, e))?;
+        let fail = |e: lapin::Error| ConsumeError::new(Some(epoch), e);
+        let channel = conn.create_channel().await.map_err(fail)?;
+        let dead_letters = conn.create_channel().await.map_err(fail)?;
+        dead_letters.confirm_select(ConfirmSelectOptions::default()).await.map_err(fail)?;
+        let s = self.link.settings();
+        channel.basic_qos(s.prefetch, BasicQosOptions::default()).await.map_err(fail)?;
+        let mut deliveries = channel
+            .basic_consume(s.queue.as_str().into(), "".into(), BasicConsumeOptions::default(), FieldTable::default())
+            .await
+            .map_err(fail)?;
+        loop {
+            let next = tokio::select! {
+                next = deliveries.next() => next,
+                () = cancel.cancelled() => return Ok(()),
+            };
+            let delivery = match next {
+                Some(Ok(d)) => d,
+                Some(Err(e)) => return Err(fail(e)),
+                None => return Err(ConsumeError::new(Some(epoch), "the broker ended the consumer")),
+            };
+            match self.handle(&delivery, &dead_letters, cancel).await {
+                Ok(Handled::Done) => {
+                    if !delivery.ack(BasicAckOptions::default()).await.map_err(fail)? {
+                        return Err(ConsumeError::new(Some(epoch), "ack not sent: channel closed"));
+                    }
+                }
+                // Stopping, or the store stayed unavailable: leave it unacknowledged; the
+                // broker hands it out again (to us after reconnecting, or to another).
+                Ok(Handled::LetGo) => return Err(ConsumeError::new(Some(epoch), "store unavailable")),
+                Err(e) => return Err(ConsumeError::new(Some(epoch), e)),
+            }
+        }
+    }
+
+    async fn handle(
+        &self,
+        delivery: &Delivery,
+        dead_letters: &Channel,
+        cancel: &CancellationToken,
+    ) -> Result<Handled, String> {
+        let id = delivery.properties.message_id().as_ref().map(|s| s.as_str().to_owned()).unwrap_or_default();
+        let (message, records) = match message::decode(&delivery.data, &self.layout) {
+            Ok(decoded) => decoded,
+            Err(Poison(reason)) => {
+                tracing::error!(message = %id, %reason, "undecodable message; dead-lettered");
+                self.dead_letter(dead_letters, delivery, &delivery.data, &id, &reason).await?;
+                return Ok(Handled::Done);
+            }
+        };
+        let batch =
+            DeliveredBatch { receipt: id.clone(), file: message.file.clone(), generation: message.generation, records };
+        match self.apply(batch.clone(), cancel).await {
+            Applied::Yes => {}
+            Applied::Gave => return Ok(Handled::LetGo),
+            Applied::Refused(reason) => {
+                tracing::warn!(message = %id, %reason, "the store refused a record; applying this message record by record");
+                for record in batch.records {
+                    let single = DeliveredBatch {
+                        receipt: single_record_id(&batch.file, batch.generation, record.version.line),
+                        file: batch.file.clone(),
+                        generation: batch.generation,
+                        records: vec![record.clone()],
+                    };
+                    match self.apply(single.clone(), cancel).await {
+                        Applied::Yes => {}
+                        Applied::Gave => return Ok(Handled::LetGo),
+                        Applied::Refused(reason) => {
+                            self.dead_letter_record(dead_letters, delivery, &single, &record, &reason).await?;
+                        }
+                    }
+                }
+            }
+        }
+        if exit_after_write() {
+            tracing::error!("ESR_INGEST_FAULT: exiting after the store write, before the ack");
+            std::process::exit(70);
+        }
+        Ok(Handled::Done)
+    }
+
+    async fn apply(&self, batch: DeliveredBatch, cancel: &CancellationToken) -> Applied {
+        let mut backoff = ExponentialBuilder::default()
+            .with_jitter()
+            .with_min_delay(Duration::from_millis(50))
+            .with_max_delay(Duration::from_secs(5))
+            .with_total_delay(Some(STORE_RETRY_LIMIT))
+            .without_max_times()
+            .build();
+        loop {
+            match self.store.apply_delivered(batch.clone()).await {
+                Ok(_) => return Applied::Yes,
+                Err(e) if e.is_transient() => match backoff.next() {
+                    Some(wait) if !cancel.is_cancelled() => {
+                        tracing::warn!(message = %batch.receipt, error = %e, retry_in = ?wait, "transient store error; retrying (message not acknowledged)");
+                        tokio::time::sleep(wait).await;
+                    }
+                    _ => return Applied::Gave,
+                },
+                Err(StoreError::Closed) => return Applied::Gave,
+                Err(e) => return Applied::Refused(e.to_string()),
+            }
+        }
+    }
+
+    async fn dead_letter_record(
+        &self,
+        channel: &Channel,
+        delivery: &Delivery,
+        single: &DeliveredBatch,
+        record: &Record,
+        reason: &str,
+    ) -> Result<(), String> {
+        let body = match message::encode(std::slice::from_ref(record), single.generation) {
+            Ok(body) => body,
+            Err(Poison(e)) => e.into_bytes(),
+        };
+        tracing::error!(message = %single.receipt, file = %single.file, line = record.version.line, %reason, "record dead-lettered");
+        self.dead_letter(channel, delivery, &body, &single.receipt, reason).await?;
+        let mark = DeadLetter {
+            file: single.file.clone(),
+            generation: single.generation,
+            line: record.version.line,
+            reason: reason.to_string(),
+        };
+        let mut backoff = ExponentialBuilder::default().with_jitter().with_max_times(20).build();
+        loop {
+            match self.store.mark_dead_lettered(vec![mark.clone()]).await {
+                Ok(()) => return Ok(()),
+                Err(e) => match backoff.next() {
+                    Some(wait) if e.is_transient() => tokio::time::sleep(wait).await,
+                    _ => {
+                        tracing::error!(error = %e, "cannot mark a dead-lettered line in the store; its file stays in flight");
+                        return Ok(());
+                    }
+                },
+            }
+        }
+    }
+
+    /// Publishes a copy to the dead-letter queue (confirmed) with the reason.
+    async fn dead_letter(
+        &self,
+        channel: &Channel,
+        original: &Delivery,
+        body: &[u8],
+        id: &str,
+        reason: &str,
+    ) -> Result<(), String> {
+        let mut headers = original.properties.headers().clone().unwrap_or_default();
+        headers.insert("x-esr-reason".into(), AMQPValue::LongString(reason.into()));
+        let properties = BasicProperties::default()
+            .with_message_id(id.into())
+            .with_content_type("application/json".into())
+            .with_type(message::SCHEMA.into())
+            .with_delivery_mode(2)
+            .with_headers(headers);
+        let s = self.link.settings();
+        let confirm = channel
+            .basic_publish(
+                "".into(),
+                s.dead_letter_queue.as_str().into(),
+                BasicPublishOptions { mandatory: true, ..Default::default() },
+                body,
+                properties,
+            )
+            .await
+            .map_err(|e| format!("dead-lettering {id}: {e}"))?
+            .await
+            .map_err(|e| format!("dead-lettering {id}: {e}"))?;
+        match confirm {
+            Confirmation::Ack(None) | Confirmation::NotRequested => Ok(()),
+            _ => Err(format!("dead-lettering {id}: the dead-letter queue did not take it")),
+        }
+    }
+}
+
+enum Handled {
+    Done,
+    LetGo,
+}
+
+enum Applied {
+    Yes,
+    Gave,
+    Refused(String),
+}
+
+#[derive(Debug)]
+struct ConsumeError {
+    epoch: Option<u64>,
+    detail: String,
+}
+
+impl ConsumeError {
+    fn new(epoch: Option<u64>, e: impl std::fmt::Display) -> Self {
+        Self { epoch, detail: e.to_string() }
+    }
+}
+
+impl std::fmt::Display for ConsumeError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.detail)
+    }
+}

@@ -1,0 +1,152 @@
+//! One AMQP connection, opened on demand and replaced after a failure.
+//!
+//! Every user holds the *epoch* of the connection it works on; reporting a failure with
+//! that epoch drops the connection once, however many users saw it fail, and the next
+//! `connection()` opens a fresh one (declaring the topology again). The broker's
+//! `connection.blocked` / `unblocked` notices (memory or disk alarm) are logged and kept
+//! in a flag, so waits can tell "the broker is holding us" from "the broker is gone".
+
+use super::RabbitSettings;
+use super::topology::{self, TopologyError};
+use futures::StreamExt;
+use lapin::{Connection, ConnectionProperties, Event};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+use tokio::sync::Mutex;
+
+/// How long opening a connection may take (a frozen broker accepts TCP and says nothing).
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Heartbeat asked for when the URL sets none: a dead peer is noticed within ~2× this.
+const DEFAULT_HEARTBEAT_SECS: u16 = 10;
+
+#[derive(Debug, thiserror::Error)]
+pub enum LinkError {
+    #[error("broker unreachable: {0}")]
+    Unreachable(String),
+    #[error(transparent)]
+    Topology(#[from] TopologyError),
+}
+
+impl LinkError {
+    pub fn is_transient(&self) -> bool {
+        match self {
+            LinkError::Unreachable(_) => true,
+            LinkError::Topology(TopologyError::Broker(_)) => true,
+            LinkError::Topology(TopologyError::Drift(_) | TopologyError::Refused(_)) => false,
+        }
+    }
+}
+
+pub struct Link {
+    url: String,
+    name: String,
+    settings: RabbitSettings,
+    current: Mutex<Option<(u64, Arc<Connection>)>>,
+    epochs: std::sync::atomic::AtomicU64,
+    blocked: Arc<AtomicBool>,
+}
+
+/// The URL with a heartbeat (unless it sets one), for a prompt notice of a dead broker.
+fn with_heartbeat(url: &str) -> String {
+    if url.contains("heartbeat=") {
+        return url.to_string();
+    }
+    let sep = if url.contains('?') { '&' } else { '?' };
+    format!("{url}{sep}heartbeat={DEFAULT_HEARTBEAT_SECS}")
+}
+
+/// The URL without credentials, for messages.
+pub fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => format!("{}://***{}", &url[..scheme], &url[at..]),
+        _ => url.to_string(),
+    }
+}
+
+impl Link {
+    pub fn new(url: &str, name: &str, settings: RabbitSettings) -> Self {
+        Self {
+            url: with_heartbeat(url),
+            name: name.into(),
+            settings,
+            current: Mutex::new(None),
+            epochs: 0.into(),
+            blocked: Arc::new(AtomicBool::new(false)),
+        }
+    }
+
+    pub fn settings(&self) -> &RabbitSettings {
+        &self.settings
+    }
+
+    pub fn describe(&self) -> String {
+        format!("rabbitmq:{} (queue {})", redact(&self.url), self.settings.queue)
+    }
+
+    /// Whether the broker said it blocks this connection (a resource alarm).
+    pub fn blocked(&self) -> bool {
+        self.blocked.load(Ordering::Relaxed)
+    }
+
+    /// The live connection (opening one, with the topology declared, if needed).
+    pub async fn connection(&self) -> Result<(u64, Arc<Connection>), LinkError> {
+        let mut current = self.current.lock().await;
+        if let Some((epoch, conn)) = &*current
+            && conn.status().connected()
+        {
+            return Ok((*epoch, conn.clone()));
+        }
+        let props = ConnectionProperties::default().with_connection_name(self.name.as_str().into());
+        let conn = tokio::time::timeout(CONNECT_TIMEOUT, Connection::connect(&self.url, props))
+            .await
+            .map_err(|_| {
+                LinkError::Unreachable(format!("{}: no answer within {CONNECT_TIMEOUT:?}", redact(&self.url)))
+            })?
+            .map_err(|e| LinkError::Unreachable(format!("{}: {e}", redact(&self.url))))?;
+        self.watch(&conn);
+        let channel = conn.create_channel().await.map_err(|e| LinkError::Unreachable(e.to_string()))?;
+        topology::declare(&channel, &self.settings).await?;
+        let _ = channel.close(200, "OK".into()).await;
+        let epoch = self.epochs.fetch_add(1, Ordering::SeqCst) + 1;
+        self.blocked.store(false, Ordering::Relaxed);
+        let conn = Arc::new(conn);
+        *current = Some((epoch, conn.clone()));
+        tracing::info!(broker = %redact(&self.url), connection = %self.name, "connected to the broker");
+        Ok((epoch, conn))
+    }
+
+    /// Drops the connection of `epoch` (once) after a failure seen on it.
+    pub async fn failed(&self, epoch: u64) {
+        let mut current = self.current.lock().await;
+        if current.as_ref().is_some_and(|(e, _)| *e == epoch)
+            && let Some((_, conn)) = current.take()
+        {
+            tokio::spawn(async move {
+                let _ = tokio::time::timeout(Duration::from_secs(2), conn.close(320, "reconnecting".into())).await;
+            });
+        }
+    }
+
+    fn watch(&self, conn: &Connection) {
+        let mut events = conn.events_listener();
+        let blocked = self.blocked.clone();
+        let name = self.name.clone();
+        tokio::spawn(async move {
+            while let Some(event) = events.next().await {
+                match event {
+                    Event::ConnectionBlocked(reason) => {
+                        blocked.store(true, Ordering::Relaxed);
+                        tracing::warn!(connection = %name, %reason, "broker blocked the connection (resource alarm); publishing pauses");
+                    }
+                    Event::ConnectionUnblocked => {
+                        blocked.store(false, Ordering::Relaxed);
+                        tracing::info!(connection = %name, "broker unblocked the connection; publishing resumes");
+                    }
+                    Event::Error(e) => tracing::warn!(connection = %name, error = %e, "broker connection error"),
+                    _ => {}
+                }
+            }
+        });
+    }
+}

@@ -1,0 +1,317 @@
+//! Publishing a file's records with publisher confirms.
+//!
+//! Invariants:
+//! - Every message is published persistent and `mandatory`, on a channel in confirm
+//!   mode, and stays in the bounded in-flight window until the broker confirmed it. A
+//!   negative confirm republishes it; a returned (unroutable) message fails the file.
+//! - On a lost connection, a missed heartbeat or a confirm that does not come, the link
+//!   is replaced (with backoff and jitter) and **every** message still in the window is
+//!   published again, in order. Message ids are deterministic, so the copies a broker may
+//!   already hold are recognised by the store's receipts.
+//! - While the broker blocks the connection (memory or disk alarm), publishing waits
+//!   and says so in the log every [`BLOCKED_NOTICE`]; nothing is dropped.
+//! - [`FileDelivery::finish`] returns only when the window is empty, i.e. every record of
+//!   the file is confirmed; only then is the file's ledger entry committed as delivered.
+
+use super::link::Link;
+use super::message::{self, message_id};
+use super::topology::ROUTING_KEY;
+use crate::core::ledger::FileState;
+use crate::core::record::{Record, Reject, Tally};
+use crate::ports::delivery::{Delivery, DeliveryError, FileDelivery};
+use crate::ports::store::{Commit, FileTicket, Store};
+use async_trait::async_trait;
+use backon::{BackoffBuilder, ExponentialBuilder};
+use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
+use lapin::types::{AMQPValue, FieldTable};
+use lapin::{BasicProperties, Channel, Confirmation, PublisherConfirm};
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// How long a confirm may take before the connection is presumed dead (unless blocked).
+const CONFIRM_WAIT: Duration = Duration::from_secs(30);
+/// How often a wait on a blocked broker is logged.
+const BLOCKED_NOTICE: Duration = Duration::from_secs(15);
+/// How long reconnecting may take before the file is given back to the engine (which
+/// retries it in a later pass).
+const RECOVERY_LIMIT: Duration = Duration::from_secs(300);
+
+pub struct RabbitDelivery {
+    link: Arc<Link>,
+    store: Arc<dyn Store>,
+}
+
+impl RabbitDelivery {
+    pub fn new(link: Arc<Link>, store: Arc<dyn Store>) -> Self {
+        Self { link, store }
+    }
+}
+
+#[async_trait]
+impl Delivery for RabbitDelivery {
+    fn describe(&self) -> String {
+        self.link.describe()
+    }
+
+    fn asynchronous(&self) -> bool {
+        true
+    }
+
+    async fn open(&self, ticket: FileTicket) -> Result<Box<dyn FileDelivery>, DeliveryError> {
+        let mut file = RabbitFile {
+            link: self.link.clone(),
+            store: self.store.clone(),
+            per_message: self.link.settings().records_per_message.max(1),
+            max_in_flight: self.link.settings().in_flight.max(1),
+            ticket,
+            channel: None,
+            window: VecDeque::new(),
+            buffer: Vec::new(),
+            rejected: 0,
+        };
+        file.ensure_channel().await?;
+        Ok(Box::new(file))
+    }
+}
+
+struct Outgoing {
+    id: String,
+    body: Arc<Vec<u8>>,
+    properties: BasicProperties,
+    confirm: Option<PublisherConfirm>,
+}
+
+struct RabbitFile {
+    link: Arc<Link>,
+    store: Arc<dyn Store>,
+    per_message: usize,
+    max_in_flight: usize,
+    ticket: FileTicket,
+    channel: Option<(u64, Channel)>,
+    window: VecDeque<Outgoing>,
+    buffer: Vec<Record>,
+    rejected: u64,
+}
+
+fn unavailable(e: impl std::fmt::Display) -> DeliveryError {
+    DeliveryError::Unavailable(e.to_string())
+}
+
+impl RabbitFile {
+    async fn ensure_channel(&mut self) -> Result<Channel, DeliveryError> {
+        if let Some((_, ch)) = &self.channel
+            && ch.status().connected()
+        {
+            return Ok(ch.clone());
+        }
+        let (epoch, conn) = self.link.connection().await.map_err(DeliveryError::from)?;
+        let ch = conn.create_channel().await.map_err(unavailable)?;
+        ch.confirm_select(ConfirmSelectOptions::default()).await.map_err(unavailable)?;
+        self.channel = Some((epoch, ch.clone()));
+        Ok(ch)
+    }
+
+    fn properties(&self, id: &str, first: &Record, count: usize) -> BasicProperties {
+        let mut headers = FieldTable::default();
+        let text = |s: &str| AMQPValue::LongString(s.into());
+        let number = |n: u64| AMQPValue::LongLongInt(i64::try_from(n).unwrap_or(i64::MAX));
+        headers.insert("x-esr-file".into(), text(&self.ticket.file.name));
+        headers.insert("x-esr-region".into(), text(&self.ticket.file.region));
+        headers.insert("x-esr-seq".into(), number(self.ticket.file.seq));
+        headers.insert("x-esr-line".into(), number(first.version.line));
+        headers.insert("x-esr-records".into(), number(count as u64));
+        headers.insert("x-esr-generation".into(), number(u64::from(self.ticket.generation)));
+        headers.insert("x-esr-trace-id".into(), text(&trace_id(&self.ticket.file.name, self.ticket.generation)));
+        BasicProperties::default()
+            .with_message_id(id.into())
+            .with_content_type("application/json".into())
+            .with_type(message::SCHEMA.into())
+            .with_delivery_mode(2)
+            .with_headers(headers)
+    }
+
+    /// Encodes and publishes the buffered records as one message.
+    async fn flush(&mut self) -> Result<(), DeliveryError> {
+        if self.buffer.is_empty() {
+            return Ok(());
+        }
+        let records = std::mem::take(&mut self.buffer);
+        let body = message::encode(&records, self.ticket.generation)
+            .map_err(|e| DeliveryError::Refused(format!("{}: {e}", self.ticket.file.name)))?;
+        let id = message_id(&self.ticket.file.name, self.ticket.generation, records[0].version.line);
+        let properties = self.properties(&id, &records[0], records.len());
+        while self.window.len() >= self.max_in_flight {
+            self.settle_oldest().await?;
+        }
+        self.window.push_back(Outgoing { id, body: Arc::new(body), properties, confirm: None });
+        let last = self.window.len() - 1;
+        if let Err(e) = self.publish(last).await {
+            tracing::warn!(error = %e, "publish failed; reconnecting");
+            self.recover().await?;
+        }
+        Ok(())
+    }
+
+    /// Publishes `window[i]` on the current channel.
+    async fn publish(&mut self, i: usize) -> Result<(), DeliveryError> {
+        let ch = self.ensure_channel().await?;
+        let (exchange, blocked_link) = (self.link.settings().exchange.clone(), self.link.clone());
+        let out = &mut self.window[i];
+        loop {
+            let publish = ch.basic_publish(
+                exchange.as_str().into(),
+                ROUTING_KEY.into(),
+                BasicPublishOptions { mandatory: true, ..Default::default() },
+                &out.body,
+                out.properties.clone(),
+            );
+            match tokio::time::timeout(BLOCKED_NOTICE, publish).await {
+                Ok(Ok(confirm)) => {
+                    out.confirm = Some(confirm);
+                    return Ok(());
+                }
+                Ok(Err(e)) => return Err(unavailable(e)),
+                Err(_) if blocked_link.blocked() => {
+                    tracing::warn!(message = %out.id, "broker blocks publishing (resource alarm); waiting");
+                }
+                Err(_) => return Err(unavailable("the broker did not take a message")),
+            }
+        }
+    }
+
+    /// Waits for the oldest message's confirm and takes it out of the window.
+    async fn settle_oldest(&mut self) -> Result<(), DeliveryError> {
+        let mut waited = Duration::ZERO;
+        loop {
+            let Some(front) = self.window.front_mut() else { return Ok(()) };
+            let Some(mut confirm) = front.confirm.take() else {
+                self.recover().await?;
+                continue;
+            };
+            match tokio::time::timeout(BLOCKED_NOTICE, &mut confirm).await {
+                Ok(Ok(Confirmation::Ack(None))) | Ok(Ok(Confirmation::NotRequested)) => {
+                    self.window.pop_front();
+                    return Ok(());
+                }
+                Ok(Ok(Confirmation::Ack(Some(returned)))) => {
+                    return Err(DeliveryError::Unroutable(format!(
+                        "{}: the broker returned a message ({} {}); is queue {} bound to exchange {}?",
+                        self.ticket.file.name,
+                        returned.reply_code,
+                        returned.reply_text,
+                        self.link.settings().queue,
+                        self.link.settings().exchange
+                    )));
+                }
+                Ok(Ok(Confirmation::Nack(_))) => {
+                    tracing::warn!(message = %front.id, "broker refused a message (nack); publishing it again");
+                    if self.publish(0).await.is_err() {
+                        self.recover().await?;
+                    }
+                }
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %e, "confirm lost with the connection; reconnecting");
+                    self.recover().await?;
+                }
+                Err(_) => {
+                    front.confirm = Some(confirm);
+                    waited += BLOCKED_NOTICE;
+                    if self.link.blocked() {
+                        tracing::warn!(waited = ?waited, "broker blocks the connection (resource alarm); waiting for confirms");
+                    } else if waited >= CONFIRM_WAIT {
+                        tracing::warn!(waited = ?waited, "no confirm from the broker; reconnecting");
+                        self.recover().await?;
+                        waited = Duration::ZERO;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Replaces the connection and publishes everything unconfirmed again, in order.
+    async fn recover(&mut self) -> Result<(), DeliveryError> {
+        if let Some((epoch, _)) = self.channel.take() {
+            self.link.failed(epoch).await;
+        }
+        let file = self.ticket.file.name.clone();
+        let backoff = ExponentialBuilder::default()
+            .with_jitter()
+            .with_min_delay(Duration::from_millis(200))
+            .with_max_delay(Duration::from_secs(10))
+            .with_total_delay(Some(RECOVERY_LIMIT))
+            .without_max_times();
+        let mut delay = backoff.build();
+        loop {
+            match self.republish_all().await {
+                Ok(()) => {
+                    tracing::info!(file = %file, republished = self.window.len(), "reconnected; unconfirmed messages published again");
+                    return Ok(());
+                }
+                Err(e) if e.is_transient() => match delay.next() {
+                    Some(d) => {
+                        tracing::warn!(error = %e, retry_in = ?d, "broker not reachable; retrying");
+                        tokio::time::sleep(d).await;
+                    }
+                    None => return Err(e),
+                },
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    async fn republish_all(&mut self) -> Result<(), DeliveryError> {
+        self.channel = None;
+        for i in 0..self.window.len() {
+            if let Err(e) = self.publish(i).await {
+                if let Some((epoch, _)) = self.channel.take() {
+                    self.link.failed(epoch).await;
+                }
+                return Err(e);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A short, stable id tying together every message of one delivery of a file.
+fn trace_id(file: &str, generation: u32) -> String {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(format!("{file}/{generation}").as_bytes());
+    hex::encode(&digest[..8])
+}
+
+#[async_trait]
+impl FileDelivery for RabbitFile {
+    async fn send(&mut self, batch: Vec<Record>) -> Result<(), DeliveryError> {
+        for record in batch {
+            self.buffer.push(record);
+            if self.buffer.len() >= self.per_message {
+                self.flush().await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn reject(&mut self, batch: Vec<Reject>) -> Result<(), DeliveryError> {
+        self.rejected += batch.len() as u64;
+        Ok(self.store.keep_rejects(batch).await?)
+    }
+
+    async fn finish(mut self: Box<Self>, mut commit: Commit) -> Result<Tally, DeliveryError> {
+        self.flush().await?;
+        while !self.window.is_empty() {
+            self.settle_oldest().await?;
+        }
+        let tally = Tally { rejected: self.rejected, ..Default::default() };
+        if let Some(entry) = commit.ledger.iter_mut().find(|e| e.name == self.ticket.file.name) {
+            entry.state = FileState::Delivered;
+            entry.tally = tally;
+        }
+        self.store.commit(commit).await?;
+        if let Some((_, ch)) = self.channel.take() {
+            let _ = ch.close(200, "OK".into()).await;
+        }
+        Ok(tally)
+    }
+}
