@@ -23,7 +23,7 @@ MONGO_PORT="${ESR_MONGO_PORT:-27717}"
 S3_KEY="esr-test-key"
 S3_SECRET="esr-test-secret"
 TOOLS="${ESR_TOOLS_DIR:-$HOME/.cache/esr-ingest-tools}"
-NODE="esrtest@localhost"
+NODE="${ESR_RABBIT_NODE:-esrtest}@localhost"
 RABBIT_BIN=/usr/lib/rabbitmq/bin
 
 log() { printf '[servers] %s\n' "$*" >&2; }

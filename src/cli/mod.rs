@@ -2,6 +2,7 @@
 
 mod app;
 mod backfill;
+mod dlq;
 mod generate;
 mod inspect;
 mod run;
@@ -86,6 +87,11 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// The broker's dead-letter queue (needs --broker).
+    Dlq {
+        #[command(subcommand)]
+        action: DlqAction,
+    },
     /// Write synthetic files in the default profile.
     Generate {
         #[arg(long, value_name = "DIR")]
@@ -115,6 +121,30 @@ pub enum SequenceAction {
         seq: u64,
         #[arg(long, value_name = "TEXT")]
         reason: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DlqAction {
+    /// Show dead-lettered messages (they stay in the queue).
+    List {
+        #[arg(long)]
+        json: bool,
+        /// Show at most this many.
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+    },
+    /// Put dead-lettered messages back on the records queue (safe: the version rule).
+    Replay {
+        /// Only the messages of this file.
+        #[arg(long, value_name = "NAME")]
+        file: Option<String>,
+    },
+    /// Delete every dead-lettered message for good.
+    Purge {
+        /// Confirms the deletion.
+        #[arg(long)]
+        yes: bool,
     },
 }
 
@@ -165,6 +195,7 @@ pub async fn execute(cli: Cli) -> anyhow::Result<i32> {
         Command::Sequence { action: SequenceAction::Skip { region, seq, reason } } => {
             skip::skip(settings, region, seq, reason).await
         }
+        Command::Dlq { action } => dlq::dlq(settings, action).await,
         Command::Generate { .. } => Ok(EXIT_OK), // handled above
     }
 }

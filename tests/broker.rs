@@ -1,0 +1,118 @@
+//! The pipeline through a real RabbitMQ broker (started by `scripts/test.sh`): parity
+//! with the embedded mode, consumer crashes between write and ack, poison records and
+//! their replay, and the refusal of a drifted topology.
+
+mod broker_support;
+mod common;
+
+use broker_support::*;
+use common::{Sandbox, count, describe};
+use std::time::Duration;
+
+fn sandbox(extra: &str) -> Sandbox {
+    Sandbox::with_config(&broker_config(&amqp_url(), &unique("esr-test"), extra))
+}
+
+#[test]
+fn the_broker_path_exports_what_the_embedded_mode_exports() {
+    let inbox = tempfile::tempdir().unwrap();
+    generate(inbox.path(), "SEV,WES,WMD", 4, 300, 7);
+    for per_message in [1, 50] {
+        let s = sandbox(&format!("records_per_message = {per_message}"));
+        copy_inbox(inbox.path(), &s);
+        s.run_once();
+        assert_eq!(s.export_raw(), embedded_export(inbox.path()), "{per_message} record(s) per message");
+        let status = s.status_json();
+        assert_eq!(count(&status, "applied_files"), 12);
+        assert_eq!(count(&status, "records_applied") + count(&status, "records_stale"), 3600);
+        assert_eq!(status["in_flight"].as_array().map(Vec::len), Some(0), "{status}");
+    }
+}
+
+#[test]
+fn a_consumer_killed_between_store_write_and_ack_loses_and_doubles_nothing() {
+    let inbox = tempfile::tempdir().unwrap();
+    generate(inbox.path(), "SEV,WES", 2, 400, 11);
+    let s = sandbox("records_per_message = 20");
+    copy_inbox(inbox.path(), &s);
+    let (mut child, log) = spawn_run_once(&s, &[("ESR_INGEST_FAULT", "consumer-exit-after-write")]);
+    let status = wait_with_limit(&mut child, Duration::from_secs(120));
+    assert_eq!(status.code(), Some(70), "the fault hook ends the process\n{}", log_text(&log));
+    // The written-but-unacknowledged message comes back; its receipt makes it a no-op.
+    s.run_once();
+    assert_eq!(s.export_raw(), embedded_export(inbox.path()));
+    let st = s.status_json();
+    assert_eq!(count(&st, "applied_files"), 4);
+    assert_eq!(
+        count(&st, "records_applied") + count(&st, "records_stale") + count(&st, "records_unchanged"),
+        1600,
+        "every line counted exactly once: {st}"
+    );
+}
+
+#[test]
+fn a_poison_record_is_dead_lettered_then_replayed_after_the_fix() {
+    let inbox = tempfile::tempdir().unwrap();
+    generate(inbox.path(), "SEV", 2, 200, 3);
+    let s = sandbox("records_per_message = 25");
+    copy_inbox(inbox.path(), &s);
+    s.run_ok(&["status"]); // creates the store
+    let reference = embedded_export(inbox.path());
+    let victim: serde_json::Value = serde_json::from_slice(reference.split(|b| *b == b'\n').nth(5).unwrap()).unwrap();
+    let key = victim["key"].as_str().unwrap().to_string();
+    // The store refuses that one record for good (as a constraint would).
+    let db = rusqlite::Connection::open(&s.store).unwrap();
+    db.execute_batch(&format!(
+        "CREATE TRIGGER poison BEFORE INSERT ON records WHEN NEW.key = '{key}'
+         BEGIN SELECT RAISE(ABORT, 'refused by a test trigger'); END;"
+    ))
+    .unwrap();
+    s.run_once();
+    let st = s.status_json();
+    assert!(count(&st, "records_dead_lettered") >= 1, "{st}");
+    assert!(common::find_record(&s.export_lines(), victim["type"].as_str().unwrap(), &key).is_none());
+    let list = s.run_ok(&["dlq", "list", "--json"]);
+    let listed: serde_json::Value = serde_json::from_slice(&list.stdout).unwrap();
+    let dead = listed["total"].as_u64().unwrap();
+    assert!(dead >= 1, "{listed}");
+    assert!(listed["messages"][0]["reason"].as_str().unwrap().contains("refused by a test trigger"), "{listed}");
+    // Fix the cause, replay, and let the service apply it.
+    db.execute_batch("DROP TRIGGER poison").unwrap();
+    let replay = s.run_ok(&["dlq", "replay"]);
+    assert!(
+        String::from_utf8_lossy(&replay.stdout).contains(&format!("replayed {dead} message")),
+        "{}",
+        describe(&replay)
+    );
+    let mut service = s.command(&["run", "--listen", "127.0.0.1:0"]).stderr(std::process::Stdio::null()).spawn().unwrap();
+    eventually("the replayed record", Duration::from_secs(60), || s.export_raw() == reference);
+    let _ = std::process::Command::new("kill").arg("-TERM").arg(service.id().to_string()).status();
+    assert!(service.wait().unwrap().success());
+    let listed = s.run_ok(&["dlq", "list", "--json"]);
+    assert!(String::from_utf8_lossy(&listed.stdout).contains("\"total\": 0"));
+}
+
+#[test]
+fn a_drifted_topology_is_refused_with_the_difference_named() {
+    let names = unique("esr-drift");
+    let first = Sandbox::with_config(&broker_config(&amqp_url(), &names, "delivery_limit = 5"));
+    first.run_once(); // declares the queues
+    let drifted = Sandbox::with_config(&broker_config(&amqp_url(), &names, "delivery_limit = 9"));
+    let out = drifted.run(&["run", "--once"]);
+    assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    let last = err.trim().lines().last().unwrap_or_default();
+    assert!(last.starts_with("esr-ingest: "), "the error is the last line: {err}");
+    assert!(last.contains("x-delivery-limit") && last.contains("refusing to start"), "{err}");
+}
+
+#[test]
+fn dlq_commands_need_a_broker_and_purge_needs_yes() {
+    let plain = Sandbox::new();
+    assert_eq!(plain.run(&["dlq", "list"]).status.code(), Some(2));
+    let s = sandbox("");
+    s.run_once();
+    assert_eq!(s.run(&["dlq", "purge"]).status.code(), Some(2));
+    let purged = s.run_ok(&["dlq", "purge", "--yes"]);
+    assert!(String::from_utf8_lossy(&purged.stdout).contains("purged 0 message"));
+}
