@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # The whole test suite, as CI runs it: formatting, lints, unit and property tests,
-# port conformance suites (also against a real S3-compatible server on loopback), CLI
-# integration tests and the crash test (real processes killed with SIGKILL). Installs
-# what it needs (cargo-nextest, s3s-fs) and leaves nothing running.
+# port conformance suites (also against real servers on loopback: RabbitMQ, an
+# S3-compatible server, a MongoDB-wire server), CLI integration tests, broker fault tests
+# and the crash test (real processes killed with SIGKILL). Installs what it needs
+# (cargo-nextest; rabbitmq-server, s3s-fs, nx-27017 via scripts/servers.sh) and leaves
+# nothing running.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
@@ -24,10 +26,10 @@ cargo fmt --all -- --check
 step "clippy (warnings are errors)"
 cargo clippy --all-targets --locked -- -D warnings
 
-step "starting test servers on loopback (S3-compatible)"
+step "starting test servers on loopback (RabbitMQ, S3-compatible, MongoDB-wire)"
 servers_dir="$(mktemp -d "${TMPDIR:-/tmp}/esr-ingest-servers.XXXXXX")"
 trap 'bash scripts/servers.sh stop "$servers_dir" || true; rm -rf "$servers_dir"' EXIT
-eval "$(bash scripts/servers.sh start "$servers_dir" s3)"
+eval "$(bash scripts/servers.sh start "$servers_dir" s3 rabbitmq mongo)"
 
 step "tests"
 cargo nextest run --locked --no-fail-fast --failure-output final

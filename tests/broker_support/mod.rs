@@ -176,8 +176,14 @@ impl RabbitNode {
 
 impl Drop for RabbitNode {
     fn drop(&mut self) {
-        let _ = Command::new("kill").arg("-CONT").arg(self.pid().to_string()).status();
+        let pid = std::fs::read_to_string(self.dir.path().join("rabbit/rabbit.pid")).unwrap_or_default();
+        let pid = pid.trim().to_string();
+        if !pid.is_empty() {
+            let _ = Command::new("kill").arg("-CONT").arg(&pid).status();
+        }
         let _ = self.script("stop").output();
-        let _ = Command::new("kill").arg("-KILL").arg(self.pid().to_string()).output();
+        if !pid.is_empty() {
+            let _ = Command::new("kill").arg("-KILL").arg(&pid).output();
+        }
     }
 }

@@ -1,0 +1,92 @@
+//! Broker faults, each on a RabbitMQ node of the test's own: the broker SIGKILLed and
+//! restarted mid-publish, frozen (SIGSTOP) for 20 s, and blocked by a memory alarm.
+//! Each asserts that nothing is lost: the final export equals the embedded export of the
+//! same files, and every line is counted once.
+
+mod broker_support;
+mod common;
+
+use broker_support::*;
+use common::{Sandbox, count};
+use std::time::Duration;
+
+const LIMIT: Duration = Duration::from_secs(300);
+
+/// Many small messages, so the fault lands while publishing.
+fn faulty_setup(node: &RabbitNode) -> (tempfile::TempDir, Sandbox) {
+    let inbox = tempfile::tempdir().unwrap();
+    generate(inbox.path(), "SEV,WES,WMD", 4, 1500, 5);
+    let s = Sandbox::with_config(&broker_config(&node.url(), &unique("esr-fault"), "records_per_message = 1\nin_flight = 64"));
+    copy_inbox(inbox.path(), &s);
+    (inbox, s)
+}
+
+/// Waits until the run has published part of the work (a file is delivered).
+fn wait_until_mid_publish(s: &Sandbox) {
+    eventually("the first delivered file", LIMIT, || {
+        let out = s.run(&["status", "--json"]);
+        let Ok(v) = serde_json::from_slice::<serde_json::Value>(&out.stdout) else { return false };
+        count(&v, "applied_files") > 0 || v["in_flight"].as_array().is_some_and(|a| !a.is_empty())
+    });
+}
+
+fn assert_nothing_lost(inbox: &tempfile::TempDir, s: &Sandbox) {
+    assert_eq!(s.export_raw(), embedded_export(inbox.path()), "final export equals the embedded export");
+    let st = s.status_json();
+    assert_eq!(count(&st, "applied_files"), 12, "{st}");
+    assert_eq!(
+        count(&st, "records_applied") + count(&st, "records_stale") + count(&st, "records_unchanged"),
+        3 * 4 * 1500,
+        "every line counted once: {st}"
+    );
+}
+
+#[test]
+fn broker_killed_and_restarted_mid_publish() {
+    let node = RabbitNode::start();
+    let (inbox, s) = faulty_setup(&node);
+    let (mut run, log) = spawn_run_once(&s, &[]);
+    wait_until_mid_publish(&s);
+    assert!(run.try_wait().unwrap().is_none(), "the fault lands while the run works");
+    node.signal("KILL");
+    std::thread::sleep(Duration::from_secs(2));
+    node.launch();
+    let status = wait_with_limit(&mut run, LIMIT);
+    assert!(status.success(), "run --once survives the broker restart\n{}", log_text(&log));
+    assert!(log_text(&log).contains("reconnect"), "the restart was noticed\n{}", log_text(&log));
+    assert_nothing_lost(&inbox, &s);
+}
+
+#[test]
+fn broker_frozen_for_20_seconds() {
+    let node = RabbitNode::start();
+    let (inbox, s) = faulty_setup(&node);
+    let (mut run, log) = spawn_run_once(&s, &[]);
+    wait_until_mid_publish(&s);
+    assert!(run.try_wait().unwrap().is_none(), "the fault lands while the run works");
+    node.signal("STOP");
+    std::thread::sleep(Duration::from_secs(20));
+    node.signal("CONT");
+    let status = wait_with_limit(&mut run, LIMIT);
+    assert!(status.success(), "run --once survives the frozen broker\n{}", log_text(&log));
+    assert_nothing_lost(&inbox, &s);
+}
+
+#[test]
+fn memory_alarm_pauses_publishing_until_lifted() {
+    let node = RabbitNode::start();
+    let (inbox, s) = faulty_setup(&node);
+    let (mut run, log) = spawn_run_once(&s, &[]);
+    wait_until_mid_publish(&s);
+    assert!(run.try_wait().unwrap().is_none(), "the fault lands while the run works");
+    let raised = node.ctl(&["set_vm_memory_high_watermark", "absolute", "1"]);
+    assert!(raised.status.success(), "{}", common::describe(&raised));
+    eventually("the blocked notice", Duration::from_secs(60), || log_text(&log).contains("blocked"));
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(run.try_wait().unwrap().is_none(), "publishing waits while the alarm is on\n{}", log_text(&log));
+    let lifted = node.ctl(&["set_vm_memory_high_watermark", "0.4"]);
+    assert!(lifted.status.success(), "{}", common::describe(&lifted));
+    let status = wait_with_limit(&mut run, LIMIT);
+    assert!(status.success(), "run --once finishes after the alarm\n{}", log_text(&log));
+    assert_nothing_lost(&inbox, &s);
+}
