@@ -84,7 +84,8 @@ fn a_poison_record_is_dead_lettered_then_replayed_after_the_fix() {
         "{}",
         describe(&replay)
     );
-    let mut service = s.command(&["run", "--listen", "127.0.0.1:0"]).stderr(std::process::Stdio::null()).spawn().unwrap();
+    let mut service =
+        s.command(&["run", "--listen", "127.0.0.1:0"]).stderr(std::process::Stdio::null()).spawn().unwrap();
     eventually("the replayed record", Duration::from_secs(60), || s.export_raw() == reference);
     let _ = std::process::Command::new("kill").arg("-TERM").arg(service.id().to_string()).status();
     assert!(service.wait().unwrap().success());

@@ -16,7 +16,11 @@ const LIMIT: Duration = Duration::from_secs(300);
 fn faulty_setup(node: &RabbitNode) -> (tempfile::TempDir, Sandbox) {
     let inbox = tempfile::tempdir().unwrap();
     generate(inbox.path(), "SEV,WES,WMD", 4, 1500, 5);
-    let s = Sandbox::with_config(&broker_config(&node.url(), &unique("esr-fault"), "records_per_message = 1\nin_flight = 64"));
+    let s = Sandbox::with_config(&broker_config(
+        &node.url(),
+        &unique("esr-fault"),
+        "records_per_message = 1\nin_flight = 64",
+    ));
     copy_inbox(inbox.path(), &s);
     (inbox, s)
 }

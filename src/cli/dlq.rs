@@ -7,7 +7,9 @@ use std::io::Write;
 
 pub async fn dlq(settings: Settings, action: DlqAction) -> anyhow::Result<i32> {
     let Some(url) = &settings.broker else {
-        return Err(UsageError("dlq needs a broker: pass --broker amqp://... (or set broker in the config)".into()).into());
+        return Err(
+            UsageError("dlq needs a broker: pass --broker amqp://... (or set broker in the config)".into()).into()
+        );
     };
     let link = Link::new(url, "esr-ingest dlq", settings.rabbitmq.clone());
     let queue = settings.rabbitmq.dead_letter_queue.clone();
@@ -16,7 +18,10 @@ pub async fn dlq(settings: Settings, action: DlqAction) -> anyhow::Result<i32> {
             let (messages, total) = dlq::list(&link, limit).await.map_err(anyhow::Error::msg)?;
             let mut out = std::io::stdout().lock();
             if json {
-                serde_json::to_writer_pretty(&mut out, &serde_json::json!({ "queue": queue, "total": total, "messages": messages }))?;
+                serde_json::to_writer_pretty(
+                    &mut out,
+                    &serde_json::json!({ "queue": queue, "total": total, "messages": messages }),
+                )?;
                 writeln!(out)?;
             } else {
                 writeln!(out, "{queue}: {total} message(s)")?;

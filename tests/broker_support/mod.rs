@@ -164,7 +164,8 @@ impl RabbitNode {
 
     /// The Erlang VM's process id.
     pub fn pid(&self) -> i32 {
-        let text = std::fs::read_to_string(self.dir.path().join("rabbit/rabbit.pid")).expect("read the node's pid file");
+        let text =
+            std::fs::read_to_string(self.dir.path().join("rabbit/rabbit.pid")).expect("read the node's pid file");
         text.trim().parse().expect("a pid")
     }
 

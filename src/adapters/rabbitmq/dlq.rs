@@ -7,7 +7,9 @@
 
 use super::Link;
 use super::topology::ROUTING_KEY;
-use lapin::options::{BasicAckOptions, BasicGetOptions, BasicPublishOptions, ConfirmSelectOptions, QueueDeclareOptions};
+use lapin::options::{
+    BasicAckOptions, BasicGetOptions, BasicPublishOptions, ConfirmSelectOptions, QueueDeclareOptions,
+};
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::{BasicProperties, Channel, Confirmation};
 use serde::Serialize;
@@ -60,7 +62,10 @@ fn describe(p: &BasicProperties, bytes: usize) -> DeadMessage {
         file: header(p, "x-esr-file").and_then(text),
         line: header(p, "x-esr-line").and_then(number),
         records: header(p, "x-esr-records").and_then(number),
-        reason: header(p, "x-esr-reason").and_then(text).or_else(|| death_reason(p)).unwrap_or_else(|| "unknown".into()),
+        reason: header(p, "x-esr-reason")
+            .and_then(text)
+            .or_else(|| death_reason(p))
+            .unwrap_or_else(|| "unknown".into()),
         bytes,
     }
 }
@@ -118,7 +123,17 @@ pub async fn replay(link: &Link, file: Option<&str>) -> Result<(u64, u64), Strin
         let mut headers = m.delivery.properties.headers().clone().unwrap_or_default();
         let mut clean = FieldTable::default();
         for (k, v) in headers.inner() {
-            if !matches!(k.as_str(), "x-death" | "x-first-death-exchange" | "x-first-death-queue" | "x-first-death-reason" | "x-last-death-exchange" | "x-last-death-queue" | "x-last-death-reason" | "x-delivery-count") {
+            if !matches!(
+                k.as_str(),
+                "x-death"
+                    | "x-first-death-exchange"
+                    | "x-first-death-queue"
+                    | "x-first-death-reason"
+                    | "x-last-death-exchange"
+                    | "x-last-death-queue"
+                    | "x-last-death-reason"
+                    | "x-delivery-count"
+            ) {
                 clean.insert(k.clone(), v.clone());
             }
         }
