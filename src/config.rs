@@ -16,6 +16,7 @@ pub const DEFAULT_SOURCE: &str = "./inbox";
 pub const DEFAULT_STORE: &str = "./esr-ingest.db";
 pub const DEFAULT_HEALTH_LISTEN: &str = "127.0.0.1:8080";
 pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_secs(10);
+pub const DEFAULT_RECONCILE_INTERVAL: Duration = Duration::from_secs(300);
 pub const DEFAULT_GAP_ALERT_AFTER: Duration = Duration::from_secs(26 * 3600);
 
 /// A configuration mistake: always reported before anything runs (exit code 2).
@@ -125,6 +126,17 @@ pub struct S3Section {
     /// Path-style addressing (`endpoint/bucket/key`), needed by most S3-compatible servers.
     #[serde(default)]
     pub force_path_style: bool,
+    /// An AMQP queue of S3 event notifications: a new object starts a pass at once.
+    pub events_queue: Option<String>,
+    /// The exchange the notifications are published to (bound to `events_queue`).
+    pub events_exchange: Option<String>,
+    /// The routing key of that binding (default: empty).
+    pub events_routing_key: Option<String>,
+    /// The broker carrying the notifications (default: `broker`).
+    pub events_url: Option<String>,
+    /// With events, the full listing still runs this often (default 5 minutes).
+    #[serde(default, with = "humantime_serde")]
+    pub reconcile_interval: Option<Duration>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -188,6 +200,11 @@ pub struct Settings {
     pub health_listen: SocketAddr,
     pub s3: crate::adapters::s3::S3Settings,
     pub rabbitmq: crate::adapters::rabbitmq::RabbitSettings,
+    /// S3 event notifications, when configured.
+    pub s3_events: Option<crate::adapters::s3_events::EventSettings>,
+    /// How often a pass runs without being woken: `poll_interval`, or with events the
+    /// `reconcile_interval`.
+    pub pass_interval: Duration,
 }
 
 impl Settings {
@@ -250,8 +267,39 @@ impl Settings {
             start: file.sequence.start,
         };
         let rabbitmq = file.rabbitmq.settings()?;
+        let s3_events = match (&file.s3.events_queue, &source) {
+            (None, _) => {
+                if file.s3.events_exchange.is_some() || file.s3.reconcile_interval.is_some() {
+                    return err("s3.events_exchange and s3.reconcile_interval need s3.events_queue".into());
+                }
+                None
+            }
+            (Some(_), SourceSpec::Folder(_)) => return err("s3.events_queue needs an s3:// source".into()),
+            (Some(queue), SourceSpec::S3 { bucket, prefix }) => {
+                let Some(url) = file.s3.events_url.clone().or_else(|| broker.clone()) else {
+                    return err("s3.events_queue needs a broker: set broker (or s3.events_url)".into());
+                };
+                Some(crate::adapters::s3_events::EventSettings {
+                    url,
+                    queue: queue.clone(),
+                    exchange: file.s3.events_exchange.clone(),
+                    routing_key: file.s3.events_routing_key.clone().unwrap_or_default(),
+                    bucket: bucket.clone(),
+                    prefix: prefix.clone(),
+                })
+            }
+        };
+        let pass_interval = match &s3_events {
+            Some(_) => file.s3.reconcile_interval.unwrap_or(DEFAULT_RECONCILE_INTERVAL),
+            None => poll_interval,
+        };
+        if pass_interval.is_zero() {
+            return err("s3.reconcile_interval must be greater than 0".into());
+        }
         Ok(Settings {
             rabbitmq,
+            s3_events,
+            pass_interval,
             source,
             store,
             broker,

@@ -84,3 +84,100 @@ async fn s3_to_rabbitmq_to_mongodb_exports_what_the_embedded_mode_exports() {
     assert_eq!(export.len(), embedded.len(), "export sizes");
     assert!(export == embedded, "the production path's export differs from the embedded export");
 }
+
+/// With `[s3] events_queue`, an S3 event notification (MinIO's JSON shape, published to
+/// the broker as MinIO would) starts a pass at once, while the full listing runs only
+/// every `reconcile_interval` (an hour here).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_s3_event_notification_starts_work_within_seconds() {
+    use lapin::options::{BasicPublishOptions, ExchangeDeclareOptions};
+    use lapin::types::FieldTable;
+    let work = tempfile::tempdir().unwrap();
+    let names = unique("esr-events");
+    let bucket = unique("esr-events").to_lowercase();
+    upload_shuffled(&bucket, "in/", &[], 1).await;
+    let events_exchange = format!("{names}.s3-events");
+    let conn = lapin::Connection::connect(&amqp_url(), lapin::ConnectionProperties::default()).await.unwrap();
+    let channel = conn.create_channel().await.unwrap();
+    channel
+        .exchange_declare(
+            events_exchange.as_str().into(),
+            lapin::ExchangeKind::Fanout,
+            ExchangeDeclareOptions { durable: true, ..Default::default() },
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    let config = format!(
+        "{}[s3]\nendpoint = \"{}\"\nregion = \"us-east-1\"\nforce_path_style = true\nevents_queue = \"{names}.events\"\n\
+         events_exchange = \"{events_exchange}\"\nreconcile_interval = \"1h\"\n",
+        broker_config(&amqp_url(), &names, ""),
+        s3_endpoint()
+    );
+    std::fs::write(work.path().join("esr.toml"), config).unwrap();
+    let source = format!("s3://{bucket}/in/");
+    let store = work.path().join("s.db");
+    let base = |args: &[&str]| {
+        let mut c = Command::new(common::BIN);
+        c.current_dir(work.path())
+            .args(["--config", "esr.toml", "--source", &source, "--store"])
+            .arg(&store)
+            .args(args);
+        c
+    };
+    let log = work.path().join("run.log");
+    let mut service = base(&["run", "--listen", "127.0.0.1:0"])
+        .stderr(std::fs::File::create(&log).unwrap())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    eventually("the events listener", std::time::Duration::from_secs(30), || {
+        log_text(&log).contains("listening for S3 event notifications")
+    });
+    std::thread::sleep(std::time::Duration::from_secs(1)); // the first (empty) pass is over
+
+    let settings = esr_ingest::adapters::s3::S3Settings {
+        endpoint: Some(s3_endpoint()),
+        region: Some("us-east-1".into()),
+        force_path_style: true,
+    };
+    let client = esr_ingest::adapters::s3::client(&settings).await;
+    let name = "DE_SEV_RMC_20220730_00000001.DAT";
+    let body = "HDR,RMC,SEV,20220730,00000001\nPOR,1,,C,42,Staff Nurse,DPN1,SEV,Y,RA7,1234,Org,Loc\nTRL,1\n";
+    client
+        .put_object()
+        .bucket(&bucket)
+        .key(format!("in/{name}"))
+        .body(body.as_bytes().to_vec().into())
+        .send()
+        .await
+        .unwrap();
+    let event = serde_json::json!({
+        "EventName": "s3:ObjectCreated:Put",
+        "Key": format!("{bucket}/in/{name}"),
+        "Records": [{
+            "eventVersion": "2.0", "eventSource": "minio:s3", "eventName": "s3:ObjectCreated:Put",
+            "s3": {"bucket": {"name": bucket}, "object": {"key": format!("in%2F{name}"), "size": body.len()}}
+        }]
+    });
+    let sent = std::time::Instant::now();
+    channel
+        .basic_publish(
+            events_exchange.as_str().into(),
+            "".into(),
+            BasicPublishOptions::default(),
+            event.to_string().as_bytes(),
+            lapin::BasicProperties::default(),
+        )
+        .await
+        .unwrap();
+    let applied = || {
+        let out = base(&["status", "--json"]).output().unwrap();
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).is_ok_and(|v| v["counts"]["applied_files"] == 1)
+    };
+    eventually("the file announced by the event", std::time::Duration::from_secs(20), applied);
+    let took = sent.elapsed();
+    let _ = Command::new("kill").arg("-TERM").arg(service.id().to_string()).status();
+    assert!(service.wait().unwrap().success(), "{}", log_text(&log));
+    assert!(took < std::time::Duration::from_secs(20), "applied {took:?} after the event");
+}

@@ -11,4 +11,5 @@ pub mod in_process;
 pub mod mongo;
 pub mod rabbitmq;
 pub mod s3;
+pub mod s3_events;
 pub mod sqlite;

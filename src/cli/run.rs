@@ -1,12 +1,14 @@
 //! `run [--once]`: the service loop.
 
 use super::{EXIT_OK, app};
+use crate::adapters::s3_events;
 use crate::config::{Settings, StoreSpec};
 use crate::engine::{Engine, EngineError, PassReport};
 use crate::health::{self, HealthState};
 use anyhow::Context;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
@@ -136,8 +138,10 @@ pub async fn run(settings: Settings, once: bool, listen: Option<SocketAddr>) -> 
     let state = HealthState {
         heartbeat: engine.heartbeat.clone(),
         store: engine.store.clone(),
-        poll_interval: settings.poll_interval,
+        poll_interval: settings.pass_interval,
     };
+    let wake = Arc::new(tokio::sync::Notify::new());
+    let events = settings.s3_events.clone().map(|e| s3_events::spawn(e, wake.clone(), cancel.clone()));
     let server = health::serve(listen.unwrap_or(settings.health_listen), state, cancel.clone()).await?;
     while !cancel.is_cancelled() {
         match engine.pass(&cancel).await {
@@ -156,11 +160,15 @@ pub async fn run(settings: Settings, once: bool, listen: Option<SocketAddr>) -> 
             }
         }
         tokio::select! {
-            () = tokio::time::sleep(settings.poll_interval) => {}
+            () = tokio::time::sleep(settings.pass_interval) => {}
+            () = wake.notified() => {}
             () = cancel.cancelled() => {}
         }
     }
     let _ = server.await;
+    if let Some(events) = events {
+        let _ = events.await;
+    }
     for consumer in consumers.into_iter().flatten() {
         let _ = consumer.await;
     }
