@@ -172,10 +172,12 @@ pub trait Store: Send + Sync {
     /// Returns how many were sent.
     async fn export(&self, sink: mpsc::Sender<Vec<StoredRecord>>) -> Result<u64, StoreError>;
 
-    /// Applies one broker message under the version rule and keeps its receipt, so a
-    /// redelivered message is a no-op: returns `None` when the receipt already existed.
-    /// Dead-letter marks of its lines are cleared (a replayed record was applied).
-    async fn apply_delivered(&self, batch: DeliveredBatch) -> Result<Option<Tally>, StoreError>;
+    /// Applies broker messages under the version rule and keeps a receipt per message, so
+    /// a redelivered message is a no-op: its entry is `None` when its receipt already
+    /// existed. Dead-letter marks of their lines are cleared (a replayed record was
+    /// applied). One entry per message, in order; all or nothing where the store has
+    /// transactions, idempotent per message where it does not.
+    async fn apply_delivered(&self, batches: Vec<DeliveredBatch>) -> Result<Vec<Option<Tally>>, StoreError>;
     /// Keeps rejected lines outside a file's unit of work (idempotent per file and line).
     async fn keep_rejects(&self, batch: Vec<Reject>) -> Result<(), StoreError>;
     /// Marks lines as dead-lettered (idempotent).

@@ -208,6 +208,12 @@ pub async fn dropped_file_txn_leaves_nothing(store: Arc<dyn Store>) {
     }
 }
 
+fn one(
+    r: Result<Vec<Option<Tally>>, esr_ingest::ports::store::StoreError>,
+) -> Result<Option<Tally>, esr_ingest::ports::store::StoreError> {
+    r.map(|mut v| v.pop().flatten())
+}
+
 fn delivered(receipt: &str, generation: u32, records: Vec<Record>) -> DeliveredBatch {
     DeliveredBatch { receipt: receipt.into(), file: "DE_SEV_RMC_20220730_00000001.DAT".into(), generation, records }
 }
@@ -215,31 +221,42 @@ fn delivered(receipt: &str, generation: u32, records: Vec<Record>) -> DeliveredB
 pub async fn delivered_batches_count_once(store: Arc<dyn Store>) {
     let file = "DE_SEV_RMC_20220730_00000001.DAT";
     let a = vec![record("POS", "1", 30, 1, 2, false, "x"), record("POS", "2", 30, 1, 3, false, "y")];
-    let t = store.apply_delivered(delivered("f/1/2", 1, a.clone())).await.unwrap();
+    let t = one(store.apply_delivered(vec![delivered("f/1/2", 1, a.clone())]).await).unwrap();
     assert_eq!(t, Some(Tally { applied: 2, ..Default::default() }));
     // redelivered: nothing applied, nothing counted
-    assert_eq!(store.apply_delivered(delivered("f/1/2", 1, a.clone())).await.unwrap(), None);
+    assert_eq!(one(store.apply_delivered(vec![delivered("f/1/2", 1, a.clone())]).await).unwrap(), None);
     // a poison line is marked, then applied by a replay that clears the mark
     let dead = DeadLetter { file: file.into(), generation: 1, line: 4, reason: "refused".into() };
     store.mark_dead_lettered(vec![dead.clone(), dead]).await.unwrap();
     let p = store.delivery_progress(file, 1).await.unwrap();
     assert_eq!(p, Tally { applied: 2, dead_lettered: 1, ..Default::default() });
-    let replayed = store.apply_delivered(delivered("f/1/4", 1, vec![record("POS", "3", 30, 1, 4, false, "z")])).await;
+    let replayed =
+        one(store.apply_delivered(vec![delivered("f/1/4", 1, vec![record("POS", "3", 30, 1, 4, false, "z")])]).await);
     assert_eq!(replayed.unwrap(), Some(Tally { applied: 1, ..Default::default() }));
     assert_eq!(store.delivery_progress(file, 1).await.unwrap(), Tally { applied: 3, ..Default::default() });
     // a second generation (a backfill) counts on its own: the same lines are unchanged
-    let t = store.apply_delivered(delivered("f/2/2", 2, a)).await.unwrap();
+    let t = one(store.apply_delivered(vec![delivered("f/2/2", 2, a)]).await).unwrap();
     assert_eq!(t, Some(Tally { unchanged: 2, ..Default::default() }));
     assert_eq!(store.delivery_progress(file, 2).await.unwrap(), Tally { unchanged: 2, ..Default::default() });
     assert_eq!(store.delivery_progress("other", 1).await.unwrap(), Tally::default());
     assert_eq!(crate::support::export_lines(store.as_ref()).await.len(), 3);
+    // several messages in one call: one entry each, in order
+    let both = store
+        .apply_delivered(vec![
+            delivered("f/1/2", 1, vec![record("POS", "1", 30, 1, 2, false, "x")]),
+            delivered("f/1/7", 1, vec![record("POS", "4", 30, 1, 7, false, "w")]),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(both, vec![None, Some(Tally { applied: 1, ..Default::default() })]);
+    assert_eq!(crate::support::export_lines(store.as_ref()).await.len(), 4);
 }
 
 pub async fn delivered_batches_obey_the_version_rule(store: Arc<dyn Store>) {
     let newer = vec![record("POS", "1", 31, 2, 5, true, "")];
-    store.apply_delivered(delivered("n/1/5", 1, newer)).await.unwrap();
+    one(store.apply_delivered(vec![delivered("n/1/5", 1, newer)]).await).unwrap();
     let older = vec![record("POS", "1", 30, 1, 9, false, "old"), record("POS", "1", 31, 2, 5, true, "")];
-    let t = store.apply_delivered(delivered("o/1/9", 1, older)).await.unwrap();
+    let t = one(store.apply_delivered(vec![delivered("o/1/9", 1, older)]).await).unwrap();
     assert_eq!(t, Some(Tally { stale: 1, unchanged: 1, ..Default::default() }));
     let lines = crate::support::export_lines(store.as_ref()).await;
     assert_eq!(lines.len(), 1);

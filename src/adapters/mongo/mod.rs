@@ -224,7 +224,31 @@ impl Store for MongoStore {
         Ok(sent)
     }
 
-    async fn apply_delivered(&self, batch: DeliveredBatch) -> Result<Option<Tally>, StoreError> {
+    async fn apply_delivered(&self, batches: Vec<DeliveredBatch>) -> Result<Vec<Option<Tally>>, StoreError> {
+        let mut out = Vec::with_capacity(batches.len());
+        for batch in batches {
+            out.push(self.apply_one_delivered(batch).await?);
+        }
+        Ok(out)
+    }
+
+    async fn keep_rejects(&self, batch: Vec<Reject>) -> Result<(), StoreError> {
+        self.insert_rejects(&batch).await
+    }
+
+    async fn mark_dead_lettered(&self, marks: Vec<DeadLetter>) -> Result<(), StoreError> {
+        self.mark(marks).await
+    }
+
+    async fn delivery_progress(&self, file: &str, generation: u32) -> Result<Tally, StoreError> {
+        self.progress(file, generation).await
+    }
+}
+
+impl MongoStore {
+    /// One message: receipt checked, records upserted, receipt inserted, marks cleared —
+    /// each step idempotent.
+    async fn apply_one_delivered(&self, batch: DeliveredBatch) -> Result<Option<Tally>, StoreError> {
         let receipts = self.db.collection::<Document>(RECEIPTS);
         if receipts.find_one(doc! { "_id": &batch.receipt }).await.map_err(map_err)?.is_some() {
             return Ok(None);
@@ -249,11 +273,7 @@ impl Store for MongoStore {
         Ok(counted)
     }
 
-    async fn keep_rejects(&self, batch: Vec<Reject>) -> Result<(), StoreError> {
-        self.insert_rejects(&batch).await
-    }
-
-    async fn mark_dead_lettered(&self, marks: Vec<DeadLetter>) -> Result<(), StoreError> {
+    async fn mark(&self, marks: Vec<DeadLetter>) -> Result<(), StoreError> {
         let coll = self.db.collection::<Document>(DEAD_LETTERS);
         for m in marks {
             let id = dead_letter_id(&m.file, m.generation, m.line);
@@ -266,7 +286,7 @@ impl Store for MongoStore {
         Ok(())
     }
 
-    async fn delivery_progress(&self, file: &str, generation: u32) -> Result<Tally, StoreError> {
+    async fn progress(&self, file: &str, generation: u32) -> Result<Tally, StoreError> {
         let filter = doc! { "file": file, "generation": i64::from(generation) };
         let mut tally = Tally::default();
         for d in self.all(RECEIPTS, filter.clone(), doc! { "_id": 1 }).await? {

@@ -19,7 +19,7 @@ use crate::core::record::Record;
 use crate::core::schema::Layout;
 use crate::ports::store::{DeadLetter, DeliveredBatch, Store, StoreError};
 use backon::{BackoffBuilder, ExponentialBuilder};
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use lapin::message::Delivery;
 use lapin::options::{
     BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions, ConfirmSelectOptions,
@@ -103,72 +103,116 @@ impl ConsumerPool {
                 next = deliveries.next() => next,
                 () = cancel.cancelled() => return Ok(()),
             };
-            let delivery = match next {
-                Some(Ok(d)) => d,
+            let mut ready = match next {
+                Some(Ok(d)) => vec![d],
                 Some(Err(e)) => return Err(fail(e)),
                 None => return Err(ConsumeError::new(Some(epoch), "the broker ended the consumer")),
             };
-            match self.handle(&delivery, &dead_letters, cancel).await {
-                Ok(Handled::Done) => {
-                    if !delivery.ack(BasicAckOptions::default()).await.map_err(fail)? {
+            // Whatever else has already arrived (up to the prefetch) goes into the same
+            // store call: one transaction for many messages.
+            while ready.len() < usize::from(s.prefetch) {
+                match deliveries.next().now_or_never() {
+                    Some(Some(Ok(d))) => ready.push(d),
+                    Some(Some(Err(e))) => return Err(fail(e)),
+                    Some(None) | None => break,
+                }
+            }
+            match self.handle(ready, &dead_letters, cancel).await {
+                Ok(Handled::Done(done)) => {
+                    if exit_after_write() {
+                        tracing::error!("ESR_INGEST_FAULT: exiting after the store write, before the ack");
+                        std::process::exit(70);
+                    }
+                    // Every delivery on this channel up to the last one is settled: one ack
+                    // with `multiple` covers them all.
+                    if let Some(last) = done.last()
+                        && !last.ack(BasicAckOptions { multiple: true }).await.map_err(fail)?
+                    {
                         return Err(ConsumeError::new(Some(epoch), "ack not sent: channel closed"));
                     }
                 }
-                // Stopping, or the store stayed unavailable: leave it unacknowledged; the
-                // broker hands it out again (to us after reconnecting, or to another).
+                // Stopping, or the store stayed unavailable: leave them unacknowledged;
+                // the broker hands them out again (to us after reconnecting, or to another).
                 Ok(Handled::LetGo) => return Err(ConsumeError::new(Some(epoch), "store unavailable")),
                 Err(e) => return Err(ConsumeError::new(Some(epoch), e)),
             }
         }
     }
 
+    /// Applies ready messages; returns those to acknowledge.
     async fn handle(
         &self,
-        delivery: &Delivery,
+        ready: Vec<Delivery>,
         dead_letters: &Channel,
         cancel: &CancellationToken,
     ) -> Result<Handled, String> {
-        let id = delivery.properties.message_id().as_ref().map(|s| s.as_str().to_owned()).unwrap_or_default();
-        let (message, records) = match message::decode(&delivery.data, &self.layout) {
-            Ok(decoded) => decoded,
-            Err(Poison(reason)) => {
-                tracing::error!(message = %id, %reason, "undecodable message; dead-lettered");
-                self.dead_letter(dead_letters, delivery, &delivery.data, &id, &reason).await?;
-                return Ok(Handled::Done);
-            }
-        };
-        let batch =
-            DeliveredBatch { receipt: id.clone(), file: message.file.clone(), generation: message.generation, records };
-        match self.apply(batch.clone(), cancel).await {
-            Applied::Yes => {}
-            Applied::Gave => return Ok(Handled::LetGo),
-            Applied::Refused(reason) => {
-                tracing::warn!(message = %id, %reason, "the store refused a record; applying this message record by record");
-                for record in batch.records {
-                    let single = DeliveredBatch {
-                        receipt: single_record_id(&batch.file, batch.generation, record.version.line),
-                        file: batch.file.clone(),
-                        generation: batch.generation,
-                        records: vec![record.clone()],
-                    };
-                    match self.apply(single.clone(), cancel).await {
-                        Applied::Yes => {}
-                        Applied::Gave => return Ok(Handled::LetGo),
-                        Applied::Refused(reason) => {
-                            self.dead_letter_record(dead_letters, delivery, &single, &record, &reason).await?;
-                        }
-                    }
+        let mut decoded = Vec::with_capacity(ready.len());
+        let mut done = Vec::with_capacity(ready.len());
+        for delivery in ready {
+            let id = delivery.properties.message_id().as_ref().map(|s| s.as_str().to_owned()).unwrap_or_default();
+            match message::decode(&delivery.data, &self.layout) {
+                Ok((message, records)) => {
+                    let batch =
+                        DeliveredBatch { receipt: id, file: message.file, generation: message.generation, records };
+                    decoded.push((delivery, batch));
+                }
+                Err(Poison(reason)) => {
+                    tracing::error!(message = %id, %reason, "undecodable message; dead-lettered");
+                    self.dead_letter(dead_letters, &delivery, &delivery.data, &id, &reason).await?;
+                    done.push(delivery);
                 }
             }
         }
-        if exit_after_write() {
-            tracing::error!("ESR_INGEST_FAULT: exiting after the store write, before the ack");
-            std::process::exit(70);
+        let batches: Vec<DeliveredBatch> = decoded.iter().map(|(_, b)| b.clone()).collect();
+        match self.apply(batches, cancel).await {
+            Applied::Yes => done.extend(decoded.into_iter().map(|(d, _)| d)),
+            Applied::Gave => return Ok(Handled::LetGo),
+            Applied::Refused(reason) => {
+                tracing::warn!(%reason, "the store refused a record; applying these messages record by record");
+                for (delivery, batch) in decoded {
+                    if !self.apply_split(&delivery, batch, dead_letters, cancel).await? {
+                        return Ok(Handled::LetGo);
+                    }
+                    done.push(delivery);
+                }
+            }
         }
-        Ok(Handled::Done)
+        Ok(Handled::Done(done))
     }
 
-    async fn apply(&self, batch: DeliveredBatch, cancel: &CancellationToken) -> Applied {
+    /// Applies one message record by record, dead-lettering the records the store
+    /// refuses. Returns false when the store became unavailable.
+    async fn apply_split(
+        &self,
+        delivery: &Delivery,
+        batch: DeliveredBatch,
+        dead_letters: &Channel,
+        cancel: &CancellationToken,
+    ) -> Result<bool, String> {
+        match self.apply(vec![batch.clone()], cancel).await {
+            Applied::Yes => return Ok(true),
+            Applied::Gave => return Ok(false),
+            Applied::Refused(_) => {}
+        }
+        for record in &batch.records {
+            let single = DeliveredBatch {
+                receipt: single_record_id(&batch.file, batch.generation, record.version.line),
+                file: batch.file.clone(),
+                generation: batch.generation,
+                records: vec![record.clone()],
+            };
+            match self.apply(vec![single.clone()], cancel).await {
+                Applied::Yes => {}
+                Applied::Gave => return Ok(false),
+                Applied::Refused(reason) => {
+                    self.dead_letter_record(dead_letters, delivery, &single, record, &reason).await?;
+                }
+            }
+        }
+        Ok(true)
+    }
+
+    async fn apply(&self, batches: Vec<DeliveredBatch>, cancel: &CancellationToken) -> Applied {
         let mut backoff = ExponentialBuilder::default()
             .with_jitter()
             .with_min_delay(Duration::from_millis(50))
@@ -177,11 +221,11 @@ impl ConsumerPool {
             .without_max_times()
             .build();
         loop {
-            match self.store.apply_delivered(batch.clone()).await {
+            match self.store.apply_delivered(batches.clone()).await {
                 Ok(_) => return Applied::Yes,
                 Err(e) if e.is_transient() => match backoff.next() {
                     Some(wait) if !cancel.is_cancelled() => {
-                        tracing::warn!(message = %batch.receipt, error = %e, retry_in = ?wait, "transient store error; retrying (message not acknowledged)");
+                        tracing::warn!(messages = batches.len(), error = %e, retry_in = ?wait, "transient store error; retrying (messages not acknowledged)");
                         tokio::time::sleep(wait).await;
                     }
                     _ => return Applied::Gave,
@@ -265,7 +309,7 @@ impl ConsumerPool {
 }
 
 enum Handled {
-    Done,
+    Done(Vec<Delivery>),
     LetGo,
 }
 

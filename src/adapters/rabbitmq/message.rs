@@ -10,13 +10,16 @@ use crate::core::record::{Fields, Record};
 use crate::core::schema::Layout;
 use crate::core::version::Version;
 use chrono::NaiveDate;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
+use serde_json::value::RawValue;
 use std::collections::HashMap;
 use std::sync::Arc;
 
 pub const SCHEMA: &str = "esr-ingest.records/1";
 
-#[derive(Debug, Serialize, Deserialize)]
+/// The message envelope. `fields` names each record type's payload fields once; every
+/// record carries its values in that order.
+#[derive(Debug, Deserialize)]
 pub struct Message {
     pub schema: String,
     pub file: String,
@@ -24,19 +27,30 @@ pub struct Message {
     pub date: NaiveDate,
     pub seq: u64,
     pub generation: u32,
+    #[serde(default)]
+    pub fields: HashMap<String, Vec<String>>,
     pub records: Vec<WireRecord>,
 }
 
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Deserialize)]
 pub struct WireRecord {
     pub line: u64,
     #[serde(rename = "type")]
     pub record_type: String,
     pub key: String,
     pub deleted: bool,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub fields: Option<HashMap<String, String>>,
+    /// A JSON array of strings, kept as text: stores keep exactly this compact form.
+    #[serde(default)]
+    pub values: Option<Box<RawValue>>,
 }
+
+/// One value, borrowed from the message text unless it has escapes.
+#[derive(Deserialize)]
+struct Value<'a>(
+    #[serde(borrow)]
+    #[allow(dead_code)]
+    std::borrow::Cow<'a, str>,
+);
 
 /// A message that cannot be applied whatever happens to the store: dead-lettered.
 #[derive(Debug, thiserror::Error)]
@@ -51,40 +65,56 @@ pub fn single_record_id(file: &str, generation: u32, line: u64) -> String {
     format!("{file}/{generation}/{line}/1")
 }
 
+fn json_string(s: &str) -> String {
+    serde_json::Value::String(s.to_string()).to_string()
+}
+
 /// Encodes records of one file (the caller keeps them to one file, in line order).
 pub fn encode(records: &[Record], generation: u32) -> Result<Vec<u8>, Poison> {
     let first = records.first().ok_or_else(|| Poison("an empty message".into()))?;
-    let mut out = Vec::with_capacity(records.len() * 320 + 160);
-    let head = serde_json::json!({
-        "schema": SCHEMA,
-        "file": &*first.file,
-        "region": &*first.region,
-        "date": first.version.date,
-        "seq": first.version.seq,
-        "generation": generation,
-    });
-    let head = head.to_string();
-    out.extend_from_slice(&head.as_bytes()[..head.len() - 1]);
-    out.extend_from_slice(b",\"records\":[");
+    let mut out = String::with_capacity(records.len() * 200 + 400);
+    out.push_str(&format!(
+        "{{\"schema\":\"{SCHEMA}\",\"file\":{},\"region\":{},\"date\":\"{}\",\"seq\":{},\"generation\":{generation},\"fields\":{{",
+        json_string(&first.file),
+        json_string(&first.region),
+        first.version.date.format("%Y-%m-%d"),
+        first.version.seq
+    ));
+    let mut named: Vec<&str> = Vec::new();
+    for r in records {
+        if let Some(f) = &r.fields
+            && !named.contains(&&*r.record_type)
+        {
+            if !named.is_empty() {
+                out.push(',');
+            }
+            named.push(&r.record_type);
+            let names: Vec<&str> = f.names.iter().map(|n| &**n).collect();
+            out.push_str(&json_string(&r.record_type));
+            out.push(':');
+            out.push_str(&serde_json::to_string(&names).map_err(|e| Poison(e.to_string()))?);
+        }
+    }
+    out.push_str("},\"records\":[");
     for (i, r) in records.iter().enumerate() {
         if i > 0 {
-            out.push(b',');
+            out.push(',');
         }
-        let mut rec = serde_json::json!({
-            "line": r.version.line, "type": &*r.record_type, "key": &r.key, "deleted": r.deleted,
-        })
-        .to_string();
+        out.push_str(&format!(
+            "{{\"line\":{},\"type\":{},\"key\":{},\"deleted\":{}",
+            r.version.line,
+            json_string(&r.record_type),
+            json_string(&r.key),
+            r.deleted
+        ));
         if let Some(f) = &r.fields {
-            let fields = f.to_object_json().map_err(Poison)?;
-            rec.pop();
-            rec.push_str(",\"fields\":");
-            rec.push_str(&fields);
-            rec.push('}');
+            out.push_str(",\"values\":");
+            out.push_str(&f.values_json);
         }
-        out.extend_from_slice(rec.as_bytes());
+        out.push('}');
     }
-    out.extend_from_slice(b"]}");
-    Ok(out)
+    out.push_str("]}");
+    Ok(out.into_bytes())
 }
 
 /// Decodes a message and checks it against the layout.
@@ -93,33 +123,37 @@ pub fn decode(body: &[u8], layout: &Layout) -> Result<(Message, Vec<Record>), Po
     if message.schema != SCHEMA {
         return Err(Poison(format!("message schema {:?}; this build reads {SCHEMA:?}", message.schema)));
     }
+    for (rtype, names) in &message.fields {
+        let rl = layout.record(rtype).ok_or_else(|| Poison(format!("unknown record type {rtype:?}")))?;
+        if !names.iter().map(String::as_str).eq(rl.payload_names.iter().map(|n| &**n)) {
+            return Err(Poison(format!("the fields of {rtype} differ from this build's layout: {names:?}")));
+        }
+    }
     let (file, region): (Arc<str>, Arc<str>) = (message.file.as_str().into(), message.region.as_str().into());
     let mut records = Vec::with_capacity(message.records.len());
     for w in &message.records {
         let rl = layout
             .record(&w.record_type)
             .ok_or_else(|| Poison(format!("line {}: unknown record type {:?}", w.line, w.record_type)))?;
-        let fields = match (&w.fields, w.deleted) {
+        let fields = match (&w.values, w.deleted) {
             (_, true) => None,
-            (None, false) => return Err(Poison(format!("line {}: a change without fields", w.line))),
+            (None, false) => return Err(Poison(format!("line {}: a change without values", w.line))),
             (Some(values), false) => {
-                if values.len() != rl.payload_names.len() {
+                if !message.fields.contains_key(&w.record_type) {
+                    return Err(Poison(format!("line {}: no field names for {}", w.line, w.record_type)));
+                }
+                let count = serde_json::from_str::<Vec<Value<'_>>>(values.get())
+                    .map_err(|e| Poison(format!("line {}: values are not an array of strings: {e}", w.line)))?
+                    .len();
+                if count != rl.payload_names.len() {
                     return Err(Poison(format!(
-                        "line {}: {} fields, the layout of {} has {}",
+                        "line {}: {count} values, the layout of {} has {}",
                         w.line,
-                        values.len(),
                         w.record_type,
                         rl.payload_names.len()
                     )));
                 }
-                let mut ordered = Vec::with_capacity(values.len());
-                for name in rl.payload_names.iter() {
-                    let v = values.get(&**name).ok_or_else(|| {
-                        Poison(format!("line {}: field {name} missing for {}", w.line, w.record_type))
-                    })?;
-                    ordered.push(v.as_str());
-                }
-                Some(Fields::new(rl.payload_names.clone(), ordered))
+                Some(Fields { names: rl.payload_names.clone(), values_json: values.get().to_string() })
             }
         };
         records.push(Record {
@@ -169,6 +203,10 @@ mod tests {
         assert!(decode(b"{}", &layout).is_err());
         let body = String::from_utf8(encode(&[record(2, false)], 1).unwrap()).unwrap();
         assert!(decode(body.replace("POR", "XYZ").as_bytes(), &layout).unwrap_err().0.contains("unknown record type"));
+        let renamed = body.replace("position_title", "title");
+        assert!(decode(renamed.as_bytes(), &layout).unwrap_err().0.contains("differ"));
+        let short = body.replace("[\"v0, \\\"q\\\"\",", "[");
+        assert!(decode(short.as_bytes(), &layout).unwrap_err().0.contains("values"), "{short}");
         let body = body.replace(SCHEMA, "esr-ingest.records/9");
         assert!(decode(body.as_bytes(), &layout).unwrap_err().0.contains("schema"));
     }

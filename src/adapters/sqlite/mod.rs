@@ -226,9 +226,9 @@ impl Store for SqliteStore {
         self.read(move |c| in_read_transaction(c, |c| export_rows(c, &sink))).await
     }
 
-    async fn apply_delivered(&self, batch: DeliveredBatch) -> Result<Option<Tally>, StoreError> {
+    async fn apply_delivered(&self, batches: Vec<DeliveredBatch>) -> Result<Vec<Option<Tally>>, StoreError> {
         let (tx, rx) = oneshot::channel();
-        self.writer.send(WriterCmd::Delivered(batch, tx)).await.map_err(|_| StoreError::Closed)?;
+        self.writer.send(WriterCmd::Delivered(batches, tx)).await.map_err(|_| StoreError::Closed)?;
         rx.await.map_err(|_| StoreError::Closed)?
     }
 

@@ -341,12 +341,25 @@ pub(super) fn load_shapes(conn: &Connection) -> Result<HashMap<i64, Vec<String>>
 /// to tell a stale line from the same line seen again. The single writer connection makes
 /// each upsert atomic with respect to every other write.
 pub(super) fn apply_records(conn: &Connection, shapes: &mut Shapes, batch: &[Record]) -> Result<Tally, StoreError> {
+    let mut tally = [Tally::default()];
+    apply_each(conn, shapes, batch.iter().map(|r| (0, r)), &mut tally)?;
+    Ok(tally[0])
+}
+
+/// Applies `(slot, record)` pairs in the given order, adding each line's outcome to
+/// `tallies[slot]`.
+fn apply_each<'r>(
+    conn: &Connection,
+    shapes: &mut Shapes,
+    records: impl IntoIterator<Item = (usize, &'r Record)>,
+    tallies: &mut [Tally],
+) -> Result<(), StoreError> {
     let mut write = conn.prepare_cached(APPLY_ONE).map_err(map_err)?;
     let mut read = conn
         .prepare_cached("SELECT v_date, v_seq, v_line FROM records WHERE rtype = ?1 AND key = ?2")
         .map_err(map_err)?;
-    let mut tally = Tally::default();
-    for r in batch {
+    for (slot, r) in records {
+        let tally = &mut tallies[slot];
         let written = execute_record(&mut write, shapes, conn, r)?;
         if written == 1 {
             tally.applied += 1;
@@ -373,7 +386,7 @@ pub(super) fn apply_records(conn: &Connection, shapes: &mut Shapes, batch: &[Rec
             }
         }
     }
-    Ok(tally)
+    Ok(())
 }
 
 /// The per-connection staging table for one file's records (a TEMP table: it lives in
@@ -448,36 +461,54 @@ pub(super) fn applied_before(conn: &Connection, name: &str) -> Result<bool, Stor
     Ok(state.as_deref().and_then(FileState::parse).is_some_and(FileState::is_processed))
 }
 
-/// Applies one broker message unless its receipt exists; writes the receipt and clears
-/// dead-letter marks of its lines. The caller owns the transaction.
+/// Applies broker messages whose receipts do not exist yet, in one pass over their
+/// records sorted by identity and version (a forward walk through the records B-tree, as
+/// for a file); writes their receipts and clears dead-letter marks of their lines. The
+/// caller owns the transaction.
 pub(super) fn apply_delivered(
     conn: &Connection,
     shapes: &mut Shapes,
-    batch: &DeliveredBatch,
-) -> Result<Option<Tally>, StoreError> {
-    let seen: Option<i64> = conn
-        .prepare_cached("SELECT 1 FROM receipts WHERE id = ?1")
-        .map_err(map_err)?
-        .query_row(params![batch.receipt], |r| r.get(0))
-        .optional()
-        .map_err(map_err)?;
-    if seen.is_some() {
-        return Ok(None);
+    batches: &[DeliveredBatch],
+) -> Result<Vec<Option<Tally>>, StoreError> {
+    let mut seen_stmt = conn.prepare_cached("SELECT 1 FROM receipts WHERE id = ?1").map_err(map_err)?;
+    let mut fresh = vec![false; batches.len()];
+    for (i, b) in batches.iter().enumerate() {
+        let seen: Option<i64> = seen_stmt.query_row(params![b.receipt], |r| r.get(0)).optional().map_err(map_err)?;
+        // the same id twice in one call counts once
+        fresh[i] = seen.is_none() && !batches[..i].iter().zip(&fresh).any(|(o, f)| *f && o.receipt == b.receipt);
     }
-    let tally = apply_records(conn, shapes, &batch.records)?;
-    conn.prepare_cached(
-        "INSERT INTO receipts (id, file, generation, applied, stale, unchanged) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-    )
-    .map_err(map_err)?
-    .execute(params![batch.receipt, batch.file, batch.generation, tally.applied, tally.stale, tally.unchanged])
-    .map_err(map_err)?;
+    let mut order: Vec<(usize, &Record)> = batches
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| fresh[*i])
+        .flat_map(|(i, b)| b.records.iter().map(move |r| (i, r)))
+        .collect();
+    order.sort_by(|(_, a), (_, b)| (&a.record_type, &a.key, a.version).cmp(&(&b.record_type, &b.key, b.version)));
+    let mut tallies = vec![Tally::default(); batches.len()];
+    apply_each(conn, shapes, order, &mut tallies)?;
+    let mut receipt = conn
+        .prepare_cached(
+            "INSERT INTO receipts (id, file, generation, applied, stale, unchanged) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        )
+        .map_err(map_err)?;
     let mut clear = conn
         .prepare_cached("DELETE FROM dead_letters WHERE file = ?1 AND generation = ?2 AND line = ?3")
         .map_err(map_err)?;
-    for r in &batch.records {
-        clear.execute(params![batch.file, batch.generation, r.version.line]).map_err(map_err)?;
+    let mut out = Vec::with_capacity(batches.len());
+    for ((b, tally), fresh) in batches.iter().zip(tallies).zip(fresh) {
+        if !fresh {
+            out.push(None);
+            continue;
+        }
+        receipt
+            .execute(params![b.receipt, b.file, b.generation, tally.applied, tally.stale, tally.unchanged])
+            .map_err(map_err)?;
+        for r in &b.records {
+            clear.execute(params![b.file, b.generation, r.version.line]).map_err(map_err)?;
+        }
+        out.push(Some(tally));
     }
-    Ok(Some(tally))
+    Ok(out)
 }
 
 pub(super) fn mark_dead_lettered(conn: &Connection, marks: &[DeadLetter]) -> Result<(), StoreError> {

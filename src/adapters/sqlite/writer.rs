@@ -27,7 +27,7 @@ pub(super) const STREAMED_RECORDS: u64 = 50_000;
 pub(super) enum WriterCmd {
     Commit(Commit, Reply<()>),
     BeginFile(FileTicket, mpsc::Receiver<TxnCmd>, Reply<()>),
-    Delivered(DeliveredBatch, Reply<Option<Tally>>),
+    Delivered(Vec<DeliveredBatch>, Reply<Vec<Option<Tally>>>),
     DeadLetters(Vec<DeadLetter>, Reply<()>),
     Rejects(Vec<Reject>, Reply<()>),
 }
@@ -46,8 +46,8 @@ pub(super) fn run(conn: Connection, mut commands: mpsc::Receiver<WriterCmd>) {
             WriterCmd::Commit(c, reply) => {
                 let _ = reply.send(in_transaction(&conn, |conn| write_commit(conn, &c)));
             }
-            WriterCmd::Delivered(batch, reply) => {
-                let applied = in_transaction(&conn, |conn| apply_delivered(conn, &mut shapes, &batch));
+            WriterCmd::Delivered(batches, reply) => {
+                let applied = in_transaction(&conn, |conn| apply_delivered(conn, &mut shapes, &batches));
                 if applied.is_err() {
                     shapes.clear();
                 }
