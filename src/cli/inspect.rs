@@ -64,8 +64,8 @@ fn write_status_table(out: &mut impl Write, doc: &StatusDoc) -> std::io::Result<
         for f in &doc.in_flight {
             writeln!(
                 out,
-                "  {}  lines {}: applied {}, stale {}, unchanged {}, rejected {}, dead-lettered {}",
-                f.file, f.record_lines, f.applied, f.stale, f.unchanged, f.rejected, f.dead_lettered
+                "  {}  lines {}: confirmed {}, applied {}, stale {}, unchanged {}, rejected {}, dead-lettered {}",
+                f.file, f.record_lines, f.confirmed, f.applied, f.stale, f.unchanged, f.rejected, f.dead_lettered
             )?;
         }
     }

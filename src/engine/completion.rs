@@ -21,6 +21,9 @@ pub struct InFlightFile {
     pub seq: Option<u64>,
     pub generation: u32,
     pub record_lines: u64,
+    /// Records the broker confirmed: every record line not rejected (a file is only
+    /// delivered once all are).
+    pub confirmed: u64,
     pub applied: u64,
     pub stale: u64,
     pub unchanged: u64,
@@ -36,6 +39,7 @@ impl InFlightFile {
             seq: e.seq(),
             generation: e.generation,
             record_lines: e.record_lines,
+            confirmed: e.record_lines.saturating_sub(t.rejected),
             applied: t.applied,
             stale: t.stale,
             unchanged: t.unchanged,
