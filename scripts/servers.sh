@@ -61,9 +61,17 @@ rabbit_env() {
   export RABBITMQ_ENABLED_PLUGINS_FILE="$DIR/rabbit/enabled_plugins" RABBITMQ_CONF_ENV_FILE="$DIR/rabbit/env.conf"
 }
 
+port_in_use() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
 start() {
   install
   mkdir -p "$DIR"
+  for pair in "rabbitmq:$AMQP_PORT" "s3:$S3_PORT" "mongo:$MONGO_PORT"; do
+    if wants "${pair%%:*}" && port_in_use "${pair#*:}"; then
+      log "port ${pair#*:} (${pair%%:*}) is already in use: stop what runs there, or choose other ports (ESR_AMQP_PORT, ESR_S3_PORT, ESR_MONGO_PORT)"
+      exit 1
+    fi
+  done
   if wants rabbitmq; then
     mkdir -p "$DIR/rabbit/mnesia" "$DIR/rabbit/log"
     (

@@ -29,7 +29,9 @@ cargo clippy --all-targets --locked -- -D warnings
 step "starting test servers on loopback (RabbitMQ, S3-compatible, MongoDB-wire)"
 servers_dir="$(mktemp -d "${TMPDIR:-/tmp}/esr-ingest-servers.XXXXXX")"
 trap 'bash scripts/servers.sh stop "$servers_dir" || true; rm -rf "$servers_dir"' EXIT
-eval "$(bash scripts/servers.sh start "$servers_dir" s3 rabbitmq mongo)"
+# (assigned first, so a server that does not start fails the run here)
+server_env="$(bash scripts/servers.sh start "$servers_dir" s3 rabbitmq mongo)"
+eval "$server_env"
 
 step "tests"
 cargo nextest run --locked --no-fail-fast --failure-output final
