@@ -25,6 +25,35 @@ fn faulty_setup(node: &RabbitNode) -> (tempfile::TempDir, Sandbox) {
     (inbox, s)
 }
 
+/// A node, the files, and `run --once` caught mid-publish: ready for a fault.
+struct Scenario {
+    node: RabbitNode,
+    inbox: tempfile::TempDir,
+    sandbox: Sandbox,
+    run: std::process::Child,
+    log: std::path::PathBuf,
+}
+
+fn mid_publish() -> Scenario {
+    let node = RabbitNode::start();
+    let (inbox, sandbox) = faulty_setup(&node);
+    let (mut run, log) = spawn_run_once(&sandbox, &[]);
+    wait_until_mid_publish(&sandbox);
+    assert!(run.try_wait().unwrap().is_none(), "the fault lands while the run works");
+    Scenario { node, inbox, sandbox, run, log }
+}
+
+impl Scenario {
+    /// The run ends with exit 0 and nothing was lost; returns the run's log.
+    fn finishes_losing_nothing(mut self, what: &str) -> String {
+        let status = wait_with_limit(&mut self.run, LIMIT);
+        let log = log_text(&self.log);
+        assert!(status.success(), "run --once survives {what}\n{log}");
+        assert_nothing_lost(&self.inbox, &self.sandbox);
+        log
+    }
+}
+
 /// Waits until the run has published part of the work (a file is delivered).
 fn wait_until_mid_publish(s: &Sandbox) {
     eventually("the first delivered file", LIMIT, || {
@@ -47,50 +76,33 @@ fn assert_nothing_lost(inbox: &tempfile::TempDir, s: &Sandbox) {
 
 #[test]
 fn broker_killed_and_restarted_mid_publish() {
-    let node = RabbitNode::start();
-    let (inbox, s) = faulty_setup(&node);
-    let (mut run, log) = spawn_run_once(&s, &[]);
-    wait_until_mid_publish(&s);
-    assert!(run.try_wait().unwrap().is_none(), "the fault lands while the run works");
-    node.signal("KILL");
+    let scenario = mid_publish();
+    scenario.node.signal("KILL");
     std::thread::sleep(Duration::from_secs(2));
-    node.launch();
-    let status = wait_with_limit(&mut run, LIMIT);
-    assert!(status.success(), "run --once survives the broker restart\n{}", log_text(&log));
-    assert!(log_text(&log).contains("reconnect"), "the restart was noticed\n{}", log_text(&log));
-    assert_nothing_lost(&inbox, &s);
+    scenario.node.launch();
+    let log = scenario.finishes_losing_nothing("the broker restart");
+    assert!(log.contains("reconnect"), "the restart was noticed\n{log}");
 }
 
 #[test]
 fn broker_frozen_for_20_seconds() {
-    let node = RabbitNode::start();
-    let (inbox, s) = faulty_setup(&node);
-    let (mut run, log) = spawn_run_once(&s, &[]);
-    wait_until_mid_publish(&s);
-    assert!(run.try_wait().unwrap().is_none(), "the fault lands while the run works");
-    node.signal("STOP");
+    let scenario = mid_publish();
+    scenario.node.signal("STOP");
     std::thread::sleep(Duration::from_secs(20));
-    node.signal("CONT");
-    let status = wait_with_limit(&mut run, LIMIT);
-    assert!(status.success(), "run --once survives the frozen broker\n{}", log_text(&log));
-    assert_nothing_lost(&inbox, &s);
+    scenario.node.signal("CONT");
+    let _ = scenario.finishes_losing_nothing("the frozen broker");
 }
 
 #[test]
 fn memory_alarm_pauses_publishing_until_lifted() {
-    let node = RabbitNode::start();
-    let (inbox, s) = faulty_setup(&node);
-    let (mut run, log) = spawn_run_once(&s, &[]);
-    wait_until_mid_publish(&s);
-    assert!(run.try_wait().unwrap().is_none(), "the fault lands while the run works");
-    let raised = node.ctl(&["set_vm_memory_high_watermark", "absolute", "1"]);
+    let mut scenario = mid_publish();
+    let raised = scenario.node.ctl(&["set_vm_memory_high_watermark", "absolute", "1"]);
     assert!(raised.status.success(), "{}", common::describe(&raised));
+    let log = scenario.log.clone();
     eventually("the blocked notice", Duration::from_secs(60), || log_text(&log).contains("blocked"));
     std::thread::sleep(Duration::from_secs(3));
-    assert!(run.try_wait().unwrap().is_none(), "publishing waits while the alarm is on\n{}", log_text(&log));
-    let lifted = node.ctl(&["set_vm_memory_high_watermark", "0.4"]);
+    assert!(scenario.run.try_wait().unwrap().is_none(), "publishing waits while the alarm is on\n{}", log_text(&log));
+    let lifted = scenario.node.ctl(&["set_vm_memory_high_watermark", "0.4"]);
     assert!(lifted.status.success(), "{}", common::describe(&lifted));
-    let status = wait_with_limit(&mut run, LIMIT);
-    assert!(status.success(), "run --once finishes after the alarm\n{}", log_text(&log));
-    assert_nothing_lost(&inbox, &s);
+    let _ = scenario.finishes_losing_nothing("the memory alarm");
 }

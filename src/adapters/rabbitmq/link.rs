@@ -42,9 +42,16 @@ pub struct Link {
     url: String,
     name: String,
     settings: RabbitSettings,
-    current: Mutex<Option<(u64, Arc<Connection>)>>,
+    current: Mutex<Option<Current>>,
     epochs: std::sync::atomic::AtomicU64,
-    blocked: Arc<AtomicBool>,
+    /// The blocked flag of the current connection (a replaced connection's late notices
+    /// land in its own flag, never in this one).
+    blocked: std::sync::Mutex<Arc<AtomicBool>>,
+}
+
+struct Current {
+    epoch: u64,
+    conn: Arc<Connection>,
 }
 
 /// The URL with a heartbeat (unless it sets one), for a prompt notice of a dead broker.
@@ -72,7 +79,7 @@ impl Link {
             settings,
             current: Mutex::new(None),
             epochs: 0.into(),
-            blocked: Arc::new(AtomicBool::new(false)),
+            blocked: std::sync::Mutex::new(Arc::new(AtomicBool::new(false))),
         }
     }
 
@@ -86,32 +93,38 @@ impl Link {
 
     /// Whether the broker said it blocks this connection (a resource alarm).
     pub fn blocked(&self) -> bool {
-        self.blocked.load(Ordering::Relaxed)
+        // A poisoned lock only means a panic elsewhere; the flag itself is fine.
+        self.blocked.lock().unwrap_or_else(|p| p.into_inner()).load(Ordering::Relaxed)
     }
 
     /// The live connection (opening one, with the topology declared, if needed).
     pub async fn connection(&self) -> Result<(u64, Arc<Connection>), LinkError> {
         let mut current = self.current.lock().await;
-        if let Some((epoch, conn)) = &*current
-            && conn.status().connected()
+        if let Some(c) = &*current
+            && c.conn.status().connected()
         {
-            return Ok((*epoch, conn.clone()));
+            return Ok((c.epoch, c.conn.clone()));
         }
+        let slow = || LinkError::Unreachable(format!("{}: no answer within {CONNECT_TIMEOUT:?}", redact(&self.url)));
         let props = ConnectionProperties::default().with_connection_name(self.name.as_str().into());
         let conn = tokio::time::timeout(CONNECT_TIMEOUT, Connection::connect(&self.url, props))
             .await
-            .map_err(|_| {
-                LinkError::Unreachable(format!("{}: no answer within {CONNECT_TIMEOUT:?}", redact(&self.url)))
-            })?
+            .map_err(|_| slow())?
             .map_err(|e| LinkError::Unreachable(format!("{}: {e}", redact(&self.url))))?;
-        self.watch(&conn);
-        let channel = conn.create_channel().await.map_err(|e| LinkError::Unreachable(e.to_string()))?;
-        topology::declare(&channel, &self.settings).await?;
-        let _ = channel.close(200, "OK".into()).await;
+        let blocked = Arc::new(AtomicBool::new(false));
+        self.watch(&conn, blocked.clone());
+        let declare = async {
+            let channel = conn.create_channel().await.map_err(|e| LinkError::Unreachable(e.to_string()))?;
+            topology::declare(&channel, &self.settings).await?;
+            let _ = channel.close(200, "OK".into()).await;
+            Ok::<_, LinkError>(())
+        };
+        tokio::time::timeout(CONNECT_TIMEOUT, declare).await.map_err(|_| slow())??;
         let epoch = self.epochs.fetch_add(1, Ordering::SeqCst) + 1;
-        self.blocked.store(false, Ordering::Relaxed);
+        // A poisoned lock only means a panic elsewhere; the flag itself is fine.
+        *self.blocked.lock().unwrap_or_else(|p| p.into_inner()) = blocked;
         let conn = Arc::new(conn);
-        *current = Some((epoch, conn.clone()));
+        *current = Some(Current { epoch, conn: conn.clone() });
         tracing::info!(broker = %redact(&self.url), connection = %self.name, "connected to the broker");
         Ok((epoch, conn))
     }
@@ -119,8 +132,8 @@ impl Link {
     /// Drops the connection of `epoch` (once) after a failure seen on it.
     pub async fn failed(&self, epoch: u64) {
         let mut current = self.current.lock().await;
-        if current.as_ref().is_some_and(|(e, _)| *e == epoch)
-            && let Some((_, conn)) = current.take()
+        if current.as_ref().is_some_and(|c| c.epoch == epoch)
+            && let Some(Current { conn, .. }) = current.take()
         {
             tokio::spawn(async move {
                 let _ = tokio::time::timeout(Duration::from_secs(2), conn.close(320, "reconnecting".into())).await;
@@ -128,9 +141,8 @@ impl Link {
         }
     }
 
-    fn watch(&self, conn: &Connection) {
+    fn watch(&self, conn: &Connection, blocked: Arc<AtomicBool>) {
         let mut events = conn.events_listener();
-        let blocked = self.blocked.clone();
         let name = self.name.clone();
         tokio::spawn(async move {
             while let Some(event) = events.next().await {

@@ -106,8 +106,22 @@ impl RabbitFile {
             return Ok(ch.clone());
         }
         let (epoch, conn) = self.link.connection().await.map_err(DeliveryError::from)?;
-        let ch = conn.create_channel().await.map_err(unavailable)?;
-        ch.confirm_select(ConfirmSelectOptions::default()).await.map_err(unavailable)?;
+        let open = async {
+            let ch = conn.create_channel().await.map_err(unavailable)?;
+            ch.confirm_select(ConfirmSelectOptions::default()).await.map_err(unavailable)?;
+            Ok::<_, DeliveryError>(ch)
+        };
+        let ch = match tokio::time::timeout(CONFIRM_WAIT, open).await {
+            Ok(opened) => opened,
+            Err(_) => Err(unavailable("the broker did not open a channel")),
+        };
+        let ch = match ch {
+            Ok(ch) => ch,
+            Err(e) => {
+                self.link.failed(epoch).await;
+                return Err(e);
+            }
+        };
         self.channel = Some((epoch, ch.clone()));
         Ok(ch)
     }
@@ -310,7 +324,9 @@ impl FileDelivery for RabbitFile {
         }
         self.store.commit(commit).await?;
         if let Some((_, ch)) = self.channel.take() {
-            let _ = ch.close(200, "OK".into()).await;
+            // Everything is confirmed; a close that does not go out (a blocked
+            // connection) must not hold the file.
+            let _ = tokio::time::timeout(Duration::from_secs(2), ch.close(200, "OK".into())).await;
         }
         Ok(tally)
     }
