@@ -1,9 +1,11 @@
-//! The health server: `/healthz` (liveness) and `/readyz` (readiness).
+//! The health server: `/healthz` (liveness), `/readyz` (readiness) and `/status` (the
+//! `status --json` document).
 //!
 //! Liveness fails when the service stops making progress: no heartbeat (a completed pass
 //! or a processed batch) within 3 × `poll_interval`. A scheduler that silently stops turns
 //! it red. Readiness needs the store to answer and the last pass to have succeeded.
 
+use crate::core::sequencer::SequenceRules;
 use crate::engine::Heartbeat;
 use crate::ports::store::Store;
 use axum::Router;
@@ -23,10 +25,15 @@ pub struct HealthState {
     pub heartbeat: Arc<Heartbeat>,
     pub store: Arc<dyn Store>,
     pub poll_interval: Duration,
+    pub rules: SequenceRules,
 }
 
 pub fn router(state: HealthState) -> Router {
-    Router::new().route("/healthz", get(healthz)).route("/readyz", get(readyz)).with_state(state)
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/status", get(status))
+        .with_state(state)
 }
 
 async fn healthz(State(s): State<HealthState>) -> impl IntoResponse {
@@ -54,6 +61,14 @@ async fn readyz(State(s): State<HealthState>) -> impl IntoResponse {
             "last_pass": last_pass.map(|(t, ok)| json!({"at": t.to_rfc3339(), "ok": ok})),
         })),
     )
+}
+
+/// The `status --json` document; 503 with the reason when the store does not answer.
+async fn status(State(s): State<HealthState>) -> axum::response::Response {
+    match crate::engine::status::collect(s.store.as_ref(), &s.rules, Utc::now()).await {
+        Ok(doc) => Json(doc).into_response(),
+        Err(e) => (StatusCode::SERVICE_UNAVAILABLE, Json(json!({ "error": e.to_string() }))).into_response(),
+    }
 }
 
 /// Binds the listener (so a bad address fails at start) and serves until cancelled.

@@ -83,6 +83,13 @@ fn health_endpoints_lock_and_graceful_shutdown() {
         std::thread::sleep(Duration::from_millis(100));
     }
 
+    // /status serves the `status --json` document
+    let (code, body) = get(service.port, "/status");
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(body["counts"]["applied_files"], 1, "{body}");
+    assert_eq!(body["streams"][0]["region"], "SEV", "{body}");
+    assert_eq!(body["streams"][0]["next_seq"], 2, "{body}");
+
     // a second service on the same store is refused, clearly
     let second = Command::new(BIN)
         .current_dir(dir.path())

@@ -3,7 +3,7 @@
 use super::{EXIT_OK, app};
 use crate::config::Settings;
 use crate::engine::export_line;
-use crate::engine::status::{StatusDoc, status_doc};
+use crate::engine::status::{StatusDoc, collect};
 use anyhow::Context;
 use chrono::Utc;
 use std::io::Write;
@@ -12,9 +12,7 @@ use tokio::sync::mpsc;
 
 pub async fn status(settings: Settings, json: bool) -> anyhow::Result<i32> {
     let store = app::open_store(&settings).await?;
-    let (snapshot, counts, audit) = (store.snapshot().await?, store.counts().await?, store.audit_log().await?);
-    let in_flight = crate::engine::completion::in_flight(store.as_ref(), &snapshot.ledger).await?;
-    let doc = status_doc(&snapshot, counts, &audit, in_flight, &settings.rules, Utc::now());
+    let doc = collect(store.as_ref(), &settings.rules, Utc::now()).await?;
     let mut out = std::io::stdout().lock();
     if json {
         serde_json::to_writer_pretty(&mut out, &doc)?;

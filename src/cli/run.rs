@@ -139,6 +139,7 @@ pub async fn run(settings: Settings, once: bool, listen: Option<SocketAddr>) -> 
         heartbeat: engine.heartbeat.clone(),
         store: engine.store.clone(),
         poll_interval: settings.pass_interval,
+        rules: settings.rules.clone(),
     };
     let wake = Arc::new(tokio::sync::Notify::new());
     let events = settings.s3_events.clone().map(|e| s3_events::spawn(e, wake.clone(), cancel.clone()));

@@ -125,3 +125,14 @@ pub fn status_doc(
         recent_actions: audit.iter().rev().take(RECENT_ACTIONS).cloned().collect(),
     }
 }
+
+/// Reads everything `status` shows from the store and builds the document.
+pub async fn collect(
+    store: &dyn crate::ports::store::Store,
+    rules: &SequenceRules,
+    now: DateTime<Utc>,
+) -> Result<StatusDoc, super::EngineError> {
+    let (snapshot, counts, audit) = (store.snapshot().await?, store.counts().await?, store.audit_log().await?);
+    let in_flight = super::completion::in_flight(store, &snapshot.ledger).await?;
+    Ok(status_doc(&snapshot, counts, &audit, in_flight, rules, now))
+}
