@@ -70,8 +70,22 @@ impl Delivery for RabbitDelivery {
             buffer: Vec::new(),
             rejected: 0,
         };
-        file.ensure_channel().await?;
-        Ok(Box::new(file))
+        // A broker that is down when a file starts is waited for like one that fails
+        // mid-file (see `recover`).
+        let mut delay = reconnect_backoff();
+        loop {
+            match file.ensure_channel().await {
+                Ok(_) => return Ok(Box::new(file)),
+                Err(e) if e.is_transient() => match delay.next() {
+                    Some(d) => {
+                        tracing::warn!(error = %e, retry_in = ?d, "broker not reachable; retrying");
+                        tokio::time::sleep(d).await;
+                    }
+                    None => return Err(e),
+                },
+                Err(e) => return Err(e),
+            }
+        }
     }
 }
 
@@ -249,13 +263,7 @@ impl RabbitFile {
             self.link.failed(epoch).await;
         }
         let file = self.ticket.file.name.clone();
-        let backoff = ExponentialBuilder::default()
-            .with_jitter()
-            .with_min_delay(Duration::from_millis(200))
-            .with_max_delay(Duration::from_secs(10))
-            .with_total_delay(Some(RECOVERY_LIMIT))
-            .without_max_times();
-        let mut delay = backoff.build();
+        let mut delay = reconnect_backoff();
         loop {
             match self.republish_all().await {
                 Ok(()) => {
@@ -286,6 +294,17 @@ impl RabbitFile {
         }
         Ok(())
     }
+}
+
+/// Backoff with jitter for reconnecting, for at most [`RECOVERY_LIMIT`] in all.
+fn reconnect_backoff() -> impl Iterator<Item = Duration> {
+    ExponentialBuilder::default()
+        .with_jitter()
+        .with_min_delay(Duration::from_millis(200))
+        .with_max_delay(Duration::from_secs(10))
+        .with_total_delay(Some(RECOVERY_LIMIT))
+        .without_max_times()
+        .build()
 }
 
 /// A short, stable id tying together every message of one delivery of a file.
