@@ -71,21 +71,9 @@ impl Delivery for RabbitDelivery {
             rejected: 0,
         };
         // A broker that is down when a file starts is waited for like one that fails
-        // mid-file (see `recover`).
-        let mut delay = reconnect_backoff();
-        loop {
-            match file.ensure_channel().await {
-                Ok(_) => return Ok(Box::new(file)),
-                Err(e) if e.is_transient() => match delay.next() {
-                    Some(d) => {
-                        tracing::warn!(error = %e, retry_in = ?d, "broker not reachable; retrying");
-                        tokio::time::sleep(d).await;
-                    }
-                    None => return Err(e),
-                },
-                Err(e) => return Err(e),
-            }
-        }
+        // mid-file (with an empty window, reconnecting only opens the channel).
+        file.reconnect().await?;
+        Ok(Box::new(file))
     }
 }
 
@@ -262,14 +250,22 @@ impl RabbitFile {
         if let Some((epoch, _)) = self.channel.take() {
             self.link.failed(epoch).await;
         }
-        let file = self.ticket.file.name.clone();
+        self.reconnect().await?;
+        tracing::info!(
+            file = %self.ticket.file.name,
+            republished = self.window.len(),
+            "reconnected; unconfirmed messages published again"
+        );
+        Ok(())
+    }
+
+    /// Opens a channel and publishes the window again, retrying with backoff and jitter
+    /// for at most [`RECOVERY_LIMIT`].
+    async fn reconnect(&mut self) -> Result<(), DeliveryError> {
         let mut delay = reconnect_backoff();
         loop {
             match self.republish_all().await {
-                Ok(()) => {
-                    tracing::info!(file = %file, republished = self.window.len(), "reconnected; unconfirmed messages published again");
-                    return Ok(());
-                }
+                Ok(()) => return Ok(()),
                 Err(e) if e.is_transient() => match delay.next() {
                     Some(d) => {
                         tracing::warn!(error = %e, retry_in = ?d, "broker not reachable; retrying");
@@ -284,6 +280,7 @@ impl RabbitFile {
 
     async fn republish_all(&mut self) -> Result<(), DeliveryError> {
         self.channel = None;
+        self.ensure_channel().await?;
         for i in 0..self.window.len() {
             if let Err(e) = self.publish(i).await {
                 if let Some((epoch, _)) = self.channel.take() {
