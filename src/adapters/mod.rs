@@ -13,3 +13,12 @@ pub mod rabbitmq;
 pub mod s3;
 pub mod s3_events;
 pub mod sqlite;
+
+/// A connection URL without its credentials (`scheme://***@host/...`), for logs and
+/// messages. Credentials are never logged.
+pub fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => format!("{}://***{}", &url[..scheme], &url[at..]),
+        _ => url.to_string(),
+    }
+}

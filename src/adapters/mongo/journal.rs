@@ -14,6 +14,7 @@
 //! stream advanced without its ledger entry, or a counter counted twice.
 
 use super::errors::map_err;
+use super::numbers::{signed, unsigned};
 use crate::core::ledger::{Conflict, FileState, LedgerEntry};
 use crate::core::name::FileName;
 use crate::core::record::Tally;
@@ -45,20 +46,7 @@ fn time(d: &Document, k: &str) -> Result<DateTime<Utc>, StoreError> {
 }
 
 fn int(d: &Document, k: &str) -> Option<i64> {
-    match d.get(k)? {
-        Bson::Int32(v) => Some(i64::from(*v)),
-        Bson::Int64(v) => Some(*v),
-        Bson::Double(v) => Some(*v as i64),
-        _ => None,
-    }
-}
-
-fn unsigned(d: &Document, k: &str) -> u64 {
-    int(d, k).and_then(|v| u64::try_from(v).ok()).unwrap_or(0)
-}
-
-fn signed(n: u64) -> i64 {
-    i64::try_from(n).unwrap_or(i64::MAX)
+    super::numbers::int(d.get(k))
 }
 
 fn opt_str(d: &Document, k: &str) -> Option<String> {

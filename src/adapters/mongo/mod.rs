@@ -16,6 +16,7 @@
 
 mod errors;
 mod journal;
+mod numbers;
 mod records;
 
 use crate::core::record::{Record, Reject, Tally};
@@ -25,7 +26,7 @@ use crate::ports::store::{
 };
 use async_trait::async_trait;
 use errors::{DUPLICATE_KEY, map_err, server_code};
-use mongodb::bson::{Bson, Document, doc};
+use mongodb::bson::{Document, doc};
 use mongodb::options::{ClientOptions, WriteConcern};
 use mongodb::{Client, Database, IndexModel};
 use std::time::Duration;
@@ -44,18 +45,10 @@ pub struct MongoStore {
     write_concern: Document,
 }
 
-/// The URI without credentials, for messages.
-fn redact(uri: &str) -> String {
-    match (uri.find("://"), uri.rfind('@')) {
-        (Some(scheme), Some(at)) if at > scheme => format!("{}://***{}", &uri[..scheme], &uri[at..]),
-        _ => uri.to_string(),
-    }
-}
-
 impl MongoStore {
     /// Connects, checks the server answers, and creates the indexes.
     pub async fn open(uri: &str) -> Result<Self, StoreError> {
-        let shown = redact(uri);
+        let shown = crate::adapters::redact_url(uri);
         let mut options = ClientOptions::parse(uri).await.map_err(|e| StoreError::Open(format!("{shown}: {e}")))?;
         options.app_name.get_or_insert_with(|| "esr-ingest".into());
         options.server_selection_timeout.get_or_insert(Duration::from_secs(10));
@@ -182,11 +175,9 @@ impl Store for MongoStore {
             .map(|d| {
                 Ok(Reject {
                     file: d.get_str("file").unwrap_or_default().into(),
-                    line: match d.get("line") {
-                        Some(Bson::Int64(v)) => u64::try_from(*v).unwrap_or(0),
-                        Some(Bson::Int32(v)) => u64::try_from(*v).unwrap_or(0),
-                        _ => return Err(StoreError::Corrupt(format!("reject without a line: {d}"))),
-                    },
+                    line: numbers::int(d.get("line"))
+                        .and_then(|n| u64::try_from(n).ok())
+                        .ok_or_else(|| StoreError::Corrupt(format!("reject without a line: {d}")))?,
                     reason: d.get_str("reason").unwrap_or_default().into(),
                     raw: d.get_str("raw").unwrap_or_default().into(),
                 })
@@ -290,11 +281,7 @@ impl MongoStore {
         let filter = doc! { "file": file, "generation": i64::from(generation) };
         let mut tally = Tally::default();
         for d in self.all(RECEIPTS, filter.clone(), doc! { "_id": 1 }).await? {
-            let n = |k: &str| match d.get(k) {
-                Some(Bson::Int64(v)) => u64::try_from(*v).unwrap_or(0),
-                Some(Bson::Int32(v)) => u64::try_from(*v).unwrap_or(0),
-                _ => 0,
-            };
+            let n = |k: &str| numbers::unsigned(&d, k);
             tally.applied += n("applied");
             tally.stale += n("stale");
             tally.unchanged += n("unchanged");

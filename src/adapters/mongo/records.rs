@@ -12,6 +12,7 @@
 //! MongoDB 6.0+, unlike the driver's `bulk_write`), with the store's write concern.
 
 use super::errors::{DUPLICATE_KEY, is_transient_code, map_err};
+use super::numbers::int;
 use crate::core::record::{Record, Tally, fields_json};
 use crate::core::version::Version;
 use crate::ports::store::{StoreError, StoredRecord};
@@ -67,15 +68,6 @@ fn record_doc(r: &Record) -> Result<Document, StoreError> {
         "vl": as_i64(r.version.line, "line")?,
         "fields": fields,
     })
-}
-
-fn int(b: Option<&Bson>) -> Option<i64> {
-    match b? {
-        Bson::Int32(v) => Some(i64::from(*v)),
-        Bson::Int64(v) => Some(*v),
-        Bson::Double(v) => Some(*v as i64),
-        _ => None,
-    }
 }
 
 /// Applies records under the version rule; returns what happened to each line.

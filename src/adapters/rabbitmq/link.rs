@@ -8,6 +8,7 @@
 
 use super::RabbitSettings;
 use super::topology::{self, TopologyError};
+use crate::adapters::redact_url as redact;
 use futures::StreamExt;
 use lapin::{Connection, ConnectionProperties, Event};
 use std::sync::Arc;
@@ -61,14 +62,6 @@ fn with_heartbeat(url: &str) -> String {
     }
     let sep = if url.contains('?') { '&' } else { '?' };
     format!("{url}{sep}heartbeat={DEFAULT_HEARTBEAT_SECS}")
-}
-
-/// The URL without credentials, for messages.
-pub fn redact(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme), Some(at)) if at > scheme => format!("{}://***{}", &url[..scheme], &url[at..]),
-        _ => url.to_string(),
-    }
 }
 
 impl Link {
