@@ -1,5 +1,6 @@
 //! Broker faults, each on a RabbitMQ node of the test's own: the broker SIGKILLed and
-//! restarted mid-publish, frozen (SIGSTOP) for 20 s, and blocked by a memory alarm.
+//! restarted mid-publish, frozen (SIGSTOP) for 20 s, and blocked by a memory alarm from
+//! the start.
 //! Each asserts that nothing is lost: the final export equals the embedded export of the
 //! same files, and every line is counted once.
 
@@ -93,16 +94,22 @@ fn broker_frozen_for_20_seconds() {
     let _ = scenario.finishes_losing_nothing("the frozen broker");
 }
 
+/// The alarm is raised before the run starts, so the block lands on the first publish
+/// whatever the speed of the machine (raised mid-publish, a fast run may have published
+/// everything before the broker reacts).
 #[test]
 fn memory_alarm_pauses_publishing_until_lifted() {
-    let mut scenario = mid_publish();
-    let raised = scenario.node.ctl(&["set_vm_memory_high_watermark", "absolute", "1"]);
+    let node = RabbitNode::start();
+    let (inbox, sandbox) = faulty_setup(&node);
+    let raised = node.ctl(&["set_vm_memory_high_watermark", "absolute", "1"]);
     assert!(raised.status.success(), "{}", common::describe(&raised));
-    let log = scenario.log.clone();
+    let (mut run, log) = spawn_run_once(&sandbox, &[]);
     eventually("the blocked notice", Duration::from_secs(60), || log_text(&log).contains("blocked"));
     std::thread::sleep(Duration::from_secs(3));
-    assert!(scenario.run.try_wait().unwrap().is_none(), "publishing waits while the alarm is on\n{}", log_text(&log));
-    let lifted = scenario.node.ctl(&["set_vm_memory_high_watermark", "0.4"]);
+    assert!(run.try_wait().unwrap().is_none(), "publishing waits while the alarm is on\n{}", log_text(&log));
+    assert_eq!(count(&sandbox.status_json(), "applied_files"), 0, "nothing is applied while blocked");
+    let lifted = node.ctl(&["set_vm_memory_high_watermark", "0.4"]);
     assert!(lifted.status.success(), "{}", common::describe(&lifted));
+    let scenario = Scenario { node, inbox, sandbox, run, log };
     let _ = scenario.finishes_losing_nothing("the memory alarm");
 }

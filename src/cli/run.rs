@@ -104,6 +104,37 @@ pub async fn drain(engine: &Engine, cancel: &CancellationToken) -> anyhow::Resul
     }
 }
 
+/// How often files in flight are checked for completion between passes.
+const COMPLETION_CHECK: Duration = Duration::from_millis(500);
+
+/// Between passes, marks delivered files applied as soon as the consumers have accounted
+/// for all their lines, rather than at the next pass. Returns when nothing is in flight,
+/// the next pass is due, an event asks for one, or on shutdown.
+async fn follow_deliveries(
+    engine: &Engine,
+    next_pass: tokio::time::Instant,
+    wake: &tokio::sync::Notify,
+    cancel: &CancellationToken,
+) {
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(COMPLETION_CHECK) => {}
+            () = tokio::time::sleep_until(next_pass) => return,
+            () = wake.notified() => {
+                wake.notify_one(); // keep the request for the caller's wait
+                return;
+            }
+            () = cancel.cancelled() => return,
+        }
+        match engine.complete_deliveries(cancel).await {
+            Ok(waiting) if waiting.is_empty() => return,
+            Ok(_) => engine.heartbeat.beat(),
+            Err(EngineError::Cancelled) => return,
+            Err(e) => tracing::warn!(error = %e, "checking files in flight failed"),
+        }
+    }
+}
+
 pub async fn run(settings: Settings, once: bool, listen: Option<SocketAddr>) -> anyhow::Result<i32> {
     let _lock = lock_embedded_store(&settings)?;
     let engine = app::engine(&settings).await?;
@@ -145,7 +176,7 @@ pub async fn run(settings: Settings, once: bool, listen: Option<SocketAddr>) -> 
     let events = settings.s3_events.clone().map(|e| s3_events::spawn(e, wake.clone(), cancel.clone()));
     let server = health::serve(listen.unwrap_or(settings.health_listen), state, cancel.clone()).await?;
     while !cancel.is_cancelled() {
-        match engine.pass(&cancel).await {
+        let in_flight = match engine.pass(&cancel).await {
             Ok(report) => {
                 log_pass(&report);
                 let completed = engine.complete_deliveries(&cancel).await;
@@ -153,15 +184,21 @@ pub async fn run(settings: Settings, once: bool, listen: Option<SocketAddr>) -> 
                     tracing::warn!(error = %e, "checking files in flight failed");
                 }
                 engine.heartbeat.pass_done(report.deferred.is_empty() && completed.is_ok());
+                completed.map(|waiting| !waiting.is_empty()).unwrap_or(true)
             }
             Err(EngineError::Cancelled) => break,
             Err(e) => {
                 tracing::error!(error = %e, "pass failed; trying again after the poll interval");
                 engine.heartbeat.pass_done(false);
+                false
             }
+        };
+        let next_pass = tokio::time::Instant::now() + settings.pass_interval;
+        if in_flight {
+            follow_deliveries(&engine, next_pass, &wake, &cancel).await;
         }
         tokio::select! {
-            () = tokio::time::sleep(settings.pass_interval) => {}
+            () = tokio::time::sleep_until(next_pass) => {}
             () = wake.notified() => {}
             () = cancel.cancelled() => {}
         }
