@@ -1,6 +1,10 @@
 //! Configuration: a TOML file, then environment variables and flags on top, validated in
 //! full before any I/O against the source or store. Unknown keys are errors.
 
+mod operations;
+
+pub use operations::{AlertSettings, AlertsSection, ExpectSection};
+
 use crate::core::name::{DEFAULT_NAME_PATTERN, NameProfile};
 use crate::core::schema::Layout;
 use crate::core::sequencer::SequenceRules;
@@ -17,6 +21,7 @@ pub const DEFAULT_STORE: &str = "./esr-ingest.db";
 pub const DEFAULT_HEALTH_LISTEN: &str = "127.0.0.1:8080";
 pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_secs(10);
 pub const DEFAULT_RECONCILE_INTERVAL: Duration = Duration::from_secs(300);
+pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
 pub const DEFAULT_GAP_ALERT_AFTER: Duration = Duration::from_secs(26 * 3600);
 
 /// A configuration mistake: always reported before anything runs (exit code 2).
@@ -54,6 +59,13 @@ pub struct ConfigFile {
     pub s3: S3Section,
     #[serde(default)]
     pub rabbitmq: RabbitSection,
+    /// How long SIGTERM waits for the file in hand before abandoning it (resumable).
+    #[serde(default, with = "humantime_serde")]
+    pub shutdown_timeout: Option<Duration>,
+    #[serde(default)]
+    pub expect: Vec<ExpectSection>,
+    #[serde(default)]
+    pub alerts: AlertsSection,
 }
 
 /// Tuning of the RabbitMQ delivery (used with `broker`); every key is optional.
@@ -205,9 +217,19 @@ pub struct Settings {
     /// How often a pass runs without being woken: `poll_interval`, or with events the
     /// `reconcile_interval`.
     pub pass_interval: Duration,
+    /// Arrival expectations per region (`[[expect]]`), named regions first.
+    pub expectations: Vec<crate::core::expectation::Expectation>,
+    /// The alert webhook, when configured.
+    pub alerts: Option<AlertSettings>,
+    pub shutdown_timeout: Duration,
 }
 
 impl Settings {
+    /// What `status` and the health server judge streams by.
+    pub fn status_rules(&self) -> crate::engine::status::StatusRules {
+        crate::engine::status::StatusRules { sequence: self.rules.clone(), expectations: self.expectations.clone() }
+    }
+
     /// Loads the config file (if any) and applies the overrides.
     pub fn load(config: Option<&Path>, overrides: Overrides) -> Result<Self, ConfigError> {
         let file = match config {
@@ -296,7 +318,14 @@ impl Settings {
         if pass_interval.is_zero() {
             return err("s3.reconcile_interval must be greater than 0".into());
         }
+        let shutdown_timeout = file.shutdown_timeout.unwrap_or(DEFAULT_SHUTDOWN_TIMEOUT);
+        if shutdown_timeout.is_zero() {
+            return err("shutdown_timeout must be greater than 0".into());
+        }
         Ok(Settings {
+            expectations: operations::expectations(&file.expect)?,
+            alerts: file.alerts.settings()?,
+            shutdown_timeout,
             rabbitmq,
             s3_events,
             pass_interval,
@@ -396,5 +425,25 @@ mod tests {
         assert!(load("[profile]\nname_pattern = \"(?P<region>x)\"").unwrap_err().0.contains("kind"));
         assert!(load("gap_alert_after = \"1h\"\n[sequence]\ngap_alert_after = \"2h\"").is_err());
         assert!(load("[sequence.start]\nSEV = 0").is_err());
+        assert!(load("[[expect]]\nby = \"25:00\"").unwrap_err().0.contains("expect[0]: by"));
+        assert!(load("[[expect]]\nby = \"14:30\"\ntimezone = \"Mars/Olympus\"").unwrap_err().0.contains("Mars"));
+        assert!(load("[[expect]]\nby = \"14:30\"\ndays = [\"Funday\"]").unwrap_err().0.contains("Funday"));
+        assert!(load("[alerts]\nwebhook_url = \"ftp://x\"").unwrap_err().0.contains("webhook_url"));
+        assert!(load("shutdown_timeout = \"0s\"").unwrap_err().0.contains("shutdown_timeout"));
+    }
+
+    #[test]
+    fn expectations_put_named_regions_before_the_catch_all() {
+        let s = load(
+            "[[expect]]\nby = \"09:00\"\n[[expect]]\nregions = [\"SEV\"]\nby = \"14:30\"\n\
+             timezone = \"Europe/London\"\ndays = [\"Mon\", \"Wed\"]\n",
+        )
+        .unwrap();
+        let sev = crate::core::expectation::for_region(&s.expectations, "SEV").unwrap();
+        assert_eq!(sev.by, chrono::NaiveTime::from_hms_opt(14, 30, 0).unwrap());
+        assert_eq!(sev.days, vec![chrono::Weekday::Mon, chrono::Weekday::Wed]);
+        let wes = crate::core::expectation::for_region(&s.expectations, "WES").unwrap();
+        assert_eq!(wes.by, chrono::NaiveTime::from_hms_opt(9, 0, 0).unwrap());
+        assert_eq!(s.shutdown_timeout, DEFAULT_SHUTDOWN_TIMEOUT);
     }
 }

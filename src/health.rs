@@ -5,8 +5,8 @@
 //! or a processed batch) within 3 × `poll_interval`. A scheduler that silently stops turns
 //! it red. Readiness needs the store to answer and the last pass to have succeeded.
 
-use crate::core::sequencer::SequenceRules;
 use crate::engine::Heartbeat;
+use crate::engine::status::StatusRules;
 use crate::ports::store::Store;
 use axum::Router;
 use axum::extract::State;
@@ -25,7 +25,7 @@ pub struct HealthState {
     pub heartbeat: Arc<Heartbeat>,
     pub store: Arc<dyn Store>,
     pub poll_interval: Duration,
-    pub rules: SequenceRules,
+    pub rules: StatusRules,
 }
 
 pub fn router(state: HealthState) -> Router {

@@ -12,7 +12,7 @@ use tokio::sync::mpsc;
 
 pub async fn status(settings: Settings, json: bool) -> anyhow::Result<i32> {
     let store = app::open_store(&settings).await?;
-    let doc = collect(store.as_ref(), &settings.rules, Utc::now()).await?;
+    let doc = collect(store.as_ref(), &settings.status_rules(), Utc::now()).await?;
     let mut out = std::io::stdout().lock();
     if json {
         serde_json::to_writer_pretty(&mut out, &doc)?;
@@ -30,7 +30,7 @@ fn write_status_table(out: &mut impl Write, doc: &StatusDoc) -> std::io::Result<
     } else {
         writeln!(
             out,
-            "  {:<8} {:>10} {:>12} {:<24} {:<5} HELD / WAITING FOR",
+            "  {:<8} {:>10} {:>12} {:<24} {:<8} HELD / WAITING FOR",
             "REGION", "NEXT SEQ", "LAST APPLIED", "WAITING SINCE", "ALERT"
         )?;
     }
@@ -40,15 +40,24 @@ fn write_status_table(out: &mut impl Write, doc: &StatusDoc) -> std::io::Result<
         } else {
             s.held.iter().map(u64::to_string).collect::<Vec<_>>().join(",")
         };
-        let waiting = s.waiting_for.as_deref().map(|w| format!("  ({w})")).unwrap_or_default();
+        let mut waiting = s.waiting_for.as_deref().map(|w| format!("  ({w})")).unwrap_or_default();
+        if let Some(since) = &s.late_since {
+            waiting.push_str(&format!("  (late: no file by {since})"));
+        }
+        let alert = match (s.gap_alert, s.late_alert) {
+            (true, true) => "GAP,LATE",
+            (true, false) => "GAP",
+            (false, true) => "LATE",
+            (false, false) => "",
+        };
         writeln!(
             out,
-            "  {:<8} {:>10} {:>12} {:<24} {:<5} {}{}",
+            "  {:<8} {:>10} {:>12} {:<24} {:<8} {}{}",
             s.region,
             s.next_seq.map_or("-".into(), |n| n.to_string()),
             s.last_applied_seq.map_or("-".into(), |n| n.to_string()),
             s.waiting_since.as_deref().unwrap_or("-"),
-            if s.gap_alert { "GAP" } else { "" },
+            alert,
             held,
             waiting
         )?;

@@ -170,7 +170,7 @@ pub async fn run(settings: Settings, once: bool, listen: Option<SocketAddr>) -> 
         heartbeat: engine.heartbeat.clone(),
         store: engine.store.clone(),
         poll_interval: settings.pass_interval,
-        rules: settings.rules.clone(),
+        rules: settings.status_rules(),
     };
     let wake = Arc::new(tokio::sync::Notify::new());
     let events = settings.s3_events.clone().map(|e| s3_events::spawn(e, wake.clone(), cancel.clone()));

@@ -2,6 +2,7 @@
 
 use super::completion::InFlightFile;
 use super::streams::build_streams;
+use crate::core::expectation::{Expectation, LOOKBACK_DAYS, for_region};
 use crate::core::ledger::FileState;
 use crate::core::sequencer::{Awaiting, SequenceRules};
 use crate::ports::store::{AuditEntry, Counts, Snapshot};
@@ -10,7 +11,14 @@ use crate::ports::store::{AuditEntry, Counts, Snapshot};
 pub const RECENT_ACTIONS: usize = 10;
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::Serialize;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
+
+/// What `status` judges streams by: the sequencing rules and the arrival expectations.
+#[derive(Clone, Debug, Default)]
+pub struct StatusRules {
+    pub sequence: SequenceRules,
+    pub expectations: Vec<Expectation>,
+}
 
 #[derive(Clone, Debug, Serialize)]
 pub struct StatusDoc {
@@ -35,6 +43,14 @@ pub struct StreamStatus {
     pub waiting_for: Option<String>,
     pub last_applied_seq: Option<u64>,
     pub skipped: Vec<u64>,
+    /// When the region's most recent file arrived (was first listed).
+    pub last_file_at: Option<String>,
+    /// The region's expected file has not arrived by its deadline (`[[expect]]`).
+    pub late_alert: bool,
+    /// The deadline that passed without a file, when `late_alert`.
+    pub late_since: Option<String>,
+    /// The next deadline, when an expectation covers the region.
+    pub expected_by: Option<String>,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -54,6 +70,25 @@ pub struct StatusCounts {
     pub pending_files: u64,
 }
 
+impl StreamStatus {
+    fn empty(region: &str) -> Self {
+        StreamStatus {
+            region: region.to_string(),
+            next_seq: None,
+            held: Vec::new(),
+            waiting_since: None,
+            gap_alert: false,
+            waiting_for: None,
+            last_applied_seq: None,
+            skipped: Vec::new(),
+            last_file_at: None,
+            late_alert: false,
+            late_since: None,
+            expected_by: None,
+        }
+    }
+}
+
 fn rfc3339(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Secs, true)
 }
@@ -64,21 +99,24 @@ pub fn status_doc(
     counts: Counts,
     audit: &[AuditEntry],
     in_flight: Vec<InFlightFile>,
-    rules: &SequenceRules,
+    rules: &StatusRules,
     now: DateTime<Utc>,
 ) -> StatusDoc {
-    let streams = build_streams(&snapshot.ledger, &snapshot.streams, None);
+    let built = build_streams(&snapshot.ledger, &snapshot.streams, None);
     let mut last_applied: HashMap<&str, u64> = HashMap::new();
-    for e in snapshot.ledger.iter().filter(|e| e.state.is_processed()) {
-        if let (Some(region), Some(seq)) = (e.region(), e.seq()) {
+    let mut arrivals: BTreeMap<&str, Vec<DateTime<Utc>>> = BTreeMap::new();
+    for e in &snapshot.ledger {
+        let Some(region) = e.region() else { continue };
+        arrivals.entry(region).or_default().push(e.first_seen);
+        if let (true, Some(seq)) = (e.state.is_processed(), e.seq()) {
             let last = last_applied.entry(region).or_insert(seq);
             *last = (*last).max(seq);
         }
     }
-    let streams = streams
+    let mut streams: Vec<StreamStatus> = built
         .values()
         .map(|s| {
-            let v = s.view(now, rules);
+            let v = s.view(now, &rules.sequence);
             StreamStatus {
                 last_applied_seq: last_applied.get(v.region.as_str()).copied(),
                 waiting_for: v.awaiting.as_ref().map(|a| match a {
@@ -91,9 +129,39 @@ pub fn status_doc(
                 waiting_since: v.waiting_since.map(rfc3339),
                 gap_alert: v.gap_alert,
                 skipped: v.skipped,
+                last_file_at: None,
+                late_alert: false,
+                late_since: None,
+                expected_by: None,
             }
         })
         .collect();
+    // Named regions that have never sent a file are streams too: their absence is the news.
+    for e in &rules.expectations {
+        if let crate::core::expectation::RegionSet::Named(names) = &e.regions {
+            for name in names {
+                if !streams.iter().any(|s| &s.region == name) {
+                    streams.push(StreamStatus::empty(name));
+                }
+            }
+        }
+    }
+    streams.sort_by(|a, b| a.region.cmp(&b.region));
+    for stream in &mut streams {
+        let seen = arrivals.get(stream.region.as_str()).map(Vec::as_slice).unwrap_or_default();
+        stream.last_file_at = seen.iter().max().copied().map(rfc3339);
+        if let Some(expectation) = for_region(&rules.expectations, &stream.region) {
+            let since = seen
+                .iter()
+                .min()
+                .map(|first| *first - chrono::Duration::milliseconds(1))
+                .unwrap_or(now - chrono::Duration::days(LOOKBACK_DAYS));
+            let verdict = expectation.evaluate(seen, since, now);
+            stream.late_alert = verdict.late();
+            stream.late_since = verdict.missed.map(rfc3339);
+            stream.expected_by = verdict.next_deadline.map(rfc3339);
+        }
+    }
     let mut quarantined = Vec::new();
     for e in &snapshot.ledger {
         if e.state == FileState::Quarantined {
@@ -129,7 +197,7 @@ pub fn status_doc(
 /// Reads everything `status` shows from the store and builds the document.
 pub async fn collect(
     store: &dyn crate::ports::store::Store,
-    rules: &SequenceRules,
+    rules: &StatusRules,
     now: DateTime<Utc>,
 ) -> Result<StatusDoc, super::EngineError> {
     let (snapshot, counts, audit) = (store.snapshot().await?, store.counts().await?, store.audit_log().await?);
