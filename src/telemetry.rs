@@ -1,5 +1,8 @@
-//! Logging: `tracing` to stderr, human-readable or JSON. The level comes from
+//! Logging and metrics. Logging: `tracing` to stderr, human-readable or JSON. The level comes from
 //! `ESR_INGEST_LOG` (or `RUST_LOG`), with a per-command default.
+
+pub mod heartbeat;
+pub mod metrics;
 
 use crate::config::LogFormat;
 use tracing_subscriber::EnvFilter;

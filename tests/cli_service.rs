@@ -3,61 +3,20 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
-use std::process::{Child, Command, Stdio};
+use common::service::Service;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-const BIN: &str = env!("CARGO_BIN_EXE_esr-ingest");
+const BIN: &str = common::BIN;
 
-struct Service {
-    child: Child,
-    port: u16,
-}
-
-impl Drop for Service {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Starts `run` with an ephemeral health port and waits for the port in its log.
 fn start(dir: &std::path::Path) -> Service {
     std::fs::write(dir.join("esr.toml"), "poll_interval = \"100ms\"\n[health]\nlisten = \"127.0.0.1:0\"\n").unwrap();
-    let mut child = Command::new(BIN)
-        .current_dir(dir)
-        .args(["--config", "esr.toml", "--source", "inbox", "--store", "state.db", "--log-format", "json", "run"])
-        .env_remove("ESR_INGEST_CONFIG")
-        .env("ESR_INGEST_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start the service");
-    let mut lines = BufReader::new(child.stderr.take().expect("stderr")).lines();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let port = loop {
-        assert!(Instant::now() < deadline, "the health server did not start");
-        let line = lines.next().expect("the service exited early").expect("read stderr");
-        let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) else { continue };
-        if v["message"] == "health server listening" {
-            let listen = v["listen"].as_str().expect("listen field").to_string();
-            break listen.rsplit(':').next().unwrap().parse().expect("port");
-        }
-    };
-    // keep draining stderr so the service never blocks on a full pipe
-    std::thread::spawn(move || for _ in lines {});
-    Service { child, port }
+    Service::start(dir, &["--source", "inbox", "--store", "state.db"])
 }
 
 fn get(port: u16, path: &str) -> (u16, serde_json::Value) {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
-    write!(s, "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").unwrap();
-    let mut text = String::new();
-    s.read_to_string(&mut text).unwrap();
-    let code = text.split_whitespace().nth(1).and_then(|c| c.parse().ok()).expect("status code");
-    let body = text.split("\r\n\r\n").nth(1).unwrap_or("");
-    (code, serde_json::from_str(body).unwrap_or(serde_json::Value::Null))
+    let (code, body) = common::service::get_text(port, path);
+    (code, serde_json::from_str(&body).unwrap_or(serde_json::Value::Null))
 }
 
 #[test]
@@ -84,6 +43,7 @@ fn health_endpoints_lock_and_graceful_shutdown() {
     }
 
     // /status serves the `status --json` document
+    service.wait_for("/status", Duration::from_secs(10), |_, body| body.contains("\"applied_files\":1"));
     let (code, body) = get(service.port, "/status");
     assert_eq!(code, 200, "{body}");
     assert_eq!(body["counts"]["applied_files"], 1, "{body}");

@@ -91,6 +91,16 @@ impl ObjectSource for FolderSource {
         Ok(listing)
     }
 
+    async fn ping(&self) -> Result<(), SourceError> {
+        match tokio::fs::read_dir(&self.root).await {
+            Ok(_) => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                Err(SourceError::Invalid { location: self.describe(), detail: "the folder does not exist".into() })
+            }
+            Err(e) => Err(self.error("", e)),
+        }
+    }
+
     async fn open(&self, object: &Listed) -> Result<ObjectReader, SourceError> {
         let path = self.root.join(&object.key);
         let file = tokio::fs::File::open(&path).await.map_err(|e| self.error(&object.key, e))?;

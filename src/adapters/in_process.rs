@@ -2,7 +2,7 @@
 //! the file, so records, ledger state and stream advance commit in one transaction.
 
 use crate::core::record::{Record, Reject, Tally};
-use crate::ports::delivery::{Delivery, DeliveryError, FileDelivery};
+use crate::ports::delivery::{Delivery, DeliveryError, DeliveryProbe, FileDelivery};
 use crate::ports::store::{Commit, FileTicket, FileTxn, Store};
 use async_trait::async_trait;
 use std::sync::Arc;
@@ -29,6 +29,10 @@ impl Delivery for InProcessDelivery {
 
     async fn open(&self, ticket: FileTicket) -> Result<Box<dyn FileDelivery>, DeliveryError> {
         Ok(Box::new(InProcessFile { txn: self.store.begin_file(ticket).await? }))
+    }
+
+    async fn probe(&self) -> Result<DeliveryProbe, DeliveryError> {
+        Ok(DeliveryProbe::default())
     }
 }
 

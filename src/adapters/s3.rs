@@ -119,6 +119,11 @@ impl ObjectSource for S3Source {
         Ok(out)
     }
 
+    async fn ping(&self) -> Result<(), SourceError> {
+        let one = self.client.list_objects_v2().bucket(&self.bucket).prefix(&self.prefix).max_keys(1);
+        one.send().await.map(|_| ()).map_err(|e| self.error(&self.prefix, e))
+    }
+
     async fn open(&self, object: &Listed) -> Result<ObjectReader, SourceError> {
         let etag = listed_etag(&object.fingerprint);
         let mut request = self.client.get_object().bucket(&self.bucket).key(&object.key);

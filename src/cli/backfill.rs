@@ -16,13 +16,8 @@ pub async fn backfill(
     let engine = app::engine(&settings).await?;
     let cancel = CancellationToken::new();
     let consumers = if dry_run { None } else { app::consumers(&settings, engine.store.clone()).await? };
-    let consumers = consumers.map(|pool| pool.spawn(cancel.clone()));
-    let c = cancel.clone();
-    tokio::spawn(async move {
-        if tokio::signal::ctrl_c().await.is_ok() {
-            c.cancel();
-        }
-    });
+    let consumers = consumers.map(|pool| pool.spawn(cancel.clone(), &engine.heartbeat));
+    super::signals::install(cancel.clone());
     let (plan, work) = engine.backfill_plan(from, to, &regions, !dry_run, &cancel).await?;
     if dry_run {
         println!(

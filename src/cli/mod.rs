@@ -6,6 +6,7 @@ mod dlq;
 mod generate;
 mod inspect;
 mod run;
+mod signals;
 mod skip;
 
 use crate::config::{ConfigError, LogFormat, Overrides, Settings};

@@ -12,28 +12,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
-/// Cancels `token` on the first SIGINT/SIGTERM; exits at once on the second.
-fn install_signal_handler(token: CancellationToken) {
-    tokio::spawn(async move {
-        use tokio::signal::unix::{SignalKind, signal};
-        let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
-            tracing::error!("cannot install signal handlers");
-            return;
-        };
-        for n in 0.. {
-            tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
-            if n == 0 {
-                tracing::info!("shutdown requested; finishing the current step (signal again to exit at once)");
-                token.cancel();
-            } else {
-                tracing::warn!("second signal: exiting now");
-                std::process::exit(130);
-            }
-        }
-    });
-}
-
 fn log_pass(r: &PassReport) {
+    use crate::telemetry::metrics::file_processed;
+    file_processed("applied", r.applied.len());
+    file_processed("quarantined", r.quarantined.len());
+    file_processed("duplicate", r.duplicates);
+    file_processed("conflict", r.conflicts);
+    file_processed("deferred", r.deferred.len());
     if r.discovered + r.applied.len() + r.quarantined.len() + r.duplicates + r.conflicts + r.deferred.len() > 0 {
         tracing::info!(
             discovered = r.discovered,
@@ -128,7 +113,7 @@ async fn follow_deliveries(
         }
         match engine.complete_deliveries(cancel).await {
             Ok(waiting) if waiting.is_empty() => return,
-            Ok(_) => engine.heartbeat.beat(),
+            Ok(_) => {}
             Err(EngineError::Cancelled) => return,
             Err(e) => tracing::warn!(error = %e, "checking files in flight failed"),
         }
@@ -139,8 +124,10 @@ pub async fn run(settings: Settings, once: bool, listen: Option<SocketAddr>) -> 
     let _lock = lock_embedded_store(&settings)?;
     let engine = app::engine(&settings).await?;
     let cancel = CancellationToken::new();
-    install_signal_handler(cancel.clone());
-    let consumers = app::consumers(&settings, engine.store.clone()).await?.map(|pool| pool.spawn(cancel.clone()));
+    super::signals::install(cancel.clone());
+    let consumers = app::consumers(&settings, engine.store.clone())
+        .await?
+        .map(|pool| pool.spawn(cancel.clone(), &engine.heartbeat));
     tracing::info!(
         source = %engine.source.describe(),
         store = %engine.store.describe(),
@@ -166,10 +153,13 @@ pub async fn run(settings: Settings, once: bool, listen: Option<SocketAddr>) -> 
         return Ok(EXIT_OK);
     }
     engine.heartbeat.beat();
+    crate::telemetry::metrics::install();
     let state = HealthState {
         heartbeat: engine.heartbeat.clone(),
         store: engine.store.clone(),
-        poll_interval: settings.pass_interval,
+        source: engine.source.clone(),
+        delivery: engine.delivery.clone(),
+        pass_interval: settings.pass_interval,
         rules: settings.status_rules(),
     };
     let wake = Arc::new(tokio::sync::Notify::new());

@@ -15,6 +15,7 @@ mod retry;
 pub mod status;
 pub mod streams;
 
+pub use crate::telemetry::heartbeat::{Heartbeat, WorkerBeat};
 pub use backfill::{BackfillFile, BackfillPlan, BackfillReport};
 pub use export::export_line;
 pub use process::FileOutcome;
@@ -27,7 +28,6 @@ use crate::ports::source::{ObjectSource, SourceError};
 use crate::ports::store::{Store, StoreError};
 use chrono::{DateTime, Utc};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, Ordering};
 
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
@@ -44,6 +44,17 @@ pub enum EngineError {
 }
 
 impl EngineError {
+    /// The retry metric's label for this error.
+    pub fn retry_cause(&self) -> crate::telemetry::metrics::RetryCause {
+        use crate::telemetry::metrics::RetryCause;
+        match self {
+            EngineError::Store(e) | EngineError::Delivery(DeliveryError::Store(e)) => e.retry_cause(),
+            EngineError::Source(_) => RetryCause::SourceUnavailable,
+            EngineError::Delivery(_) => RetryCause::BrokerUnavailable,
+            EngineError::Cancelled | EngineError::Operator(_) => RetryCause::Other,
+        }
+    }
+
     pub fn is_transient(&self) -> bool {
         match self {
             EngineError::Source(e) => e.is_transient(),
@@ -65,33 +76,6 @@ pub struct SystemClock;
 impl Clock for SystemClock {
     fn now(&self) -> DateTime<Utc> {
         Utc::now()
-    }
-}
-
-/// Last-progress timestamps that the health server reads.
-#[derive(Default)]
-pub struct Heartbeat {
-    last_beat_ms: AtomicI64,
-    last_pass_ms: AtomicI64,
-    last_pass_ok: std::sync::atomic::AtomicBool,
-}
-
-impl Heartbeat {
-    pub fn beat(&self) {
-        self.last_beat_ms.store(Utc::now().timestamp_millis(), Ordering::Relaxed);
-    }
-    pub fn pass_done(&self, ok: bool) {
-        self.beat();
-        self.last_pass_ms.store(Utc::now().timestamp_millis(), Ordering::Relaxed);
-        self.last_pass_ok.store(ok, Ordering::Relaxed);
-    }
-    pub fn last_beat(&self) -> Option<DateTime<Utc>> {
-        DateTime::from_timestamp_millis(self.last_beat_ms.load(Ordering::Relaxed)).filter(|t| t.timestamp() > 0)
-    }
-    pub fn last_pass(&self) -> Option<(DateTime<Utc>, bool)> {
-        let t =
-            DateTime::from_timestamp_millis(self.last_pass_ms.load(Ordering::Relaxed)).filter(|t| t.timestamp() > 0)?;
-        Some((t, self.last_pass_ok.load(Ordering::Relaxed)))
     }
 }
 

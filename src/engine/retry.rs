@@ -21,6 +21,7 @@ where
         .with_jitter();
     let attempt =
         op.retry(policy).when(|e: &EngineError| e.is_transient()).notify(|e: &EngineError, wait: Duration| {
+            crate::telemetry::metrics::retry(e.retry_cause());
             tracing::warn!(error = %e, retry_in_ms = wait.as_millis() as u64, "{what} failed; retrying");
         });
     tokio::select! {

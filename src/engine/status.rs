@@ -200,7 +200,17 @@ pub async fn collect(
     rules: &StatusRules,
     now: DateTime<Utc>,
 ) -> Result<StatusDoc, super::EngineError> {
+    Ok(collect_with_snapshot(store, rules, now).await?.0)
+}
+
+/// The status document and the snapshot it was built from.
+pub async fn collect_with_snapshot(
+    store: &dyn crate::ports::store::Store,
+    rules: &StatusRules,
+    now: DateTime<Utc>,
+) -> Result<(StatusDoc, Snapshot), super::EngineError> {
     let (snapshot, counts, audit) = (store.snapshot().await?, store.counts().await?, store.audit_log().await?);
     let in_flight = super::completion::in_flight(store, &snapshot.ledger).await?;
-    Ok(status_doc(&snapshot, counts, &audit, in_flight, rules, now))
+    let doc = status_doc(&snapshot, counts, &audit, in_flight, rules, now);
+    Ok((doc, snapshot))
 }

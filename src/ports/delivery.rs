@@ -48,6 +48,17 @@ pub trait Delivery: Send + Sync {
     fn asynchronous(&self) -> bool;
     /// Opens the delivery of one validated file.
     async fn open(&self, ticket: FileTicket) -> Result<Box<dyn FileDelivery>, DeliveryError>;
+
+    /// Checks that records can be delivered now (readiness): a broker answers and its
+    /// topology is as configured. Also reports the dead-letter queue's depth, if any.
+    async fn probe(&self) -> Result<DeliveryProbe, DeliveryError>;
+}
+
+/// What [`Delivery::probe`] found.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DeliveryProbe {
+    /// Messages waiting in the dead-letter queue; `None` without a broker.
+    pub dead_letter_depth: Option<u64>,
 }
 
 #[async_trait]

@@ -44,6 +44,9 @@ pub trait ObjectSource: Send + Sync {
     /// Every object under the source, with a fingerprint that changes on re-upload.
     async fn list(&self) -> Result<Vec<Listed>, SourceError>;
 
+    /// A cheap check that the source answers and may be listed (readiness).
+    async fn ping(&self) -> Result<(), SourceError>;
+
     /// Streams the object as listed; fails with [`SourceError::Changed`] when it can tell
     /// the object is no longer the listed one.
     async fn open(&self, object: &Listed) -> Result<ObjectReader, SourceError>;

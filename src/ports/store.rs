@@ -37,6 +37,16 @@ pub enum StoreError {
 }
 
 impl StoreError {
+    /// The retry metric's label for this error.
+    pub fn retry_cause(&self) -> crate::telemetry::metrics::RetryCause {
+        use crate::telemetry::metrics::RetryCause;
+        match self {
+            StoreError::Busy(_) => RetryCause::StoreBusy,
+            StoreError::Io(_) => RetryCause::StoreIo,
+            _ => RetryCause::Other,
+        }
+    }
+
     pub fn is_transient(&self) -> bool {
         match self {
             StoreError::Busy(_) => true,

@@ -6,6 +6,8 @@
 
 #![allow(dead_code)]
 
+pub mod service;
+
 use std::cell::Cell;
 use std::fs;
 use std::path::{Path, PathBuf};

@@ -115,6 +115,12 @@ pub async fn delivering_twice_is_harmless(delivery: Arc<dyn Delivery>, store: Ar
     }
 }
 
+/// The readiness probe answers; a broker reports a dead-letter depth, in-process none.
+pub async fn probe_answers(delivery: Arc<dyn Delivery>, _store: Arc<dyn Store>) {
+    let probe = delivery.probe().await.expect("a reachable delivery answers its probe");
+    assert_eq!(probe.dead_letter_depth.is_some(), delivery.asynchronous(), "{probe:?}");
+}
+
 #[macro_export]
 macro_rules! delivery_suite {
     ($name:ident, $factory:expr) => {
@@ -129,6 +135,11 @@ macro_rules! delivery_suite {
             async fn abandoned_delivery_marks_nothing_done() {
                 let (_guard, delivery, store) = $factory().await;
                 conformance::delivery::abandoned_delivery_marks_nothing_done(delivery, store).await;
+            }
+            #[tokio::test]
+            async fn probe_answers() {
+                let (_guard, delivery, store) = $factory().await;
+                conformance::delivery::probe_answers(delivery, store).await;
             }
             #[tokio::test]
             async fn delivering_twice_is_harmless() {

@@ -55,6 +55,13 @@ pub async fn large_objects_stream(source: Arc<dyn ObjectSource>, up: Arc<dyn Upl
     assert_eq!(read_all(source.as_ref(), "big.DAT").await.unwrap(), big);
 }
 
+/// A reachable source answers its readiness ping, before and after objects arrive.
+pub async fn ping_answers(source: Arc<dyn ObjectSource>, up: Arc<dyn Uploader>) {
+    source.ping().await.expect("an empty source answers");
+    up.put("DE_SEV_RMC_20220730_00000001.DAT", b"x").await;
+    source.ping().await.expect("a source with objects answers");
+}
+
 #[macro_export]
 macro_rules! source_suite {
     ($name:ident, $factory:expr) => {
@@ -69,6 +76,11 @@ macro_rules! source_suite {
             async fn a_new_upload_changes_the_fingerprint() {
                 let (_guard, source, up) = $factory().await;
                 conformance::source::a_new_upload_changes_the_fingerprint(source, up).await;
+            }
+            #[tokio::test]
+            async fn ping_answers() {
+                let (_guard, source, up) = $factory().await;
+                conformance::source::ping_answers(source, up).await;
             }
             #[tokio::test]
             async fn large_objects_stream() {

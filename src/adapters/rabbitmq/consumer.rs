@@ -18,6 +18,7 @@ use super::message::{self, Poison, single_record_id};
 use crate::core::record::Record;
 use crate::core::schema::Layout;
 use crate::ports::store::{DeadLetter, DeliveredBatch, Store, StoreError};
+use crate::telemetry::heartbeat::{Heartbeat, WorkerBeat};
 use backon::{BackoffBuilder, ExponentialBuilder};
 use futures::{FutureExt, StreamExt};
 use lapin::message::Delivery;
@@ -33,6 +34,13 @@ use tokio_util::sync::CancellationToken;
 /// The store tries a transient failure this long before the consumer lets go of the
 /// message (unacknowledged, so the broker hands it out again).
 const STORE_RETRY_LIMIT: Duration = Duration::from_secs(120);
+
+/// An idle consumer beats this often.
+const IDLE_BEAT: Duration = Duration::from_secs(5);
+
+/// A consumer silent this long is wedged: longer than a store retry, a reconnect
+/// backoff and a dead-lettering together.
+const WEDGED_AFTER: Duration = Duration::from_secs(240);
 
 /// Test hook: `ESR_INGEST_FAULT=consumer-exit-after-write` makes the process exit right
 /// after a message was written to the store and before it is acknowledged — the window
@@ -53,18 +61,20 @@ impl ConsumerPool {
         Self { link, store, layout }
     }
 
-    /// Starts the configured number of consumers; they stop when `cancel` fires.
-    pub fn spawn(self, cancel: CancellationToken) -> Vec<tokio::task::JoinHandle<()>> {
+    /// Starts the configured number of consumers; they stop when `cancel` fires. Each
+    /// beats `heartbeat` on every turn of its loop, idle or not.
+    pub fn spawn(self, cancel: CancellationToken, heartbeat: &Heartbeat) -> Vec<tokio::task::JoinHandle<()>> {
         let this = Arc::new(self);
         (0..this.link.settings().consumers)
             .map(|n| {
                 let (this, cancel) = (this.clone(), cancel.clone());
-                tokio::spawn(async move { this.consume_forever(n, cancel).await })
+                let beat = heartbeat.worker(&format!("consumer {n}"), WEDGED_AFTER);
+                tokio::spawn(async move { this.consume_forever(n, cancel, beat).await })
             })
             .collect()
     }
 
-    async fn consume_forever(&self, n: usize, cancel: CancellationToken) {
+    async fn consume_forever(&self, n: usize, cancel: CancellationToken, beat: Arc<WorkerBeat>) {
         let mut backoff = ExponentialBuilder::default()
             .with_jitter()
             .with_min_delay(Duration::from_millis(200))
@@ -72,7 +82,8 @@ impl ConsumerPool {
             .without_max_times()
             .build();
         while !cancel.is_cancelled() {
-            match self.consume(&cancel).await {
+            beat.beat();
+            match self.consume(&cancel, &beat).await {
                 Ok(()) => break,
                 Err(e) => {
                     let wait = backoff.next().unwrap_or(Duration::from_secs(10));
@@ -86,7 +97,7 @@ impl ConsumerPool {
         }
     }
 
-    async fn consume(&self, cancel: &CancellationToken) -> Result<(), ConsumeError> {
+    async fn consume(&self, cancel: &CancellationToken, beat: &WorkerBeat) -> Result<(), ConsumeError> {
         let (epoch, conn) = self.link.connection().await.map_err(|e| ConsumeError::new(None, e))?;
         let fail = |e: lapin::Error| ConsumeError::new(Some(epoch), e);
         let channel = conn.create_channel().await.map_err(fail)?;
@@ -99,8 +110,10 @@ impl ConsumerPool {
             .await
             .map_err(fail)?;
         loop {
+            beat.beat();
             let next = tokio::select! {
                 next = deliveries.next() => next,
+                () = tokio::time::sleep(IDLE_BEAT) => continue,
                 () = cancel.cancelled() => return Ok(()),
             };
             let mut ready = match next {
@@ -130,10 +143,14 @@ impl ConsumerPool {
                     {
                         return Err(ConsumeError::new(Some(epoch), "ack not sent: channel closed"));
                     }
+                    crate::telemetry::metrics::consumed("acked", done.len() as u64);
                 }
                 // Stopping, or the store stayed unavailable: leave them unacknowledged;
                 // the broker hands them out again (to us after reconnecting, or to another).
-                Ok(Handled::LetGo) => return Err(ConsumeError::new(Some(epoch), "store unavailable")),
+                Ok(Handled::LetGo) => {
+                    crate::telemetry::metrics::consumed("released", 1);
+                    return Err(ConsumeError::new(Some(epoch), "store unavailable"));
+                }
                 Err(e) => return Err(ConsumeError::new(Some(epoch), e)),
             }
         }
@@ -225,6 +242,7 @@ impl ConsumerPool {
                 Ok(_) => return Applied::Yes,
                 Err(e) if e.is_transient() => match backoff.next() {
                     Some(wait) if !cancel.is_cancelled() => {
+                        crate::telemetry::metrics::retry(e.retry_cause());
                         tracing::warn!(messages = batches.len(), error = %e, retry_in = ?wait, "transient store error; retrying (messages not acknowledged)");
                         tokio::time::sleep(wait).await;
                     }
@@ -302,7 +320,10 @@ impl ConsumerPool {
             .await
             .map_err(|e| format!("dead-lettering {id}: {e}"))?;
         match confirm {
-            Confirmation::Ack(None) | Confirmation::NotRequested => Ok(()),
+            Confirmation::Ack(None) | Confirmation::NotRequested => {
+                crate::telemetry::metrics::consumed("dead_lettered", 1);
+                Ok(())
+            }
             _ => Err(format!("dead-lettering {id}: the dead-letter queue did not take it")),
         }
     }

@@ -122,6 +122,29 @@ impl Link {
         Ok((epoch, conn))
     }
 
+    /// Checks the broker answers and the topology still matches (declared again on a
+    /// channel of its own); returns the dead-letter queue's depth.
+    pub async fn probe(&self) -> Result<u64, LinkError> {
+        let (_, conn) = self.connection().await?;
+        let check = async {
+            let channel = conn.create_channel().await.map_err(|e| LinkError::Unreachable(e.to_string()))?;
+            topology::declare(&channel, &self.settings).await?;
+            let dlq = channel
+                .queue_declare(
+                    self.settings.dead_letter_queue.as_str().into(),
+                    lapin::options::QueueDeclareOptions { passive: true, ..Default::default() },
+                    lapin::types::FieldTable::default(),
+                )
+                .await
+                .map_err(|e| LinkError::Unreachable(e.to_string()))?;
+            let _ = channel.close(200, "OK".into()).await;
+            Ok::<_, LinkError>(u64::from(dlq.message_count()))
+        };
+        tokio::time::timeout(CONNECT_TIMEOUT, check).await.map_err(|_| {
+            LinkError::Unreachable(format!("{}: no answer within {CONNECT_TIMEOUT:?}", redact(&self.url)))
+        })?
+    }
+
     /// Drops the connection of `epoch` (once) after a failure seen on it.
     pub async fn failed(&self, epoch: u64) {
         let mut current = self.current.lock().await;

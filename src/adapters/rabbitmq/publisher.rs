@@ -18,8 +18,9 @@ use super::message::{self, message_id};
 use super::topology::ROUTING_KEY;
 use crate::core::ledger::FileState;
 use crate::core::record::{Record, Reject, Tally};
-use crate::ports::delivery::{Delivery, DeliveryError, FileDelivery};
+use crate::ports::delivery::{Delivery, DeliveryError, DeliveryProbe, FileDelivery};
 use crate::ports::store::{Commit, FileTicket, Store};
+use crate::telemetry::metrics::{self, RetryCause};
 use async_trait::async_trait;
 use backon::{BackoffBuilder, ExponentialBuilder};
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
@@ -56,6 +57,10 @@ impl Delivery for RabbitDelivery {
 
     fn asynchronous(&self) -> bool {
         true
+    }
+
+    async fn probe(&self) -> Result<DeliveryProbe, DeliveryError> {
+        Ok(DeliveryProbe { dead_letter_depth: Some(self.link.probe().await?) })
     }
 
     async fn open(&self, ticket: FileTicket) -> Result<Box<dyn FileDelivery>, DeliveryError> {
@@ -207,6 +212,7 @@ impl RabbitFile {
             };
             match tokio::time::timeout(BLOCKED_NOTICE, &mut confirm).await {
                 Ok(Ok(Confirmation::Ack(None))) | Ok(Ok(Confirmation::NotRequested)) => {
+                    metrics::confirms("ack", 1);
                     self.window.pop_front();
                     return Ok(());
                 }
@@ -221,12 +227,14 @@ impl RabbitFile {
                     )));
                 }
                 Ok(Ok(Confirmation::Nack(_))) => {
+                    metrics::confirms("nack", 1);
                     tracing::warn!(message = %front.id, "broker refused a message (nack); publishing it again");
                     if self.publish(0).await.is_err() {
                         self.recover().await?;
                     }
                 }
                 Ok(Err(e)) => {
+                    metrics::confirms("lost", self.window.len() as u64);
                     tracing::warn!(error = %e, "confirm lost with the connection; reconnecting");
                     self.recover().await?;
                 }
@@ -236,6 +244,7 @@ impl RabbitFile {
                     if self.link.blocked() {
                         tracing::warn!(waited = ?waited, "broker blocks the connection (resource alarm); waiting for confirms");
                     } else if waited >= CONFIRM_WAIT {
+                        metrics::confirms("lost", self.window.len() as u64);
                         tracing::warn!(waited = ?waited, "no confirm from the broker; reconnecting");
                         self.recover().await?;
                         waited = Duration::ZERO;
@@ -247,6 +256,7 @@ impl RabbitFile {
 
     /// Replaces the connection and publishes everything unconfirmed again, in order.
     async fn recover(&mut self) -> Result<(), DeliveryError> {
+        metrics::retry(RetryCause::BrokerReconnect);
         if let Some((epoch, _)) = self.channel.take() {
             self.link.failed(epoch).await;
         }
@@ -268,6 +278,7 @@ impl RabbitFile {
                 Ok(()) => return Ok(()),
                 Err(e) if e.is_transient() => match delay.next() {
                     Some(d) => {
+                        metrics::retry(RetryCause::BrokerUnavailable);
                         tracing::warn!(error = %e, retry_in = ?d, "broker not reachable; retrying");
                         tokio::time::sleep(d).await;
                     }

@@ -1,0 +1,241 @@
+//! The status page at `/`: what a person needs at a glance, server-rendered (no scripts,
+//! no build step). Per region a strip of the most recent SEQs, each cell coloured by what
+//! happened to it; the alerts; the counters.
+//!
+//! Invariant: every text that comes from files or the store is HTML-escaped.
+
+use crate::core::ledger::FileState;
+use crate::engine::status::{StatusDoc, StreamStatus};
+use crate::ports::store::Snapshot;
+use chrono::{DateTime, Utc};
+use std::collections::BTreeMap;
+use std::fmt::Write;
+
+/// How many SEQs a region's strip shows.
+pub const STRIP_LEN: u64 = 30;
+
+/// What happened to one SEQ of a region.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Cell {
+    Applied,
+    InFlight,
+    Held,
+    Gap,
+    Quarantined,
+    Skipped,
+    /// Applied after its SEQ had been skipped (contract: a late file).
+    Late,
+    /// Before the stream's first file (a configured start): nothing expected.
+    Before,
+}
+
+impl Cell {
+    pub fn class(self) -> &'static str {
+        match self {
+            Cell::Applied => "applied",
+            Cell::InFlight => "in-flight",
+            Cell::Held => "held",
+            Cell::Gap => "gap",
+            Cell::Quarantined => "quarantined",
+            Cell::Skipped => "skipped",
+            Cell::Late => "late",
+            Cell::Before => "before",
+        }
+    }
+}
+
+/// The strip of `stream`: (SEQ, cell, file name) for up to [`STRIP_LEN`] recent SEQs.
+pub fn strip(stream: &StreamStatus, snapshot: &Snapshot) -> Vec<(u64, Cell, Option<String>)> {
+    let mut files: BTreeMap<u64, (FileState, bool, &str)> = BTreeMap::new();
+    for e in &snapshot.ledger {
+        if e.region() == Some(stream.region.as_str())
+            && let Some(seq) = e.seq()
+        {
+            files.insert(seq, (e.state, e.conflict.is_some(), e.name.as_str()));
+        }
+    }
+    let top = [files.keys().next_back().copied(), stream.next_seq, stream.held.iter().max().copied()]
+        .into_iter()
+        .flatten()
+        .max();
+    let Some(top) = top else { return Vec::new() };
+    let from = top.saturating_sub(STRIP_LEN - 1).max(1);
+    (from..=top)
+        .map(|seq| {
+            let skipped = stream.skipped.contains(&seq);
+            let awaited = stream.next_seq.is_some_and(|n| seq >= n);
+            let cell = match files.get(&seq) {
+                Some((_, true, _)) | Some((FileState::Quarantined, _, _)) => Cell::Quarantined,
+                Some((FileState::Applied, _, _)) if skipped => Cell::Late,
+                Some((FileState::Applied, _, _)) => Cell::Applied,
+                Some((FileState::Delivered, _, _)) => Cell::InFlight,
+                Some((FileState::Skipped, _, _)) => Cell::Skipped,
+                Some((FileState::Pending, _, _)) => Cell::Held,
+                None if skipped => Cell::Skipped,
+                None if awaited => Cell::Gap,
+                None => Cell::Before,
+            };
+            (seq, cell, files.get(&seq).map(|(_, _, name)| name.to_string()))
+        })
+        .collect()
+}
+
+/// HTML-escapes text for element content and attribute values.
+pub fn escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+const STYLE: &str = "body{font-family:system-ui,sans-serif;margin:1.5rem;color:#222}\
+h1{font-size:1.4rem}h2{font-size:1.1rem;margin-top:1.5rem}\
+table{border-collapse:collapse}td,th{padding:.25rem .6rem;text-align:left;border-bottom:1px solid #ddd}\
+.strip{display:flex;gap:2px}.cell{display:inline-block;min-width:2.2rem;padding:.15rem .2rem;\
+font:12px monospace;text-align:center;border-radius:3px;color:#fff}\
+.applied{background:#2e7d32}.in-flight{background:#0277bd}.held{background:#f9a825;color:#222}\
+.gap{background:#fff;color:#c62828;border:2px dashed #c62828}.quarantined{background:#c62828}\
+.skipped{background:#757575}.late{background:#6a1b9a}.before{background:#eee;color:#999}\
+.alerts li{color:#c62828;font-weight:600}.ok{color:#2e7d32}.badge{font-weight:700;color:#c62828}";
+
+/// The whole page.
+pub fn render(doc: &StatusDoc, snapshot: &Snapshot, now: DateTime<Utc>) -> String {
+    let mut h = String::with_capacity(16 * 1024);
+    let _ = write!(
+        h,
+        "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\">\
+         <meta http-equiv=\"refresh\" content=\"30\"><title>esr-ingest status</title>\
+         <style>{STYLE}</style></head><body><h1>esr-ingest</h1>\
+         <p>Generated <time id=\"generated\">{}</time></p>",
+        escape(&doc.generated_at)
+    );
+    alerts(&mut h, doc, now);
+    streams(&mut h, doc, snapshot);
+    counters(&mut h, doc);
+    h.push_str("</body></html>");
+    h
+}
+
+fn alerts(h: &mut String, doc: &StatusDoc, _now: DateTime<Utc>) {
+    let mut items = Vec::new();
+    for s in &doc.streams {
+        if s.gap_alert {
+            let what = s.waiting_for.as_deref().unwrap_or("a missing SEQ");
+            let since = s.waiting_since.as_deref().unwrap_or("?");
+            items.push(format!("{}: gap alert, waiting for {what} since {since}", s.region));
+        }
+        if s.late_alert {
+            let since = s.late_since.as_deref().unwrap_or("?");
+            items.push(format!("{}: late, no file by {since}", s.region));
+        }
+    }
+    for q in &doc.quarantined {
+        items.push(format!("quarantined {}: {}", q.file, q.reason));
+    }
+    h.push_str("<h2>Alerts</h2>");
+    if items.is_empty() {
+        h.push_str("<p id=\"alerts\" class=\"ok\">No alerts.</p>");
+        return;
+    }
+    h.push_str("<ul id=\"alerts\" class=\"alerts\">");
+    for item in items {
+        let _ = write!(h, "<li>{}</li>", escape(&item));
+    }
+    h.push_str("</ul>");
+}
+
+fn streams(h: &mut String, doc: &StatusDoc, snapshot: &Snapshot) {
+    h.push_str("<h2>Regions</h2>");
+    if doc.streams.is_empty() {
+        h.push_str("<p>No files yet.</p>");
+        return;
+    }
+    h.push_str(
+        "<table id=\"regions\"><tr><th>Region</th><th>Next SEQ</th><th>Waiting for</th>\
+         <th>Last file</th><th>Recent SEQs</th></tr>",
+    );
+    for s in &doc.streams {
+        let mut badges = String::new();
+        if s.gap_alert {
+            badges.push_str(" <span class=\"badge\">GAP</span>");
+        }
+        if s.late_alert {
+            badges.push_str(" <span class=\"badge\">LATE</span>");
+        }
+        let _ = write!(
+            h,
+            "<tr data-region=\"{r}\"><td>{r}{badges}</td><td>{}</td><td>{}</td><td>{}</td><td><div class=\"strip\">",
+            s.next_seq.map_or("-".into(), |n| n.to_string()),
+            escape(s.waiting_for.as_deref().unwrap_or("-")),
+            escape(s.last_file_at.as_deref().unwrap_or("-")),
+            r = escape(&s.region),
+        );
+        for (seq, cell, file) in strip(s, snapshot) {
+            let title = match file {
+                Some(f) => format!("SEQ {seq} {}: {f}", cell.class()),
+                None => format!("SEQ {seq} {}", cell.class()),
+            };
+            let _ = write!(
+                h,
+                "<span class=\"cell {c}\" data-seq=\"{seq}\" data-state=\"{c}\" title=\"{}\">{}</span>",
+                escape(&title),
+                seq % 1000,
+                c = cell.class(),
+            );
+        }
+        h.push_str("</div></td></tr>");
+    }
+    h.push_str("</table><p>Legend: ");
+    for c in [Cell::Applied, Cell::InFlight, Cell::Held, Cell::Gap, Cell::Quarantined, Cell::Skipped, Cell::Late] {
+        let _ = write!(h, "<span class=\"cell {0}\">{0}</span> ", c.class());
+    }
+    h.push_str("(cells show the last three digits of the SEQ)</p>");
+}
+
+fn counters(h: &mut String, doc: &StatusDoc) {
+    let c = &doc.counts;
+    let rows = [
+        ("applied files", c.totals.applied_files),
+        ("duplicate files", c.totals.duplicate_files),
+        ("quarantined files", c.quarantined_files),
+        ("pending files", c.pending_files),
+        ("files in flight", doc.in_flight.len() as u64),
+        ("records applied", c.totals.records_applied),
+        ("records stale", c.totals.records_stale),
+        ("records unchanged", c.totals.records_unchanged),
+        ("records rejected", c.totals.records_rejected),
+        ("records dead-lettered", c.totals.records_dead_lettered),
+    ];
+    h.push_str("<h2>Counters</h2><table id=\"counters\">");
+    for (name, n) in rows {
+        let _ = write!(h, "<tr><th>{name}</th><td data-counter=\"{}\">{n}</td></tr>", name.replace(' ', "_"));
+    }
+    h.push_str("</table>");
+}
+
+/// The page when the store does not answer.
+pub fn unavailable(reason: &str) -> String {
+    format!(
+        "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>esr-ingest status</title></head>\
+         <body><h1>esr-ingest</h1><p id=\"alerts\">The store does not answer: {}</p></body></html>",
+        escape(reason)
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn text_is_escaped() {
+        assert_eq!(escape("<a href=\"x\">&'"), "&lt;a href=&quot;x&quot;&gt;&amp;&#39;");
+    }
+}
