@@ -1,6 +1,7 @@
 //! The command line (contract §5). `anyhow` lives only here and in `main`.
 
 mod app;
+mod audit;
 mod backfill;
 mod dlq;
 mod generate;
@@ -19,6 +20,8 @@ use std::path::PathBuf;
 pub const EXIT_OK: i32 = 0;
 pub const EXIT_FAILURE: i32 = 1;
 pub const EXIT_USAGE: i32 = 2;
+/// `audit` found discrepancies.
+pub const EXIT_FINDINGS: i32 = 3;
 
 #[derive(Debug, Parser)]
 #[command(name = "esr-ingest", version, about = "Ordered, version-checked ingestion of sequenced batch files")]
@@ -85,6 +88,20 @@ pub enum Command {
     Rejects {
         #[arg(long, value_name = "NAME")]
         file: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Compare the source, the ledger and the store; exit 3 when anything is wrong.
+    Audit {
+        /// Only files whose name date is on or after this day.
+        #[arg(long, value_name = "YYYY-MM-DD")]
+        from: Option<NaiveDate>,
+        /// Only files whose name date is on or before this day.
+        #[arg(long, value_name = "YYYY-MM-DD")]
+        to: Option<NaiveDate>,
+        /// How long a file may stay held, in flight or quarantined before it is a finding.
+        #[arg(long, value_name = "DURATION", default_value = "24h", value_parser = humantime::parse_duration)]
+        stuck_after: std::time::Duration,
         #[arg(long)]
         json: bool,
     },
@@ -197,6 +214,14 @@ pub async fn execute(cli: Cli) -> anyhow::Result<i32> {
             skip::skip(settings, region, seq, reason).await
         }
         Command::Dlq { action } => dlq::dlq(settings, action).await,
+        Command::Audit { from, to, stuck_after, json } => {
+            if let (Some(f), Some(t)) = (from, to)
+                && f > t
+            {
+                return Err(UsageError(format!("--from {f} is after --to {t}")).into());
+            }
+            audit::audit(settings, from, to, stuck_after, json).await
+        }
         Command::Generate { .. } => Ok(EXIT_OK), // handled above
     }
 }
