@@ -70,4 +70,5 @@ real_mongodb_suite!(
     delivered_batches_count_once,
     delivered_batches_obey_the_version_rule,
     audit_log_keeps_order,
+    shared_documents_compare_and_set,
 );

@@ -104,6 +104,13 @@ pub struct Snapshot {
     pub streams: Vec<StreamRecord>,
 }
 
+/// A shared document and its version (1 when first written, +1 per write).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Shared {
+    pub version: u64,
+    pub value: String,
+}
+
 /// The cumulative counters.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct Counts {
@@ -194,6 +201,14 @@ pub trait Store: Send + Sync {
     async fn mark_dead_lettered(&self, marks: Vec<DeadLetter>) -> Result<(), StoreError>;
     /// What the receipts and dead-letter marks of one delivery of a file add up to.
     async fn delivery_progress(&self, file: &str, generation: u32) -> Result<Tally, StoreError>;
+
+    /// A small document shared by every instance (the alert state), or `None`.
+    async fn read_shared(&self, key: &str) -> Result<Option<Shared>, StoreError>;
+
+    /// Writes `value` when the document's version is still `expected` (`None`: it does
+    /// not exist yet): compare-and-set. Returns the new version, or `None` when another
+    /// writer changed it first (nothing written).
+    async fn write_shared(&self, key: &str, expected: Option<u64>, value: String) -> Result<Option<u64>, StoreError>;
 }
 
 /// One file's unit of work (see the module docs). Records of one file may be applied in

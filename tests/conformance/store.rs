@@ -303,11 +303,50 @@ pub async fn audit_log_keeps_order(store: Arc<dyn Store>) {
     store.ping().await.unwrap();
 }
 
+/// Shared documents change only by compare-and-set: a stale version writes nothing, and
+/// concurrent read-modify-write loops lose no increment.
+pub async fn shared_documents_compare_and_set(store: Arc<dyn Store>) {
+    assert_eq!(store.read_shared("alerts").await.unwrap(), None);
+    assert_eq!(store.write_shared("alerts", None, "a".into()).await.unwrap(), Some(1));
+    assert_eq!(store.write_shared("alerts", None, "b".into()).await.unwrap(), None, "exists already");
+    assert_eq!(store.write_shared("alerts", Some(1), "c".into()).await.unwrap(), Some(2));
+    assert_eq!(store.write_shared("alerts", Some(1), "d".into()).await.unwrap(), None, "stale version");
+    let now = store.read_shared("alerts").await.unwrap().unwrap();
+    assert_eq!((now.version, now.value.as_str()), (2, "c"));
+
+    let workers = (0..4).map(|_| {
+        let store = store.clone();
+        tokio::spawn(async move {
+            for _ in 0..10 {
+                loop {
+                    let current = store.read_shared("counter").await.unwrap();
+                    let (expected, n) = match &current {
+                        Some(s) => (Some(s.version), s.value.parse::<u64>().unwrap()),
+                        None => (None, 0),
+                    };
+                    if store.write_shared("counter", expected, (n + 1).to_string()).await.unwrap().is_some() {
+                        break;
+                    }
+                }
+            }
+        })
+    });
+    for w in workers.collect::<Vec<_>>() {
+        w.await.unwrap();
+    }
+    assert_eq!(store.read_shared("counter").await.unwrap().unwrap().value, "40");
+}
+
 #[macro_export]
 macro_rules! store_suite {
     ($name:ident, $factory:expr) => {
         mod $name {
             use super::*;
+            #[tokio::test]
+            async fn shared_documents_compare_and_set() {
+                let (_guard, store) = $factory().await;
+                conformance::store::shared_documents_compare_and_set(store).await;
+            }
             #[tokio::test]
             async fn ledger_and_streams_round_trip() {
                 let (_guard, store) = $factory().await;

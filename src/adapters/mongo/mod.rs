@@ -21,12 +21,12 @@ mod records;
 
 use crate::core::record::{Record, Reject, Tally};
 use crate::ports::store::{
-    AuditEntry, Commit, Counts, DeadLetter, DeliveredBatch, FileTicket, FileTxn, Snapshot, Store, StoreError,
+    AuditEntry, Commit, Counts, DeadLetter, DeliveredBatch, FileTicket, FileTxn, Shared, Snapshot, Store, StoreError,
     StoredRecord,
 };
 use async_trait::async_trait;
 use errors::{DUPLICATE_KEY, map_err, server_code};
-use mongodb::bson::{Document, doc};
+use mongodb::bson::{Bson, Document, doc};
 use mongodb::options::{ClientOptions, WriteConcern};
 use mongodb::{Client, Database, IndexModel};
 use std::time::Duration;
@@ -35,6 +35,7 @@ use tokio::sync::mpsc;
 const REJECTS: &str = "rejects";
 const RECEIPTS: &str = "receipts";
 const DEAD_LETTERS: &str = "dead_letters";
+const SHARED: &str = "shared";
 const DEFAULT_DATABASE: &str = "esr_ingest";
 const EXPORT_BATCH: usize = 1000;
 
@@ -131,6 +132,49 @@ impl Store for MongoStore {
 
     fn atomic_files(&self) -> bool {
         false
+    }
+
+    async fn read_shared(&self, key: &str) -> Result<Option<Shared>, StoreError> {
+        let found = self.db.collection::<Document>(SHARED).find_one(doc! { "_id": key }).await.map_err(map_err)?;
+        found
+            .map(|d| {
+                let version = numbers::int(d.get("version"))
+                    .and_then(|v| u64::try_from(v).ok())
+                    .ok_or_else(|| StoreError::Corrupt(format!("shared {key}: no version")))?;
+                let value = d.get_str("value").map_err(|_| StoreError::Corrupt(format!("shared {key}: no value")))?;
+                Ok(Shared { version, value: value.to_string() })
+            })
+            .transpose()
+    }
+
+    async fn write_shared(&self, key: &str, expected: Option<u64>, value: String) -> Result<Option<u64>, StoreError> {
+        let next = expected.unwrap_or(0) + 1;
+        let command = match expected {
+            None => doc! {
+                "insert": SHARED,
+                "documents": [{ "_id": key, "version": numbers::signed(next), "value": &value }],
+                "writeConcern": self.write_concern.clone(),
+            },
+            Some(v) => doc! {
+                "update": SHARED,
+                "updates": [{
+                    "q": { "_id": key, "version": numbers::signed(v) },
+                    "u": { "$set": { "version": numbers::signed(next), "value": &value } },
+                }],
+                "writeConcern": self.write_concern.clone(),
+            },
+        };
+        let reply = self.db.run_command(command).await.map_err(map_err)?;
+        if let Ok(errors) = reply.get_array("writeErrors")
+            && let Some(Bson::Document(first)) = errors.first()
+        {
+            return match numbers::int(first.get("code")) {
+                Some(c) if c == i64::from(DUPLICATE_KEY) => Ok(None), // created by another writer first
+                _ => Err(StoreError::Rejected(format!("shared {key}: {first}"))),
+            };
+        }
+        let changed = numbers::int(reply.get("n")).unwrap_or(0);
+        Ok((changed == 1).then_some(next))
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

@@ -17,7 +17,7 @@ mod writer;
 use crate::core::record::Reject;
 use crate::core::record::Tally;
 use crate::ports::store::{
-    AuditEntry, Commit, Counts, DeadLetter, DeliveredBatch, FileTicket, FileTxn, Snapshot, Store, StoreError,
+    AuditEntry, Commit, Counts, DeadLetter, DeliveredBatch, FileTicket, FileTxn, Shared, Snapshot, Store, StoreError,
     StoredRecord,
 };
 use async_trait::async_trait;
@@ -229,6 +229,27 @@ impl Store for SqliteStore {
     async fn apply_delivered(&self, batches: Vec<DeliveredBatch>) -> Result<Vec<Option<Tally>>, StoreError> {
         let (tx, rx) = oneshot::channel();
         self.writer.send(WriterCmd::Delivered(batches, tx)).await.map_err(|_| StoreError::Closed)?;
+        rx.await.map_err(|_| StoreError::Closed)?
+    }
+
+    async fn read_shared(&self, key: &str) -> Result<Option<Shared>, StoreError> {
+        let key = key.to_string();
+        self.read(move |c| {
+            c.query_row("SELECT version, value FROM shared WHERE key = ?1", params![key], |r| {
+                Ok(Shared { version: u64::try_from(r.get::<_, i64>(0)?).unwrap_or(0), value: r.get(1)? })
+            })
+            .optional()
+            .map_err(map_err)
+        })
+        .await
+    }
+
+    async fn write_shared(&self, key: &str, expected: Option<u64>, value: String) -> Result<Option<u64>, StoreError> {
+        let (tx, rx) = oneshot::channel();
+        self.writer
+            .send(WriterCmd::Shared(key.to_string(), expected, value, tx))
+            .await
+            .map_err(|_| StoreError::Closed)?;
         rx.await.map_err(|_| StoreError::Closed)?
     }
 

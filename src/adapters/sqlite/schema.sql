@@ -116,3 +116,11 @@ CREATE TABLE IF NOT EXISTS dead_letters (
     reason     TEXT NOT NULL,
     PRIMARY KEY (file, generation, line)
 ) WITHOUT ROWID;
+
+-- Small documents shared by every instance, changed by compare-and-set (the alert
+-- state). Needs no schema version: older builds never read it.
+CREATE TABLE IF NOT EXISTS shared (
+    key     TEXT PRIMARY KEY,
+    version INTEGER NOT NULL,
+    value   TEXT NOT NULL
+);

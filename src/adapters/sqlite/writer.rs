@@ -16,7 +16,7 @@ use super::rows::{
 use crate::core::record::{Record, Reject, Tally};
 use crate::ports::store::{Commit, DeadLetter, DeliveredBatch, FileTicket, FileTxn, StoreError};
 use async_trait::async_trait;
-use rusqlite::Connection;
+use rusqlite::{Connection, OptionalExtension, params};
 use tokio::sync::{mpsc, oneshot};
 
 type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
@@ -30,6 +30,8 @@ pub(super) enum WriterCmd {
     Delivered(Vec<DeliveredBatch>, Reply<Vec<Option<Tally>>>),
     DeadLetters(Vec<DeadLetter>, Reply<()>),
     Rejects(Vec<Reject>, Reply<()>),
+    /// Compare-and-set of a shared document: key, expected version, value.
+    Shared(String, Option<u64>, String, Reply<Option<u64>>),
 }
 
 pub(super) enum TxnCmd {
@@ -52,6 +54,9 @@ pub(super) fn run(conn: Connection, mut commands: mpsc::Receiver<WriterCmd>) {
                     shapes.clear();
                 }
                 let _ = reply.send(applied);
+            }
+            WriterCmd::Shared(key, expected, value, reply) => {
+                let _ = reply.send(in_transaction(&conn, |conn| write_shared(conn, &key, expected, &value)));
             }
             WriterCmd::Rejects(batch, reply) => {
                 let _ = reply.send(in_transaction(&conn, |conn| insert_rejects(conn, &batch)));
@@ -231,4 +236,25 @@ impl FileTxn for SqliteFileTxn {
     async fn commit(self: Box<Self>, commit: Commit) -> Result<Tally, StoreError> {
         self.call(|r| TxnCmd::Commit(commit, r)).await
     }
+}
+
+/// Compare-and-set of one shared document, inside the caller's transaction.
+fn write_shared(conn: &Connection, key: &str, expected: Option<u64>, value: &str) -> Result<Option<u64>, StoreError> {
+    let current: Option<i64> = conn
+        .query_row("SELECT version FROM shared WHERE key = ?1", params![key], |r| r.get(0))
+        .optional()
+        .map_err(map_err)?;
+    let current = current.map(|v| u64::try_from(v).unwrap_or(0));
+    if current != expected {
+        return Ok(None);
+    }
+    let next = expected.unwrap_or(0) + 1;
+    let stored = i64::try_from(next).map_err(|_| StoreError::Corrupt(format!("shared {key}: version overflow")))?;
+    conn.execute(
+        "INSERT INTO shared (key, version, value) VALUES (?1, ?2, ?3)
+         ON CONFLICT (key) DO UPDATE SET version = excluded.version, value = excluded.value",
+        params![key, stored, value],
+    )
+    .map_err(map_err)?;
+    Ok(Some(next))
 }
