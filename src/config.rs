@@ -196,6 +196,8 @@ pub struct Overrides {
     pub store: Option<String>,
     pub broker: Option<String>,
     pub log_format: Option<LogFormat>,
+    /// `ESR_INGEST_WEBHOOK_URL`: the alert webhook (a credential, kept out of the file).
+    pub webhook_url: Option<String>,
 }
 
 /// The validated settings.
@@ -324,7 +326,8 @@ impl Settings {
         }
         Ok(Settings {
             expectations: operations::expectations(&file.expect)?,
-            alerts: file.alerts.settings()?,
+            alerts: AlertsSection { webhook_url: o.webhook_url.or(file.alerts.webhook_url), ..file.alerts }
+                .settings()?,
             shutdown_timeout,
             rabbitmq,
             s3_events,

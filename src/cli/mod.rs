@@ -183,6 +183,7 @@ fn settings(cli: &Cli) -> Result<Settings, UsageError> {
         store: cli.store.clone(),
         broker: cli.broker.clone(),
         log_format: cli.log_format,
+        webhook_url: std::env::var("ESR_INGEST_WEBHOOK_URL").ok().filter(|u| !u.is_empty()),
     };
     Ok(Settings::load(cli.config.as_deref(), overrides)?)
 }

@@ -3,7 +3,7 @@
 use super::{EXIT_OK, app};
 use crate::adapters::s3_events;
 use crate::config::{Settings, StoreSpec};
-use crate::engine::{Engine, EngineError, PassReport};
+use crate::engine::{Engine, EngineError, PassReport, alerts};
 use crate::health::{self, HealthState};
 use anyhow::Context;
 use std::net::SocketAddr;
@@ -89,6 +89,20 @@ pub async fn drain(engine: &Engine, cancel: &CancellationToken) -> anyhow::Resul
     }
 }
 
+/// The notifier is wedged when silent this long (one attempt takes at most 10 s).
+const NOTIFIER_WEDGED_AFTER: Duration = Duration::from_secs(120);
+
+/// This process's name among instances: host and process id.
+fn instance_name() -> String {
+    let host = std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "host".into());
+    format!("{host}/{}", std::process::id())
+}
+
 /// How often files in flight are checked for completion between passes.
 const COMPLETION_CHECK: Duration = Duration::from_millis(500);
 
@@ -162,6 +176,22 @@ pub async fn run(settings: Settings, once: bool, listen: Option<SocketAddr>) -> 
         pass_interval: settings.pass_interval,
         rules: settings.status_rules(),
     };
+    let notifier = match &settings.alerts {
+        Some(a) => {
+            let sink = crate::adapters::webhook::Webhook::new(&a.webhook_url).context("alerts.webhook_url")?;
+            let beat = engine.heartbeat.worker("alert notifier", NOTIFIER_WEDGED_AFTER);
+            Some(alerts::spawn_sender(
+                engine.store.clone(),
+                Arc::new(sink),
+                instance_name(),
+                a.give_up_after,
+                beat,
+                cancel.clone(),
+            ))
+        }
+        None => None,
+    };
+    let status_rules = settings.status_rules();
     let wake = Arc::new(tokio::sync::Notify::new());
     let events = settings.s3_events.clone().map(|e| s3_events::spawn(e, wake.clone(), cancel.clone()));
     let server = health::serve(listen.unwrap_or(settings.health_listen), state, cancel.clone()).await?;
@@ -174,6 +204,7 @@ pub async fn run(settings: Settings, once: bool, listen: Option<SocketAddr>) -> 
                     tracing::warn!(error = %e, "checking files in flight failed");
                 }
                 engine.heartbeat.pass_done(report.deferred.is_empty() && completed.is_ok());
+                engine.check_alerts(&status_rules, notifier.is_some()).await;
                 completed.map(|waiting| !waiting.is_empty()).unwrap_or(true)
             }
             Err(EngineError::Cancelled) => break,
@@ -196,6 +227,9 @@ pub async fn run(settings: Settings, once: bool, listen: Option<SocketAddr>) -> 
     let _ = server.await;
     if let Some(events) = events {
         let _ = events.await;
+    }
+    if let Some(notifier) = notifier {
+        let _ = notifier.await;
     }
     for consumer in consumers.into_iter().flatten() {
         let _ = consumer.await;

@@ -5,6 +5,7 @@
 //! store, so a pass can be interrupted at any point (a crash, a signal) and the next pass
 //! carries on from what was committed.
 
+pub mod alerts;
 pub mod audit;
 mod backfill;
 pub mod completion;
