@@ -174,3 +174,66 @@ fn the_status_page_renders_in_headless_chromium() {
     let png = std::fs::read(&shot).expect("a screenshot");
     assert!(png.starts_with(b"\x89PNG") && png.len() > 10_000, "a rendered page, {} bytes", png.len());
 }
+
+/// Starts a service whose S3 endpoint accepts connections and never answers, with
+/// `shutdown_timeout`, and a `/readyz` request hanging on it (the health server waits for
+/// requests in progress when it shuts down).
+fn service_held_by_a_hung_request(shutdown_timeout: &str) -> (Service, tempfile::TempDir) {
+    let blackhole = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let endpoint = format!("http://{}", blackhole.local_addr().unwrap());
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for conn in blackhole.incoming().map_while(Result::ok) {
+            held.push(conn);
+        }
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let config = format!(
+        "shutdown_timeout = \"{shutdown_timeout}\"\n{CONFIG}[s3]\nendpoint = \"{endpoint}\"\nregion = \"us-east-1\"\nforce_path_style = true\n"
+    );
+    std::fs::write(dir.path().join("esr.toml"), config).unwrap();
+    let env = [("AWS_ACCESS_KEY_ID", "k"), ("AWS_SECRET_ACCESS_KEY", "s"), ("AWS_EC2_METADATA_DISABLED", "true")];
+    let service = Service::start_with_env(dir.path(), &["--source", "s3://stalled/in/", "--store", "state.db"], &env);
+    let port = service.port;
+    std::thread::spawn(move || common::service::get_text(port, "/readyz"));
+    std::thread::sleep(Duration::from_millis(500));
+    (service, dir)
+}
+
+fn signal(service: &Service, sig: i32) {
+    // SAFETY: sending a signal to our own child process.
+    assert_eq!(unsafe { libc::kill(service.child.id() as i32, sig) }, 0);
+}
+
+fn wait_exit(service: &mut Service, limit: Duration) -> (std::process::ExitStatus, Duration) {
+    let start = std::time::Instant::now();
+    loop {
+        if let Some(status) = service.child.try_wait().unwrap() {
+            return (status, start.elapsed());
+        }
+        assert!(start.elapsed() < limit, "still running {limit:?} after the signal\n{}", service.log_text());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn sigterm_exits_within_shutdown_timeout_even_when_something_hangs() {
+    let (mut service, _dir) = service_held_by_a_hung_request("1s");
+    signal(&service, libc::SIGTERM);
+    let (status, took) = wait_exit(&mut service, Duration::from_secs(4));
+    assert_eq!(status.code(), Some(1), "{}", service.log_text());
+    assert!(took >= Duration::from_millis(900), "it waited for the shutdown first ({took:?})");
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(service.log_text().contains("shutdown_timeout"), "{}", service.log_text());
+}
+
+#[test]
+fn a_second_signal_exits_at_once() {
+    let (mut service, _dir) = service_held_by_a_hung_request("60s");
+    signal(&service, libc::SIGTERM);
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(service.child.try_wait().unwrap().is_none(), "the hung request holds the first shutdown");
+    signal(&service, libc::SIGTERM);
+    let (status, _) = wait_exit(&mut service, Duration::from_secs(2));
+    assert_eq!(status.code(), Some(130));
+}

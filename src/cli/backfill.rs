@@ -17,7 +17,7 @@ pub async fn backfill(
     let cancel = CancellationToken::new();
     let consumers = if dry_run { None } else { app::consumers(&settings, engine.store.clone()).await? };
     let consumers = consumers.map(|pool| pool.spawn(cancel.clone(), &engine.heartbeat));
-    super::signals::install(cancel.clone());
+    super::signals::install(cancel.clone(), settings.shutdown_timeout);
     let (plan, work) = engine.backfill_plan(from, to, &regions, !dry_run, &cancel).await?;
     if dry_run {
         println!(

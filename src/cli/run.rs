@@ -138,7 +138,7 @@ pub async fn run(settings: Settings, once: bool, listen: Option<SocketAddr>) -> 
     let _lock = lock_embedded_store(&settings)?;
     let engine = app::engine(&settings).await?;
     let cancel = CancellationToken::new();
-    super::signals::install(cancel.clone());
+    super::signals::install(cancel.clone(), settings.shutdown_timeout);
     let consumers = app::consumers(&settings, engine.store.clone())
         .await?
         .map(|pool| pool.spawn(cancel.clone(), &engine.heartbeat));
