@@ -3,7 +3,7 @@
 # port conformance suites (also against real servers on loopback: RabbitMQ, an
 # S3-compatible server, a MongoDB-wire server), CLI integration tests, broker fault tests
 # and the crash test (real processes killed with SIGKILL). Installs what it needs
-# (cargo-nextest, chromium; rabbitmq-server, s3s-fs, nx-27017 via scripts/servers.sh) and leaves
+# (cargo-nextest, chromium, promtool; rabbitmq-server, s3s-fs, nx-27017 via scripts/servers.sh) and leaves
 # nothing running.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -24,6 +24,12 @@ if ! command -v chromium >/dev/null 2>&1; then
   step "installing chromium (the status page is tested in headless Chromium)"
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+fi
+
+if ! command -v promtool >/dev/null 2>&1; then
+  step "installing promtool (the Prometheus alert rules are checked with it)"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null
 fi
 
 step "rustfmt"

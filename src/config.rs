@@ -21,6 +21,7 @@ pub const DEFAULT_STORE: &str = "./esr-ingest.db";
 pub const DEFAULT_HEALTH_LISTEN: &str = "127.0.0.1:8080";
 pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_secs(10);
 pub const DEFAULT_RECONCILE_INTERVAL: Duration = Duration::from_secs(300);
+pub const DEFAULT_LEASE_TTL: Duration = Duration::from_secs(30);
 pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
 pub const DEFAULT_GAP_ALERT_AFTER: Duration = Duration::from_secs(26 * 3600);
 
@@ -62,6 +63,9 @@ pub struct ConfigFile {
     /// How long SIGTERM waits for the file in hand before abandoning it (resumable).
     #[serde(default, with = "humantime_serde")]
     pub shutdown_timeout: Option<Duration>,
+    /// How long a region lease lasts without renewal (several instances on one store).
+    #[serde(default, with = "humantime_serde")]
+    pub lease_ttl: Option<Duration>,
     #[serde(default)]
     pub expect: Vec<ExpectSection>,
     #[serde(default)]
@@ -224,6 +228,7 @@ pub struct Settings {
     /// The alert webhook, when configured.
     pub alerts: Option<AlertSettings>,
     pub shutdown_timeout: Duration,
+    pub lease_ttl: Duration,
 }
 
 impl Settings {
@@ -324,7 +329,12 @@ impl Settings {
         if shutdown_timeout.is_zero() {
             return err("shutdown_timeout must be greater than 0".into());
         }
+        let lease_ttl = file.lease_ttl.unwrap_or(DEFAULT_LEASE_TTL);
+        if lease_ttl < Duration::from_secs(1) {
+            return err("lease_ttl must be at least 1s".into());
+        }
         Ok(Settings {
+            lease_ttl,
             expectations: operations::expectations(&file.expect)?,
             alerts: AlertsSection { webhook_url: o.webhook_url.or(file.alerts.webhook_url), ..file.alerts }
                 .settings()?,

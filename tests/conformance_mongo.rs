@@ -71,4 +71,5 @@ real_mongodb_suite!(
     delivered_batches_obey_the_version_rule,
     audit_log_keeps_order,
     shared_documents_compare_and_set,
+    leases_fence_out_a_former_owner,
 );

@@ -70,5 +70,6 @@ pub async fn engine(settings: &Settings) -> anyhow::Result<Engine> {
         rules: settings.rules.clone(),
         clock: Arc::new(SystemClock),
         heartbeat: Arc::new(Heartbeat::default()),
+        ownership: None,
     })
 }

@@ -3,6 +3,7 @@
 use super::{EXIT_OK, app};
 use crate::adapters::s3_events;
 use crate::config::{Settings, StoreSpec};
+use crate::engine::ownership::Ownership;
 use crate::engine::{Engine, EngineError, PassReport, alerts};
 use crate::health::{self, HealthState};
 use anyhow::Context;
@@ -92,6 +93,19 @@ pub async fn drain(engine: &Engine, cancel: &CancellationToken) -> anyhow::Resul
 /// The notifier is wedged when silent this long (one attempt takes at most 10 s).
 const NOTIFIER_WEDGED_AFTER: Duration = Duration::from_secs(120);
 
+/// The lease keeper renews every third of the TTL; silent for two TTLs and this, it is wedged.
+const LEASE_KEEPER_SLACK: Duration = Duration::from_secs(60);
+
+/// Stops renewing and releases the leases, so another instance takes over at once.
+async fn let_go(keeper: Option<tokio::task::JoinHandle<()>>, ownership: Option<Arc<Ownership>>) {
+    if let Some(keeper) = keeper {
+        let _ = keeper.await;
+    }
+    if let Some(o) = ownership {
+        o.release_all(chrono::Utc::now()).await;
+    }
+}
+
 /// This process's name among instances: host and process id.
 fn instance_name() -> String {
     let host = std::env::var("HOSTNAME")
@@ -135,8 +149,17 @@ async fn follow_deliveries(
 }
 
 pub async fn run(settings: Settings, once: bool, listen: Option<SocketAddr>) -> anyhow::Result<i32> {
-    let _lock = lock_embedded_store(&settings)?;
-    let engine = app::engine(&settings).await?;
+    let lock = lock_embedded_store(&settings)?;
+    let mut engine = app::engine(&settings).await?;
+    // A shared store (several instances may run): regions are driven under leases. The
+    // embedded store is locked to this one process, so it needs none.
+    let ownership = if lock.is_some() {
+        None
+    } else {
+        let ttl = chrono::TimeDelta::from_std(settings.lease_ttl).context("lease_ttl is too large")?;
+        Some(Arc::new(Ownership::new(engine.store.clone(), instance_name(), ttl)))
+    };
+    engine.ownership = ownership.clone();
     let cancel = CancellationToken::new();
     super::signals::install(cancel.clone(), settings.shutdown_timeout);
     let consumers = app::consumers(&settings, engine.store.clone())
@@ -148,6 +171,10 @@ pub async fn run(settings: Settings, once: bool, listen: Option<SocketAddr>) -> 
         delivery = %engine.delivery.describe(),
         "esr-ingest starting"
     );
+    let keeper_limit = settings.lease_ttl.saturating_mul(2) + LEASE_KEEPER_SLACK;
+    let keeper = ownership
+        .clone()
+        .map(|o| o.spawn_keeper(engine.heartbeat.worker("lease keeper", keeper_limit), cancel.clone()));
     if once {
         let report = match engine.pass(&cancel).await {
             Err(EngineError::Cancelled) => {
@@ -164,6 +191,7 @@ pub async fn run(settings: Settings, once: bool, listen: Option<SocketAddr>) -> 
             drain(&engine, &cancel).await?;
         }
         cancel.cancel();
+        let_go(keeper, ownership).await;
         return Ok(EXIT_OK);
     }
     engine.heartbeat.beat();
@@ -234,6 +262,8 @@ pub async fn run(settings: Settings, once: bool, listen: Option<SocketAddr>) -> 
     for consumer in consumers.into_iter().flatten() {
         let _ = consumer.await;
     }
+    let_go(keeper, ownership).await;
+    drop(lock);
     tracing::info!("stopped");
     Ok(EXIT_OK)
 }

@@ -51,7 +51,7 @@ impl Engine {
         let loaded = self.load(&mut super::PassReport::default(), cancel).await?;
         let (objects, ledger) = (loaded.objects, loaded.ledger);
         if record_new {
-            self.commit(loaded.discovered, cancel).await?;
+            self.commit_discovered(loaded.discovered, cancel).await?;
         }
         let mut plan = BackfillPlan::default();
         let mut work = HashMap::new();

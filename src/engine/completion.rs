@@ -74,7 +74,7 @@ impl Engine {
     pub async fn complete_deliveries(&self, cancel: &CancellationToken) -> Result<Vec<InFlightFile>, EngineError> {
         let snapshot = self.store.snapshot().await?;
         let mut waiting = Vec::new();
-        for e in snapshot.ledger.iter().filter(|e| e.state == FileState::Delivered) {
+        for e in snapshot.ledger.iter().filter(|e| e.state == FileState::Delivered && self.owns(e.region())) {
             let t = progress(self.store.as_ref(), e).await?;
             if t.total() < e.record_lines {
                 waiting.push(InFlightFile::new(e, t));
@@ -89,9 +89,16 @@ impl Engine {
             let commit = Commit {
                 ledger: vec![done],
                 counters: CounterDelta { applied_files: u64::from(e.generation <= 1), duplicate_files: 0, records },
+                fence: self.fence(e.region()),
                 ..Default::default()
             };
-            self.commit(commit, cancel).await?;
+            match self.commit(commit, cancel).await {
+                Err(err) if err.is_fenced() => {
+                    self.lost(e.region(), &err);
+                    continue;
+                }
+                other => other?,
+            }
             tracing::info!(
                 file = %e.name,
                 region = e.region().unwrap_or_default(),

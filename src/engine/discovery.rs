@@ -17,8 +17,8 @@ pub(super) struct Loaded {
     pub objects: BTreeMap<String, Listed>,
     pub ledger: HashMap<String, LedgerEntry>,
     pub streams: Vec<crate::core::sequencer::StreamRecord>,
-    /// Ledger changes found by discovery, not yet written.
-    pub discovered: Commit,
+    /// Ledger changes found by discovery, not yet written, by region (`None`: bad names).
+    pub discovered: BTreeMap<Option<String>, Commit>,
 }
 
 impl Engine {
@@ -34,8 +34,51 @@ impl Engine {
             retry_transient("reading the store", cancel, || async { Ok(self.store.snapshot().await?) }).await?;
         let mut ledger: HashMap<String, LedgerEntry> =
             snapshot.ledger.into_iter().map(|e| (e.name.clone(), e)).collect();
+        let mut objects = objects;
+        if let Some(ownership) = &self.ownership {
+            // Claim every region seen, then look only at the regions held.
+            let region_of = |key: &str| match self.profile.classify(key) {
+                NameVerdict::Batch(b) => Some(b.region),
+                _ => None,
+            };
+            let mut regions: Vec<Option<String>> = objects.values().map(|l| region_of(&l.key)).collect();
+            regions.extend(ledger.values().map(|e| e.region().map(str::to_string)));
+            regions.sort();
+            regions.dedup();
+            let now = self.clock.now();
+            retry_transient("claiming region leases", cancel, || async {
+                Ok(ownership.claim(regions.iter().map(Option::as_deref), now).await?)
+            })
+            .await?;
+            objects.retain(|_, l| ownership.owns(region_of(&l.key).as_deref()));
+        }
         let discovered = self.discover(&objects, &mut ledger, report, cancel).await?;
         Ok(Loaded { objects, ledger, streams: snapshot.streams, discovered })
+    }
+
+    /// Writes each region's discoveries, fenced by its lease. A region whose lease was
+    /// lost meanwhile is left to its new owner.
+    pub(super) async fn commit_discovered(
+        &self,
+        discovered: BTreeMap<Option<String>, Commit>,
+        cancel: &CancellationToken,
+    ) -> Result<(), EngineError> {
+        for (region, mut commit) in discovered {
+            commit.fence = self.fence(region.as_deref());
+            match self.commit(commit, cancel).await {
+                Err(e) if e.is_fenced() => self.lost(region.as_deref(), &e),
+                other => other?,
+            }
+        }
+        Ok(())
+    }
+
+    /// Notes that another instance holds `region`'s lease now.
+    pub(super) fn lost(&self, region: Option<&str>, why: &EngineError) {
+        tracing::warn!(region = region.unwrap_or("-"), error = %why, "region left to the instance that holds its lease");
+        if let Some(o) = &self.ownership {
+            o.lost(region);
+        }
     }
 
     /// Writes changes with retries for transient store errors.
@@ -73,9 +116,9 @@ impl Engine {
         ledger: &mut HashMap<String, LedgerEntry>,
         report: &mut PassReport,
         cancel: &CancellationToken,
-    ) -> Result<Commit, EngineError> {
+    ) -> Result<BTreeMap<Option<String>, Commit>, EngineError> {
         let now = self.clock.now();
-        let mut commit = Commit::default();
+        let mut commits: BTreeMap<Option<String>, Commit> = BTreeMap::new();
         for (name, listed) in objects {
             if cancel.is_cancelled() {
                 return Err(EngineError::Cancelled);
@@ -111,7 +154,7 @@ impl Engine {
                     match &verdict {
                         UploadVerdict::Duplicate(e) => {
                             report.duplicates += 1;
-                            commit.counters.duplicate_files += 1;
+                            commits.entry(e.region().map(str::to_string)).or_default().counters.duplicate_files += 1;
                             tracing::info!(file = %e.name, region = e.region(), seq = e.seq(), "duplicate upload ignored");
                         }
                         UploadVerdict::Conflict(e) => {
@@ -127,9 +170,9 @@ impl Engine {
                 }
             };
             ledger.insert(name.clone(), changed.clone());
-            commit.ledger.push(changed);
+            commits.entry(changed.region().map(str::to_string)).or_default().ledger.push(changed);
         }
-        Ok(commit)
+        Ok(commits)
     }
 
     async fn content_sha256(&self, listed: &Listed) -> Result<String, SourceError> {

@@ -11,6 +11,7 @@ mod backfill;
 pub mod completion;
 mod discovery;
 mod export;
+pub mod ownership;
 mod pass;
 mod process;
 mod retry;
@@ -55,6 +56,15 @@ impl EngineError {
             EngineError::Delivery(_) => RetryCause::BrokerUnavailable,
             EngineError::Cancelled | EngineError::Operator(_) => RetryCause::Other,
         }
+    }
+
+    /// A write refused because another instance holds the region's lease now.
+    pub fn is_fenced(&self) -> bool {
+        matches!(
+            self,
+            EngineError::Store(StoreError::Fenced(_))
+                | EngineError::Delivery(DeliveryError::Store(StoreError::Fenced(_)))
+        )
     }
 
     pub fn is_transient(&self) -> bool {
@@ -103,4 +113,19 @@ pub struct Engine {
     pub rules: SequenceRules,
     pub clock: Arc<dyn Clock>,
     pub heartbeat: Arc<Heartbeat>,
+    /// The region leases, when several instances may share the store (`run`); `None`
+    /// drives every region unfenced (backfill, tests).
+    pub ownership: Option<Arc<ownership::Ownership>>,
+}
+
+impl Engine {
+    /// The fence for a commit about `region`, when ownership is on.
+    pub fn fence(&self, region: Option<&str>) -> Option<crate::core::lease::Fence> {
+        self.ownership.as_ref().map(|o| o.fence(region))
+    }
+
+    /// Whether this instance drives `region` (always, without ownership).
+    pub fn owns(&self, region: Option<&str>) -> bool {
+        self.ownership.as_ref().is_none_or(|o| o.owns(region))
+    }
 }

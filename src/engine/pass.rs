@@ -18,22 +18,25 @@ impl Engine {
     pub async fn pass(&self, cancel: &CancellationToken) -> Result<PassReport, EngineError> {
         let mut report = PassReport::default();
         let super::discovery::Loaded { objects, ledger, streams, discovered } = self.load(&mut report, cancel).await?;
-        self.commit(discovered, cancel).await?;
+        self.commit_discovered(discovered, cancel).await?;
         self.heartbeat.beat();
 
         let present: HashSet<String> = objects.keys().cloned().collect();
         let mut streams = build_streams(ledger.values(), &streams, Some(&present));
+        streams.retain(|region, _| self.owns(Some(region)));
         // A baseline is "the lowest SEQ of the first pass": it is saved at once, so a file
         // deferred now cannot let a later pass pick another one.
-        let mut baselines = Commit::default();
+        let mut baselines = BTreeMap::new();
         for stream in streams.values_mut() {
             let start = self.rules.start.get(stream.region()).copied();
             if stream.ensure_baseline(start) {
                 tracing::info!(region = stream.region(), next_seq = stream.next_seq(), "stream baseline set");
-                baselines.streams.push(stream.record().clone());
+                let commit = Commit { streams: vec![stream.record().clone()], ..Default::default() };
+                baselines.insert(Some(stream.region().to_string()), commit);
             }
         }
-        self.commit(baselines, cancel).await?;
+        self.commit_discovered(baselines, cancel).await?;
+        streams.retain(|region, _| self.owns(Some(region)));
         // Regions are independent streams: drive a few at once, so one region's
         // validation pass overlaps another's store writes. Each region gets its own share of
         // the ledger (a file belongs to exactly one region).
@@ -43,20 +46,28 @@ impl Engine {
             shares.entry(region).or_default().insert(name, entry);
         }
         let objects = &objects;
-        let results: Vec<Result<PassReport, EngineError>> = futures::stream::iter(streams.into_values())
+        let results: Vec<Result<PassReport, (String, EngineError)>> = futures::stream::iter(streams.into_values())
             .map(|mut stream| {
                 let mut share = shares.remove(stream.region()).unwrap_or_default();
                 async move {
                     let mut part = PassReport::default();
-                    self.drive_stream(&mut stream, objects, &mut share, &mut part, cancel).await?;
-                    Ok(part)
+                    match self.drive_stream(&mut stream, objects, &mut share, &mut part, cancel).await {
+                        Ok(()) => Ok(part),
+                        Err(e) => Err((stream.region().to_string(), e)),
+                    }
                 }
             })
             .buffer_unordered(REGIONS_AT_ONCE)
             .collect()
             .await;
         for part in results {
-            let part = part?;
+            let part = match part {
+                Err((region, e)) if e.is_fenced() => {
+                    self.lost(Some(&region), &e);
+                    continue;
+                }
+                other => other.map_err(|(_, e)| e)?,
+            };
             report.applied.extend(part.applied);
             report.quarantined.extend(part.quarantined);
             report.deferred.extend(part.deferred);
@@ -119,6 +130,7 @@ impl Engine {
             }
             if stream.record() != &saved || !commit.audit.is_empty() {
                 commit.streams.push(stream.record().clone());
+                commit.fence = self.fence(Some(&region));
                 self.commit(commit, cancel).await?;
             }
             if auto_skipped.is_empty() {
@@ -159,6 +171,7 @@ impl Engine {
                     streams: vec![stream.record().clone()],
                     audit: Vec::new(),
                     counters: CounterDelta::default(),
+                    fence: self.fence(Some(stream.region())),
                 };
                 let tally = match delivery.finish(commit).await {
                     Ok(tally) => tally,
@@ -186,6 +199,7 @@ impl Engine {
                 let commit = Commit {
                     ledger: vec![entry.clone()],
                     streams: vec![stream.record().clone()],
+                    fence: self.fence(Some(stream.region())),
                     ..Default::default()
                 };
                 self.commit(commit, cancel).await?;

@@ -8,13 +8,14 @@
 //! cannot offer one transaction must make each step idempotent instead (the version rule
 //! makes re-applying a line a no-op).
 
+use crate::core::lease::{Fence, Lease};
 use crate::core::ledger::LedgerEntry;
 use crate::core::name::FileName;
 use crate::core::record::{Record, Reject, Tally};
 use crate::core::sequencer::StreamRecord;
 use crate::core::version::Version;
 use async_trait::async_trait;
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, TimeDelta, Utc};
 use serde::Serialize;
 use tokio::sync::mpsc;
 
@@ -34,6 +35,8 @@ pub enum StoreError {
     Rejected(String),
     #[error("store writer has stopped")]
     Closed,
+    #[error("lease lost: {0}")]
+    Fenced(String),
 }
 
 impl StoreError {
@@ -56,6 +59,8 @@ impl StoreError {
             StoreError::Corrupt(_) => false,
             StoreError::Rejected(_) => false,
             StoreError::Closed => false,
+            // Another instance owns the region now; writing again cannot succeed.
+            StoreError::Fenced(_) => false,
         }
     }
 }
@@ -86,6 +91,10 @@ pub struct Commit {
     pub streams: Vec<StreamRecord>,
     pub audit: Vec<AuditEntry>,
     pub counters: CounterDelta,
+    /// When set, the store writes the commit only while the lease still has this token
+    /// (checked atomically with the write); otherwise it fails with
+    /// [`StoreError::Fenced`] and writes nothing.
+    pub fence: Option<Fence>,
 }
 
 impl Commit {
@@ -209,6 +218,23 @@ pub trait Store: Send + Sync {
     /// not exist yet): compare-and-set. Returns the new version, or `None` when another
     /// writer changed it first (nothing written).
     async fn write_shared(&self, key: &str, expected: Option<u64>, value: String) -> Result<Option<u64>, StoreError>;
+
+    /// Claims (or renews) the lease `name` for `owner` until `now + ttl`; returns it when
+    /// `owner` holds it after the call, `None` when another owner does (see
+    /// [`crate::core::lease::claim`]; applied by compare-and-set).
+    async fn claim_lease(
+        &self,
+        name: &str,
+        owner: &str,
+        ttl: TimeDelta,
+        now: DateTime<Utc>,
+    ) -> Result<Option<Lease>, StoreError>;
+
+    /// Lets the lease go at once when `owner` holds it (its token stays).
+    async fn release_lease(&self, name: &str, owner: &str, now: DateTime<Utc>) -> Result<(), StoreError>;
+
+    /// Every lease, expired or not.
+    async fn leases(&self) -> Result<Vec<Lease>, StoreError>;
 }
 
 /// One file's unit of work (see the module docs). Records of one file may be applied in

@@ -48,6 +48,7 @@ fn describe() {
     describe_counter!("esr_ingest_retries_total", "Retries of transient failures, by cause.");
     describe_counter!("esr_ingest_consumer_messages_total", "Broker messages consumed, by result.");
     describe_counter!("esr_ingest_alert_notifications_total", "Alert webhook deliveries, by result.");
+    describe_gauge!("esr_ingest_lease_regions_owned", "Region leases this instance holds.");
 }
 
 /// Why something was tried again: a closed set of label values.
@@ -97,6 +98,10 @@ pub fn file_processed(outcome: &'static str, n: usize) {
     if n > 0 {
         counter!("esr_ingest_files_processed_total", "outcome" => outcome).increment(n as u64);
     }
+}
+
+pub fn regions_owned(n: usize) {
+    gauge!("esr_ingest_lease_regions_owned").set(n as f64);
 }
 
 pub fn pass_finished(ok: bool, at: DateTime<Utc>) {

@@ -275,6 +275,7 @@ pub async fn commit_with_file_is_atomic_and_counted(store: Arc<dyn Store>) {
         streams: vec![StreamRecord { region: "SEV".into(), next_seq: Some(2), ..Default::default() }],
         audit: vec![],
         counters: CounterDelta { applied_files: 1, ..Default::default() },
+        fence: None,
     };
     let tally = txn.commit(commit).await.unwrap();
     assert_eq!(tally, Tally { applied: 1, rejected: 1, ..Default::default() });
@@ -337,11 +338,66 @@ pub async fn shared_documents_compare_and_set(store: Arc<dyn Store>) {
     assert_eq!(store.read_shared("counter").await.unwrap().unwrap().value, "40");
 }
 
+/// Leases: one owner at a time, the token grows on every change of hands, and a commit
+/// fenced with a superseded token writes nothing — whether plain or with a file's records.
+pub async fn leases_fence_out_a_former_owner(store: Arc<dyn Store>) {
+    use esr_ingest::core::lease::Fence;
+    use esr_ingest::ports::store::StoreError;
+    let t0 = Utc.with_ymd_and_hms(2022, 8, 1, 12, 0, 0).unwrap();
+    let ttl = chrono::TimeDelta::seconds(10);
+    let at = |s: i64| t0 + chrono::TimeDelta::seconds(s);
+    let a = store.claim_lease("region/SEV", "a", ttl, at(0)).await.unwrap().expect("free: taken");
+    assert_eq!(a.token, 1);
+    assert_eq!(store.claim_lease("region/SEV", "b", ttl, at(5)).await.unwrap(), None, "held by a");
+    let renewed = store.claim_lease("region/SEV", "a", ttl, at(5)).await.unwrap().unwrap();
+    assert_eq!((renewed.token, renewed.expires_at), (1, at(15)));
+    let commit = |seq: u64, token: u64| Commit {
+        streams: vec![StreamRecord { region: "SEV".into(), next_seq: Some(seq), ..Default::default() }],
+        fence: Some(Fence { lease: "region/SEV".into(), token }),
+        ..Default::default()
+    };
+    store.commit(commit(2, 1)).await.expect("a writes while it holds the lease");
+
+    // a pauses past its lease; b takes over
+    let b = store.claim_lease("region/SEV", "b", ttl, at(16)).await.unwrap().expect("lapsed: taken");
+    assert_eq!((b.token, b.owner.as_str()), (2, "b"));
+    assert_eq!(store.claim_lease("region/SEV", "a", ttl, at(17)).await.unwrap(), None);
+    let refused = store.commit(commit(99, 1)).await.unwrap_err();
+    assert!(matches!(refused, StoreError::Fenced(_)), "{refused}");
+    let name = "DE_SEV_RMC_20220730_00000001.DAT";
+    let mut txn = store.begin_file(ticket(name)).await.unwrap();
+    txn.apply(vec![record("POS", "1", 30, 1, 2, false, "x")]).await.unwrap();
+    let mut file_commit = commit(99, 1);
+    file_commit.ledger = vec![entry(name, FileState::Applied)];
+    file_commit.counters.applied_files = 1;
+    let refused = txn.commit(file_commit).await.unwrap_err();
+    assert!(matches!(refused, StoreError::Fenced(_)), "{refused}");
+    let snap = store.snapshot().await.unwrap();
+    assert_eq!(snap.streams[0].next_seq, Some(2), "nothing of a's late writes landed");
+    assert!(snap.ledger.is_empty());
+    assert_eq!(store.counts().await.unwrap().applied_files, 0);
+    store.commit(commit(3, 2)).await.expect("b writes");
+
+    // b lets go: a takes it at once, with the next token
+    store.release_lease("region/SEV", "b", at(18)).await.unwrap();
+    let again = store.claim_lease("region/SEV", "a", ttl, at(18)).await.unwrap().expect("released: taken");
+    assert_eq!(again.token, 3);
+    let all = store.leases().await.unwrap();
+    assert_eq!(all.len(), 1);
+    assert_eq!((all[0].owner.as_str(), all[0].token), ("a", 3));
+    assert_eq!(store.snapshot().await.unwrap().streams[0].next_seq, Some(3));
+}
+
 #[macro_export]
 macro_rules! store_suite {
     ($name:ident, $factory:expr) => {
         mod $name {
             use super::*;
+            #[tokio::test]
+            async fn leases_fence_out_a_former_owner() {
+                let (_guard, store) = $factory().await;
+                conformance::store::leases_fence_out_a_former_owner(store).await;
+            }
             #[tokio::test]
             async fn shared_documents_compare_and_set() {
                 let (_guard, store) = $factory().await;

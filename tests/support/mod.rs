@@ -24,6 +24,7 @@ pub async fn embedded_engine(inbox: &Path, db: &Path) -> Engine {
         rules: SequenceRules::default(),
         clock: Arc::new(SystemClock),
         heartbeat: Arc::new(Heartbeat::default()),
+        ownership: None,
     }
 }
 

@@ -183,21 +183,44 @@ fn counters_doc(c: &Commit) -> Document {
 }
 
 /// Writes a commit: journal first, then the collections, then marks it done.
-pub(super) async fn commit(db: &Database, wc: &Document, c: &Commit) -> Result<(), StoreError> {
+/// The journal documents of a commit (several when its ledger is large).
+fn journal_documents(c: &Commit) -> Vec<Document> {
     let chunks: Vec<&[LedgerEntry]> =
         if c.ledger.is_empty() { vec![&[]] } else { c.ledger.chunks(LEDGER_PER_DOCUMENT).collect() };
     let last = chunks.len() - 1;
-    for (i, ledger) in chunks.into_iter().enumerate() {
-        let mut journal = doc! {
-            "_id": ObjectId::new(),
-            "done": false,
-            "ledger": ledger.iter().map(ledger_doc).collect::<Vec<_>>(),
-        };
-        if i == last {
-            journal.insert("streams", c.streams.iter().map(stream_doc).collect::<Vec<_>>());
-            journal.insert("audit", c.audit.iter().map(audit_doc).collect::<Vec<_>>());
-            journal.insert("counters", counters_doc(c));
+    chunks
+        .into_iter()
+        .enumerate()
+        .map(|(i, ledger)| {
+            let mut journal = doc! {
+                "_id": ObjectId::new(),
+                "done": false,
+                "ledger": ledger.iter().map(ledger_doc).collect::<Vec<_>>(),
+            };
+            if i == last {
+                journal.insert("streams", c.streams.iter().map(stream_doc).collect::<Vec<_>>());
+                journal.insert("audit", c.audit.iter().map(audit_doc).collect::<Vec<_>>());
+                journal.insert("counters", counters_doc(c));
+            }
+            journal
+        })
+        .collect()
+}
+
+pub(super) async fn commit(db: &Database, wc: &Document, c: &Commit) -> Result<(), StoreError> {
+    let documents = journal_documents(c);
+    if let Some(fence) = &c.fence {
+        // All of a fenced commit is recorded at once under the lease (its commit point),
+        // then moved into the journal.
+        super::leases::push_pending(db, wc, fence, &documents).await?;
+        super::leases::into_journal(db, wc, &documents).await?;
+        super::leases::pull_pending(db, wc, &fence.lease, &documents).await?;
+        for journal in &documents {
+            copy_out(db, journal).await?;
         }
+        return Ok(());
+    }
+    for journal in documents {
         db.run_command(doc! { "insert": JOURNAL, "documents": [journal.clone()], "writeConcern": wc.clone() })
             .await
             .map_err(map_err)
@@ -276,7 +299,8 @@ async fn copy_out(db: &Database, journal: &Document) -> Result<(), StoreError> {
 }
 
 /// Copies out every journal document not marked done (after a crash), oldest first.
-pub(super) async fn replay(db: &Database) -> Result<(), StoreError> {
+pub(super) async fn replay(db: &Database, wc: &Document) -> Result<(), StoreError> {
+    super::leases::replay_pending(db, wc).await?;
     let mut cursor = db
         .collection::<Document>(JOURNAL)
         .find(doc! { "done": false })

@@ -16,15 +16,18 @@
 
 mod errors;
 mod journal;
+mod leases;
 mod numbers;
 mod records;
 
+use crate::core::lease::Lease;
 use crate::core::record::{Record, Reject, Tally};
 use crate::ports::store::{
     AuditEntry, Commit, Counts, DeadLetter, DeliveredBatch, FileTicket, FileTxn, Shared, Snapshot, Store, StoreError,
     StoredRecord,
 };
 use async_trait::async_trait;
+use chrono::{DateTime, TimeDelta, Utc};
 use errors::{DUPLICATE_KEY, map_err, server_code};
 use mongodb::bson::{Bson, Document, doc};
 use mongodb::options::{ClientOptions, WriteConcern};
@@ -64,7 +67,7 @@ impl MongoStore {
         let store = Self { uri_shown: format!("{shown} (database {database})"), db, write_concern };
         store.ping().await.map_err(|e| StoreError::Open(format!("{shown}: {e}")))?;
         store.create_indexes().await?;
-        journal::replay(&store.db).await?;
+        journal::replay(&store.db, &store.write_concern).await?;
         Ok(store)
     }
 
@@ -177,12 +180,30 @@ impl Store for MongoStore {
         Ok((changed == 1).then_some(next))
     }
 
+    async fn claim_lease(
+        &self,
+        name: &str,
+        owner: &str,
+        ttl: TimeDelta,
+        now: DateTime<Utc>,
+    ) -> Result<Option<Lease>, StoreError> {
+        leases::claim(&self.db, &self.write_concern, name, owner, ttl, now).await
+    }
+
+    async fn release_lease(&self, name: &str, owner: &str, now: DateTime<Utc>) -> Result<(), StoreError> {
+        leases::release(&self.db, &self.write_concern, name, owner, now).await
+    }
+
+    async fn leases(&self) -> Result<Vec<Lease>, StoreError> {
+        leases::all(&self.db).await
+    }
+
     async fn ping(&self) -> Result<(), StoreError> {
         self.db.run_command(doc! { "ping": 1 }).await.map_err(map_err).map(|_| ())
     }
 
     async fn snapshot(&self) -> Result<Snapshot, StoreError> {
-        journal::replay(&self.db).await?;
+        journal::replay(&self.db, &self.write_concern).await?;
         let ledger = self.all(journal::LEDGER, doc! {}, doc! { "_id": 1 }).await?;
         let streams = self.all(journal::STREAMS, doc! {}, doc! { "_id": 1 }).await?;
         Ok(Snapshot {

@@ -14,6 +14,7 @@ mod checkpointer;
 mod rows;
 mod writer;
 
+use crate::core::lease::Lease;
 use crate::core::record::Reject;
 use crate::core::record::Tally;
 use crate::ports::store::{
@@ -21,6 +22,7 @@ use crate::ports::store::{
     StoredRecord,
 };
 use async_trait::async_trait;
+use chrono::{DateTime, TimeDelta, Utc};
 use rows::map_err;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 use std::path::{Path, PathBuf};
@@ -251,6 +253,30 @@ impl Store for SqliteStore {
             .await
             .map_err(|_| StoreError::Closed)?;
         rx.await.map_err(|_| StoreError::Closed)?
+    }
+
+    async fn claim_lease(
+        &self,
+        name: &str,
+        owner: &str,
+        ttl: TimeDelta,
+        now: DateTime<Utc>,
+    ) -> Result<Option<Lease>, StoreError> {
+        let (tx, rx) = oneshot::channel();
+        let cmd = WriterCmd::Lease(name.to_string(), owner.to_string(), Some(ttl), now, tx);
+        self.writer.send(cmd).await.map_err(|_| StoreError::Closed)?;
+        rx.await.map_err(|_| StoreError::Closed)?
+    }
+
+    async fn release_lease(&self, name: &str, owner: &str, now: DateTime<Utc>) -> Result<(), StoreError> {
+        let (tx, rx) = oneshot::channel();
+        let cmd = WriterCmd::Lease(name.to_string(), owner.to_string(), None, now, tx);
+        self.writer.send(cmd).await.map_err(|_| StoreError::Closed)?;
+        rx.await.map_err(|_| StoreError::Closed)?.map(|_| ())
+    }
+
+    async fn leases(&self) -> Result<Vec<Lease>, StoreError> {
+        self.read(rows::load_leases).await
     }
 
     async fn keep_rejects(&self, batch: Vec<Reject>) -> Result<(), StoreError> {

@@ -1,5 +1,6 @@
 //! Mapping between store rows and core types, and the statements every write shares.
 
+use crate::core::lease::{Fence, Lease};
 use crate::core::ledger::{Conflict, FileState, LedgerEntry};
 use crate::core::name::FileName;
 use crate::core::record::{FieldNames, Record, Reject, Tally, object_json};
@@ -151,6 +152,9 @@ pub(super) fn load_streams(conn: &Connection) -> Result<Vec<StreamRecord>, Store
 
 /// Writes a commit's rows; the caller owns the transaction.
 pub(super) fn write_commit(conn: &Connection, c: &Commit) -> Result<(), StoreError> {
+    if let Some(fence) = &c.fence {
+        check_fence(conn, fence)?;
+    }
     for e in &c.ledger {
         write_object(conn, e)?;
     }
@@ -592,4 +596,59 @@ pub(super) fn read_audit(r: &Row<'_>) -> rusqlite::Result<Result<AuditEntry, Sto
         seq: entry.3,
         detail: entry.4,
     }))
+}
+
+/// The stored lease `name`, if any.
+pub(super) fn load_lease(conn: &Connection, name: &str) -> Result<Option<Lease>, StoreError> {
+    conn.prepare_cached("SELECT owner, token, expires_at FROM leases WHERE name = ?1")
+        .map_err(map_err)?
+        .query_row(params![name], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?, r.get::<_, String>(2)?)))
+        .optional()
+        .map_err(map_err)?
+        .map(|(owner, token, expires)| {
+            Ok(Lease {
+                name: name.to_string(),
+                owner,
+                token: u64::try_from(token).map_err(|_| StoreError::Corrupt(format!("lease {name}: token {token}")))?,
+                expires_at: time(Some(expires))?
+                    .ok_or_else(|| StoreError::Corrupt(format!("lease {name}: no expiry")))?,
+            })
+        })
+        .transpose()
+}
+
+pub(super) fn load_leases(conn: &Connection) -> Result<Vec<Lease>, StoreError> {
+    let names: Vec<String> = conn
+        .prepare_cached("SELECT name FROM leases ORDER BY name")
+        .map_err(map_err)?
+        .query_map([], |r| r.get(0))
+        .map_err(map_err)?
+        .collect::<Result<_, _>>()
+        .map_err(map_err)?;
+    names.iter().filter_map(|n| load_lease(conn, n).transpose()).collect()
+}
+
+pub(super) fn store_lease(conn: &Connection, l: &Lease) -> Result<(), StoreError> {
+    let token = i64::try_from(l.token).map_err(|_| StoreError::Corrupt(format!("lease {}: token overflow", l.name)))?;
+    conn.prepare_cached(
+        "INSERT INTO leases (name, owner, token, expires_at) VALUES (?1, ?2, ?3, ?4)
+         ON CONFLICT (name) DO UPDATE SET owner = excluded.owner, token = excluded.token,
+         expires_at = excluded.expires_at",
+    )
+    .map_err(map_err)?
+    .execute(params![l.name, l.owner, token, text_time(l.expires_at)])
+    .map_err(map_err)?;
+    Ok(())
+}
+
+/// Refuses the commit unless `fence` still holds the lease's token.
+fn check_fence(conn: &Connection, fence: &Fence) -> Result<(), StoreError> {
+    match load_lease(conn, &fence.lease)? {
+        Some(l) if l.token == fence.token => Ok(()),
+        Some(l) => Err(StoreError::Fenced(format!(
+            "{} is held with token {} by {}; this write carries token {}",
+            fence.lease, l.token, l.owner, fence.token
+        ))),
+        None => Err(StoreError::Fenced(format!("{} is not held by anyone", fence.lease))),
+    }
 }

@@ -124,3 +124,12 @@ CREATE TABLE IF NOT EXISTS shared (
     version INTEGER NOT NULL,
     value   TEXT NOT NULL
 );
+
+-- Region leases (core::lease): the owner, the fencing token and the expiry. A fenced
+-- commit checks its token here inside its own transaction.
+CREATE TABLE IF NOT EXISTS leases (
+    name       TEXT PRIMARY KEY,
+    owner      TEXT NOT NULL,
+    token      INTEGER NOT NULL,
+    expires_at TEXT NOT NULL
+);

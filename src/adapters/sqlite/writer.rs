@@ -10,12 +10,14 @@
 //! page cache would otherwise rewrite pages over and over. Memory stays bounded either way.
 
 use super::rows::{
-    STAGING, Shapes, apply_delivered, apply_records, insert_rejects, map_err, mark_dead_lettered, merge_staged,
-    stage_records, write_commit,
+    STAGING, Shapes, apply_delivered, apply_records, insert_rejects, load_lease, map_err, mark_dead_lettered,
+    merge_staged, stage_records, store_lease, write_commit,
 };
+use crate::core::lease::{self, Claim, Lease};
 use crate::core::record::{Record, Reject, Tally};
 use crate::ports::store::{Commit, DeadLetter, DeliveredBatch, FileTicket, FileTxn, StoreError};
 use async_trait::async_trait;
+use chrono::{DateTime, TimeDelta, Utc};
 use rusqlite::{Connection, OptionalExtension, params};
 use tokio::sync::{mpsc, oneshot};
 
@@ -30,6 +32,8 @@ pub(super) enum WriterCmd {
     Delivered(Vec<DeliveredBatch>, Reply<Vec<Option<Tally>>>),
     DeadLetters(Vec<DeadLetter>, Reply<()>),
     Rejects(Vec<Reject>, Reply<()>),
+    /// Claims (`Some(ttl)`) or releases (`None`) a lease for an owner at a time.
+    Lease(String, String, Option<TimeDelta>, DateTime<Utc>, Reply<Option<Lease>>),
     /// Compare-and-set of a shared document: key, expected version, value.
     Shared(String, Option<u64>, String, Reply<Option<u64>>),
 }
@@ -54,6 +58,9 @@ pub(super) fn run(conn: Connection, mut commands: mpsc::Receiver<WriterCmd>) {
                     shapes.clear();
                 }
                 let _ = reply.send(applied);
+            }
+            WriterCmd::Lease(name, owner, ttl, now, reply) => {
+                let _ = reply.send(in_transaction(&conn, |conn| lease(conn, &name, &owner, ttl, now)));
             }
             WriterCmd::Shared(key, expected, value, reply) => {
                 let _ = reply.send(in_transaction(&conn, |conn| write_shared(conn, &key, expected, &value)));
@@ -257,4 +264,29 @@ fn write_shared(conn: &Connection, key: &str, expected: Option<u64>, value: &str
     )
     .map_err(map_err)?;
     Ok(Some(next))
+}
+
+/// Claims or releases a lease inside the caller's (immediate) transaction: read, decide,
+/// write, with no other writer in between.
+fn lease(
+    conn: &Connection,
+    name: &str,
+    owner: &str,
+    ttl: Option<TimeDelta>,
+    now: DateTime<Utc>,
+) -> Result<Option<Lease>, StoreError> {
+    let current = load_lease(conn, name)?;
+    let Some(ttl) = ttl else {
+        if let Some(released) = current.as_ref().and_then(|l| lease::release(l, owner, now)) {
+            store_lease(conn, &released)?;
+        }
+        return Ok(None);
+    };
+    match lease::claim(name, current.as_ref(), owner, ttl, now) {
+        Claim::Renew(l) | Claim::Take(l) => {
+            store_lease(conn, &l)?;
+            Ok(Some(l))
+        }
+        Claim::Busy(_) => Ok(None),
+    }
 }

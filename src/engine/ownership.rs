@@ -1,0 +1,130 @@
+//! Which regions this instance drives: the region leases it holds (see `core::lease`).
+//!
+//! Invariant: with ownership on, every commit this instance makes for a region carries
+//! the token of the lease it holds for that region — or token 0, which no lease ever has,
+//! when it does not hold it — so the store refuses writes for regions it does not own.
+//! A lease lost to another instance is noticed by the next claim or by a refused commit,
+//! and the region is left alone from then on.
+
+use crate::core::lease::{Fence, region_lease};
+use crate::ports::store::{Store, StoreError};
+use crate::telemetry::heartbeat::WorkerBeat;
+use chrono::{DateTime, TimeDelta, Utc};
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+pub struct Ownership {
+    store: Arc<dyn Store>,
+    /// This instance's name in the leases.
+    pub owner: String,
+    pub ttl: TimeDelta,
+    /// Lease name → token, for the leases held.
+    held: Mutex<BTreeMap<String, u64>>,
+}
+
+impl Ownership {
+    pub fn new(store: Arc<dyn Store>, owner: String, ttl: TimeDelta) -> Self {
+        Self { store, owner, ttl, held: Mutex::new(BTreeMap::new()) }
+    }
+
+    fn held(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, u64>> {
+        // A poisoned lock only means a panic elsewhere; the map itself is consistent.
+        self.held.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Claims (or renews) the leases of `regions` (`None`: files with bad names).
+    pub async fn claim<'a>(
+        &self,
+        regions: impl IntoIterator<Item = Option<&'a str>>,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let names: BTreeSet<String> = regions.into_iter().map(region_lease).collect();
+        for name in names {
+            let got = self.store.claim_lease(&name, &self.owner, self.ttl, now).await?;
+            self.record(&name, got.map(|l| l.token));
+        }
+        crate::telemetry::metrics::regions_owned(self.held().len());
+        Ok(())
+    }
+
+    fn record(&self, name: &str, token: Option<u64>) {
+        let mut held = self.held();
+        let before = held.get(name).copied();
+        match token {
+            Some(t) => {
+                if before != Some(t) {
+                    tracing::info!(lease = %name, token = t, owner = %self.owner, "lease taken");
+                }
+                held.insert(name.to_string(), t);
+            }
+            None => {
+                if before.is_some() {
+                    tracing::warn!(lease = %name, owner = %self.owner, "lease lost to another instance");
+                }
+                held.remove(name);
+            }
+        }
+    }
+
+    /// Renews every lease held.
+    pub async fn renew(&self, now: DateTime<Utc>) -> Result<(), StoreError> {
+        let names: Vec<String> = self.held().keys().cloned().collect();
+        for name in names {
+            let got = self.store.claim_lease(&name, &self.owner, self.ttl, now).await?;
+            self.record(&name, got.map(|l| l.token));
+        }
+        crate::telemetry::metrics::regions_owned(self.held().len());
+        Ok(())
+    }
+
+    /// Whether this instance drives `region` now.
+    pub fn owns(&self, region: Option<&str>) -> bool {
+        self.held().contains_key(&region_lease(region))
+    }
+
+    /// The fence for a commit about `region` (token 0 when not held: always refused).
+    pub fn fence(&self, region: Option<&str>) -> Fence {
+        let lease = region_lease(region);
+        let token = self.held().get(&lease).copied().unwrap_or(0);
+        Fence { lease, token }
+    }
+
+    /// Forgets a lease the store said is no longer ours.
+    pub fn lost(&self, region: Option<&str>) {
+        self.record(&region_lease(region), None);
+        crate::telemetry::metrics::regions_owned(self.held().len());
+    }
+
+    /// Lets every held lease go at once (on shutdown), so another instance takes over
+    /// without waiting for them to expire.
+    pub async fn release_all(&self, now: DateTime<Utc>) {
+        let names: Vec<String> = std::mem::take(&mut *self.held()).into_keys().collect();
+        for name in names {
+            if let Err(e) = self.store.release_lease(&name, &self.owner, now).await {
+                tracing::warn!(lease = %name, error = %e, "could not release a lease; it expires on its own");
+            }
+        }
+        crate::telemetry::metrics::regions_owned(0);
+    }
+
+    /// Renews the held leases every third of their lifetime until `cancel`, so a long
+    /// file does not let them lapse.
+    pub fn spawn_keeper(
+        self: Arc<Self>,
+        beat: Arc<WorkerBeat>,
+        cancel: CancellationToken,
+    ) -> tokio::task::JoinHandle<()> {
+        let every = (self.ttl / 3).to_std().unwrap_or(Duration::from_secs(10)).max(Duration::from_millis(100));
+        tokio::spawn(async move {
+            loop {
+                tokio::select! { () = tokio::time::sleep(every) => {}, () = cancel.cancelled() => return }
+                beat.beat();
+                if let Err(e) = self.renew(Utc::now()).await {
+                    tracing::warn!(error = %e, "renewing leases failed; retrying");
+                }
+            }
+        })
+    }
+}
