@@ -58,6 +58,7 @@ fn exposed_metric_names() -> BTreeSet<String> {
         in_flight: vec![],
         counts: StatusCounts { totals: Default::default(), quarantined_files: 0, pending_files: 1 },
         recent_actions: vec![],
+        leases: vec![],
     };
     let broker = BrokerGauges { reachable: true, dead_letter_depth: Some(0) };
     let text = metrics::render(Some(&doc), Some(&broker), chrono::Utc::now());

@@ -30,6 +30,18 @@ pub struct StatusDoc {
     pub counts: StatusCounts,
     /// The most recent operator actions and automatic skips, newest first.
     pub recent_actions: Vec<AuditEntry>,
+    /// Region leases (several instances on one store): who drives which region.
+    pub leases: Vec<LeaseStatus>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct LeaseStatus {
+    pub lease: String,
+    pub owner: String,
+    pub token: u64,
+    pub expires_at: String,
+    /// Unexpired at the time of the document.
+    pub held: bool,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -191,6 +203,7 @@ pub fn status_doc(
         quarantined,
         in_flight,
         recent_actions: audit.iter().rev().take(RECENT_ACTIONS).cloned().collect(),
+        leases: Vec::new(),
     }
 }
 
@@ -211,6 +224,18 @@ pub async fn collect_with_snapshot(
 ) -> Result<(StatusDoc, Snapshot), super::EngineError> {
     let (snapshot, counts, audit) = (store.snapshot().await?, store.counts().await?, store.audit_log().await?);
     let in_flight = super::completion::in_flight(store, &snapshot.ledger).await?;
-    let doc = status_doc(&snapshot, counts, &audit, in_flight, rules, now);
+    let mut doc = status_doc(&snapshot, counts, &audit, in_flight, rules, now);
+    doc.leases = store
+        .leases()
+        .await?
+        .into_iter()
+        .map(|l| LeaseStatus {
+            held: l.expires_at > now,
+            lease: l.name,
+            owner: l.owner,
+            token: l.token,
+            expires_at: rfc3339(l.expires_at),
+        })
+        .collect();
     Ok((doc, snapshot))
 }
