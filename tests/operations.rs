@@ -106,19 +106,7 @@ fn metrics_page_and_readiness() {
 /// so discovery makes no progress and liveness must fail.
 #[test]
 fn a_stalled_discovery_turns_healthz_red() {
-    let blackhole = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let endpoint = format!("http://{}", blackhole.local_addr().unwrap());
-    std::thread::spawn(move || {
-        let mut held = Vec::new();
-        for conn in blackhole.incoming().map_while(Result::ok) {
-            held.push(conn); // accepted, never answered
-        }
-    });
-    let dir = tempfile::tempdir().unwrap();
-    let config = format!("{CONFIG}[s3]\nendpoint = \"{endpoint}\"\nregion = \"us-east-1\"\nforce_path_style = true\n");
-    std::fs::write(dir.path().join("esr.toml"), config).unwrap();
-    let env = [("AWS_ACCESS_KEY_ID", "k"), ("AWS_SECRET_ACCESS_KEY", "s"), ("AWS_EC2_METADATA_DISABLED", "true")];
-    let service = Service::start_with_env(dir.path(), &["--source", "s3://stalled/in/", "--store", "state.db"], &env);
+    let (service, _dir) = service_on_a_hung_s3("30s");
     let (code, body) = service.wait_for("/healthz", Duration::from_secs(30), |code, _| code == 503);
     assert_eq!(code, 503);
     let health: serde_json::Value = serde_json::from_str(&body).unwrap();
@@ -175,16 +163,15 @@ fn the_status_page_renders_in_headless_chromium() {
     assert!(png.starts_with(b"\x89PNG") && png.len() > 10_000, "a rendered page, {} bytes", png.len());
 }
 
-/// Starts a service whose S3 endpoint accepts connections and never answers, with
-/// `shutdown_timeout`, and a `/readyz` request hanging on it (the health server waits for
-/// requests in progress when it shuts down).
-fn service_held_by_a_hung_request(shutdown_timeout: &str) -> (Service, tempfile::TempDir) {
+/// A service whose S3 endpoint accepts connections and never answers, with
+/// `shutdown_timeout`.
+fn service_on_a_hung_s3(shutdown_timeout: &str) -> (Service, tempfile::TempDir) {
     let blackhole = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let endpoint = format!("http://{}", blackhole.local_addr().unwrap());
     std::thread::spawn(move || {
         let mut held = Vec::new();
         for conn in blackhole.incoming().map_while(Result::ok) {
-            held.push(conn);
+            held.push(conn); // accepted, never answered
         }
     });
     let dir = tempfile::tempdir().unwrap();
@@ -194,6 +181,13 @@ fn service_held_by_a_hung_request(shutdown_timeout: &str) -> (Service, tempfile:
     std::fs::write(dir.path().join("esr.toml"), config).unwrap();
     let env = [("AWS_ACCESS_KEY_ID", "k"), ("AWS_SECRET_ACCESS_KEY", "s"), ("AWS_EC2_METADATA_DISABLED", "true")];
     let service = Service::start_with_env(dir.path(), &["--source", "s3://stalled/in/", "--store", "state.db"], &env);
+    (service, dir)
+}
+
+/// [`service_on_a_hung_s3`] with a `/readyz` request hanging on the source (the health
+/// server waits for requests in progress when it shuts down).
+fn service_held_by_a_hung_request(shutdown_timeout: &str) -> (Service, tempfile::TempDir) {
+    let (service, dir) = service_on_a_hung_s3(shutdown_timeout);
     let port = service.port;
     std::thread::spawn(move || common::service::get_text(port, "/readyz"));
     std::thread::sleep(Duration::from_millis(500));
