@@ -64,9 +64,19 @@ impl S3Source {
     }
 }
 
+/// How long connecting may take.
+const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+/// How long a request may wait for the first byte of its answer: a server that accepts
+/// and never answers fails the request (transient) instead of hanging the pass.
+const FIRST_BYTE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// Builds an S3 client from the standard AWS configuration chain plus `settings`.
 pub async fn client(settings: &S3Settings) -> Client {
-    let mut loader = aws_config::defaults(BehaviorVersion::latest());
+    let timeouts = aws_config::timeout::TimeoutConfig::builder()
+        .connect_timeout(CONNECT_TIMEOUT)
+        .read_timeout(FIRST_BYTE_TIMEOUT)
+        .build();
+    let mut loader = aws_config::defaults(BehaviorVersion::latest()).timeout_config(timeouts);
     if let Some(region) = &settings.region {
         loader = loader.region(Region::new(region.clone()));
     }

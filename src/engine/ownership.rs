@@ -5,6 +5,12 @@
 //! when it does not hold it — so the store refuses writes for regions it does not own.
 //! A lease lost to another instance is noticed by the next claim or by a refused commit,
 //! and the region is left alone from then on.
+//!
+//! Sharing: every instance registers itself (a shared document of live instances, each
+//! with an expiry renewed with its leases). An instance claims free regions only up to
+//! its fair share, ⌈regions / live instances⌉, and releases what it holds beyond that at
+//! the start of a pass (before it drives anything), so a new instance gets work without
+//! waiting for anyone to fail.
 
 use crate::core::lease::{Fence, region_lease};
 use crate::ports::store::{Store, StoreError};
@@ -14,6 +20,11 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
+
+/// The shared document listing the live instances.
+const INSTANCES_KEY: &str = "instances";
+/// Compare-and-set attempts of one registration.
+const REGISTER_ATTEMPTS: usize = 8;
 
 pub struct Ownership {
     store: Arc<dyn Store>,
@@ -34,19 +45,52 @@ impl Ownership {
         self.held.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Claims (or renews) the leases of `regions` (`None`: files with bad names).
+    /// Renews the leases held among `regions` (`None`: files with bad names), releases
+    /// those beyond the fair share, and claims free ones up to it.
     pub async fn claim<'a>(
         &self,
         regions: impl IntoIterator<Item = Option<&'a str>>,
         now: DateTime<Utc>,
     ) -> Result<(), StoreError> {
         let names: BTreeSet<String> = regions.into_iter().map(region_lease).collect();
-        for name in names {
-            let got = self.store.claim_lease(&name, &self.owner, self.ttl, now).await?;
-            self.record(&name, got.map(|l| l.token));
+        let live = self.register(now).await?;
+        let share = names.len().div_ceil(live.max(1));
+        let held: Vec<String> = self.held().keys().filter(|n| names.contains(*n)).cloned().collect();
+        for name in held.iter().skip(share) {
+            tracing::info!(lease = %name, share, live_instances = live, "releasing a region beyond this instance's share");
+            self.store.release_lease(name, &self.owner, now).await?;
+            self.held().remove(name);
+        }
+        for name in &names {
+            let mine = self.held().contains_key(name);
+            if !mine && self.held().len() >= share {
+                continue;
+            }
+            let got = self.store.claim_lease(name, &self.owner, self.ttl, now).await?;
+            self.record(name, got.map(|l| l.token));
         }
         crate::telemetry::metrics::regions_owned(self.held().len());
         Ok(())
+    }
+
+    /// Marks this instance alive until `now + ttl` in the shared list of instances
+    /// (dropping those expired); returns how many are alive.
+    async fn register(&self, now: DateTime<Utc>) -> Result<usize, StoreError> {
+        for _ in 0..REGISTER_ATTEMPTS {
+            let current = self.store.read_shared(INSTANCES_KEY).await?;
+            let mut live: BTreeMap<String, i64> = match &current {
+                Some(s) => serde_json::from_str(&s.value)
+                    .map_err(|e| StoreError::Corrupt(format!("shared document {INSTANCES_KEY}: {e}")))?,
+                None => BTreeMap::new(),
+            };
+            live.retain(|_, expires| *expires > now.timestamp_millis());
+            live.insert(self.owner.clone(), (now + self.ttl).timestamp_millis());
+            let text = serde_json::to_string(&live).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            if self.store.write_shared(INSTANCES_KEY, current.map(|s| s.version), text).await?.is_some() {
+                return Ok(live.len());
+            }
+        }
+        Err(StoreError::Busy(format!("shared document {INSTANCES_KEY} changed {REGISTER_ATTEMPTS} times in a row")))
     }
 
     fn record(&self, name: &str, token: Option<u64>) {
@@ -68,8 +112,9 @@ impl Ownership {
         }
     }
 
-    /// Renews every lease held.
+    /// Renews every lease held, and this instance's registration.
     pub async fn renew(&self, now: DateTime<Utc>) -> Result<(), StoreError> {
+        self.register(now).await?;
         let names: Vec<String> = self.held().keys().cloned().collect();
         for name in names {
             let got = self.store.claim_lease(&name, &self.owner, self.ttl, now).await?;
@@ -107,6 +152,26 @@ impl Ownership {
             }
         }
         crate::telemetry::metrics::regions_owned(0);
+        if let Err(e) = self.deregister().await {
+            tracing::warn!(error = %e, "could not leave the list of instances; the entry expires on its own");
+        }
+    }
+
+    /// Leaves the shared list of instances, so the others' shares grow at once.
+    async fn deregister(&self) -> Result<(), StoreError> {
+        for _ in 0..REGISTER_ATTEMPTS {
+            let Some(current) = self.store.read_shared(INSTANCES_KEY).await? else { return Ok(()) };
+            let mut live: BTreeMap<String, i64> = serde_json::from_str(&current.value)
+                .map_err(|e| StoreError::Corrupt(format!("shared document {INSTANCES_KEY}: {e}")))?;
+            if live.remove(&self.owner).is_none() {
+                return Ok(());
+            }
+            let text = serde_json::to_string(&live).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            if self.store.write_shared(INSTANCES_KEY, Some(current.version), text).await?.is_some() {
+                return Ok(());
+            }
+        }
+        Err(StoreError::Busy(format!("shared document {INSTANCES_KEY} changed {REGISTER_ATTEMPTS} times in a row")))
     }
 
     /// Renews the held leases every third of their lifetime until `cancel`, so a long
