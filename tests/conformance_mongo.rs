@@ -72,4 +72,5 @@ real_mongodb_suite!(
     audit_log_keeps_order,
     shared_documents_compare_and_set,
     leases_fence_out_a_former_owner,
+    next_seq_never_goes_back,
 );

@@ -304,6 +304,29 @@ pub async fn audit_log_keeps_order(store: Arc<dyn Store>) {
     store.ping().await.unwrap();
 }
 
+/// A stream's `next_seq` never goes back, even when a writer with an older view of the
+/// stream commits after a newer one (an operator's skip racing a pass); skips add up.
+pub async fn next_seq_never_goes_back(store: Arc<dyn Store>) {
+    let stream = |next: Option<u64>, skipped: Vec<u64>| Commit {
+        streams: vec![StreamRecord {
+            region: "SEV".into(),
+            next_seq: next,
+            skipped: skipped.into_iter().collect(),
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    store.commit(stream(None, vec![])).await.unwrap();
+    store.commit(stream(Some(5), vec![4])).await.unwrap();
+    store.commit(stream(Some(3), vec![2])).await.unwrap();
+    store.commit(stream(None, vec![])).await.unwrap();
+    let s = &store.snapshot().await.unwrap().streams[0];
+    assert_eq!(s.next_seq, Some(5));
+    let mut skipped: Vec<u64> = s.skipped.iter().copied().collect();
+    skipped.sort_unstable();
+    assert_eq!(skipped, vec![2, 4]);
+}
+
 /// Shared documents change only by compare-and-set: a stale version writes nothing, and
 /// concurrent read-modify-write loops lose no increment.
 pub async fn shared_documents_compare_and_set(store: Arc<dyn Store>) {
@@ -397,6 +420,11 @@ macro_rules! store_suite {
             async fn leases_fence_out_a_former_owner() {
                 let (_guard, store) = $factory().await;
                 conformance::store::leases_fence_out_a_former_owner(store).await;
+            }
+            #[tokio::test]
+            async fn next_seq_never_goes_back() {
+                let (_guard, store) = $factory().await;
+                conformance::store::next_seq_never_goes_back(store).await;
             }
             #[tokio::test]
             async fn shared_documents_compare_and_set() {

@@ -271,11 +271,15 @@ async fn copy_out(db: &Database, journal: &Document) -> Result<(), StoreError> {
     for s in journal.get_array("streams").map(|a| a.as_slice()).unwrap_or(&[]) {
         let Some(s) = s.as_document() else { continue };
         let skipped = s.get_array("skipped").cloned().unwrap_or_default();
-        let update = doc! {
-            "$set": { "next_seq": s.get("next_seq").cloned().unwrap_or(Bson::Null),
-                      "waiting_since": s.get("waiting_since").cloned().unwrap_or(Bson::Null) },
+        // `next_seq` only moves forward (`$max`), so a writer holding an older stream
+        // state (an operator's skip racing a pass) cannot move it back.
+        let mut update = doc! {
+            "$set": { "waiting_since": s.get("waiting_since").cloned().unwrap_or(Bson::Null) },
             "$addToSet": { "skipped": { "$each": skipped } },
         };
+        if let Some(next) = s.get("next_seq").filter(|n| !matches!(n, Bson::Null)) {
+            update.insert("$max", doc! { "next_seq": next.clone() });
+        }
         streams
             .update_one(doc! { "_id": s.get("_id").cloned().unwrap_or(Bson::Null) }, update)
             .upsert(true)

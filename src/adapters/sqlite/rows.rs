@@ -161,7 +161,9 @@ pub(super) fn write_commit(conn: &Connection, c: &Commit) -> Result<(), StoreErr
     for s in &c.streams {
         conn.prepare_cached(
             "INSERT INTO streams (region, next_seq, waiting_since) VALUES (?1, ?2, ?3)
-             ON CONFLICT (region) DO UPDATE SET next_seq = excluded.next_seq, waiting_since = excluded.waiting_since",
+             ON CONFLICT (region) DO UPDATE SET
+               next_seq = MAX(COALESCE(streams.next_seq, excluded.next_seq), COALESCE(excluded.next_seq, streams.next_seq)),
+               waiting_since = excluded.waiting_since",
         )
         .map_err(map_err)?
         .execute(params![s.region, s.next_seq, s.waiting_since.map(text_time)])
