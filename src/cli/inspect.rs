@@ -88,6 +88,13 @@ fn write_status_table(out: &mut impl Write, doc: &StatusDoc) -> std::io::Result<
             writeln!(out, "  {at}  {}  {}  {what}: {}", a.actor, a.action, a.detail)?;
         }
     }
+    if !doc.leases.is_empty() {
+        writeln!(out, "\nLEASES (several instances on one store)")?;
+        for l in &doc.leases {
+            let state = if l.held { "held until" } else { "expired at" };
+            writeln!(out, "  {:<14} {}  token {}  {state} {}", l.lease, l.owner, l.token, l.expires_at)?;
+        }
+    }
     let c = &doc.counts;
     writeln!(out, "\nCOUNTS")?;
     writeln!(

@@ -120,6 +120,7 @@ pub fn render(doc: &StatusDoc, snapshot: &Snapshot, now: DateTime<Utc>) -> Strin
     alerts(&mut h, doc, now);
     streams(&mut h, doc, snapshot);
     counters(&mut h, doc);
+    leases(&mut h, doc);
     h.push_str("</body></html>");
     h
 }
@@ -217,6 +218,26 @@ fn counters(h: &mut String, doc: &StatusDoc) {
     h.push_str("<h2>Counters</h2><table id=\"counters\">");
     for (name, n) in rows {
         let _ = write!(h, "<tr><th>{name}</th><td data-counter=\"{}\">{n}</td></tr>", name.replace(' ', "_"));
+    }
+    h.push_str("</table>");
+}
+
+fn leases(h: &mut String, doc: &StatusDoc) {
+    if doc.leases.is_empty() {
+        return;
+    }
+    h.push_str(
+        "<h2>Instances</h2><table id=\"leases\"><tr><th>Lease</th><th>Owner</th><th>Token</th><th>Until</th></tr>",
+    );
+    for l in &doc.leases {
+        let until = if l.held { escape(&l.expires_at) } else { format!("expired {}", escape(&l.expires_at)) };
+        let _ = write!(
+            h,
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{until}</td></tr>",
+            escape(&l.lease),
+            escape(&l.owner),
+            l.token
+        );
     }
     h.push_str("</table>");
 }
