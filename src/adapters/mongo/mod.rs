@@ -72,27 +72,16 @@ impl MongoStore {
     }
 
     async fn create_indexes(&self) -> Result<(), StoreError> {
-        let index = |keys: Document| IndexModel::builder().keys(keys).build();
-        self.db
-            .collection::<Document>(RECEIPTS)
-            .create_index(index(doc! { "file": 1, "generation": 1 }))
-            .await
-            .map_err(map_err)?;
-        self.db
-            .collection::<Document>(DEAD_LETTERS)
-            .create_index(index(doc! { "file": 1, "generation": 1 }))
-            .await
-            .map_err(map_err)?;
-        self.db
-            .collection::<Document>(REJECTS)
-            .create_index(index(doc! { "file": 1, "line": 1 }))
-            .await
-            .map_err(map_err)?;
-        self.db
-            .collection::<Document>(journal::JOURNAL)
-            .create_index(index(doc! { "done": 1 }))
-            .await
-            .map_err(map_err)?;
+        let indexes = [
+            (RECEIPTS, doc! { "file": 1, "generation": 1 }),
+            (DEAD_LETTERS, doc! { "file": 1, "generation": 1 }),
+            (REJECTS, doc! { "file": 1, "line": 1 }),
+            (journal::JOURNAL, doc! { "done": 1 }),
+        ];
+        for (collection, keys) in indexes {
+            let index = IndexModel::builder().keys(keys).build();
+            self.db.collection::<Document>(collection).create_index(index).await.map_err(map_err)?;
+        }
         Ok(())
     }
 
