@@ -73,4 +73,5 @@ real_mongodb_suite!(
     shared_documents_compare_and_set,
     leases_fence_out_a_former_owner,
     next_seq_never_goes_back,
+    files_in_state_match_the_snapshot,
 );

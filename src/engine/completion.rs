@@ -72,9 +72,9 @@ impl Engine {
     /// Marks applied every delivered file whose records are all accounted for; returns
     /// the files still in flight.
     pub async fn complete_deliveries(&self, cancel: &CancellationToken) -> Result<Vec<InFlightFile>, EngineError> {
-        let snapshot = self.store.snapshot().await?;
+        let delivered = self.store.files_in_state(FileState::Delivered).await?;
         let mut waiting = Vec::new();
-        for e in snapshot.ledger.iter().filter(|e| e.state == FileState::Delivered && self.owns(e.region())) {
+        for e in delivered.iter().filter(|e| self.owns(e.region())) {
             let t = progress(self.store.as_ref(), e).await?;
             if t.total() < e.record_lines {
                 waiting.push(InFlightFile::new(e, t));

@@ -9,7 +9,7 @@
 //! makes re-applying a line a no-op).
 
 use crate::core::lease::{Fence, Lease};
-use crate::core::ledger::LedgerEntry;
+use crate::core::ledger::{FileState, LedgerEntry};
 use crate::core::name::FileName;
 use crate::core::record::{Record, Reject, Tally};
 use crate::core::sequencer::StreamRecord;
@@ -235,6 +235,10 @@ pub trait Store: Send + Sync {
 
     /// Every lease, expired or not.
     async fn leases(&self) -> Result<Vec<Lease>, StoreError>;
+
+    /// The ledger entries in `state`, by name: what a full [`Store::snapshot`] would
+    /// show for them, without reading the rest (the service polls files in flight).
+    async fn files_in_state(&self, state: FileState) -> Result<Vec<LedgerEntry>, StoreError>;
 }
 
 /// One file's unit of work (see the module docs). Records of one file may be applied in

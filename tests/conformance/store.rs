@@ -304,6 +304,21 @@ pub async fn audit_log_keeps_order(store: Arc<dyn Store>) {
     store.ping().await.unwrap();
 }
 
+/// `files_in_state` shows exactly the snapshot's entries in that state.
+pub async fn files_in_state_match_the_snapshot(store: Arc<dyn Store>) {
+    let names =
+        ["DE_SEV_RMC_20220730_00000001.DAT", "DE_SEV_RMC_20220731_00000002.DAT", "DE_WES_RMC_20220730_00000001.DAT"];
+    let states = [FileState::Delivered, FileState::Applied, FileState::Delivered];
+    let ledger = names.iter().zip(states).map(|(n, s)| entry(n, s)).collect();
+    store.commit(Commit { ledger, ..Default::default() }).await.unwrap();
+    let snapshot = store.snapshot().await.unwrap();
+    for state in [FileState::Delivered, FileState::Applied, FileState::Pending] {
+        let expected: Vec<_> = snapshot.ledger.iter().filter(|e| e.state == state).cloned().collect();
+        assert_eq!(store.files_in_state(state).await.unwrap(), expected, "{state:?}");
+    }
+    assert_eq!(store.files_in_state(FileState::Delivered).await.unwrap().len(), 2);
+}
+
 /// A stream's `next_seq` never goes back, even when a writer with an older view of the
 /// stream commits after a newer one (an operator's skip racing a pass); skips add up.
 pub async fn next_seq_never_goes_back(store: Arc<dyn Store>) {
@@ -420,6 +435,11 @@ macro_rules! store_suite {
             async fn leases_fence_out_a_former_owner() {
                 let (_guard, store) = $factory().await;
                 conformance::store::leases_fence_out_a_former_owner(store).await;
+            }
+            #[tokio::test]
+            async fn files_in_state_match_the_snapshot() {
+                let (_guard, store) = $factory().await;
+                conformance::store::files_in_state_match_the_snapshot(store).await;
             }
             #[tokio::test]
             async fn next_seq_never_goes_back() {

@@ -21,6 +21,7 @@ mod numbers;
 mod records;
 
 use crate::core::lease::Lease;
+use crate::core::ledger::{FileState, LedgerEntry};
 use crate::core::record::{Record, Reject, Tally};
 use crate::ports::store::{
     AuditEntry, Commit, Counts, DeadLetter, DeliveredBatch, FileTicket, FileTxn, Shared, Snapshot, Store, StoreError,
@@ -77,6 +78,7 @@ impl MongoStore {
             (DEAD_LETTERS, doc! { "file": 1, "generation": 1 }),
             (REJECTS, doc! { "file": 1, "line": 1 }),
             (journal::JOURNAL, doc! { "done": 1 }),
+            (journal::LEDGER, doc! { "state": 1 }),
         ];
         for (collection, keys) in indexes {
             let index = IndexModel::builder().keys(keys).build();
@@ -206,6 +208,12 @@ impl Store for MongoStore {
             return Ok(());
         }
         journal::commit(&self.db, &self.write_concern, &commit).await
+    }
+
+    async fn files_in_state(&self, state: FileState) -> Result<Vec<LedgerEntry>, StoreError> {
+        journal::replay(&self.db, &self.write_concern).await?;
+        let docs = self.all(journal::LEDGER, doc! { "state": state.as_str() }, doc! { "_id": 1 }).await?;
+        docs.iter().map(journal::ledger_entry).collect()
     }
 
     async fn begin_file(&self, ticket: FileTicket) -> Result<Box<dyn FileTxn>, StoreError> {

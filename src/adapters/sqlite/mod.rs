@@ -15,6 +15,7 @@ mod rows;
 mod writer;
 
 use crate::core::lease::Lease;
+use crate::core::ledger::{FileState, LedgerEntry};
 use crate::core::record::Reject;
 use crate::core::record::Tally;
 use crate::ports::store::{
@@ -147,6 +148,10 @@ impl Store for SqliteStore {
             in_read_transaction(c, |c| Ok(Snapshot { ledger: rows::load_ledger(c)?, streams: rows::load_streams(c)? }))
         })
         .await
+    }
+
+    async fn files_in_state(&self, state: FileState) -> Result<Vec<LedgerEntry>, StoreError> {
+        self.read(move |c| rows::load_ledger_in(c, state)).await
     }
 
     async fn commit(&self, commit: Commit) -> Result<(), StoreError> {

@@ -54,7 +54,17 @@ const OBJECT_COLUMNS: &str = "name, key, region, kind, file_date, seq, size, fin
 pub(super) fn load_ledger(conn: &Connection) -> Result<Vec<LedgerEntry>, StoreError> {
     let mut stmt =
         conn.prepare_cached(&format!("SELECT {OBJECT_COLUMNS} FROM objects ORDER BY name")).map_err(map_err)?;
-    let rows = stmt.query_map([], read_object).map_err(map_err)?;
+    collect_objects(stmt.query_map([], read_object).map_err(map_err)?)
+}
+
+/// The ledger entries in one state, by name.
+pub(super) fn load_ledger_in(conn: &Connection, state: FileState) -> Result<Vec<LedgerEntry>, StoreError> {
+    let sql = format!("SELECT {OBJECT_COLUMNS} FROM objects WHERE state = ?1 ORDER BY name");
+    let mut stmt = conn.prepare_cached(&sql).map_err(map_err)?;
+    collect_objects(stmt.query_map(params![state.as_str()], read_object).map_err(map_err)?)
+}
+
+fn collect_objects(rows: impl Iterator<Item = RowResult<LedgerEntry>>) -> Result<Vec<LedgerEntry>, StoreError> {
     let mut out = Vec::new();
     for row in rows {
         out.push(row.map_err(map_err)??);
