@@ -12,6 +12,7 @@
 //!   (at least once); nothing else sends it twice. Sending runs in its own task, with
 //!   backoff and jitter, and never holds up ingestion.
 
+use super::shared;
 use super::status::StatusDoc;
 use crate::ports::notify::AlertSink;
 use crate::ports::store::{Store, StoreError};
@@ -29,8 +30,6 @@ use tokio_util::sync::CancellationToken;
 pub const STATE_KEY: &str = "alerts";
 /// How long a claimed message is left to its claimant before another may send it.
 pub const CLAIM: TimeDelta = TimeDelta::seconds(60);
-/// Compare-and-set attempts before a round gives up (the next round tries again).
-const CAS_ATTEMPTS: usize = 8;
 
 /// One message waiting to be sent.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -128,22 +127,6 @@ pub fn transitions(before: &BTreeMap<String, String>, now: &BTreeMap<String, Str
     out
 }
 
-async fn load(store: &dyn Store) -> Result<(Option<u64>, AlertState), StoreError> {
-    match store.read_shared(STATE_KEY).await? {
-        None => Ok((None, AlertState::default())),
-        Some(shared) => {
-            let state = serde_json::from_str(&shared.value)
-                .map_err(|e| StoreError::Corrupt(format!("shared document {STATE_KEY}: {e}")))?;
-            Ok((Some(shared.version), state))
-        }
-    }
-}
-
-async fn save(store: &dyn Store, version: Option<u64>, state: &AlertState) -> Result<bool, StoreError> {
-    let text = serde_json::to_string(state).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-    Ok(store.write_shared(STATE_KEY, version, text).await?.is_some())
-}
-
 /// Records the transitions since the last check (queueing messages when `queue`);
 /// returns those this call recorded (another instance may have recorded them first).
 pub async fn record(
@@ -153,13 +136,12 @@ pub async fn record(
     queue: bool,
     now: DateTime<Utc>,
 ) -> Result<Vec<Transition>, StoreError> {
-    for _ in 0..CAS_ATTEMPTS {
-        let (version, mut state) = load(store).await?;
+    let changes = shared::update(store, STATE_KEY, |state: &mut AlertState| {
         let current = conditions(doc, broker, state.dead_letter_depth);
         let changes = transitions(&state.active, &current);
         let depth = broker.dead_letter_depth.unwrap_or(state.dead_letter_depth);
         if changes.is_empty() && depth == state.dead_letter_depth {
-            return Ok(Vec::new());
+            return (false, Vec::new());
         }
         state.active = current;
         state.dead_letter_depth = depth;
@@ -176,17 +158,16 @@ pub async fn record(
                 });
             }
         }
-        if save(store, version, &state).await? {
-            for t in &changes {
-                match t {
-                    Transition::Raised { key, text } => tracing::warn!(alert = %key, "alert raised: {text}"),
-                    Transition::Cleared { key, text } => tracing::info!(alert = %key, "alert resolved: {text}"),
-                }
-            }
-            return Ok(changes);
+        (true, changes)
+    })
+    .await?;
+    for t in &changes {
+        match t {
+            Transition::Raised { key, text } => tracing::warn!(alert = %key, "alert raised: {text}"),
+            Transition::Cleared { key, text } => tracing::info!(alert = %key, "alert resolved: {text}"),
         }
     }
-    Ok(Vec::new()) // busy: the next check records them
+    Ok(changes)
 }
 
 /// The wait before attempt `attempts + 1`: 1 s doubling to 5 min, with jitter.
@@ -207,20 +188,17 @@ async fn update_message(
     id: u64,
     f: impl Fn(&Outgoing) -> Option<Outgoing>,
 ) -> Result<(), StoreError> {
-    for _ in 0..CAS_ATTEMPTS {
-        let (version, mut state) = load(store).await?;
-        let Some(pos) = state.outbox.iter().position(|m| m.id == id) else { return Ok(()) };
+    shared::update(store, STATE_KEY, |state: &mut AlertState| {
+        let Some(pos) = state.outbox.iter().position(|m| m.id == id) else { return (false, ()) };
         match f(&state.outbox[pos]) {
             Some(m) => state.outbox[pos] = m,
             None => {
                 state.outbox.remove(pos);
             }
         }
-        if save(store, version, &state).await? {
-            return Ok(());
-        }
-    }
-    Err(StoreError::Busy(format!("shared document {STATE_KEY} changed {CAS_ATTEMPTS} times in a row")))
+        (true, ())
+    })
+    .await
 }
 
 /// Sends the next message that is due, if any; returns whether one was attempted.
@@ -231,15 +209,14 @@ pub async fn send_next(
     give_up_after: TimeDelta,
     now: DateTime<Utc>,
 ) -> Result<bool, StoreError> {
-    let (version, mut state) = load(store).await?;
-    let Some(pos) = state.outbox.iter().position(|m| m.not_before <= now) else { return Ok(false) };
-    let mut claimed = state.outbox[pos].clone();
-    claimed.claimed_by = Some(instance.to_string());
-    claimed.not_before = now + CLAIM;
-    state.outbox[pos] = claimed.clone();
-    if !save(store, version, &state).await? {
-        return Ok(true); // someone else changed it: look again
-    }
+    let claim = shared::update(store, STATE_KEY, |state: &mut AlertState| {
+        let Some(due) = state.outbox.iter_mut().find(|m| m.not_before <= now) else { return (false, None) };
+        due.claimed_by = Some(instance.to_string());
+        due.not_before = now + CLAIM;
+        (true, Some(due.clone()))
+    })
+    .await?;
+    let Some(claimed) = claim else { return Ok(false) };
     match sink.send(&claimed.text).await {
         Ok(()) => {
             metrics::notification("sent");

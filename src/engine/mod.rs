@@ -15,6 +15,7 @@ pub mod ownership;
 mod pass;
 mod process;
 mod retry;
+pub mod shared;
 pub mod status;
 pub mod streams;
 

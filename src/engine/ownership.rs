@@ -12,6 +12,7 @@
 //! the start of a pass (before it drives anything), so a new instance gets work without
 //! waiting for anyone to fail.
 
+use super::shared;
 use crate::core::lease::{Fence, region_lease};
 use crate::ports::store::{Store, StoreError};
 use crate::telemetry::heartbeat::WorkerBeat;
@@ -23,8 +24,6 @@ use tokio_util::sync::CancellationToken;
 
 /// The shared document listing the live instances.
 const INSTANCES_KEY: &str = "instances";
-/// Compare-and-set attempts of one registration.
-const REGISTER_ATTEMPTS: usize = 8;
 
 pub struct Ownership {
     store: Arc<dyn Store>,
@@ -76,21 +75,12 @@ impl Ownership {
     /// Marks this instance alive until `now + ttl` in the shared list of instances
     /// (dropping those expired); returns how many are alive.
     async fn register(&self, now: DateTime<Utc>) -> Result<usize, StoreError> {
-        for _ in 0..REGISTER_ATTEMPTS {
-            let current = self.store.read_shared(INSTANCES_KEY).await?;
-            let mut live: BTreeMap<String, i64> = match &current {
-                Some(s) => serde_json::from_str(&s.value)
-                    .map_err(|e| StoreError::Corrupt(format!("shared document {INSTANCES_KEY}: {e}")))?,
-                None => BTreeMap::new(),
-            };
+        shared::update(self.store.as_ref(), INSTANCES_KEY, |live: &mut BTreeMap<String, i64>| {
             live.retain(|_, expires| *expires > now.timestamp_millis());
             live.insert(self.owner.clone(), (now + self.ttl).timestamp_millis());
-            let text = serde_json::to_string(&live).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-            if self.store.write_shared(INSTANCES_KEY, current.map(|s| s.version), text).await?.is_some() {
-                return Ok(live.len());
-            }
-        }
-        Err(StoreError::Busy(format!("shared document {INSTANCES_KEY} changed {REGISTER_ATTEMPTS} times in a row")))
+            (true, live.len())
+        })
+        .await
     }
 
     fn record(&self, name: &str, token: Option<u64>) {
@@ -159,19 +149,10 @@ impl Ownership {
 
     /// Leaves the shared list of instances, so the others' shares grow at once.
     async fn deregister(&self) -> Result<(), StoreError> {
-        for _ in 0..REGISTER_ATTEMPTS {
-            let Some(current) = self.store.read_shared(INSTANCES_KEY).await? else { return Ok(()) };
-            let mut live: BTreeMap<String, i64> = serde_json::from_str(&current.value)
-                .map_err(|e| StoreError::Corrupt(format!("shared document {INSTANCES_KEY}: {e}")))?;
-            if live.remove(&self.owner).is_none() {
-                return Ok(());
-            }
-            let text = serde_json::to_string(&live).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-            if self.store.write_shared(INSTANCES_KEY, Some(current.version), text).await?.is_some() {
-                return Ok(());
-            }
-        }
-        Err(StoreError::Busy(format!("shared document {INSTANCES_KEY} changed {REGISTER_ATTEMPTS} times in a row")))
+        shared::update(self.store.as_ref(), INSTANCES_KEY, |live: &mut BTreeMap<String, i64>| {
+            (live.remove(&self.owner).is_some(), ())
+        })
+        .await
     }
 
     /// Renews the held leases every third of their lifetime until `cancel`, so a long
