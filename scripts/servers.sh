@@ -9,15 +9,18 @@
 #
 # SERVICE is s3, rabbitmq or mongo (default: all three).
 #
-# Ports (override with the variables): AMQP 25672 (+20000 for Erlang distribution),
-# S3 29000, MongoDB wire 27717.
+# Ports (override with the variables): ESR_AMQP_PORT 25672, ESR_RABBIT_DIST_PORT (Erlang
+# distribution) AMQP + 1, ESR_S3_PORT 29000, ESR_MONGO_PORT 27717.
 set -euo pipefail
 
 DIR="${2:-${ESR_SERVERS_DIR:-/tmp/esr-ingest-servers}}"
 SERVICES="${*:3}"
 SERVICES="${SERVICES:-s3 rabbitmq mongo}"
 wants() { case " $SERVICES " in *" $1 "*) return 0 ;; *) return 1 ;; esac; }
+# Every port sits below the kernel's ephemeral range (32768+), so no outgoing connection
+# of another process can hold it when a server starts or restarts.
 AMQP_PORT="${ESR_AMQP_PORT:-25672}"
+DIST_PORT="${ESR_RABBIT_DIST_PORT:-$((AMQP_PORT + 1))}"
 S3_PORT="${ESR_S3_PORT:-29000}"
 MONGO_PORT="${ESR_MONGO_PORT:-27717}"
 S3_KEY="esr-test-key"
@@ -55,7 +58,7 @@ wait_port() { # port, what
 rabbit_env() {
   export HOME="$DIR/rabbit"
   export RABBITMQ_NODENAME="$NODE" RABBITMQ_NODE_IP_ADDRESS=127.0.0.1 RABBITMQ_NODE_PORT="$AMQP_PORT"
-  export RABBITMQ_DIST_PORT=$((AMQP_PORT + 20000)) ERL_EPMD_ADDRESS=127.0.0.1
+  export RABBITMQ_DIST_PORT="$DIST_PORT" ERL_EPMD_ADDRESS=127.0.0.1
   export RABBITMQ_MNESIA_BASE="$DIR/rabbit/mnesia" RABBITMQ_LOG_BASE="$DIR/rabbit/log"
   export RABBITMQ_PID_FILE="$DIR/rabbit/rabbit.pid" RABBITMQ_CONFIG_FILE="$DIR/rabbit/rabbitmq"
   export RABBITMQ_ENABLED_PLUGINS_FILE="$DIR/rabbit/enabled_plugins" RABBITMQ_CONF_ENV_FILE="$DIR/rabbit/env.conf"
@@ -66,9 +69,9 @@ port_in_use() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 start() {
   install
   mkdir -p "$DIR"
-  for pair in "rabbitmq:$AMQP_PORT" "s3:$S3_PORT" "mongo:$MONGO_PORT"; do
+  for pair in "rabbitmq:$AMQP_PORT" "rabbitmq:$DIST_PORT" "s3:$S3_PORT" "mongo:$MONGO_PORT"; do
     if wants "${pair%%:*}" && port_in_use "${pair#*:}"; then
-      log "port ${pair#*:} (${pair%%:*}) is already in use: stop what runs there, or choose other ports (ESR_AMQP_PORT, ESR_S3_PORT, ESR_MONGO_PORT)"
+      log "port ${pair#*:} (${pair%%:*}) is already in use: stop what runs there, or choose other ports (ESR_AMQP_PORT, ESR_RABBIT_DIST_PORT, ESR_S3_PORT, ESR_MONGO_PORT)"
       exit 1
     fi
   done

@@ -38,6 +38,14 @@ cargo fmt --all -- --check
 step "clippy (warnings are errors)"
 cargo clippy --all-targets --locked -- -D warnings
 
+# RabbitMQ blocks every publisher when its disk runs low (a disk alarm), and the broker
+# tests would then wait without an obvious cause: say so up front instead.
+free_kib="$(df -Pk "${TMPDIR:-/tmp}" | awk 'NR == 2 { print $4 }')"
+if [ "${free_kib:-0}" -lt $((2 * 1024 * 1024)) ]; then
+  echo "only $((free_kib / 1024)) MiB free under ${TMPDIR:-/tmp}: the tests need at least 2 GiB (RabbitMQ's disk alarm would block publishing)" >&2
+  exit 1
+fi
+
 step "starting test servers on loopback (RabbitMQ, S3-compatible, MongoDB-wire)"
 servers_dir="$(mktemp -d "${TMPDIR:-/tmp}/esr-ingest-servers.XXXXXX")"
 trap 'bash scripts/servers.sh stop "$servers_dir" || true; rm -rf "$servers_dir"' EXIT

@@ -39,8 +39,8 @@ fn mid_publish() -> Scenario {
     let node = RabbitNode::start();
     let (inbox, sandbox) = faulty_setup(&node);
     let (mut run, log) = spawn_run_once(&sandbox, &[]);
-    wait_until_mid_publish(&sandbox);
-    assert!(run.try_wait().unwrap().is_none(), "the fault lands while the run works");
+    wait_until_mid_publish(&sandbox, &mut run, &log);
+    assert!(run.try_wait().unwrap().is_none(), "the fault lands while the run works\n{}", log_text(&log));
     Scenario { node, inbox, sandbox, run, log }
 }
 
@@ -56,10 +56,14 @@ impl Scenario {
 }
 
 /// Waits until the run has published part of the work (a file is delivered).
-fn wait_until_mid_publish(s: &Sandbox) {
-    eventually("the first delivered file", LIMIT, || {
+fn wait_until_mid_publish(s: &Sandbox, run: &mut std::process::Child, log: &std::path::Path) {
+    eventually_while_running("the first delivered file", LIMIT, run, log, |last| {
         let out = s.run(&["status", "--json"]);
-        let Ok(v) = serde_json::from_slice::<serde_json::Value>(&out.stdout) else { return false };
+        let Ok(v) = serde_json::from_slice::<serde_json::Value>(&out.stdout) else {
+            *last = common::describe(&out);
+            return false;
+        };
+        *last = format!("applied_files {} in_flight {}", count(&v, "applied_files"), v["in_flight"]);
         count(&v, "applied_files") > 0 || v["in_flight"].as_array().is_some_and(|a| !a.is_empty())
     });
 }

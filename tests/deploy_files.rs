@@ -3,6 +3,8 @@
 //! grace), and every metric the alert rules and the dashboard query must be one the
 //! service exposes. `promtool` checks the rules' PromQL.
 
+mod common;
+
 use esr_ingest::engine::status::{StatusCounts, StatusDoc, StreamStatus};
 use esr_ingest::telemetry::metrics::{self, BrokerGauges, RetryCause};
 use serde_json::Value;
@@ -10,7 +12,7 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 fn deploy(path: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy").join(path)
+    common::project_root().join("deploy").join(path)
 }
 
 /// Every YAML document of a file, as JSON values.
@@ -37,6 +39,7 @@ fn exposed_metric_names() -> BTreeSet<String> {
     metrics::consumed("acked", 1);
     metrics::notification("sent");
     metrics::regions_owned(1);
+    metrics::broker_blocked("esr-ingest publisher", false);
     let stream = StreamStatus {
         region: "SEV".into(),
         next_seq: Some(2),

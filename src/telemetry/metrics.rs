@@ -49,6 +49,10 @@ fn describe() {
     describe_counter!("esr_ingest_consumer_messages_total", "Broker messages consumed, by result.");
     describe_counter!("esr_ingest_alert_notifications_total", "Alert webhook deliveries, by result.");
     describe_gauge!("esr_ingest_lease_regions_owned", "Region leases this instance holds.");
+    describe_gauge!(
+        "esr_ingest_broker_blocked",
+        "1 while the broker blocks this connection (a memory or disk alarm): publishing waits."
+    );
 }
 
 /// Why something was tried again: a closed set of label values.
@@ -102,6 +106,12 @@ pub fn file_processed(outcome: &'static str, n: usize) {
 
 pub fn regions_owned(n: usize) {
     gauge!("esr_ingest_lease_regions_owned").set(n as f64);
+}
+
+/// Whether the broker blocks one of this process's connections (a resource alarm).
+/// `connection` is one of the process's fixed connection names.
+pub fn broker_blocked(connection: &str, blocked: bool) {
+    gauge!("esr_ingest_broker_blocked", "connection" => connection.to_string()).set(if blocked { 1.0 } else { 0.0 });
 }
 
 pub fn pass_finished(ok: bool, at: DateTime<Utc>) {

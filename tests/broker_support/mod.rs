@@ -102,35 +102,64 @@ pub fn eventually(what: &str, limit: Duration, mut check: impl FnMut() -> bool) 
     }
 }
 
+/// Polls until `check` holds while `child` runs. Fails at once, with the child's log,
+/// when the child exits first; on a timeout the failure shows the log and `last`, the
+/// last thing `check` saw.
+pub fn eventually_while_running(
+    what: &str,
+    limit: Duration,
+    child: &mut Child,
+    log: &Path,
+    mut check: impl FnMut(&mut String) -> bool,
+) {
+    let start = Instant::now();
+    let mut last = String::new();
+    while !check(&mut last) {
+        if let Some(status) = child.try_wait().expect("wait for the child") {
+            panic!("the process exited ({status}) before {what}\nlast seen: {last}\nlog:\n{}", log_text(log));
+        }
+        if start.elapsed() > limit {
+            let _ = child.kill();
+            panic!("timed out after {limit:?} waiting for {what}\nlast seen: {last}\nlog:\n{}", log_text(log));
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
 /// A RabbitMQ node of a test's own, started by `scripts/servers.sh` on a free port.
 pub struct RabbitNode {
     pub dir: tempfile::TempDir,
     pub port: u16,
+    pub dist_port: u16,
     pub node: String,
 }
 
-fn free_port() -> u16 {
-    // The Erlang distribution port is AMQP + 20000, so keep the AMQP port low enough.
-    for _ in 0..100 {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-        let port = l.local_addr().expect("addr").port();
-        if port < 45000 && std::net::TcpListener::bind(("127.0.0.1", port + 20000)).is_ok() {
-            return port;
+/// Ports for a node's AMQP listener and Erlang distribution, both free and below the
+/// kernel's ephemeral range: an outgoing connection of any other process could otherwise
+/// hold one of them when the node starts, or restarts after a kill.
+fn free_ports() -> (u16, u16) {
+    use rand::Rng;
+    let free = |port: u16| std::net::TcpListener::bind(("127.0.0.1", port)).is_ok();
+    let mut rng = rand::rng();
+    for _ in 0..1000 {
+        let port = rng.random_range(20_000..32_000u16);
+        if port % 2 == 0 && free(port) && free(port + 1) {
+            return (port, port + 1);
         }
     }
-    panic!("no free port pair for a RabbitMQ node");
+    panic!("no free pair of ports below the ephemeral range for a RabbitMQ node");
 }
 
 fn servers_script() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/servers.sh")
+    crate::common::project_root().join("scripts/servers.sh")
 }
 
 impl RabbitNode {
     pub fn start() -> Self {
         let dir = tempfile::tempdir().expect("temp dir for a RabbitMQ node");
-        let port = free_port();
+        let (port, dist_port) = free_ports();
         let node = unique("esrfault").replace('-', "_");
-        let n = RabbitNode { dir, port, node };
+        let n = RabbitNode { dir, port, dist_port, node };
         n.launch();
         n
     }
@@ -138,7 +167,9 @@ impl RabbitNode {
     fn script(&self, action: &str) -> Command {
         let mut cmd = Command::new("bash");
         cmd.arg(servers_script()).arg(action).arg(self.dir.path()).arg("rabbitmq");
-        cmd.env("ESR_AMQP_PORT", self.port.to_string()).env("ESR_RABBIT_NODE", &self.node);
+        cmd.env("ESR_AMQP_PORT", self.port.to_string())
+            .env("ESR_RABBIT_DIST_PORT", self.dist_port.to_string())
+            .env("ESR_RABBIT_NODE", &self.node);
         cmd
     }
 

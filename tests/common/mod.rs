@@ -19,6 +19,12 @@ use serde_json::Value;
 /// The binary under test, built by cargo for the integration tests.
 pub const BIN: &str = env!("CARGO_BIN_EXE_esr-ingest");
 
+/// The project's root, read when the test runs (cargo and nextest set it): a test binary
+/// reused from a build in another checkout must not read that checkout's files.
+pub fn project_root() -> PathBuf {
+    std::env::var_os("CARGO_MANIFEST_DIR").map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from)
+}
+
 /// One isolated installation: inbox folder, store file and optional config.
 pub struct Sandbox {
     pub dir: tempfile::TempDir,

@@ -9,6 +9,7 @@
 use super::RabbitSettings;
 use super::topology::{self, TopologyError};
 use crate::adapters::redact_url as redact;
+use crate::telemetry::metrics;
 use futures::StreamExt;
 use lapin::{Connection, ConnectionProperties, Event};
 use std::sync::Arc;
@@ -116,6 +117,7 @@ impl Link {
         let epoch = self.epochs.fetch_add(1, Ordering::SeqCst) + 1;
         // A poisoned lock only means a panic elsewhere; the flag itself is fine.
         *self.blocked.lock().unwrap_or_else(|p| p.into_inner()) = blocked;
+        metrics::broker_blocked(&self.name, false);
         let conn = Arc::new(conn);
         *current = Some(Current { epoch, conn: conn.clone() });
         tracing::info!(broker = %redact(&self.url), connection = %self.name, "connected to the broker");
@@ -165,10 +167,12 @@ impl Link {
                 match event {
                     Event::ConnectionBlocked(reason) => {
                         blocked.store(true, Ordering::Relaxed);
+                        metrics::broker_blocked(&name, true);
                         tracing::warn!(connection = %name, %reason, "broker blocked the connection (resource alarm); publishing pauses");
                     }
                     Event::ConnectionUnblocked => {
                         blocked.store(false, Ordering::Relaxed);
+                        metrics::broker_blocked(&name, false);
                         tracing::info!(connection = %name, "broker unblocked the connection; publishing resumes");
                     }
                     Event::Error(e) => tracing::warn!(connection = %name, error = %e, "broker connection error"),
