@@ -108,7 +108,9 @@ fn memory_alarm_pauses_publishing_until_lifted() {
     let raised = node.ctl(&["set_vm_memory_high_watermark", "absolute", "1"]);
     assert!(raised.status.success(), "{}", common::describe(&raised));
     let (mut run, log) = spawn_run_once(&sandbox, &[]);
-    eventually("the blocked notice", Duration::from_secs(60), || log_text(&log).contains("blocked"));
+    eventually_while_running("the blocked notice", Duration::from_secs(60), &mut run, &log, |_| {
+        log_text(&log).contains("blocked")
+    });
     std::thread::sleep(Duration::from_secs(3));
     assert!(run.try_wait().unwrap().is_none(), "publishing waits while the alarm is on\n{}", log_text(&log));
     assert_eq!(count(&sandbox.status_json(), "applied_files"), 0, "nothing is applied while blocked");
