@@ -1,13 +1,14 @@
 //! Streaming file parser.
 //!
 //! Reads one batch file from any `std::io::Read` with memory independent of its size
-//! (a fixed read buffer, one line at a time, lines capped at [`MAX_LINE_BYTES`]) and
-//! computes the file's sha256 on the way.
+//! (a fixed read buffer, one record at a time, records capped at [`MAX_LINE_BYTES`]; see
+//! [`records`]) and computes the file's sha256 on the way.
 //!
 //! Invariants:
 //! - **File-level faults** (empty object, missing or garbled header, header that disagrees
 //!   with the name, missing or garbled trailer, trailer count mismatch, a line after the
-//!   trailer, an over-long line) are only known for sure at the end of the file, so callers
+//!   trailer, an over-long record, a lone carriage return, a quote left open at the end)
+//!   are only known for sure at the end of the file, so callers
 //!   either read the file once to validate it ([`FileParser::validate`]) before delivering
 //!   anything, or discard everything they did with its lines when [`FileParser::finish`]
 //!   fails.
@@ -18,14 +19,15 @@ use crate::core::name::FileName;
 use crate::core::record::{Record, Reject};
 use crate::core::schema::Layout;
 use crate::core::version::Version;
+use records::{ReadError, RecordReader, Row, Structural};
 use sha2::{Digest, Sha256};
-use std::collections::VecDeque;
 use std::io::{self, Read};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
-/// Longest physical line accepted; a longer one is a file-level fault (it bounds memory).
-pub const MAX_LINE_BYTES: usize = 1 << 20;
-const READ_BUFFER: usize = 64 * 1024;
+pub mod records;
+
+/// Longest record accepted; a longer one is a file-level fault (it bounds memory).
+pub const MAX_LINE_BYTES: usize = records::MAX_RECORD_BYTES;
 const BOM: &[u8] = b"\xEF\xBB\xBF";
 
 /// A fault that quarantines the whole file. `Display` is the quarantine reason.
@@ -51,6 +53,22 @@ pub enum FileFault {
     AfterTrailer { line: u64 },
     #[error("line {line}: longer than {MAX_LINE_BYTES} bytes")]
     LineTooLong { line: u64 },
+    #[error(
+        "line {line}: a carriage return not followed by a line feed (lines must end in LF or CRLF; a lone CR would make two records share one line number)"
+    )]
+    LoneCarriageReturn { line: u64 },
+    #[error("line {line}: a quoted field opens here and is never closed")]
+    UnterminatedQuote { line: u64 },
+}
+
+impl From<Structural> for FileFault {
+    fn from(s: Structural) -> Self {
+        match s {
+            Structural::TooLong { line } => FileFault::LineTooLong { line },
+            Structural::LoneCarriageReturn { line } => FileFault::LoneCarriageReturn { line },
+            Structural::UnterminatedQuote { line } => FileFault::UnterminatedQuote { line },
+        }
+    }
 }
 
 /// Why parsing stopped: the file is bad, or it could not be read.
@@ -85,59 +103,29 @@ pub struct Validation {
     pub fault: Option<FileFault>,
 }
 
-/// Hashes and counts every byte read, and enforces the line-length cap.
+/// Hashes and counts every byte read.
 struct Metered<R> {
     inner: R,
     hasher: Sha256,
     size: u64,
-    current_line: usize,
-    line_no: u64,
-    enforce_line_cap: bool,
 }
 
 impl<R: Read> Read for Metered<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let n = self.inner.read(buf)?;
-        let chunk = &buf[..n];
-        self.hasher.update(chunk);
+        self.hasher.update(&buf[..n]);
         self.size += n as u64;
-        let mut rest = chunk;
-        while let Some(pos) = rest.iter().position(|&b| b == b'\n') {
-            self.current_line += pos;
-            self.check_line()?;
-            self.current_line = 0;
-            self.line_no += 1;
-            rest = &rest[pos + 1..];
-        }
-        self.current_line += rest.len();
-        self.check_line()?;
         Ok(n)
     }
 }
 
-impl<R> Metered<R> {
-    /// The digest so far, without consuming the reader (used when `finish` reports a fault
-    /// after the whole file was read).
-    fn clone_counters(&self) -> FileSummary {
-        FileSummary { sha256: hex::encode(self.hasher.clone().finalize()), size: self.size, record_lines: 0 }
-    }
-
-    fn check_line(&self) -> io::Result<()> {
-        if self.enforce_line_cap && self.current_line > MAX_LINE_BYTES {
-            return Err(io::Error::new(io::ErrorKind::InvalidData, LineTooLongMarker(self.line_no + 1)));
-        }
-        Ok(())
+impl<R: Read> Metered<R> {
+    /// Reads the rest of the input, so the digest covers the whole object.
+    fn drain(mut self) -> io::Result<FileSummary> {
+        io::copy(&mut self, &mut io::sink())?;
+        Ok(FileSummary { sha256: hex::encode(self.hasher.finalize()), size: self.size, record_lines: 0 })
     }
 }
-
-#[derive(Debug)]
-struct LineTooLongMarker(u64);
-impl std::fmt::Display for LineTooLongMarker {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "line {} is too long", self.0)
-    }
-}
-impl std::error::Error for LineTooLongMarker {}
 
 /// Skips a leading UTF-8 BOM (the hash still covers it: `Metered` sits underneath).
 struct SkipBom<R> {
@@ -172,86 +160,37 @@ impl<R: Read> Read for SkipBom<R> {
     }
 }
 
-/// Records the byte offset of every line-terminator byte (`\r`, `\n`) read, so a record's
-/// physical line number can be derived from its byte offset: the csv reader skips blank
-/// lines without counting them and reports a record's start before the skipped lines.
-/// Entries are dropped as soon as the parser passes them: the queue never holds more than
-/// one read buffer's worth.
-struct LineIndex<R> {
-    inner: R,
-    offset: u64,
-    newlines: Arc<Mutex<VecDeque<Terminator>>>,
-}
-
-#[derive(Clone, Copy)]
-struct Terminator {
-    offset: u64,
-    newline: bool,
-}
-
-impl<R: Read> Read for LineIndex<R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        // A poisoned lock can only come from a panic in this same parser; keep going.
-        let mut q = self.newlines.lock().unwrap_or_else(|p| p.into_inner());
-        let terminators = buf[..n].iter().enumerate().filter(|(_, b)| matches!(b, b'\n' | b'\r'));
-        q.extend(terminators.map(|(i, b)| Terminator { offset: self.offset + i as u64, newline: *b == b'\n' }));
-        self.offset += n as u64;
-        Ok(n)
-    }
-}
-
 enum Stage {
     Header,
     Body,
     Trailer { line: u64, declared: u64 },
 }
 
-/// Reads one file line by line; see the module docs for the guarantees.
+/// Reads one file record by record; see the module docs for the guarantees.
 pub struct FileParser<R: Read> {
-    csv: csv::Reader<LineIndex<SkipBom<Metered<R>>>>,
-    newlines: Arc<Mutex<VecDeque<Terminator>>>,
-    lines_before: u64,
+    reader: RecordReader<SkipBom<Metered<R>>>,
     file: FileName,
     name: Arc<str>,
     region: Arc<str>,
     layout: Arc<Layout>,
     stage: Stage,
     record_lines: u64,
-    last_line: u64,
-    row: csv::ByteRecord,
+    row: Row,
 }
 
 impl<R: Read> FileParser<R> {
     pub fn new(reader: R, file: &FileName, layout: Arc<Layout>) -> Self {
-        let metered = Metered {
-            inner: reader,
-            hasher: Sha256::new(),
-            size: 0,
-            current_line: 0,
-            line_no: 0,
-            enforce_line_cap: true,
-        };
-        let newlines = Arc::new(Mutex::new(VecDeque::new()));
-        let csv = csv::ReaderBuilder::new().has_headers(false).flexible(true).buffer_capacity(READ_BUFFER).from_reader(
-            LineIndex {
-                inner: SkipBom { inner: metered, head: Vec::new(), started: false },
-                offset: 0,
-                newlines: newlines.clone(),
-            },
-        );
+        let metered = Metered { inner: reader, hasher: Sha256::new(), size: 0 };
+        let reader = RecordReader::new(SkipBom { inner: metered, head: Vec::new(), started: false }, b',', true);
         Self {
-            csv,
-            newlines,
-            lines_before: 0,
+            reader,
             name: file.name.as_str().into(),
             region: file.region.as_str().into(),
             file: file.clone(),
             layout,
             stage: Stage::Header,
             record_lines: 0,
-            last_line: 0,
-            row: csv::ByteRecord::new(),
+            row: Row::default(),
         }
     }
 
@@ -259,35 +198,18 @@ impl<R: Read> FileParser<R> {
     /// always read to its end, so a faulty file still gets its sha256 and size (a
     /// re-upload of the same bad bytes is then recognised as a duplicate).
     pub fn validate(mut self) -> Result<Validation, io::Error> {
-        loop {
+        let fault = loop {
             match self.advance(false) {
                 Ok(Some(_)) => continue,
-                Ok(None) => break,
+                Ok(None) => break self.end_fault(),
                 Err(ParseError::Read(e)) => return Err(e),
-                Err(ParseError::Fault(fault)) => return self.drain(fault),
+                Err(ParseError::Fault(fault)) => break Some(fault),
             }
-        }
+        };
         let record_lines = self.record_lines;
-        let mut metered = self.csv.get_ref().inner.inner.clone_counters();
-        match self.finish() {
-            Ok(summary) => Ok(Validation { summary, fault: None }),
-            Err(ParseError::Read(e)) => Err(e),
-            Err(ParseError::Fault(fault)) => {
-                metered.record_lines = record_lines;
-                Ok(Validation { summary: metered, fault: Some(fault) })
-            }
-        }
-    }
-
-    fn drain(self, fault: FileFault) -> Result<Validation, io::Error> {
-        let record_lines = self.record_lines;
-        let mut metered = self.csv.into_inner().inner.inner;
-        metered.enforce_line_cap = false;
-        io::copy(&mut metered, &mut io::sink())?;
-        Ok(Validation {
-            summary: FileSummary { sha256: hex::encode(metered.hasher.finalize()), size: metered.size, record_lines },
-            fault: Some(fault),
-        })
+        let mut summary = self.reader.into_inner().inner.drain()?;
+        summary.record_lines = record_lines;
+        Ok(Validation { summary, fault })
     }
 
     /// The next record line, or `None` at the end of the file (then call [`Self::finish`]).
@@ -297,46 +219,45 @@ impl<R: Read> FileParser<R> {
 
     /// Completes the file-level checks once every line has been read.
     pub fn finish(self) -> Result<FileSummary, ParseError> {
-        let (declared, trailer_line) = match self.stage {
-            Stage::Header => {
-                let metered = &self.csv.get_ref().inner;
-                return Err(if metered.inner.size == 0 {
-                    FileFault::Empty
-                } else {
-                    FileFault::MissingHeader { line: 1, tag: self.layout.header_tag.clone(), found: String::new() }
-                }
-                .into());
-            }
-            Stage::Body => {
-                return Err(FileFault::MissingTrailer {
-                    last_line: self.last_line,
-                    tag: self.layout.trailer_tag.clone(),
-                }
-                .into());
-            }
-            Stage::Trailer { line, declared } => (declared, line),
-        };
-        if declared != self.record_lines {
-            return Err(FileFault::TrailerCount { line: trailer_line, declared, found: self.record_lines }.into());
+        if let Some(fault) = self.end_fault() {
+            return Err(fault.into());
         }
-        let metered = self.csv.into_inner().inner.inner;
-        Ok(FileSummary {
-            sha256: hex::encode(metered.hasher.finalize()),
-            size: metered.size,
-            record_lines: self.record_lines,
-        })
+        let record_lines = self.record_lines;
+        let mut summary = self.reader.into_inner().inner.drain().map_err(ParseError::Read)?;
+        summary.record_lines = record_lines;
+        Ok(summary)
+    }
+
+    /// The file-level fault known once the input has ended, if any.
+    fn end_fault(&self) -> Option<FileFault> {
+        match self.stage {
+            Stage::Header => Some(if self.reader.get_ref().inner.size == 0 {
+                FileFault::Empty
+            } else {
+                FileFault::MissingHeader { line: 1, tag: self.layout.header_tag.clone(), found: String::new() }
+            }),
+            Stage::Body => Some(FileFault::MissingTrailer {
+                last_line: self.reader.lines_read(),
+                tag: self.layout.trailer_tag.clone(),
+            }),
+            Stage::Trailer { line, declared } if declared != self.record_lines => {
+                Some(FileFault::TrailerCount { line, declared, found: self.record_lines })
+            }
+            Stage::Trailer { .. } => None,
+        }
     }
 
     fn advance(&mut self, build: bool) -> Result<Option<Line>, ParseError> {
         loop {
-            let more = self.csv.read_byte_record(&mut self.row).map_err(|e| self.read_error(e))?;
-            if !more {
-                return Ok(None);
+            match self.reader.read(&mut self.row) {
+                Ok(true) => {}
+                Ok(false) => return Ok(None),
+                Err(ReadError::Structural(s)) => return Err(FileFault::from(s).into()),
+                Err(ReadError::Io(e)) => return Err(ParseError::Read(e)),
             }
-            let line = self.physical_line();
-            self.last_line = line;
-            if self.row.len() == 1 && self.row[0].is_empty() {
-                continue; // a blank line
+            let line = self.row.line;
+            if self.row.len() == 1 && self.row.get(0).is_some_and(<[u8]>::is_empty) {
+                continue; // a line holding only an empty quoted field: blank
             }
             match self.stage {
                 Stage::Header => {
@@ -344,7 +265,7 @@ impl<R: Read> FileParser<R> {
                     self.stage = Stage::Body;
                 }
                 Stage::Trailer { .. } => return Err(FileFault::AfterTrailer { line }.into()),
-                Stage::Body if &self.row[0] == self.layout.trailer_tag.as_bytes() => {
+                Stage::Body if self.row.get(0) == Some(self.layout.trailer_tag.as_bytes()) => {
                     let declared = self.parse_trailer(line)?;
                     self.stage = Stage::Trailer { line, declared };
                 }
@@ -355,36 +276,6 @@ impl<R: Read> FileParser<R> {
                     }
                 }
             }
-        }
-    }
-
-    /// The 1-based physical line on which the current row starts.
-    fn physical_line(&mut self) -> u64 {
-        let mut start = self.row.position().map_or(0, |p| p.byte());
-        let mut q = self.newlines.lock().unwrap_or_else(|p| p.into_inner());
-        // Terminators before the row, then the run of terminators at its reported start
-        // (skipped blank lines), all belong to earlier lines.
-        while let Some(t) = q.front().copied().filter(|t| t.offset <= start) {
-            if t.offset == start {
-                start += 1;
-            }
-            self.lines_before += u64::from(t.newline);
-            q.pop_front();
-        }
-        self.lines_before + 1
-    }
-
-    fn read_error(&self, e: csv::Error) -> ParseError {
-        match e.into_kind() {
-            csv::ErrorKind::Io(io) => {
-                if let Some(marker) = io.get_ref().and_then(|r| r.downcast_ref::<LineTooLongMarker>()) {
-                    return FileFault::LineTooLong { line: marker.0 }.into();
-                }
-                ParseError::Read(io)
-            }
-            // The reader is flexible and reads bytes, so no other error kinds arise; keep
-            // them as read failures rather than panicking.
-            other => ParseError::Read(io::Error::other(format!("{other:?}"))),
         }
     }
 
@@ -465,6 +356,9 @@ impl<R: Read> FileParser<R> {
     fn record_line(&self, line: u64) -> Line {
         let reject =
             |reason: String| Line::Reject(Reject { file: self.name.clone(), line, reason, raw: self.raw(1000) });
+        if let Some(why) = &self.row.malformed {
+            return reject(why.clone());
+        }
         let mut fields = Vec::with_capacity(self.row.len());
         for (i, bytes) in self.row.iter().enumerate() {
             match std::str::from_utf8(bytes) {
