@@ -252,6 +252,14 @@ impl Settings {
     }
 
     pub fn from_file(file: ConfigFile, o: Overrides) -> Result<Self, ConfigError> {
+        // Secrets are known before any message can quote them.
+        for url in [&o.source, &file.source, &o.store, &file.store, &o.broker, &file.broker]
+            .into_iter()
+            .chain([&o.webhook_url, &file.alerts.webhook_url, &file.s3.events_url])
+            .flatten()
+        {
+            crate::secrets::register_url(url);
+        }
         let err = |m: String| Err(ConfigError(m));
         let source = parse_source(o.source.or(file.source).as_deref().unwrap_or(DEFAULT_SOURCE))?;
         let store = parse_store(o.store.or(file.store).as_deref().unwrap_or(DEFAULT_STORE))?;
@@ -259,7 +267,7 @@ impl Settings {
         if let Some(b) = &broker
             && !(b.starts_with("amqp://") || b.starts_with("amqps://"))
         {
-            return err(format!("broker {b:?}: expected an amqp:// or amqps:// URL"));
+            return err(format!("broker {:?}: expected an amqp:// or amqps:// URL", crate::adapters::redact_url(b)));
         }
         let poll_interval = file.poll_interval.unwrap_or(DEFAULT_POLL_INTERVAL);
         if poll_interval.is_zero() {
@@ -371,12 +379,18 @@ fn parse_source(s: &str) -> Result<SourceSpec, ConfigError> {
     if let Some(rest) = s.strip_prefix("s3://") {
         let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
         if bucket.is_empty() {
-            return Err(ConfigError(format!("source {s:?}: the bucket is missing (s3://bucket/prefix)")));
+            return Err(ConfigError(format!(
+                "source {:?}: the bucket is missing (s3://bucket/prefix)",
+                crate::adapters::redact_url(s)
+            )));
         }
         return Ok(SourceSpec::S3 { bucket: bucket.into(), prefix: prefix.into() });
     }
     if s.contains("://") {
-        return Err(ConfigError(format!("source {s:?}: expected a directory path or s3://bucket/prefix")));
+        return Err(ConfigError(format!(
+            "source {:?}: expected a directory path or s3://bucket/prefix",
+            crate::adapters::redact_url(s)
+        )));
     }
     if s.is_empty() {
         return Err(ConfigError("source is empty".into()));
@@ -389,7 +403,10 @@ fn parse_store(s: &str) -> Result<StoreSpec, ConfigError> {
         return Ok(StoreSpec::Mongo(s.into()));
     }
     if s.contains("://") {
-        return Err(ConfigError(format!("store {s:?}: expected a SQLite file path or a mongodb:// URI")));
+        return Err(ConfigError(format!(
+            "store {:?}: expected a SQLite file path or a mongodb:// URI",
+            crate::adapters::redact_url(s)
+        )));
     }
     if s.is_empty() {
         return Err(ConfigError("store is empty".into()));

@@ -18,4 +18,5 @@ pub mod engine;
 pub mod generate;
 pub mod health;
 pub mod ports;
+pub mod secrets;
 pub mod telemetry;

@@ -15,7 +15,28 @@ fn stdout_closed(e: &anyhow::Error) -> bool {
     })
 }
 
+/// Registers every secret the process can be given before anything is printed: URLs in
+/// the arguments and the environment, and the S3 secret key.
+fn register_secrets() {
+    for arg in std::env::args().skip(1) {
+        if arg.contains("://") {
+            esr_ingest::secrets::register_url(arg.split_once('=').map_or(arg.as_str(), |(_, v)| v));
+        }
+    }
+    for var in ["ESR_INGEST_BROKER", "ESR_INGEST_STORE", "ESR_INGEST_WEBHOOK_URL", "ESR_INGEST_SOURCE"] {
+        if let Ok(url) = std::env::var(var) {
+            esr_ingest::secrets::register_url(&url);
+        }
+    }
+    for var in ["AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"] {
+        if let Ok(key) = std::env::var(var) {
+            esr_ingest::secrets::register(&key);
+        }
+    }
+}
+
 fn main() {
+    register_secrets();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {
@@ -27,7 +48,8 @@ fn main() {
             // One line: clap's first line carries the reason.
             let text = e.to_string();
             let first = text.lines().find(|l| !l.trim().is_empty()).unwrap_or("invalid arguments");
-            eprintln!("esr-ingest: {} (see esr-ingest --help)", first.trim_start_matches("error: "));
+            let line = format!("esr-ingest: {} (see esr-ingest --help)", first.trim_start_matches("error: "));
+            eprintln!("{}", esr_ingest::secrets::scrub(&line));
             std::process::exit(EXIT_USAGE);
         }
     };
@@ -43,11 +65,12 @@ fn main() {
         // The reader of stdout went away (`export | head`): not a failure of ours.
         Err(e) if stdout_closed(&e) => 0,
         Err(e) if e.downcast_ref::<UsageError>().is_some() => {
-            eprintln!("esr-ingest: {e}");
+            eprintln!("{}", esr_ingest::secrets::scrub(&format!("esr-ingest: {e}")));
             EXIT_USAGE
         }
         Err(e) => {
-            eprintln!("esr-ingest: error: {}", format!("{e:#}").replace('\n', " "));
+            let line = format!("esr-ingest: error: {}", format!("{e:#}").replace('\n', " "));
+            eprintln!("{}", esr_ingest::secrets::scrub(&line));
             EXIT_FAILURE
         }
     };

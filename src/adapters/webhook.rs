@@ -46,7 +46,8 @@ impl AlertSink for Webhook {
             .body(body)
             .send()
             .await
-            .map_err(|e| NotifyError::Unavailable(format!("{}: {e}", self.describe())))?;
+            // `without_url`: the error would otherwise print the whole URL, path included.
+            .map_err(|e| NotifyError::Unavailable(format!("{}: {}", self.describe(), e.without_url())))?;
         let status = sent.status();
         if status.is_success() {
             return Ok(());

@@ -74,7 +74,11 @@ impl AlertsSection {
             return Ok(None);
         };
         if !(url.starts_with("http://") || url.starts_with("https://")) {
-            return Err(ConfigError(format!("alerts.webhook_url {url:?}: expected an http:// or https:// URL")));
+            // The URL is a credential: only its scheme is shown.
+            let scheme = url.split_once("://").map_or("none", |(scheme, _)| scheme);
+            return Err(ConfigError(format!(
+                "alerts.webhook_url: expected an http:// or https:// URL (its scheme is {scheme:?})"
+            )));
         }
         Ok(Some(AlertSettings { webhook_url: url, give_up_after: self.give_up_after.unwrap_or(DEFAULT_GIVE_UP) }))
     }

@@ -49,7 +49,23 @@ pub fn router(state: HealthState) -> Router {
         .route("/readyz", get(readyz))
         .route("/status", get(status))
         .route("/metrics", get(metrics_text))
+        .layer(axum::middleware::map_response(scrub_secrets))
         .with_state(state)
+}
+
+/// Every body is scrubbed of registered secrets (`crate::secrets`): an error text from a
+/// dependency can quote a URL.
+async fn scrub_secrets(response: axum::response::Response) -> axum::response::Response {
+    let (parts, body) = response.into_parts();
+    let bytes = match axum::body::to_bytes(body, 16 << 20).await {
+        Ok(bytes) => bytes,
+        Err(e) => return (StatusCode::INTERNAL_SERVER_ERROR, format!("response body: {e}")).into_response(),
+    };
+    let text = String::from_utf8_lossy(&bytes);
+    let clean = crate::secrets::scrub(&text).into_owned();
+    let mut response = axum::response::Response::from_parts(parts, axum::body::Body::from(clean));
+    response.headers_mut().remove(header::CONTENT_LENGTH);
+    response
 }
 
 async fn healthz(State(s): State<HealthState>) -> impl IntoResponse {
