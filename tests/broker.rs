@@ -117,3 +117,43 @@ fn dlq_commands_need_a_broker_and_purge_needs_yes() {
     let purged = s.run_ok(&["dlq", "purge", "--yes"]);
     assert!(String::from_utf8_lossy(&purged.stdout).contains("purged 0 message"));
 }
+
+/// A delivery stopped half-way (the process exits with part of the file confirmed), then
+/// the object is replaced with other content: the new content is never mixed with what
+/// was applied of the old one. It is a visible conflict; the old content uploaded again
+/// finishes exactly as a clean run would.
+#[test]
+fn a_replaced_file_after_an_interrupted_delivery_is_a_conflict_not_a_mix() {
+    let records = |title: &str, keys: std::ops::Range<u64>| -> Vec<String> {
+        keys.map(|k| common::por(k, "C", &format!("{title} {k}"))).collect()
+    };
+    let original = common::esr_file("SEV", "RMC", "20220730", 1, &records("old", 1..2001));
+    let s = sandbox("records_per_message = 1");
+    let name = s.deliver(&original);
+    let (mut child, log) = spawn_run_once(&s, &[("ESR_INGEST_FAULT", "publisher-exit-after-confirms:500")]);
+    let status = wait_with_limit(&mut child, Duration::from_secs(120));
+    assert_eq!(status.code(), Some(70), "the fault hook ends the process\n{}", log_text(&log));
+
+    s.write_file(&name, common::esr_file("SEV", "RMC", "20220730", 1, &records("new", 1001..3001)).1);
+    s.run_once();
+    let st = s.status_json();
+    let reason = common::quarantine_reason(&st, &name).unwrap_or_else(|| panic!("not quarantined: {st:#}"));
+    assert!(reason.starts_with("conflict:"), "{reason}");
+    let export = String::from_utf8(s.export_raw()).unwrap();
+    assert!(!export.contains("\"new "), "records of the new content were applied");
+    assert_eq!(common::next_seq(&st, "SEV"), Some(1), "the stream waits at the conflict: {st:#}");
+
+    s.write_file(&name, &original.1);
+    s.run_once();
+    let reference = tempfile::tempdir().unwrap();
+    std::fs::write(reference.path().join(&name), &original.1).unwrap();
+    assert_eq!(s.export_raw(), embedded_export(reference.path()));
+    let st = s.status_json();
+    assert!(common::quarantined_files(&st).is_empty(), "{st:#}");
+    assert_eq!(count(&st, "applied_files"), 1, "{st:#}");
+    assert_eq!(
+        count(&st, "records_applied") + count(&st, "records_stale") + count(&st, "records_unchanged"),
+        2000,
+        "every line counted exactly once: {st}"
+    );
+}

@@ -50,6 +50,11 @@ fn exit_after_write() -> bool {
     *FAULT.get_or_init(|| std::env::var("ESR_INGEST_FAULT").is_ok_and(|v| v == "consumer-exit-after-write"))
 }
 
+/// The delivery a `multiple` ack must name to settle all of `done`.
+fn highest_tag(done: &[Delivery]) -> Option<&Delivery> {
+    done.iter().max_by_key(|d| d.delivery_tag)
+}
+
 pub struct ConsumerPool {
     link: Arc<Link>,
     store: Arc<dyn Store>,
@@ -136,9 +141,10 @@ impl ConsumerPool {
                         tracing::error!("ESR_INGEST_FAULT: exiting after the store write, before the ack");
                         std::process::exit(70);
                     }
-                    // Every delivery on this channel up to the last one is settled: one ack
-                    // with `multiple` covers them all.
-                    if let Some(last) = done.last()
+                    // Every delivery on this channel up to the highest tag is settled: one
+                    // ack with `multiple` on that tag covers them all (dead-lettered ones
+                    // come first in `done`, whatever their tags).
+                    if let Some(last) = highest_tag(&done)
                         && !last.ack(BasicAckOptions { multiple: true }).await.map_err(fail)?
                     {
                         return Err(ConsumeError::new(Some(epoch), "ack not sent: channel closed"));
@@ -355,5 +361,20 @@ impl ConsumeError {
 impl std::fmt::Display for ConsumeError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(&self.detail)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `done` lists dead-lettered messages first: when one of them has the batch's highest
+    /// tag, the one `multiple` ack must still reach it.
+    #[test]
+    fn the_ack_covers_a_dead_lettered_message_with_the_highest_tag() {
+        let mock = |tag| Delivery::mock(tag, "".into(), "".into(), false, Vec::new());
+        let done = vec![mock(9), mock(3), mock(5), mock(4)];
+        assert_eq!(highest_tag(&done).map(|d| d.delivery_tag), Some(9));
+        assert!(highest_tag(&[]).is_none());
     }
 }

@@ -30,6 +30,24 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
+/// Test hook: `ESR_INGEST_FAULT=publisher-exit-after-confirms:N` makes the process exit
+/// (code 70) once N messages are confirmed: a delivery stopped half-way, with part of the
+/// file at the consumers. Read once; inert unless set.
+fn exit_after_confirms() {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static LIMIT: std::sync::OnceLock<Option<u64>> = std::sync::OnceLock::new();
+    static CONFIRMED: AtomicU64 = AtomicU64::new(0);
+    let limit = LIMIT.get_or_init(|| {
+        std::env::var("ESR_INGEST_FAULT").ok()?.strip_prefix("publisher-exit-after-confirms:")?.parse().ok()
+    });
+    if let Some(limit) = limit
+        && CONFIRMED.fetch_add(1, Ordering::SeqCst) + 1 >= *limit
+    {
+        tracing::error!(confirmed = *limit, "ESR_INGEST_FAULT: exiting with the file half delivered");
+        std::process::exit(70);
+    }
+}
+
 /// How long a confirm may take before the connection is presumed dead (unless blocked).
 const CONFIRM_WAIT: Duration = Duration::from_secs(30);
 /// How often a wait on a blocked broker is logged.
@@ -213,6 +231,7 @@ impl RabbitFile {
             match tokio::time::timeout(BLOCKED_NOTICE, &mut confirm).await {
                 Ok(Ok(Confirmation::Ack(None))) | Ok(Ok(Confirmation::NotRequested)) => {
                     metrics::confirms("ack", 1);
+                    exit_after_confirms();
                     self.window.pop_front();
                     return Ok(());
                 }
