@@ -61,7 +61,25 @@ pub async fn engine(settings: &Settings) -> anyhow::Result<Engine> {
         Some(url) => Arc::new(RabbitDelivery::new(broker_link(settings, url, "publisher").await?, store.clone())),
         None => Arc::new(InProcessDelivery::new(store.clone())),
     };
-    Ok(Engine {
+    Ok(assemble(settings, source, store, delivery))
+}
+
+/// An engine for operator commands that change streams and the ledger but deliver no
+/// records (`sequence skip`): it never connects to a broker.
+pub async fn operator_engine(settings: &Settings) -> anyhow::Result<Engine> {
+    let source = open_source(settings).await?;
+    let store = open_store(settings).await?;
+    let delivery = Arc::new(InProcessDelivery::new(store.clone()));
+    Ok(assemble(settings, source, store, delivery))
+}
+
+fn assemble(
+    settings: &Settings,
+    source: Arc<dyn ObjectSource>,
+    store: Arc<dyn Store>,
+    delivery: Arc<dyn Delivery>,
+) -> Engine {
+    Engine {
         source,
         delivery,
         store,
@@ -71,5 +89,5 @@ pub async fn engine(settings: &Settings) -> anyhow::Result<Engine> {
         clock: Arc::new(SystemClock),
         heartbeat: Arc::new(Heartbeat::default()),
         ownership: None,
-    })
+    }
 }

@@ -159,10 +159,15 @@ pub fn observe(listed: &Listed, entry: Option<&LedgerEntry>, profile: &NameProfi
     };
     let known = listed.fingerprint == entry.fingerprint
         || entry.conflict.as_ref().is_some_and(|c| c.fingerprint == listed.fingerprint);
+    if entry.batch.is_none() {
+        return rejudge_bad_name(listed, entry, known, profile, now);
+    }
     if known {
         return Observation::Unchanged;
     }
-    if entry.state == FileState::Pending || entry.batch.is_none() {
+    // A pending file whose delivery started (it has a digest) is judged by content, like a
+    // processed one: its earlier content may be partly applied.
+    if entry.state == FileState::Pending && entry.sha256.is_none() {
         let mut e = entry.clone();
         e.key = listed.key.clone();
         e.size = listed.size;
@@ -172,6 +177,76 @@ pub fn observe(listed: &Listed, entry: Option<&LedgerEntry>, profile: &NameProfi
         return Observation::Replaced(e);
     }
     Observation::NeedsContent
+}
+
+/// A bad name is judged again on every pass with the current profile: a widened pattern
+/// turns it into a pending batch file with no re-upload needed.
+fn rejudge_bad_name(
+    listed: &Listed,
+    entry: &LedgerEntry,
+    known: bool,
+    profile: &NameProfile,
+    now: DateTime<Utc>,
+) -> Observation {
+    let mut e = entry.clone();
+    match profile.classify(&listed.key) {
+        NameVerdict::Batch(batch) => {
+            e.batch = Some(batch);
+            e.state = FileState::Pending;
+            e.reason = None;
+        }
+        NameVerdict::Bad { reason, .. } if known && entry.reason.as_deref() == Some(reason.as_str()) => {
+            return Observation::Unchanged;
+        }
+        NameVerdict::Bad { reason, .. } => e.reason = Some(reason),
+        NameVerdict::Ignored => return Observation::Unchanged,
+    }
+    e.key = listed.key.clone();
+    e.size = listed.size;
+    e.fingerprint = listed.fingerprint.clone();
+    e.sha256 = None;
+    e.conflict = None;
+    e.updated_at = now;
+    Observation::Replaced(e)
+}
+
+/// Which of the names claiming one SEQ of one region owns it: the first claimant, by
+/// when it was first seen, then by name (names discovered in one pass are recorded in
+/// name order). Every other claimant is a `conflict:` (or a duplicate, when its bytes are
+/// the owner's); the stream never passes the SEQ on the strength of one of them.
+pub fn seq_owner<'a>(claimants: impl IntoIterator<Item = &'a LedgerEntry>) -> Option<&'a LedgerEntry> {
+    claimants
+        .into_iter()
+        .filter(|e| e.batch.is_some())
+        .min_by(|a, b| (a.first_seen, &a.name).cmp(&(b.first_seen, &b.name)))
+}
+
+/// The ledger entry of a second claimant of `owner`'s SEQ, once both contents are known:
+/// skipped as a duplicate when the bytes are the same, otherwise quarantined as a conflict
+/// naming the owner. Returns the entry and whether it is a duplicate.
+pub fn judge_second_claim(
+    entry: &LedgerEntry,
+    owner: &LedgerEntry,
+    sha256: &str,
+    owner_sha256: Option<&str>,
+    now: DateTime<Utc>,
+) -> (LedgerEntry, bool) {
+    let mut e = entry.clone();
+    e.sha256 = Some(sha256.to_string());
+    e.updated_at = now;
+    let (seq, region) = (entry.seq().unwrap_or_default(), entry.region().unwrap_or_default());
+    let duplicate = owner_sha256 == Some(sha256);
+    if duplicate {
+        e.state = FileState::Skipped;
+        e.reason = Some(format!("duplicate: same content as {}, which claimed {region} SEQ {seq} first", owner.name));
+    } else {
+        e.state = FileState::Quarantined;
+        e.reason = Some(format!(
+            "conflict: {region} SEQ {seq} is already claimed by {} ({}); {} is not applied",
+            owner.name, owner.state, entry.name
+        ));
+    }
+    (e, duplicate)
 }
 
 /// The verdict on a new upload of a processed name, once its content hash is known.
@@ -200,7 +275,20 @@ pub fn judge_upload(entry: &LedgerEntry, listed: &Listed, sha256: &str, now: Dat
         e.key = listed.key.clone();
         e.fingerprint = listed.fingerprint.clone();
         e.conflict = None; // the object is back to what was applied
+        if entry.state == FileState::Quarantined && entry.conflict.is_some() {
+            // The content of an interrupted delivery is back: it may be finished.
+            e.state = FileState::Pending;
+            e.reason = None;
+        }
         return UploadVerdict::Duplicate(e);
+    }
+    // A delivery that stopped half-way (pending with a digest), or one already found
+    // replaced: other content can no longer be applied cleanly.
+    let interrupted =
+        entry.state == FileState::Pending || (entry.state == FileState::Quarantined && entry.conflict.is_some());
+    if interrupted {
+        let started = entry.sha256.as_deref().unwrap_or("unknown");
+        return UploadVerdict::Conflict(interrupted_conflict(entry, started, sha256, listed, now));
     }
     match entry.state {
         FileState::Applied | FileState::Delivered => {
@@ -228,6 +316,33 @@ pub fn judge_upload(entry: &LedgerEntry, listed: &Listed, sha256: &str, now: Dat
             UploadVerdict::Revalidate(e)
         }
     }
+}
+
+/// The entry of a pending file whose delivery of content `started` stopped half-way and
+/// which now holds other content (`found`): quarantined as a conflict, since records of the
+/// earlier content may be applied already. Uploading the earlier content again finishes
+/// it; `sequence skip` passes it.
+pub fn interrupted_conflict(
+    entry: &LedgerEntry,
+    started: &str,
+    found: &str,
+    listed: &Listed,
+    now: DateTime<Utc>,
+) -> LedgerEntry {
+    let reason = format!(
+        "conflict: {} was replaced with different content (sha256 {}) after a delivery of its earlier content \
+         (sha256 {}) had started, so records of the earlier content may be applied; not applied. Upload the \
+         earlier content again to finish it, or skip the SEQ",
+        entry.name,
+        short(found),
+        short(started)
+    );
+    let mut e = entry.clone();
+    e.state = FileState::Quarantined;
+    e.reason = Some(reason.clone());
+    e.conflict = Some(Conflict { fingerprint: listed.fingerprint.clone(), sha256: found.to_string(), reason, at: now });
+    e.updated_at = now;
+    e
 }
 
 fn short(sha: &str) -> &str {

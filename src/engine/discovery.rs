@@ -2,7 +2,9 @@
 
 use super::retry::retry_transient;
 use super::{Engine, EngineError, PassReport};
-use crate::core::ledger::{LedgerEntry, Listed, Observation, UploadVerdict, judge_upload, observe};
+use crate::core::ledger::{
+    FileState, LedgerEntry, Listed, Observation, UploadVerdict, judge_second_claim, judge_upload, observe, seq_owner,
+};
 use crate::core::name::{NameVerdict, object_name};
 use crate::ports::source::SourceError;
 use crate::ports::store::Commit;
@@ -119,12 +121,26 @@ impl Engine {
     ) -> Result<BTreeMap<Option<String>, Commit>, EngineError> {
         let now = self.clock.now();
         let mut commits: BTreeMap<Option<String>, Commit> = BTreeMap::new();
+        let mut claims = Claims::index(ledger.values());
         for (name, listed) in objects {
             if cancel.is_cancelled() {
                 return Err(EngineError::Cancelled);
             }
             let changed = match observe(listed, ledger.get(name), &self.profile, now) {
-                Observation::Unchanged => continue,
+                Observation::Unchanged => match ledger.get(name) {
+                    // A file skipped before it was ever read: record what was skipped, so a
+                    // re-delivery of the same bytes is known as a duplicate.
+                    Some(e) if e.state == FileState::Skipped && e.sha256.is_none() => {
+                        match self.content_sha256(listed).await {
+                            Ok(sha) => LedgerEntry { sha256: Some(sha), updated_at: now, ..e.clone() },
+                            Err(e) => {
+                                tracing::warn!(file = %name, error = %e, "cannot read a skipped file to record its content");
+                                continue;
+                            }
+                        }
+                    }
+                    _ => continue,
+                },
                 Observation::New(entry) => {
                     report.discovered += 1;
                     match &entry.reason {
@@ -143,12 +159,13 @@ impl Engine {
                     let Some(entry) = ledger.get(name) else { continue };
                     let sha = match self.content_sha256(listed).await {
                         Ok(sha) => sha,
-                        Err(e) if e.is_transient() => {
+                        // One unreadable object affects that object alone: every other
+                        // name and region goes on.
+                        Err(e) => {
                             tracing::warn!(file = %name, error = %e, "cannot read a new upload; trying again next pass");
                             report.deferred.push((name.clone(), e.to_string()));
                             continue;
                         }
-                        Err(e) => return Err(e.into()),
                     };
                     let verdict = judge_upload(entry, listed, &sha, now);
                     match &verdict {
@@ -169,13 +186,71 @@ impl Engine {
                     verdict.entry().clone()
                 }
             };
+            let changed = match self.second_claim(changed, &claims, ledger, objects, report, cancel).await? {
+                Some((entry, duplicate)) => {
+                    if duplicate {
+                        report.duplicates += 1;
+                        commits.entry(entry.region().map(str::to_string)).or_default().counters.duplicate_files += 1;
+                    } else {
+                        report.conflicts += 1;
+                    }
+                    entry
+                }
+                None => continue,
+            };
+            claims.add(&changed);
             ledger.insert(name.clone(), changed.clone());
             commits.entry(changed.region().map(str::to_string)).or_default().ledger.push(changed);
         }
         Ok(commits)
     }
 
-    async fn content_sha256(&self, listed: &Listed) -> Result<String, SourceError> {
+    /// A file about to wait for its turn whose SEQ another name claimed first is judged
+    /// against that owner (see [`seq_owner`]). Returns the entry to record and whether it
+    /// is a duplicate of the owner; `None` when its content cannot be read now (deferred).
+    async fn second_claim(
+        &self,
+        entry: LedgerEntry,
+        claims: &Claims,
+        ledger: &HashMap<String, LedgerEntry>,
+        objects: &BTreeMap<String, Listed>,
+        report: &mut PassReport,
+        cancel: &CancellationToken,
+    ) -> Result<Option<(LedgerEntry, bool)>, EngineError> {
+        let (Some(region), Some(seq)) = (entry.region(), entry.seq()) else { return Ok(Some((entry, false))) };
+        if entry.state != FileState::Pending {
+            return Ok(Some((entry, false)));
+        }
+        let others = claims.of(region, seq).filter(|n| *n != &entry.name).filter_map(|n| ledger.get(n));
+        let Some(owner) = seq_owner(others.chain(std::iter::once(&entry))).filter(|o| o.name != entry.name) else {
+            return Ok(Some((entry, false)));
+        };
+        let Some(listed) = objects.get(&entry.name) else { return Ok(Some((entry, false))) };
+        let sha = match self.content_sha256(listed).await {
+            Ok(sha) => sha,
+            Err(e) if cancel.is_cancelled() => return Err(e.into()),
+            Err(e) => {
+                tracing::warn!(file = %entry.name, error = %e, "cannot read a second claimant of a SEQ; trying again next pass");
+                report.deferred.push((entry.name.clone(), e.to_string()));
+                return Ok(None);
+            }
+        };
+        let owner_sha = match (&owner.sha256, objects.get(&owner.name)) {
+            (Some(sha), _) => Some(sha.clone()),
+            (None, Some(owner_listed)) => self.content_sha256(owner_listed).await.ok(),
+            (None, None) => None,
+        };
+        let (judged, duplicate) = judge_second_claim(&entry, owner, &sha, owner_sha.as_deref(), self.clock.now());
+        let reason = judged.reason.as_deref().unwrap_or_default();
+        if duplicate {
+            tracing::info!(file = %judged.name, region, seq, %reason, "duplicate of the SEQ's first claimant ignored");
+        } else {
+            tracing::warn!(file = %judged.name, region, seq, %reason, "quarantined");
+        }
+        Ok(Some((judged, duplicate)))
+    }
+
+    pub(super) async fn content_sha256(&self, listed: &Listed) -> Result<String, SourceError> {
         let mut reader = self.source.open(listed).await?;
         let mut hasher = Sha256::new();
         let mut buf = vec![0u8; 64 * 1024];
@@ -190,5 +265,31 @@ impl Engine {
             hasher.update(&buf[..n]);
         }
         Ok(hex::encode(hasher.finalize()))
+    }
+}
+
+/// The names claiming each (region, SEQ), for finding a SEQ's second claimant.
+struct Claims(HashMap<(String, u64), Vec<String>>);
+
+impl Claims {
+    fn index<'a>(ledger: impl IntoIterator<Item = &'a LedgerEntry>) -> Self {
+        let mut claims = Claims(HashMap::new());
+        for entry in ledger {
+            claims.add(entry);
+        }
+        claims
+    }
+
+    fn add(&mut self, entry: &LedgerEntry) {
+        if let (Some(region), Some(seq)) = (entry.region(), entry.seq()) {
+            let names = self.0.entry((region.to_string(), seq)).or_default();
+            if !names.contains(&entry.name) {
+                names.push(entry.name.clone());
+            }
+        }
+    }
+
+    fn of(&self, region: &str, seq: u64) -> impl Iterator<Item = &String> {
+        self.0.get(&(region.to_string(), seq)).into_iter().flatten()
     }
 }

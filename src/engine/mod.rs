@@ -16,6 +16,7 @@ mod pass;
 mod process;
 mod retry;
 pub mod shared;
+mod skip;
 pub mod status;
 pub mod streams;
 
@@ -23,6 +24,7 @@ pub use crate::telemetry::heartbeat::{Heartbeat, WorkerBeat};
 pub use backfill::{BackfillFile, BackfillPlan, BackfillReport};
 pub use export::export_line;
 pub use process::FileOutcome;
+pub use skip::Skipped;
 
 use crate::core::name::NameProfile;
 use crate::core::schema::Layout;
@@ -45,6 +47,9 @@ pub enum EngineError {
     Cancelled,
     #[error("{0}")]
     Operator(String),
+    /// The request itself is wrong (exit code 2 at the command line).
+    #[error("{0}")]
+    Usage(String),
 }
 
 impl EngineError {
@@ -55,7 +60,7 @@ impl EngineError {
             EngineError::Store(e) | EngineError::Delivery(DeliveryError::Store(e)) => e.retry_cause(),
             EngineError::Source(_) => RetryCause::SourceUnavailable,
             EngineError::Delivery(_) => RetryCause::BrokerUnavailable,
-            EngineError::Cancelled | EngineError::Operator(_) => RetryCause::Other,
+            EngineError::Cancelled | EngineError::Operator(_) | EngineError::Usage(_) => RetryCause::Other,
         }
     }
 
@@ -74,7 +79,7 @@ impl EngineError {
             EngineError::Store(e) => e.is_transient(),
             EngineError::Delivery(e) => e.is_transient(),
             EngineError::Cancelled => false,
-            EngineError::Operator(_) => false,
+            EngineError::Operator(_) | EngineError::Usage(_) => false,
         }
     }
 }

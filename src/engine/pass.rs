@@ -156,7 +156,9 @@ impl Engine {
         let outcome = match self.process_file(entry, listed, cancel).await {
             Ok(outcome) => outcome,
             Err(EngineError::Cancelled) => return Err(EngineError::Cancelled),
-            Err(e) if e.is_transient() => {
+            // A source error belongs to this object alone (unreadable, vanished, not a
+            // regular file): its region waits for it, every other region goes on.
+            Err(e) if e.is_transient() || matches!(e, EngineError::Source(_)) => {
                 tracing::warn!(error = %e, "file deferred to the next pass");
                 report.deferred.push((action.name.clone(), e.to_string()));
                 return Ok(false);

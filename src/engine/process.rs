@@ -6,13 +6,13 @@
 
 use super::retry::retry_transient;
 use super::{Engine, EngineError};
-use crate::core::ledger::{FileState, LedgerEntry, Listed};
+use crate::core::ledger::{FileState, LedgerEntry, Listed, interrupted_conflict};
 use crate::core::name::FileName;
 use crate::core::parse::{FileParser, FileSummary, Line, ParseError, Validation};
 use crate::core::record::{Record, Reject};
 use crate::ports::delivery::FileDelivery;
 use crate::ports::source::SourceError;
-use crate::ports::store::FileTicket;
+use crate::ports::store::{Commit, FileTicket};
 use tokio::sync::mpsc;
 use tokio_util::io::SyncIoBridge;
 use tokio_util::sync::CancellationToken;
@@ -63,7 +63,25 @@ impl Engine {
         }
         let expected = validation.summary;
         let reapply = entry.state.is_processed();
-        after.generation = entry.generation.saturating_add(1);
+        // A pending entry with a digest is a delivery that started and stopped half-way.
+        let started = (entry.state == FileState::Pending).then_some(entry.sha256.as_deref()).flatten();
+        match started {
+            // The same content: resume under the same generation, so the receipts of the
+            // interrupted attempt still count.
+            Some(sha) if sha == expected.sha256 => after.generation = entry.generation,
+            // Different content under the same fingerprint (a copy that kept the mtime and
+            // size): the earlier content may be partly applied, so this is a conflict.
+            Some(sha) => {
+                let conflict = interrupted_conflict(entry, sha, &expected.sha256, listed, self.clock.now());
+                return Ok(FileOutcome::Quarantined { entry: conflict });
+            }
+            None => {
+                after.generation = entry.generation.saturating_add(1);
+                if !reapply && self.partial_effects_possible() {
+                    self.record_delivery_start(&after, cancel).await?;
+                }
+            }
+        }
         let generation = after.generation;
         let delivery = retry_transient("delivering a file", cancel, || {
             self.deliver(&file, listed, (reapply, generation), &expected, cancel)
@@ -72,6 +90,27 @@ impl Engine {
         after.state = if self.delivery.asynchronous() { FileState::Delivered } else { FileState::Applied };
         after.reason = None;
         Ok(FileOutcome::Delivered { delivery, entry: after })
+    }
+
+    /// Whether a delivery that stops half-way can leave effects behind: records handed to
+    /// a broker, or a store that writes a file step by step.
+    fn partial_effects_possible(&self) -> bool {
+        self.delivery.asynchronous() || !self.store.atomic_files()
+    }
+
+    /// Records which content (sha256) and generation a pending file's delivery is about to
+    /// deliver, before its first record goes out: a later upload with other content is
+    /// then a visible conflict instead of being mixed with what was already applied.
+    async fn record_delivery_start(
+        &self,
+        starting: &LedgerEntry,
+        cancel: &CancellationToken,
+    ) -> Result<(), EngineError> {
+        let mut intent = starting.clone();
+        intent.state = FileState::Pending;
+        intent.reason = None;
+        let commit = Commit { ledger: vec![intent], fence: self.fence(starting.region()), ..Default::default() };
+        self.commit(commit, cancel).await
     }
 
     async fn validate(&self, file: &FileName, listed: &Listed) -> Result<Validation, EngineError> {

@@ -185,7 +185,7 @@ pub fn status_doc(
                 since: rfc3339(e.updated_at),
             });
         }
-        if let Some(c) = &e.conflict {
+        if let Some(c) = e.conflict.as_ref().filter(|_| e.state != FileState::Quarantined) {
             quarantined.push(QuarantinedFile {
                 file: e.name.clone(),
                 reason: c.reason.clone(),
