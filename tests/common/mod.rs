@@ -6,6 +6,8 @@
 
 #![allow(dead_code)]
 
+pub mod fuzz_checks;
+pub mod history;
 pub mod service;
 
 use std::cell::Cell;
