@@ -23,6 +23,17 @@ async fn sqlite() -> (TempDir, Arc<dyn Store>) {
 
 store_suite!(sqlite_store, sqlite);
 
+/// The same suite with every call delayed or paused at random (no failures): the store's
+/// contract holds whatever the timing.
+async fn sqlite_with_delays() -> (TempDir, Arc<dyn Store>) {
+    use esr_ingest::adapters::unreliable::{FaultKind, FaultPlan, UnreliableStore};
+    let (dir, inner) = sqlite().await;
+    let plan = FaultPlan::new(11, 0.5, vec![FaultKind::Delay, FaultKind::Pause], std::time::Duration::from_millis(20));
+    (dir, Arc::new(UnreliableStore { inner, plan: Arc::new(plan) }))
+}
+
+store_suite!(sqlite_store_with_delays, sqlite_with_delays);
+
 /// Writes files like an upstream drop would, each with a strictly newer mtime.
 struct FolderUploader {
     root: PathBuf,

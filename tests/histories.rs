@@ -30,6 +30,7 @@ fn op() -> impl Strategy<Value = Op> {
         1 => (0..REGIONS.len(), 1..8u64).prop_map(|(region, seq)| Op::Skip { region, seq }),
         3 => Just(Op::Run),
         1 => (0..120u64).prop_map(|delay_ms| Op::KillRun { delay_ms }),
+        2 => any::<u64>().prop_map(|seed| Op::FaultyRun { seed }),
     ]
 }
 
@@ -98,6 +99,22 @@ fn check(ops: &[Op]) -> Result<(), TestCaseError> {
             Op::Run => {
                 let out = sb.run(&["run", "--once"]);
                 prop_assert!(out.status.success(), "step {}: run --once failed\n{}", step, describe(&out));
+                model.run();
+                true
+            }
+            Op::FaultyRun { seed } => {
+                let faults = format!("seed={seed},rate=0.15,kinds=before+after+delay");
+                let out = sb.command(&["run", "--once"]).env("ESR_INGEST_FAULTS", &faults).output().expect("spawn");
+                prop_assert!(
+                    matches!(out.status.code(), Some(0 | 1))
+                        && !String::from_utf8_lossy(&out.stderr).contains("panicked"),
+                    "step {}: run --once with faults ({}) ended badly\n{}",
+                    step,
+                    faults,
+                    describe(&out)
+                );
+                let out = sb.run(&["run", "--once"]);
+                prop_assert!(out.status.success(), "step {}: run --once after faults failed\n{}", step, describe(&out));
                 model.run();
                 true
             }

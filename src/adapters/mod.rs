@@ -13,6 +13,7 @@ pub mod rabbitmq;
 pub mod s3;
 pub mod s3_events;
 pub mod sqlite;
+pub mod unreliable;
 pub mod webhook;
 
 /// A connection URL without its credentials (`scheme://***@host/...`), for logs and

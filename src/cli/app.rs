@@ -6,6 +6,7 @@ use crate::adapters::mongo::MongoStore;
 use crate::adapters::rabbitmq::{ConsumerPool, Link, RabbitDelivery};
 use crate::adapters::s3::S3Source;
 use crate::adapters::sqlite::SqliteStore;
+use crate::adapters::unreliable::{FaultPlan, UnreliableDelivery, UnreliableSource, UnreliableStore};
 use crate::config::{Settings, SourceSpec, StoreSpec};
 use crate::engine::{Engine, Heartbeat, SystemClock};
 use crate::ports::delivery::Delivery;
@@ -14,7 +15,22 @@ use crate::ports::store::Store;
 use anyhow::Context;
 use std::sync::Arc;
 
+/// The test hook's fault plan (`ESR_INGEST_FAULTS`), read once; `None` unless set.
+fn fault_plan() -> anyhow::Result<Option<Arc<FaultPlan>>> {
+    static PLAN: std::sync::OnceLock<Result<Option<Arc<FaultPlan>>, String>> = std::sync::OnceLock::new();
+    PLAN.get_or_init(FaultPlan::from_env).clone().map_err(anyhow::Error::msg)
+}
+
+/// The store, behind the fault-injecting wrapper when the test hook asks for it.
 pub async fn open_store(settings: &Settings) -> anyhow::Result<Arc<dyn Store>> {
+    let store = open_real_store(settings).await?;
+    Ok(match fault_plan()? {
+        Some(plan) => Arc::new(UnreliableStore { inner: store, plan }),
+        None => store,
+    })
+}
+
+async fn open_real_store(settings: &Settings) -> anyhow::Result<Arc<dyn Store>> {
     match &settings.store {
         StoreSpec::Sqlite(path) => {
             let store = SqliteStore::open(path).await.with_context(|| format!("store {}", path.display()))?;
@@ -25,9 +41,13 @@ pub async fn open_store(settings: &Settings) -> anyhow::Result<Arc<dyn Store>> {
 }
 
 async fn open_source(settings: &Settings) -> anyhow::Result<Arc<dyn ObjectSource>> {
-    Ok(match &settings.source {
+    let source: Arc<dyn ObjectSource> = match &settings.source {
         SourceSpec::Folder(path) => Arc::new(FolderSource::new(path)),
         SourceSpec::S3 { bucket, prefix } => Arc::new(S3Source::connect(bucket, prefix, &settings.s3).await),
+    };
+    Ok(match fault_plan()? {
+        Some(plan) => Arc::new(UnreliableSource { inner: source, plan }),
+        None => source,
     })
 }
 
@@ -60,6 +80,10 @@ pub async fn engine(settings: &Settings) -> anyhow::Result<Engine> {
     let delivery: Arc<dyn Delivery> = match &settings.broker {
         Some(url) => Arc::new(RabbitDelivery::new(broker_link(settings, url, "publisher").await?, store.clone())),
         None => Arc::new(InProcessDelivery::new(store.clone())),
+    };
+    let delivery: Arc<dyn Delivery> = match fault_plan()? {
+        Some(plan) => Arc::new(UnreliableDelivery { inner: delivery, plan }),
+        None => delivery,
     };
     Ok(assemble(settings, source, store, delivery))
 }

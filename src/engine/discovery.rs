@@ -83,11 +83,14 @@ impl Engine {
         }
     }
 
-    /// Writes changes with retries for transient store errors.
-    pub(super) async fn commit(&self, commit: Commit, cancel: &CancellationToken) -> Result<(), EngineError> {
+    /// The one door for writes that change a stream or the ledger: gives the commit its
+    /// idempotency id, kept across retries (so a write that took effect but lost its reply
+    /// is not applied twice), and retries transient store errors.
+    pub(super) async fn commit(&self, mut commit: Commit, cancel: &CancellationToken) -> Result<(), EngineError> {
         if commit.is_empty() {
             return Ok(());
         }
+        commit.id.get_or_insert_with(crate::ports::store::new_commit_id);
         retry_transient("writing to the store", cancel, || {
             let c = commit.clone();
             async move { Ok(self.store.commit(c).await?) }

@@ -174,6 +174,7 @@ impl Engine {
                     audit: Vec::new(),
                     counters: CounterDelta::default(),
                     fence: self.fence(Some(stream.region())),
+                    id: Some(crate::ports::store::new_commit_id()),
                 };
                 let tally = match delivery.finish(commit).await {
                     Ok(tally) => tally,

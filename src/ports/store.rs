@@ -95,6 +95,18 @@ pub struct Commit {
     /// (checked atomically with the write); otherwise it fails with
     /// [`StoreError::Fenced`] and writes nothing.
     pub fence: Option<Fence>,
+    /// The idempotency key of this logical write, the same on every retry: a store that
+    /// has already written a commit with this id writes nothing again (a retry whose
+    /// earlier attempt took effect but lost its reply must not count twice).
+    pub id: Option<String>,
+}
+
+/// A fresh idempotency key for a [`Commit`]: 24 hex digits, the creation time in seconds
+/// (4 bytes, so keys sort by age) then 8 random bytes.
+pub fn new_commit_id() -> String {
+    use rand::Rng;
+    let secs = u32::try_from(Utc::now().timestamp().max(0)).unwrap_or(u32::MAX);
+    format!("{secs:08x}{}", hex::encode(rand::rng().random::<[u8; 8]>()))
 }
 
 impl Commit {

@@ -42,6 +42,10 @@ pub enum Op {
     KillRun {
         delay_ms: u64,
     },
+    /// `run --once` with faults injected at every port (seeded), then a clean one.
+    FaultyRun {
+        seed: u64,
+    },
 }
 
 /// A file's name and content from its parameters.

@@ -276,6 +276,7 @@ pub async fn commit_with_file_is_atomic_and_counted(store: Arc<dyn Store>) {
         audit: vec![],
         counters: CounterDelta { applied_files: 1, ..Default::default() },
         fence: None,
+        id: None,
     };
     let tally = txn.commit(commit).await.unwrap();
     assert_eq!(tally, Tally { applied: 1, rejected: 1, ..Default::default() });
@@ -426,11 +427,51 @@ pub async fn leases_fence_out_a_former_owner(store: Arc<dyn Store>) {
     assert_eq!(store.snapshot().await.unwrap().streams[0].next_seq, Some(3));
 }
 
+/// A commit retried after its first attempt took effect (the reply was lost) is written
+/// once: counters, audit entries and ledger count it once, fenced or not.
+pub async fn a_retried_commit_counts_once(store: Arc<dyn Store>) {
+    use esr_ingest::core::lease::Fence;
+    let t0 = Utc.with_ymd_and_hms(2022, 8, 1, 12, 0, 0).unwrap();
+    let lease = store.claim_lease("region/SEV", "a", chrono::TimeDelta::seconds(60), t0).await.unwrap().unwrap();
+    let audit = AuditEntry {
+        at: t0,
+        actor: "ops".into(),
+        action: "sequence skip".into(),
+        region: Some("SEV".into()),
+        seq: Some(4),
+        detail: "twice?".into(),
+    };
+    for fence in [None, Some(Fence { lease: "region/SEV".into(), token: lease.token })] {
+        let commit = Commit {
+            ledger: vec![entry("DE_SEV_RMC_20220730_00000001.DAT", FileState::Skipped)],
+            audit: vec![audit.clone()],
+            counters: CounterDelta { duplicate_files: 1, ..Default::default() },
+            fence,
+            id: Some(esr_ingest::ports::store::new_commit_id()),
+            ..Default::default()
+        };
+        store.commit(commit.clone()).await.unwrap();
+        store.commit(commit).await.unwrap();
+    }
+    assert_eq!(store.counts().await.unwrap().duplicate_files, 2, "two commits, each retried once");
+    assert_eq!(store.audit_log().await.unwrap().len(), 2);
+    // Without an id, every call is a write of its own.
+    let plain = Commit { counters: CounterDelta { duplicate_files: 1, ..Default::default() }, ..Default::default() };
+    store.commit(plain.clone()).await.unwrap();
+    store.commit(plain).await.unwrap();
+    assert_eq!(store.counts().await.unwrap().duplicate_files, 4);
+}
+
 #[macro_export]
 macro_rules! store_suite {
     ($name:ident, $factory:expr) => {
         mod $name {
             use super::*;
+            #[tokio::test]
+            async fn a_retried_commit_counts_once() {
+                let (_guard, store) = $factory().await;
+                conformance::store::a_retried_commit_counts_once(store).await;
+            }
             #[tokio::test]
             async fn leases_fence_out_a_former_owner() {
                 let (_guard, store) = $factory().await;

@@ -193,7 +193,7 @@ fn journal_documents(c: &Commit) -> Vec<Document> {
         .enumerate()
         .map(|(i, ledger)| {
             let mut journal = doc! {
-                "_id": ObjectId::new(),
+                "_id": journal_id(c.id.as_deref(), i),
                 "done": false,
                 "ledger": ledger.iter().map(ledger_doc).collect::<Vec<_>>(),
             };
@@ -205,6 +205,18 @@ fn journal_documents(c: &Commit) -> Vec<Document> {
             journal
         })
         .collect()
+}
+
+/// The id of a commit's `chunk`-th journal document: derived from the commit's idempotency
+/// key, so a retried commit writes the same documents (a duplicate key then means the
+/// earlier attempt got there); a fresh id for a commit without a key.
+fn journal_id(commit: Option<&str>, chunk: usize) -> ObjectId {
+    let Some(mut bytes) = commit.and_then(|id| hex::decode(id).ok()).and_then(|b| <[u8; 12]>::try_from(b).ok()) else {
+        return ObjectId::new();
+    };
+    let tail = u16::from_be_bytes([bytes[10], bytes[11]]).wrapping_add(u16::try_from(chunk % 65_536).unwrap_or(0));
+    bytes[10..12].copy_from_slice(&tail.to_be_bytes());
+    ObjectId::from_bytes(bytes)
 }
 
 pub(super) async fn commit(db: &Database, wc: &Document, c: &Commit) -> Result<(), StoreError> {
@@ -221,10 +233,8 @@ pub(super) async fn commit(db: &Database, wc: &Document, c: &Commit) -> Result<(
         return Ok(());
     }
     for journal in documents {
-        db.run_command(doc! { "insert": JOURNAL, "documents": [journal.clone()], "writeConcern": wc.clone() })
-            .await
-            .map_err(map_err)
-            .and_then(|reply| write_errors(&reply))?;
+        // A duplicate key: an earlier attempt of this commit is in the journal already.
+        super::leases::into_journal(db, wc, std::slice::from_ref(&journal)).await?;
         copy_out(db, &journal).await?;
     }
     Ok(())
@@ -244,18 +254,6 @@ fn audit_doc(a: &AuditEntry) -> Document {
         "at": text_time(a.at), "actor": &a.actor, "action": &a.action, "region": &a.region,
         "seq": a.seq.map(signed), "detail": &a.detail,
     }
-}
-
-fn write_errors(reply: &Document) -> Result<(), StoreError> {
-    if let Ok(errors) = reply.get_array("writeErrors")
-        && let Some(first) = errors.first()
-    {
-        return Err(StoreError::Rejected(format!("mongodb journal write failed: {first}")));
-    }
-    if let Ok(wce) = reply.get_document("writeConcernError") {
-        return Err(StoreError::Io(format!("mongodb write concern not satisfied: {wce}")));
-    }
-    Ok(())
 }
 
 /// Copies one journal document into the collections (idempotent) and marks it done.

@@ -161,9 +161,27 @@ pub(super) fn load_streams(conn: &Connection) -> Result<Vec<StreamRecord>, Store
 }
 
 /// Writes a commit's rows; the caller owns the transaction.
+/// How long commit ids are remembered: far longer than any retry of one write.
+const COMMIT_IDS_KEPT_SECS: i64 = 7 * 24 * 3600;
+
 pub(super) fn write_commit(conn: &Connection, c: &Commit) -> Result<(), StoreError> {
     if let Some(fence) = &c.fence {
         check_fence(conn, fence)?;
+    }
+    if let Some(id) = &c.id {
+        let now = chrono::Utc::now().timestamp();
+        let fresh = conn
+            .prepare_cached("INSERT INTO commits (id, at) VALUES (?1, ?2) ON CONFLICT (id) DO NOTHING")
+            .map_err(map_err)?
+            .execute(params![id, now])
+            .map_err(map_err)?;
+        if fresh == 0 {
+            return Ok(()); // written by an earlier attempt whose reply was lost
+        }
+        conn.prepare_cached("DELETE FROM commits WHERE at < ?1")
+            .map_err(map_err)?
+            .execute(params![now - COMMIT_IDS_KEPT_SECS])
+            .map_err(map_err)?;
     }
     for e in &c.ledger {
         write_object(conn, e)?;

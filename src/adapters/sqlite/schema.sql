@@ -34,6 +34,14 @@ CREATE TABLE IF NOT EXISTS objects (
 );
 CREATE INDEX IF NOT EXISTS objects_by_stream ON objects (region, seq);
 
+-- Ids of recent commits (`Commit::id`): a retried write whose first attempt took effect
+-- is recognised and not applied twice. Pruned after a week.
+CREATE TABLE IF NOT EXISTS commits (
+    id TEXT PRIMARY KEY,
+    at INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS commits_by_age ON commits (at);
+
 CREATE TABLE IF NOT EXISTS streams (
     region        TEXT PRIMARY KEY,
     next_seq      INTEGER,
