@@ -157,3 +157,29 @@ fn a_replaced_file_after_an_interrupted_delivery_is_a_conflict_not_a_mix() {
         "every line counted exactly once: {st}"
     );
 }
+
+/// A backfill while files are still in flight (delivered, not yet applied by consumers)
+/// leaves them to their first delivery: once the consumers run, every file and line is
+/// counted exactly once.
+#[test]
+fn a_backfill_leaves_files_in_flight_to_their_first_delivery() {
+    let inbox = tempfile::tempdir().unwrap();
+    generate(inbox.path(), "SEV,WES", 2, 50, 5);
+    let names = unique("esr-test");
+    let s = Sandbox::with_config(&broker_config(&amqp_url(), &names, "consumers = 0"));
+    copy_inbox(inbox.path(), &s);
+    s.run_once();
+    let st = s.status_json();
+    assert_eq!(st["in_flight"].as_array().map(Vec::len), Some(4), "{st}");
+
+    let out = s.run_ok(&["backfill", "--from", "2000-01-01", "--to", "2099-12-31"]);
+    assert!(common::describe(&out).contains("in flight"), "{}", common::describe(&out));
+
+    let config = s.config.as_ref().unwrap();
+    std::fs::write(config, broker_config(&amqp_url(), &names, "consumers = 2")).unwrap();
+    s.run_once();
+    assert_eq!(s.export_raw(), embedded_export(inbox.path()));
+    let st = s.status_json();
+    assert_eq!(count(&st, "applied_files"), 4, "{st}");
+    assert_eq!(count(&st, "records_applied") + count(&st, "records_stale"), 200, "{st}");
+}

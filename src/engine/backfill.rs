@@ -65,6 +65,13 @@ impl Engine {
                 Some(c.reason.clone())
             } else if entry.state == FileState::Quarantined {
                 Some(format!("quarantined: {}", entry.reason.clone().unwrap_or_default()))
+            } else if entry.state == FileState::Delivered {
+                // Its records are with the consumers: delivering them again now would make
+                // its completion count the second delivery instead of the first.
+                Some(format!(
+                    "in flight: delivery {} of its records is still being applied; backfill it once it is applied",
+                    entry.generation
+                ))
             } else {
                 None
             };
