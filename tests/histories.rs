@@ -8,9 +8,10 @@
 //! `ESR_HISTORY_SEED` (default 1), `ESR_HISTORY_CASES` (histories per test, default 24),
 //! `ESR_HISTORY_STEPS` (operations at most per history, default 24).
 
+mod broker_support;
 mod common;
 
-use common::history::{Model, Op, REGIONS, build_file};
+use common::history::{Installation, Model, Op, REGIONS, build_file};
 use common::*;
 use proptest::prelude::*;
 use proptest::test_runner::{Config, RngAlgorithm, TestCaseError, TestRng, TestRunner};
@@ -39,7 +40,7 @@ fn history(steps: usize) -> impl Strategy<Value = Vec<Op>> {
 }
 
 /// Runs `run --once`, kills it after `delay`, and lets it be; the caller runs again.
-fn killed_run(sb: &Sandbox, delay: Duration) {
+fn killed_run(sb: &dyn Installation, delay: Duration) {
     let mut child = sb
         .command(&["run", "--once"])
         .stdout(std::process::Stdio::null())
@@ -51,9 +52,8 @@ fn killed_run(sb: &Sandbox, delay: Duration) {
     let _ = child.wait();
 }
 
-/// Applies one history to a fresh sandbox and the model; compares after every run.
-fn check(ops: &[Op]) -> Result<(), TestCaseError> {
-    let sb = Sandbox::new();
+/// Applies one history to a fresh installation and the model; compares after every run.
+fn check(sb: &dyn Installation, ops: &[Op]) -> Result<(), TestCaseError> {
     let mut model = Model::default();
     let mut ops = ops.to_vec();
     ops.push(Op::Run);
@@ -63,20 +63,20 @@ fn check(ops: &[Op]) -> Result<(), TestCaseError> {
         let compare = match op {
             Op::Upload { region, seq, kind_full, other_date, variant } => {
                 let (name, text) = build_file(REGIONS[*region], *seq, *kind_full, *other_date, *variant);
-                sb.write_file(&name, &text);
+                sb.write(&name, &text);
                 model.write(&name, text);
                 false
             }
             Op::Touch { pick: i } => {
                 if let Some(name) = pick(*i) {
-                    sb.touch_newer(&name);
+                    sb.touch(&name);
                     model.touch(&name);
                 }
                 false
             }
             Op::Delete { pick: i } => {
                 if let Some(name) = pick(*i) {
-                    std::fs::remove_file(sb.inbox.join(&name)).expect("delete");
+                    sb.delete(&name);
                     model.delete(&name);
                 }
                 false
@@ -119,7 +119,7 @@ fn check(ops: &[Op]) -> Result<(), TestCaseError> {
                 true
             }
             Op::KillRun { delay_ms } => {
-                killed_run(&sb, Duration::from_millis(*delay_ms));
+                killed_run(sb, Duration::from_millis(*delay_ms));
                 let out = sb.run(&["run", "--once"]);
                 prop_assert!(out.status.success(), "step {}: run --once after a kill failed\n{}", step, describe(&out));
                 model.run();
@@ -127,7 +127,7 @@ fn check(ops: &[Op]) -> Result<(), TestCaseError> {
             }
         };
         if compare {
-            let differences = model.differences(&sb);
+            let differences = model.differences(sb);
             prop_assert!(
                 differences.is_empty(),
                 "step {} ({:?}): the binary differs from the model:\n  {}",
@@ -140,18 +140,125 @@ fn check(ops: &[Op]) -> Result<(), TestCaseError> {
     Ok(())
 }
 
-#[test]
-fn embedded_histories_match_the_model() {
+/// Runs the configured number of histories, each in a fresh installation.
+fn run_histories(fresh: impl Fn() -> Box<dyn Installation>, default_cases: u64) {
     let seed = env_number("ESR_HISTORY_SEED", 1);
-    let cases = env_number("ESR_HISTORY_CASES", 24) as u32;
+    let cases = env_number("ESR_HISTORY_CASES", default_cases) as u32;
     let steps = env_number("ESR_HISTORY_STEPS", 24) as usize;
     let config = Config { cases, max_shrink_iters: 256, failure_persistence: None, ..Config::default() };
     let mut bytes = [0u8; 32];
     bytes[..8].copy_from_slice(&seed.to_le_bytes());
     let mut runner = TestRunner::new_with_rng(config, TestRng::from_seed(RngAlgorithm::ChaCha, &bytes));
-    if let Err(e) = runner.run(&history(steps), |ops| check(&ops)) {
+    if let Err(e) = runner.run(&history(steps), |ops| check(fresh().as_ref(), &ops)) {
         panic!(
             "history seed {seed} (ESR_HISTORY_SEED={seed} ESR_HISTORY_CASES={cases} ESR_HISTORY_STEPS={steps}) failed:\n{e}"
         );
+    }
+}
+
+#[test]
+fn embedded_histories_match_the_model() {
+    run_histories(|| Box::new(Sandbox::new()), 24);
+}
+
+#[test]
+fn production_histories_match_the_model() {
+    run_histories(|| Box::new(production::S3Installation::new()), 4);
+}
+
+/// The production path: an S3-compatible server, RabbitMQ and the MongoDB-wire store,
+/// all started by `scripts/test.sh`.
+mod production {
+    use super::broker_support::{amqp_url, broker_config, mongo_uri, unique};
+    use super::common::history::Installation;
+    use std::sync::Mutex;
+    use std::time::{Duration, SystemTime};
+
+    pub struct S3Installation {
+        dir: tempfile::TempDir,
+        bucket: String,
+        store: String,
+        runtime: tokio::runtime::Runtime,
+        client: aws_sdk_s3::Client,
+        /// S3 fingerprints carry LastModified in whole seconds: an upload of the same
+        /// bytes within the second of the last one would not be a new upload.
+        last_put: Mutex<SystemTime>,
+    }
+
+    fn endpoint() -> String {
+        std::env::var("ESR_TEST_S3_ENDPOINT")
+            .expect("ESR_TEST_S3_ENDPOINT is not set: run the tests with scripts/test.sh")
+    }
+
+    impl S3Installation {
+        pub fn new() -> Self {
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a runtime");
+            let settings = esr_ingest::adapters::s3::S3Settings {
+                endpoint: Some(endpoint()),
+                region: Some("us-east-1".into()),
+                force_path_style: true,
+            };
+            let client = runtime.block_on(esr_ingest::adapters::s3::client(&settings));
+            let names = unique("esr-hist");
+            let bucket = names.to_lowercase();
+            runtime.block_on(client.create_bucket().bucket(&bucket).send()).expect("create the bucket");
+            let dir = tempfile::tempdir().expect("a temp dir");
+            // Short leases: a killed run holds its regions until they expire.
+            let config = format!(
+                "lease_ttl = \"2s\"\n{}[s3]\nendpoint = \"{}\"\nregion = \"us-east-1\"\nforce_path_style = true\n",
+                broker_config(&amqp_url(), &names, "records_per_message = 3\nconsumers = 1"),
+                endpoint()
+            );
+            std::fs::write(dir.path().join("esr.toml"), config).expect("write the config");
+            let store = format!("{}/{}", mongo_uri().trim_end_matches('/'), names.replace('-', "_"));
+            Self { dir, bucket, store, runtime, client, last_put: Mutex::new(SystemTime::UNIX_EPOCH) }
+        }
+
+        fn put(&self, name: &str, bytes: Vec<u8>) {
+            let mut last = self.last_put.lock().expect("the clock");
+            let next_second = |t: SystemTime| {
+                let secs = t.duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+                SystemTime::UNIX_EPOCH + Duration::from_secs(secs + 1)
+            };
+            let due = next_second(*last);
+            if let Ok(wait) = due.duration_since(SystemTime::now()) {
+                std::thread::sleep(wait + Duration::from_millis(20));
+            }
+            let put =
+                self.client.put_object().bucket(&self.bucket).key(format!("drop/{name}")).body(bytes.into()).send();
+            self.runtime.block_on(put).expect("upload");
+            *last = SystemTime::now();
+        }
+
+        fn get(&self, name: &str) -> Vec<u8> {
+            let got =
+                self.runtime.block_on(self.client.get_object().bucket(&self.bucket).key(format!("drop/{name}")).send());
+            let body = got.expect("download").body;
+            self.runtime.block_on(body.collect()).expect("read the body").into_bytes().to_vec()
+        }
+    }
+
+    impl Installation for S3Installation {
+        fn write(&self, name: &str, text: &str) {
+            self.put(name, text.as_bytes().to_vec());
+        }
+        fn touch(&self, name: &str) {
+            let bytes = self.get(name);
+            self.put(name, bytes);
+        }
+        fn delete(&self, name: &str) {
+            let delete = self.client.delete_object().bucket(&self.bucket).key(format!("drop/{name}")).send();
+            self.runtime.block_on(delete).expect("delete");
+        }
+        fn command(&self, args: &[&str]) -> std::process::Command {
+            let mut cmd = std::process::Command::new(super::common::BIN);
+            cmd.current_dir(self.dir.path())
+                .args(["--config", "esr.toml", "--store", &self.store])
+                .arg("--source")
+                .arg(format!("s3://{}/drop/", self.bucket))
+                .args(args)
+                .env_remove("ESR_INGEST_CONFIG");
+            cmd
+        }
     }
 }

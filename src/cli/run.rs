@@ -90,6 +90,50 @@ pub async fn drain(engine: &Engine, cancel: &CancellationToken) -> anyhow::Resul
     }
 }
 
+/// `run --once`: one pass, then the files in flight. Regions whose lease another instance
+/// holds (a process that was killed holds its leases until they expire) are waited for, up
+/// to two lease lifetimes, and then named in the error: work is never left silently.
+async fn run_once(
+    engine: &Engine,
+    cancel: &CancellationToken,
+    with_consumers: bool,
+    ownership: Option<&Ownership>,
+    lease_ttl: Duration,
+) -> anyhow::Result<()> {
+    let deadline = Instant::now() + lease_ttl.saturating_mul(2) + Duration::from_secs(2);
+    loop {
+        let report = match engine.pass(cancel).await {
+            Err(EngineError::Cancelled) => {
+                anyhow::bail!("stopped by a shutdown request before everything was processed")
+            }
+            other => other?,
+        };
+        log_pass(&report);
+        if !report.deferred.is_empty() {
+            let (file, why) = &report.deferred[0];
+            anyhow::bail!("{} file(s) could not be processed now; first: {file}: {why}", report.deferred.len());
+        }
+        if with_consumers {
+            drain(engine, cancel).await?;
+        }
+        let elsewhere = ownership.map(Ownership::held_elsewhere).unwrap_or_default();
+        if elsewhere.is_empty() {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            anyhow::bail!(
+                "region lease(s) {} held by another instance for longer than two lease lifetimes; their files were left to it",
+                elsewhere.join(", ")
+            );
+        }
+        tracing::info!(leases = %elsewhere.join(", "), "waiting for regions held by another instance");
+        tokio::select! {
+            () = tokio::time::sleep(Duration::from_millis(500)) => {}
+            () = cancel.cancelled() => anyhow::bail!("stopped by a shutdown request before everything was processed"),
+        }
+    }
+}
+
 /// The notifier is wedged when silent this long (one attempt takes at most 10 s).
 const NOTIFIER_WEDGED_AFTER: Duration = Duration::from_secs(120);
 
@@ -176,23 +220,12 @@ pub async fn run(settings: Settings, once: bool, listen: Option<SocketAddr>) -> 
         .clone()
         .map(|o| o.spawn_keeper(engine.heartbeat.worker("lease keeper", keeper_limit), cancel.clone()));
     if once {
-        let report = match engine.pass(&cancel).await {
-            Err(EngineError::Cancelled) => {
-                anyhow::bail!("stopped by a shutdown request before everything was processed")
-            }
-            other => other?,
-        };
-        log_pass(&report);
-        if !report.deferred.is_empty() {
-            let (file, why) = &report.deferred[0];
-            anyhow::bail!("{} file(s) could not be processed now; first: {file}: {why}", report.deferred.len());
-        }
-        if consumers.is_some() {
-            drain(&engine, &cancel).await?;
-        }
+        let done = run_once(&engine, &cancel, consumers.is_some(), ownership.as_deref(), settings.lease_ttl).await;
+        // The leases go whether or not everything was processed, so the next run need
+        // not wait for them to expire.
         cancel.cancel();
         let_go(keeper, ownership).await;
-        return Ok(EXIT_OK);
+        return done.map(|()| EXIT_OK);
     }
     engine.heartbeat.beat();
     crate::telemetry::metrics::install();

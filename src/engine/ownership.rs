@@ -32,11 +32,13 @@ pub struct Ownership {
     pub ttl: TimeDelta,
     /// Lease name → token, for the leases held.
     held: Mutex<BTreeMap<String, u64>>,
+    /// The leases the last claim wanted and another instance holds.
+    elsewhere: Mutex<BTreeSet<String>>,
 }
 
 impl Ownership {
     pub fn new(store: Arc<dyn Store>, owner: String, ttl: TimeDelta) -> Self {
-        Self { store, owner, ttl, held: Mutex::new(BTreeMap::new()) }
+        Self { store, owner, ttl, held: Mutex::new(BTreeMap::new()), elsewhere: Mutex::new(BTreeSet::new()) }
     }
 
     fn held(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, u64>> {
@@ -60,14 +62,20 @@ impl Ownership {
             self.store.release_lease(name, &self.owner, now).await?;
             self.held().remove(name);
         }
+        let mut elsewhere = BTreeSet::new();
         for name in &names {
             let mine = self.held().contains_key(name);
             if !mine && self.held().len() >= share {
+                elsewhere.insert(name.clone());
                 continue;
             }
             let got = self.store.claim_lease(name, &self.owner, self.ttl, now).await?;
+            if got.is_none() {
+                elsewhere.insert(name.clone());
+            }
             self.record(name, got.map(|l| l.token));
         }
+        *self.elsewhere.lock().unwrap_or_else(PoisonError::into_inner) = elsewhere;
         crate::telemetry::metrics::regions_owned(self.held().len());
         Ok(())
     }
@@ -112,6 +120,12 @@ impl Ownership {
         }
         crate::telemetry::metrics::regions_owned(self.held().len());
         Ok(())
+    }
+
+    /// The leases the last claim wanted but left to other instances (held by them, or
+    /// beyond this instance's share).
+    pub fn held_elsewhere(&self) -> Vec<String> {
+        self.elsewhere.lock().unwrap_or_else(PoisonError::into_inner).iter().cloned().collect()
     }
 
     /// Whether this instance drives `region` now.

@@ -378,7 +378,7 @@ impl Model {
     }
 
     /// Compares the binary's state with the model's; returns every difference.
-    pub fn differences(&self, sb: &Sandbox) -> Vec<String> {
+    pub fn differences(&self, sb: &dyn Installation) -> Vec<String> {
         let mut out = Vec::new();
         let status = sb.status_json();
         for key in [
@@ -459,6 +459,46 @@ impl Model {
             }
         }
         out
+    }
+}
+
+/// Where a history runs: a source to change and the binary's command line over it.
+pub trait Installation {
+    /// Puts `text` as `name`, as a new upload.
+    fn write(&self, name: &str, text: &str);
+    /// Uploads `name` again with the same bytes.
+    fn touch(&self, name: &str);
+    fn delete(&self, name: &str);
+    /// The binary with this installation's source, store and config.
+    fn command(&self, args: &[&str]) -> std::process::Command;
+
+    fn run(&self, args: &[&str]) -> std::process::Output {
+        self.command(args).stdin(std::process::Stdio::null()).output().expect("spawn the esr-ingest binary")
+    }
+    fn status_json(&self) -> Value {
+        let out = self.run(&["status", "--json"]);
+        assert!(out.status.success(), "status failed\n{}", describe(&out));
+        parse_json(&out, "status --json")
+    }
+    fn export_lines(&self) -> Vec<Value> {
+        let out = self.run(&["export"]);
+        assert!(out.status.success(), "export failed\n{}", describe(&out));
+        parse_json_lines(&out.stdout, "export")
+    }
+}
+
+impl Installation for Sandbox {
+    fn write(&self, name: &str, text: &str) {
+        self.write_file(name, text);
+    }
+    fn touch(&self, name: &str) {
+        self.touch_newer(name);
+    }
+    fn delete(&self, name: &str) {
+        std::fs::remove_file(self.inbox.join(name)).expect("delete a file from the inbox");
+    }
+    fn command(&self, args: &[&str]) -> std::process::Command {
+        Sandbox::command(self, args)
     }
 }
 

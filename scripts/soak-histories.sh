@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# Runs model-based random histories (tests/histories.rs) with fresh seeds for a given time
+# and prints what ran. Not part of the test run (CI runs a fixed set of seeds).
+#   scripts/soak-histories.sh [--minutes N] [--mode embedded|production] [--cases N] [--steps N]
+# A failure stops the soak and prints the seed and the shrunk history; rerun it with
+#   ESR_HISTORY_SEED=<seed> ESR_HISTORY_CASES=<cases> cargo nextest run --test histories
+# The production mode needs the test servers: this script starts and stops them.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+minutes=30
+mode=embedded
+cases=20
+steps=30
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --minutes) minutes="$2"; shift 2 ;;
+    --mode) mode="$2"; shift 2 ;;
+    --cases) cases="$2"; shift 2 ;;
+    --steps) steps="$2"; shift 2 ;;
+    *) echo "usage: $0 [--minutes N] [--mode embedded|production] [--cases N] [--steps N]" >&2; exit 2 ;;
+  esac
+done
+case "$mode" in
+  embedded) filter='test(embedded_histories)' ;;
+  production) filter='test(production_histories)' ;;
+  *) echo "--mode is embedded or production" >&2; exit 2 ;;
+esac
+if [ "$mode" = production ]; then
+  servers_dir="$(mktemp -d "${TMPDIR:-/tmp}/esr-ingest-soak.XXXXXX")"
+  trap 'bash scripts/servers.sh stop "$servers_dir" || true; rm -rf "$servers_dir"' EXIT
+  server_env="$(bash scripts/servers.sh start "$servers_dir" s3 rabbitmq mongo)"
+  eval "$server_env"
+fi
+cargo nextest run --locked --no-run -q --test histories
+deadline=$(( $(date +%s) + minutes * 60 ))
+rounds=0
+start=$(date +%s)
+while [ "$(date +%s)" -lt "$deadline" ]; do
+  seed=$(( ($(date +%s%N) / 1000) % 4000000000 ))
+  if ! ESR_HISTORY_SEED=$seed ESR_HISTORY_CASES=$cases ESR_HISTORY_STEPS=$steps \
+      cargo nextest run --locked -q --no-fail-fast --test histories -E "$filter" --failure-output final >"${TMPDIR:-/tmp}/esr-soak-last.log" 2>&1; then
+    cat "${TMPDIR:-/tmp}/esr-soak-last.log"
+    echo "soak ($mode): FAILED at seed $seed after $rounds rounds ($(( rounds * cases )) histories)" >&2
+    exit 1
+  fi
+  rounds=$((rounds + 1))
+done
+elapsed=$(( $(date +%s) - start ))
+echo "soak ($mode): $rounds rounds, $(( rounds * cases )) histories of up to $steps operations, no violation, in ${elapsed}s"
