@@ -9,6 +9,7 @@
 pub mod fuzz_checks;
 pub mod history;
 pub mod service;
+pub mod webhook;
 
 use std::cell::Cell;
 use std::fs;
