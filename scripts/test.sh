@@ -55,3 +55,6 @@ eval "$server_env"
 
 step "tests"
 cargo nextest run --locked --no-fail-fast --failure-output final
+
+step "reliability report (docs/reliability.md)"
+python3 scripts/reliability-report.py

@@ -1,3 +1,4 @@
+#![allow(dead_code)]
 //! The properties the fuzz targets check (`fuzz/fuzz_targets/`), shared with the corpus
 //! replay test (`tests/fuzz_corpus.rs`) so CI checks every committed corpus input.
 
