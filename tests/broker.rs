@@ -2,10 +2,9 @@
 //! with the embedded mode, consumer crashes between write and ack, poison records and
 //! their replay, and the refusal of a drifted topology.
 
-mod broker_support;
 mod common;
 
-use broker_support::*;
+use common::broker::*;
 use common::{Sandbox, count, describe};
 use std::time::Duration;
 

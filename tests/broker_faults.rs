@@ -4,10 +4,9 @@
 //! Each asserts that nothing is lost: the final export equals the embedded export of the
 //! same files, and every line is counted once.
 
-mod broker_support;
 mod common;
 
-use broker_support::*;
+use common::broker::*;
 use common::{Sandbox, count};
 use std::time::Duration;
 

@@ -1,8 +1,8 @@
 //! The delivery conformance suite against RabbitMQ (started by `scripts/test.sh`), with
 //! consumers applying into a SQLite store.
 
+mod common;
 mod conformance;
-mod support;
 
 use esr_ingest::adapters::rabbitmq::{ConsumerPool, Link, RabbitDelivery, RabbitSettings};
 use esr_ingest::adapters::sqlite::SqliteStore;

@@ -1,7 +1,7 @@
 //! The port conformance suites run against the embedded adapters (folder, SQLite).
 
+mod common;
 mod conformance;
-mod support;
 
 use async_trait::async_trait;
 use esr_ingest::adapters::folder::FolderSource;

@@ -9,8 +9,8 @@
 //!
 //! Each test gets its own database.
 
+mod common;
 mod conformance;
-mod support;
 
 use esr_ingest::adapters::mongo::MongoStore;
 use esr_ingest::ports::store::Store;

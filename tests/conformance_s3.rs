@@ -5,8 +5,8 @@
 //! Needs `ESR_TEST_S3_ENDPOINT` (and AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY /
 //! AWS_REGION) as `scripts/servers.sh start` prints them; fails loudly without them.
 
+mod common;
 mod conformance;
-mod support;
 
 use async_trait::async_trait;
 use esr_ingest::adapters::s3::{S3Settings, S3Source, client};
@@ -96,17 +96,19 @@ async fn s3_and_folder_sources_give_the_same_export() {
         up.put(path.file_name().unwrap().to_str().unwrap(), &std::fs::read(path).unwrap()).await;
     }
 
-    let folder = support::embedded_engine(&dir.path().join("inbox"), &dir.path().join("folder.db")).await;
+    let folder = common::engine::embedded_engine(&dir.path().join("inbox"), &dir.path().join("folder.db")).await;
     let cancel = tokio_util::sync::CancellationToken::new();
     folder.pass(&cancel).await.unwrap();
 
-    let mut from_s3 = support::embedded_engine(&dir.path().join("unused"), &dir.path().join("s3.db")).await;
+    let mut from_s3 = common::engine::embedded_engine(&dir.path().join("unused"), &dir.path().join("s3.db")).await;
     from_s3.source = Arc::new(S3Source::connect(&bucket, "drop/", &settings()).await);
     let report = from_s3.pass(&cancel).await.unwrap();
     assert_eq!(report.applied.len(), files.len(), "{report:?}");
 
-    let (a, b) =
-        (support::export_lines(folder.store.as_ref()).await, support::export_lines(from_s3.store.as_ref()).await);
+    let (a, b) = (
+        common::engine::export_lines(folder.store.as_ref()).await,
+        common::engine::export_lines(from_s3.store.as_ref()).await,
+    );
     assert_eq!(a.len(), b.len());
     assert!(a == b, "exports differ");
 }

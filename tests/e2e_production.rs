@@ -3,10 +3,9 @@
 //! consumers to the MongoDB-wire store — and exported byte for byte like the embedded
 //! mode exports the same files.
 
-mod broker_support;
 mod common;
 
-use broker_support::*;
+use common::broker::*;
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
 use std::process::Command;

@@ -4,12 +4,13 @@
 //! files, and no file is applied while an earlier SEQ of its stream is neither applied
 //! nor skipped.
 
-mod support;
+mod common;
 
+use common::engine::*;
+use common::{file_text, por, pos};
 use esr_ingest::core::ledger::FileState;
 use proptest::prelude::*;
 use std::collections::{BTreeMap, BTreeSet};
-use support::*;
 use tokio_util::sync::CancellationToken;
 
 #[derive(Clone, Debug)]

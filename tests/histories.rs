@@ -8,7 +8,6 @@
 //! `ESR_HISTORY_SEED` (default 1), `ESR_HISTORY_CASES` (histories per test, default 24),
 //! `ESR_HISTORY_STEPS` (operations at most per history, default 24).
 
-mod broker_support;
 mod common;
 
 use common::history::{Installation, Model, Op, REGIONS, build_file};
@@ -169,7 +168,7 @@ fn production_histories_match_the_model() {
 /// The production path: an S3-compatible server, RabbitMQ and the MongoDB-wire store,
 /// all started by `scripts/test.sh`.
 mod production {
-    use super::broker_support::{amqp_url, broker_config, mongo_uri, unique};
+    use super::common::broker::{amqp_url, broker_config, mongo_uri, unique};
     use super::common::history::Installation;
     use std::sync::Mutex;
     use std::time::{Duration, SystemTime};

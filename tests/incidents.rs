@@ -2,7 +2,6 @@
 //! the incident happen to the real binary and asserts how it is detected (which signal,
 //! within how long) and that nothing is lost.
 
-mod broker_support;
 mod common;
 
 use common::service::Service;
@@ -40,7 +39,7 @@ fn reference_export(files: &[(String, String)]) -> String {
 /// is marked done before the broker confirmed all of it, and a later run loses nothing.
 #[test]
 fn incident_1_an_unstable_broker_loses_nothing_and_is_reported() {
-    use broker_support::*;
+    use common::broker::*;
     let files = burst(&Sandbox::new());
     let reference = reference_export(&files);
     let s = Sandbox::with_config(&broker_config(&amqp_url(), &unique("esr-incident"), "records_per_message = 1"));

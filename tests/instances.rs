@@ -5,10 +5,9 @@
 //! regions over, the frozen one's late writes are fenced out, and the result is exactly
 //! the embedded mode's: every file applied once, every line counted once.
 
-mod broker_support;
 mod common;
 
-use broker_support::*;
+use common::broker::*;
 use common::service::Service;
 use serde_json::Value;
 use std::collections::BTreeMap;

@@ -1,7 +1,7 @@
 //! Absence alerts with a clock the test moves: a region whose expected file has not come
 //! by its deadline is flagged `late_alert` in the status document, and a file clears it.
 
-mod support;
+mod common;
 
 use chrono::{DateTime, Utc};
 use esr_ingest::config::{ConfigFile, Overrides, Settings};
@@ -32,7 +32,7 @@ fn utc(s: &str) -> DateTime<Utc> {
 
 fn drop_file(inbox: &std::path::Path, seq: u64, date: &str) {
     let name = format!("DE_SEV_RMC_{date}_{seq:08}.DAT");
-    let text = support::file_text("SEV", "RMC", date, seq, &[support::por(seq, "C", "Nurse")]);
+    let text = common::file_text("SEV", "RMC", date, seq, &[common::por(seq, "C", "Nurse")]);
     std::fs::write(inbox.join(name), text).unwrap();
 }
 
@@ -48,7 +48,7 @@ async fn a_missed_deadline_raises_late_alert_and_the_file_clears_it() {
     let settings = Settings::from_file(config, Overrides::default()).unwrap();
     let rules = settings.status_rules();
     let clock = Arc::new(ManualClock(AtomicI64::new(0)));
-    let mut engine = support::embedded_engine(&inbox, &dir.path().join("esr.db")).await;
+    let mut engine = common::engine::embedded_engine(&inbox, &dir.path().join("esr.db")).await;
     engine.clock = clock.clone();
     let cancel = CancellationToken::new();
 

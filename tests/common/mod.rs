@@ -6,6 +6,8 @@
 
 #![allow(dead_code)]
 
+pub mod broker;
+pub mod engine;
 pub mod fuzz_checks;
 pub mod history;
 pub mod service;
@@ -294,6 +296,11 @@ pub fn esr_file(region: &str, kind: &str, date: &str, seq: u32, records: &[impl 
     content.push_str(&trailer(records.len()));
     content.push('\n');
     (esr_name(region, kind, date, seq), content)
+}
+
+/// The text of a well-formed file (see [`esr_file`]).
+pub fn file_text(region: &str, kind: &str, date: &str, seq: u64, records: &[impl AsRef<str>]) -> String {
+    esr_file(region, kind, date, u32::try_from(seq).expect("a SEQ of the tests"), records).1
 }
 
 /// Raw lines (any bytes), each followed by `eol`.

@@ -71,7 +71,7 @@ fn done_commit(store_entry_state: FileState) -> Commit {
 async fn records_arrive(delivery: &dyn Delivery, store: &dyn Store, n: usize) {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     loop {
-        let have = crate::support::export_lines(store).await.len();
+        let have = crate::common::engine::export_lines(store).await.len();
         if have == n || !delivery.asynchronous() {
             assert_eq!(have, n);
             return;

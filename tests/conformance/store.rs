@@ -136,7 +136,7 @@ async fn version_rule_with(store: Arc<dyn Store>, size: fn(FileTicket) -> FileTi
     assert_eq!(t, Tally { unchanged: 2, ..Default::default() });
     let counts = store.counts().await.unwrap();
     assert_eq!((counts.records_applied, counts.records_stale, counts.records_unchanged), (4, 2, 2));
-    let lines = crate::support::export_lines(store.as_ref()).await;
+    let lines = crate::common::engine::export_lines(store.as_ref()).await;
     let v: Vec<serde_json::Value> = lines.iter().map(|l| serde_json::from_str(l).unwrap()).collect();
     assert_eq!(v.len(), 3);
     assert_eq!(
@@ -166,7 +166,7 @@ pub async fn field_names_stay_with_the_values_they_were_stored_with(store: Arc<d
         .await
         .unwrap();
     txn.commit(Commit::default()).await.unwrap();
-    let lines = crate::support::export_lines(store.as_ref()).await;
+    let lines = crate::common::engine::export_lines(store.as_ref()).await;
     let v: Vec<serde_json::Value> = lines.iter().map(|l| serde_json::from_str(l).unwrap()).collect();
     assert_eq!(v[0]["fields"], serde_json::json!({"a": "1", "b": "2"}));
     assert_eq!(v[1]["fields"], serde_json::json!({"a": "x", "b": "y", "c": "z"}));
@@ -193,7 +193,7 @@ pub async fn dropped_file_txn_leaves_nothing(store: Arc<dyn Store>) {
     let counts = store.counts().await.unwrap();
     assert_eq!((counts.duplicate_files, counts.applied_files, counts.records_applied), (1, 0, 0));
     assert!(store.snapshot().await.unwrap().ledger.is_empty());
-    let exported = crate::support::export_lines(store.as_ref()).await;
+    let exported = crate::common::engine::export_lines(store.as_ref()).await;
     if store.atomic_files() {
         assert!(exported.is_empty());
         assert!(store.rejects(None).await.unwrap().is_empty());
@@ -239,7 +239,7 @@ pub async fn delivered_batches_count_once(store: Arc<dyn Store>) {
     assert_eq!(t, Some(Tally { unchanged: 2, ..Default::default() }));
     assert_eq!(store.delivery_progress(file, 2).await.unwrap(), Tally { unchanged: 2, ..Default::default() });
     assert_eq!(store.delivery_progress("other", 1).await.unwrap(), Tally::default());
-    assert_eq!(crate::support::export_lines(store.as_ref()).await.len(), 3);
+    assert_eq!(crate::common::engine::export_lines(store.as_ref()).await.len(), 3);
     // several messages in one call: one entry each, in order
     let both = store
         .apply_delivered(vec![
@@ -249,7 +249,7 @@ pub async fn delivered_batches_count_once(store: Arc<dyn Store>) {
         .await
         .unwrap();
     assert_eq!(both, vec![None, Some(Tally { applied: 1, ..Default::default() })]);
-    assert_eq!(crate::support::export_lines(store.as_ref()).await.len(), 4);
+    assert_eq!(crate::common::engine::export_lines(store.as_ref()).await.len(), 4);
 }
 
 pub async fn delivered_batches_obey_the_version_rule(store: Arc<dyn Store>) {
@@ -258,7 +258,7 @@ pub async fn delivered_batches_obey_the_version_rule(store: Arc<dyn Store>) {
     let older = vec![record("POS", "1", 30, 1, 9, false, "old"), record("POS", "1", 31, 2, 5, true, "")];
     let t = one(store.apply_delivered(vec![delivered("o/1/9", 1, older)]).await).unwrap();
     assert_eq!(t, Some(Tally { stale: 1, unchanged: 1, ..Default::default() }));
-    let lines = crate::support::export_lines(store.as_ref()).await;
+    let lines = crate::common::engine::export_lines(store.as_ref()).await;
     assert_eq!(lines.len(), 1);
     assert!(lines[0].contains(r#""deleted":true"#), "{}", lines[0]);
 }

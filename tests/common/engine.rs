@@ -1,5 +1,5 @@
-//! Shared pieces for tests that use the library directly (not the binary).
-#![allow(dead_code)]
+//! The engine and store over the library directly (not the binary), for the tests that
+//! drive the engine themselves.
 
 use esr_ingest::adapters::folder::FolderSource;
 use esr_ingest::adapters::in_process::InProcessDelivery;
@@ -39,31 +39,4 @@ pub async fn export_lines(store: &dyn Store) -> Vec<String> {
     });
     sent.expect("export");
     lines
-}
-
-/// A valid POR line (13 fields).
-pub fn por(key: u64, indicator: &str, title: &str) -> String {
-    if indicator == "D" {
-        return format!("POR,{key},,D,,,,,,,,,");
-    }
-    format!("POR,{key},,C,42,{title},DPN1,SEV,Y,RA7,1234,Org,Loc")
-}
-
-/// A valid POS line (16 fields).
-pub fn pos(key: u64, indicator: &str, title: &str) -> String {
-    if indicator == "D" {
-        return format!("POS,{key},,D,,,,,,,,,,,,");
-    }
-    format!("POS,{key},,C,7,{title},N1,Ward,,DPN2,SEV,RA7,B5,XN05,Band 5,WK1")
-}
-
-/// A whole file's text with header and trailer.
-pub fn file_text(region: &str, kind: &str, date: &str, seq: u64, lines: &[String]) -> String {
-    let mut s = format!("HDR,{kind},{region},{date},{seq:08}\n");
-    for l in lines {
-        s.push_str(l);
-        s.push('\n');
-    }
-    s.push_str(&format!("TRL,{}\n", lines.len()));
-    s
 }

@@ -6,7 +6,7 @@
 
 #![allow(dead_code)]
 
-use crate::common::{BIN, Sandbox, describe};
+use super::{BIN, Sandbox, describe};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
