@@ -242,7 +242,7 @@ fn check_case(case: &Case, dir: &Path) -> Vec<String> {
         return vec![format!("could not place the object: {why}")];
     }
     if case.expect == Expect::NotAFile {
-        check_not_a_file(&sb, &mut problems);
+        check_not_a_file(&sb, case.special == Some(Special::Directory), &mut problems);
         return problems;
     }
 
@@ -347,7 +347,7 @@ fn check_rejects(sb: &Sandbox, case: &Case, file: &str, problems: &mut Vec<Strin
 
 /// An object that is not a regular file affects itself alone: the run ends, nothing
 /// panics, and another region's valid file is applied.
-fn check_not_a_file(sb: &Sandbox, problems: &mut Vec<String>) {
+fn check_not_a_file(sb: &Sandbox, is_folder: bool, problems: &mut Vec<String>) {
     let other = sb.deliver(&esr_file("WES", "RMC", "20220730", 1, &[por(1, "C", "beside a non-file")]));
     match run_once_with_deadline(sb, NOT_A_FILE_DEADLINE) {
         Err(why) => {
@@ -366,6 +366,14 @@ fn check_not_a_file(sb: &Sandbox, problems: &mut Vec<String>) {
     let status = sb.status_json();
     if let Some(reason) = quarantine_reason(&status, &other) {
         problems.push(format!("the WES file beside it was quarantined: {reason}"));
+    }
+    // The object itself is visible: quarantined with the reason it cannot be read. (A
+    // folder is not an object: it is walked, as an S3 prefix is listed.)
+    let problem = status["quarantined"]
+        .as_array()
+        .and_then(|q| q.iter().find(|e| e["reason"].as_str().is_some_and(|r| r.starts_with("unreadable object:"))));
+    if problem.is_none() && !is_folder {
+        problems.push(format!("the object is not quarantined as unreadable; {}", summary(&status)));
     }
     let wes_next = streams(&status).iter().find(|s| s["region"] == "WES").and_then(|s| s["next_seq"].as_u64());
     if wes_next != Some(2) || count(&status, "records_applied") != 1 {

@@ -168,3 +168,39 @@ name_pattern = '^DE_(?P<region>SEV)_(?P<kind>RMC)_(?P<date>\d{8})_(?P<seq>\d{8})
     record(&export, "POR", "2");
     record(&export, "POR", "5");
 }
+
+/// One object that cannot be read (here an applied name replaced by a FIFO, which would
+/// block whoever opens it) affects that object alone, visibly: the run names it and every
+/// other region goes on.
+#[test]
+fn an_unreadable_object_affects_only_itself() {
+    let sb = Sandbox::new();
+    let sev = sb.deliver(&esr_file("SEV", "RMC", "20220730", 1, &[por(1, "C", "applied before")]));
+    sb.deliver(&esr_file("WES", "RMC", "20220730", 1, &[por(2, "C", "wes one")]));
+    sb.run_once();
+    let path = sb.inbox.join(&sev);
+    std::fs::remove_file(&path).expect("remove");
+    let c_path = std::ffi::CString::new(path.to_str().expect("a UTF-8 path")).expect("a C path");
+    // SAFETY: mkfifo reads a NUL-terminated path that outlives the call.
+    assert_eq!(unsafe { libc::mkfifo(c_path.as_ptr(), 0o644) }, 0, "mkfifo");
+    sb.deliver(&esr_file("WES", "RMC", "20220731", 2, &[por(3, "C", "wes two")]));
+    sb.deliver(&esr_file("YHD", "RMC", "20220731", 5, &[por(4, "C", "a new region")]));
+
+    let mut child = sb.command(&["run", "--once"]).stdout(std::process::Stdio::null()).spawn().expect("spawn");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let code = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status.code();
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("run --once hung on an object that cannot be read");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    assert_eq!(code, Some(1), "the object that cannot be read is reported");
+    let status = sb.status_json();
+    assert_eq!(next_seq(&status, "WES"), Some(3), "{status:#}");
+    assert_eq!(next_seq(&status, "YHD"), Some(6), "{status:#}");
+    assert_eq!(title(record(&sb.export_lines(), "POR", "1")), Some("applied before"));
+}

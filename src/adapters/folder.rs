@@ -42,29 +42,64 @@ fn fingerprint(meta: &Metadata) -> (String, DateTime<Utc>) {
     (format!("{}-{}", meta.len(), nanos), modified)
 }
 
+/// Lists every object under `dir`. A problem with one entry (a sub-folder that cannot be
+/// read, a dangling link, a FIFO or socket) is listed as that object's problem, so it is
+/// quarantined visibly while every other object goes on; only `root` itself failing is an
+/// error of the whole listing.
 fn walk(root: &Path, dir: &Path, out: &mut Vec<Listed>) -> io::Result<()> {
-    for entry in std::fs::read_dir(dir)? {
-        let entry = entry?;
+    let key_of = |path: &Path| {
+        let rel = path.strip_prefix(root).unwrap_or(path);
+        rel.components().map(|c| c.as_os_str().to_string_lossy()).collect::<Vec<_>>().join("/")
+    };
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if dir == root => return Err(e),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()), // removed meanwhile
+        Err(e) => {
+            out.push(problem(key_of(dir), format!("a folder that cannot be read: {e}")));
+            return Ok(());
+        }
+    };
+    for entry in entries {
+        let Ok(entry) = entry else { continue }; // removed while being listed
         let path = entry.path();
-        // Real sub-folders are walked; a symbolic link to a folder is not followed (it
-        // could loop). Links to files are read through.
-        if entry.file_type()?.is_dir() {
+        // Real sub-folders are walked (only a key's last segment is its name, so a folder
+        // starting with `.` is walked too); a symbolic link to a folder is not followed
+        // (it could loop). Links to files are read through.
+        if entry.file_type().is_ok_and(|t| t.is_dir()) {
             walk(root, &path, out)?;
             continue;
         }
-        let meta = match std::fs::metadata(&path) {
-            Ok(m) => m,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => continue, // removed meanwhile
-            Err(e) => return Err(e),
-        };
-        if meta.is_file() && !entry.file_name().to_string_lossy().starts_with('.') {
-            let rel = path.strip_prefix(root).unwrap_or(&path);
-            let key = rel.components().map(|c| c.as_os_str().to_string_lossy()).collect::<Vec<_>>().join("/");
-            let (fingerprint, modified) = fingerprint(&meta);
-            out.push(Listed { key, size: meta.len(), modified, fingerprint });
+        if entry.file_name().to_string_lossy().starts_with('.') {
+            continue; // an upload in progress
+        }
+        let key = key_of(&path);
+        match std::fs::metadata(&path) {
+            Ok(meta) if meta.is_file() => {
+                let (fingerprint, modified) = fingerprint(&meta);
+                out.push(Listed { key, size: meta.len(), modified, fingerprint, problem: None });
+            }
+            Ok(meta) if meta.is_dir() => {} // a link to a folder: not followed
+            Ok(_) => out.push(problem(key, "not a regular file (a FIFO, socket or device)".into())),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => match std::fs::symlink_metadata(&path) {
+                Ok(_) => out.push(problem(key, "a symbolic link whose target does not exist".into())),
+                Err(_) => {} // removed meanwhile
+            },
+            Err(e) => out.push(problem(key, format!("cannot be read: {e}"))),
         }
     }
     Ok(())
+}
+
+/// A listed object that cannot be read; its fingerprint changes when the problem does.
+fn problem(key: String, why: String) -> Listed {
+    let fingerprint = format!("problem-{:016x}", {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        why.hash(&mut h);
+        h.finish()
+    });
+    Listed { key, size: 0, modified: DateTime::UNIX_EPOCH, fingerprint, problem: Some(why) }
 }
 
 #[async_trait]
@@ -103,6 +138,14 @@ impl ObjectSource for FolderSource {
 
     async fn open(&self, object: &Listed) -> Result<ObjectReader, SourceError> {
         let path = self.root.join(&object.key);
+        // Never open what is not a regular file: opening a FIFO would wait for a writer.
+        let kind = tokio::fs::metadata(&path).await.map_err(|e| self.error(&object.key, e))?;
+        if !kind.is_file() {
+            return Err(SourceError::Invalid {
+                location: self.location(&object.key),
+                detail: "not a regular file".into(),
+            });
+        }
         let file = tokio::fs::File::open(&path).await.map_err(|e| self.error(&object.key, e))?;
         let meta = file.metadata().await.map_err(|e| self.error(&object.key, e))?;
         if fingerprint(&meta).0 != object.fingerprint {

@@ -122,6 +122,7 @@ impl ObjectSource for S3Source {
                     size,
                     modified,
                     fingerprint: fingerprint(size, modified, etag),
+                    problem: None,
                 });
             }
         }

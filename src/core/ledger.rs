@@ -23,6 +23,10 @@ pub struct Listed {
     pub modified: DateTime<Utc>,
     /// Changes whenever the object is uploaded again (mtime+size, or the ETag).
     pub fingerprint: String,
+    /// Why the object cannot be read at all (not a regular file, a dangling link, a
+    /// folder that cannot be opened): it is recorded and quarantined with this reason,
+    /// never opened, and every other object goes on.
+    pub problem: Option<String>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -139,6 +143,11 @@ pub fn observe(listed: &Listed, entry: Option<&LedgerEntry>, profile: &NameProfi
             NameVerdict::Batch(b) => (Some(b.clone()), FileState::Pending, None, b.name),
             NameVerdict::Bad { name, reason } => (None, FileState::Quarantined, Some(reason), name),
             NameVerdict::Ignored => return Observation::Unchanged,
+        };
+        // An object that cannot be read at all is named for that, whatever its name.
+        let reason = match (&listed.problem, &batch) {
+            (Some(problem), None) => Some(format!("unreadable object: {problem}")),
+            _ => reason,
         };
         return Observation::New(LedgerEntry {
             name,
@@ -354,7 +363,7 @@ mod tests {
     use super::*;
 
     fn listed(key: &str, fp: &str) -> Listed {
-        Listed { key: key.into(), size: 10, modified: Utc::now(), fingerprint: fp.into() }
+        Listed { key: key.into(), size: 10, modified: Utc::now(), fingerprint: fp.into(), problem: None }
     }
 
     fn new_entry(key: &str) -> LedgerEntry {

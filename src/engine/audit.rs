@@ -219,7 +219,13 @@ mod tests {
     }
 
     fn listed(key: &str, age_hours: i64) -> Listed {
-        Listed { key: key.into(), size: 10, modified: now() - TimeDelta::hours(age_hours), fingerprint: key.into() }
+        Listed {
+            key: key.into(),
+            size: 10,
+            modified: now() - TimeDelta::hours(age_hours),
+            fingerprint: key.into(),
+            problem: None,
+        }
     }
 
     fn entry(key: &str, state: FileState, age_hours: i64) -> LedgerEntry {

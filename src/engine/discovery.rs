@@ -158,6 +158,13 @@ impl Engine {
                     tracing::info!(file = %entry.name, "uploaded again before it was processed; using the newer upload");
                     entry
                 }
+                Observation::NeedsContent if listed.problem.is_some() => {
+                    // Replaced by something that cannot be read: left as it is, visibly.
+                    let problem = listed.problem.as_deref().unwrap_or_default();
+                    tracing::warn!(file = %name, %problem, "a processed name was replaced by an object that cannot be read");
+                    report.deferred.push((name.clone(), format!("unreadable object: {problem}")));
+                    continue;
+                }
                 Observation::NeedsContent => {
                     let Some(entry) = ledger.get(name) else { continue };
                     let sha = match self.content_sha256(listed).await {
@@ -254,6 +261,9 @@ impl Engine {
     }
 
     pub(super) async fn content_sha256(&self, listed: &Listed) -> Result<String, SourceError> {
+        if let Some(problem) = &listed.problem {
+            return Err(SourceError::Invalid { location: listed.key.clone(), detail: problem.clone() });
+        }
         let mut reader = self.source.open(listed).await?;
         let mut hasher = Sha256::new();
         let mut buf = vec![0u8; 64 * 1024];

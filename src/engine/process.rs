@@ -50,6 +50,14 @@ impl Engine {
         let Some(file) = entry.batch.clone() else {
             return Err(EngineError::Operator(format!("{} is not a batch file name", entry.name)));
         };
+        if let Some(problem) = &listed.problem {
+            let mut after = entry.clone();
+            after.state = FileState::Quarantined;
+            after.reason = Some(format!("unreadable object: {problem}"));
+            after.fingerprint = listed.fingerprint.clone();
+            after.updated_at = self.clock.now();
+            return Ok(FileOutcome::Quarantined { entry: after });
+        }
         let validation = retry_transient("validating a file", cancel, || self.validate(&file, listed)).await?;
         let mut after = entry.clone();
         after.sha256 = Some(validation.summary.sha256.clone());
