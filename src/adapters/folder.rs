@@ -81,10 +81,13 @@ fn walk(root: &Path, dir: &Path, out: &mut Vec<Listed>) -> io::Result<()> {
             }
             Ok(meta) if meta.is_dir() => {} // a link to a folder: not followed
             Ok(_) => out.push(problem(key, "not a regular file (a FIFO, socket or device)".into())),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => match std::fs::symlink_metadata(&path) {
-                Ok(_) => out.push(problem(key, "a symbolic link whose target does not exist".into())),
-                Err(_) => {} // removed meanwhile
-            },
+            // Not found through the link but still there itself: a dangling link (else it
+            // was removed meanwhile).
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                if std::fs::symlink_metadata(&path).is_ok() {
+                    out.push(problem(key, "a symbolic link whose target does not exist".into()));
+                }
+            }
             Err(e) => out.push(problem(key, format!("cannot be read: {e}"))),
         }
     }
