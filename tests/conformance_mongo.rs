@@ -61,6 +61,7 @@ macro_rules! real_mongodb_suite {
 }
 
 real_mongodb_suite!(
+    a_retried_commit_counts_once,
     ledger_and_streams_round_trip,
     file_txn_applies_the_version_rule,
     large_files_apply_the_same_version_rule,
@@ -75,3 +76,56 @@ real_mongodb_suite!(
     next_seq_never_goes_back,
     files_in_state_match_the_snapshot,
 );
+
+/// An owner that recorded a commit under its lease and paused before copying it out (the
+/// commit stays in the journal, not done) while its successor wrote the same file's entry:
+/// when the late copy-out runs (here: the replay when the store is opened again), the
+/// successor's entry stays.
+#[tokio::test]
+async fn a_former_owners_late_copy_out_cannot_put_back_an_older_ledger_entry() {
+    use chrono::TimeZone;
+    use esr_ingest::core::lease::Fence;
+    use esr_ingest::core::ledger::FileState;
+    use esr_ingest::ports::store::Commit;
+    use mongodb::bson::{doc, oid::ObjectId};
+    let base = std::env::var("ESR_TEST_MONGO_URI").expect("ESR_TEST_MONGO_URI is not set: run scripts/test.sh");
+    let uri = database_uri(&base);
+    let store = MongoStore::open(&uri).await.expect("open");
+    let t0 = chrono::Utc.with_ymd_and_hms(2022, 8, 1, 12, 0, 0).unwrap();
+    let ttl = chrono::TimeDelta::seconds(10);
+    let a = store.claim_lease("region/SEV", "a", ttl, t0).await.unwrap().expect("a takes the lease");
+    let b =
+        store.claim_lease("region/SEV", "b", ttl, t0 + chrono::TimeDelta::seconds(11)).await.unwrap().expect("lapsed");
+    assert!(b.token > a.token);
+    let name = "DE_SEV_RMC_20220730_00000001.DAT";
+    let entry = conformance::store::entry(name, FileState::Applied);
+    let fenced = Commit {
+        ledger: vec![entry],
+        fence: Some(Fence { lease: "region/SEV".into(), token: b.token }),
+        ..Default::default()
+    };
+    store.commit(fenced).await.expect("b writes the file applied");
+
+    // a's commit, recorded under its (then valid) token before the takeover, copied late.
+    let client = mongodb::Client::with_uri_str(&uri).await.expect("a client");
+    let db = client.default_database().expect("the test database");
+    let mut older = db
+        .collection::<mongodb::bson::Document>("ledger")
+        .find_one(doc! { "_id": name })
+        .await
+        .expect("read")
+        .expect("b's entry");
+    older.insert("state", "pending");
+    older.remove("fence_token");
+    let journal = doc! {
+        "_id": ObjectId::new(), "done": false, "fence_token": a.token as i64, "ledger": [older],
+        "streams": [], "audit": [], "counters": {},
+    };
+    db.collection::<mongodb::bson::Document>("journal").insert_one(journal).await.expect("insert");
+    drop(store);
+
+    let reopened = MongoStore::open(&uri).await.expect("open again (replays the journal)");
+    let snapshot = reopened.snapshot().await.unwrap();
+    let got = snapshot.ledger.iter().find(|e| e.name == name).expect("the entry");
+    assert_eq!(got.state, FileState::Applied, "the former owner's late copy put back an older entry");
+}

@@ -33,7 +33,7 @@ fn record(rtype: &str, key: &str, day: u32, seq: u64, line: u64, deleted: bool, 
     }
 }
 
-fn entry(name: &str, state: FileState) -> LedgerEntry {
+pub fn entry(name: &str, state: FileState) -> LedgerEntry {
     let batch = match NameProfile::default().classify(name) {
         NameVerdict::Batch(b) => Some(b),
         _ => None,

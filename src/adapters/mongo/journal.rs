@@ -21,9 +21,9 @@ use crate::core::record::Tally;
 use crate::core::sequencer::StreamRecord;
 use crate::ports::store::{AuditEntry, Commit, Counts, StoreError};
 use chrono::{DateTime, NaiveDate, SecondsFormat, Utc};
-use mongodb::Database;
 use mongodb::bson::oid::ObjectId;
 use mongodb::bson::{Bson, Document, doc};
+use mongodb::{Collection, Database};
 
 pub(super) const JOURNAL: &str = "journal";
 pub(super) const LEDGER: &str = "ledger";
@@ -197,6 +197,9 @@ fn journal_documents(c: &Commit) -> Vec<Document> {
                 "done": false,
                 "ledger": ledger.iter().map(ledger_doc).collect::<Vec<_>>(),
             };
+            if let Some(fence) = &c.fence {
+                journal.insert("fence_token", signed(fence.token));
+            }
             if i == last {
                 journal.insert("streams", c.streams.iter().map(stream_doc).collect::<Vec<_>>());
                 journal.insert("audit", c.audit.iter().map(audit_doc).collect::<Vec<_>>());
@@ -260,10 +263,10 @@ fn audit_doc(a: &AuditEntry) -> Document {
 async fn copy_out(db: &Database, journal: &Document) -> Result<(), StoreError> {
     let id = journal.get_object_id("_id").map_err(|_| StoreError::Corrupt("journal document without _id".into()))?;
     let ledger = db.collection::<Document>(LEDGER);
+    let token = super::numbers::int(journal.get("fence_token"));
     for e in journal.get_array("ledger").map(|a| a.as_slice()).unwrap_or(&[]) {
         let Some(e) = e.as_document() else { continue };
-        let name = e.get_str("_id").unwrap_or_default();
-        ledger.replace_one(doc! { "_id": name }, e.clone()).upsert(true).await.map_err(map_err)?;
+        copy_ledger_entry(&ledger, e, token).await?;
     }
     let streams = db.collection::<Document>(STREAMS);
     for s in journal.get_array("streams").map(|a| a.as_slice()).unwrap_or(&[]) {
@@ -298,6 +301,33 @@ async fn copy_out(db: &Database, journal: &Document) -> Result<(), StoreError> {
         .await
         .map_err(map_err)?;
     Ok(())
+}
+
+/// Writes one ledger document from the journal. A fenced commit's copy carries its lease
+/// token and never overwrites a document written under a newer token: an owner that
+/// paused between recording a commit and copying it out, and lost its lease meanwhile,
+/// cannot put back an older ledger entry over its successor's (the filter then does not
+/// match, and the upsert's insert meets the existing `_id`). Unfenced writes (an
+/// operator's skip) set the fields and keep the token.
+async fn copy_ledger_entry(ledger: &Collection<Document>, e: &Document, token: Option<i64>) -> Result<(), StoreError> {
+    let name = e.get_str("_id").unwrap_or_default();
+    let mut fields = e.clone();
+    fields.remove("_id");
+    let filter = match token {
+        Some(t) => {
+            fields.insert("fence_token", t);
+            doc! { "_id": name, "$or": [{ "fence_token": { "$lte": t } }, { "fence_token": { "$exists": false } }] }
+        }
+        None => doc! { "_id": name },
+    };
+    match ledger.update_one(filter, doc! { "$set": fields }).upsert(true).await {
+        Ok(_) => Ok(()),
+        Err(e) if super::errors::server_code(&e) == Some(super::errors::DUPLICATE_KEY) => {
+            tracing::warn!(file = %name, "a ledger entry written under a newer lease is kept; the older copy is dropped");
+            Ok(())
+        }
+        Err(e) => Err(map_err(e)),
+    }
 }
 
 /// Copies out every journal document not marked done (after a crash), oldest first.
