@@ -93,10 +93,7 @@ impl Engine {
                 ..Default::default()
             };
             match self.commit(commit, cancel).await {
-                Err(err) if err.is_fenced() => {
-                    self.lost(e.region(), &err);
-                    continue;
-                }
+                Err(err) if err.is_fenced() => continue, // left to the new owner by `commit`
                 other => other?,
             }
             tracing::info!(
