@@ -4,7 +4,8 @@
 #   scripts/soak-histories.sh [--minutes N] [--mode embedded|production] [--cases N] [--steps N]
 # A failure stops the soak and prints the seed and the shrunk history; rerun it with
 #   ESR_HISTORY_SEED=<seed> ESR_HISTORY_CASES=<cases> cargo nextest run --test histories
-# The production mode needs the test servers: this script starts and stops them.
+# The production mode needs the test servers: this script starts and stops them, unless
+# they are already running (ESR_TEST_AMQP_URL and the rest set, as scripts/servers.sh prints).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 minutes=30
@@ -25,7 +26,7 @@ case "$mode" in
   production) test_name=production_histories_match_the_model ;;
   *) echo "--mode is embedded or production" >&2; exit 2 ;;
 esac
-if [ "$mode" = production ]; then
+if [ "$mode" = production ] && [ -z "${ESR_TEST_AMQP_URL:-}" ]; then
   servers_dir="$(mktemp -d "${TMPDIR:-/tmp}/esr-ingest-soak.XXXXXX")"
   trap 'bash scripts/servers.sh stop "$servers_dir" || true; rm -rf "$servers_dir"' EXIT
   server_env="$(bash scripts/servers.sh start "$servers_dir" s3 rabbitmq mongo)"
@@ -43,15 +44,20 @@ deadline=$(( $(date +%s) + minutes * 60 ))
 rounds=0
 start=$(date +%s)
 log="${TMPDIR:-/tmp}/esr-soak-$mode.log"
+totals="$(mktemp)"
 while [ "$(date +%s)" -lt "$deadline" ]; do
   seed=$(( ($(date +%s%N) / 1000) % 4000000000 ))
   if ! ESR_HISTORY_SEED=$seed ESR_HISTORY_CASES=$cases ESR_HISTORY_STEPS=$steps \
-      "$test_bin" --exact "$test_name" >"$log" 2>&1; then
+      "$test_bin" --exact "$test_name" --nocapture >"$log" 2>&1; then
     cat "$log"
-    echo "soak ($mode): FAILED at seed $seed after $rounds rounds ($(( rounds * cases )) histories)" >&2
+    echo "soak ($mode): FAILED at seed $seed after $rounds rounds" >&2
     exit 1
   fi
+  grep -h "^history totals:" "$log" >>"$totals" || true
   rounds=$((rounds + 1))
 done
 elapsed=$(( $(date +%s) - start ))
-echo "soak ($mode): $rounds rounds, $(( rounds * cases )) histories of up to $steps operations, no violation, in ${elapsed}s"
+echo "soak ($mode): $rounds rounds (seeds), no violation, in ${elapsed}s"
+# The sums of every round's totals.
+awk '{ for (i = 3; i <= NF; i++) { split($i, kv, "="); sum[kv[1]] += kv[2]; if (!(kv[1] in seen)) { seen[kv[1]] = 1; order[++n] = kv[1] } } }
+  END { line = "soak totals:"; for (i = 1; i <= n; i++) line = line " " order[i] "=" sum[order[i]]; print line }' "$totals"

@@ -74,6 +74,9 @@ fn main() {
             EXIT_FAILURE
         }
     };
+    if let Some(summary) = esr_ingest::cli::fault_summary() {
+        eprintln!("esr-ingest: {summary}");
+    }
     runtime.shutdown_timeout(std::time::Duration::from_secs(1));
     std::process::exit(code);
 }

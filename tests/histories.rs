@@ -14,7 +14,35 @@ use common::history::{Installation, Model, Op, REGIONS, build_file};
 use common::*;
 use proptest::prelude::*;
 use proptest::test_runner::{Config, RngAlgorithm, TestCaseError, TestRng, TestRunner};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
+
+/// What the histories of this process did, printed at the end (the soak script adds
+/// them up): histories, operations, complete runs, killed runs, runs with faults, and the
+/// faults injected by kind (before, after, delay, pause).
+static TOTALS: [AtomicU64; 9] = [const { AtomicU64::new(0) }; 9];
+const HISTORIES: usize = 0;
+const OPERATIONS: usize = 1;
+const RUNS: usize = 2;
+const KILLED: usize = 3;
+const FAULTY: usize = 4;
+const FAULTS: usize = 5;
+
+fn add(i: usize, n: u64) {
+    TOTALS[i].fetch_add(n, Ordering::Relaxed);
+}
+
+/// Adds up the `injected faults: before=N after=N delay=N pause=N` line of a run.
+fn add_faults(stderr: &[u8]) {
+    let text = String::from_utf8_lossy(stderr);
+    let Some(line) = text.lines().find_map(|l| l.split_once("injected faults: ").map(|(_, rest)| rest.to_string()))
+    else {
+        return;
+    };
+    for (i, part) in line.split_whitespace().enumerate().take(4) {
+        add(FAULTS + i, part.split_once('=').and_then(|(_, n)| n.parse().ok()).unwrap_or(0));
+    }
+}
 
 fn env_number(name: &str, default: u64) -> u64 {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
@@ -56,6 +84,8 @@ fn check(sb: &dyn Installation, ops: &[Op]) -> Result<(), TestCaseError> {
     let mut model = Model::default();
     let mut ops = ops.to_vec();
     ops.push(Op::Run);
+    add(HISTORIES, 1);
+    add(OPERATIONS, ops.len() as u64);
     for (step, op) in ops.iter().enumerate() {
         let names = model.object_names();
         let pick = |i: usize| (!names.is_empty()).then(|| names[i % names.len()].clone());
@@ -104,6 +134,8 @@ fn check(sb: &dyn Installation, ops: &[Op]) -> Result<(), TestCaseError> {
             Op::FaultyRun { seed } => {
                 let faults = format!("seed={seed},rate=0.15,kinds=before+after+delay");
                 let out = sb.command(&["run", "--once"]).env("ESR_INGEST_FAULTS", &faults).output().expect("spawn");
+                add(FAULTY, 1);
+                add_faults(&out.stderr);
                 prop_assert!(
                     matches!(out.status.code(), Some(0 | 1))
                         && !String::from_utf8_lossy(&out.stderr).contains("panicked"),
@@ -119,6 +151,7 @@ fn check(sb: &dyn Installation, ops: &[Op]) -> Result<(), TestCaseError> {
             }
             Op::KillRun { delay_ms } => {
                 killed_run(sb, Duration::from_millis(*delay_ms));
+                add(KILLED, 1);
                 let out = sb.run(&["run", "--once"]);
                 prop_assert!(out.status.success(), "step {}: run --once after a kill failed\n{}", step, describe(&out));
                 model.run();
@@ -126,6 +159,7 @@ fn check(sb: &dyn Installation, ops: &[Op]) -> Result<(), TestCaseError> {
             }
         };
         if compare {
+            add(RUNS, 1);
             let differences = model.differences(sb);
             prop_assert!(
                 differences.is_empty(),
@@ -148,7 +182,13 @@ fn run_histories(fresh: impl Fn() -> Box<dyn Installation>, default_cases: u64) 
     let mut bytes = [0u8; 32];
     bytes[..8].copy_from_slice(&seed.to_le_bytes());
     let mut runner = TestRunner::new_with_rng(config, TestRng::from_seed(RngAlgorithm::ChaCha, &bytes));
-    if let Err(e) = runner.run(&history(steps), |ops| check(fresh().as_ref(), &ops)) {
+    let result = runner.run(&history(steps), |ops| check(fresh().as_ref(), &ops));
+    let t: Vec<u64> = TOTALS.iter().map(|t| t.load(Ordering::Relaxed)).collect();
+    eprintln!(
+        "history totals: histories={} operations={} runs={} killed={} faulty_runs={} faults_before={} faults_after={} faults_delay={} faults_pause={}",
+        t[0], t[1], t[2], t[3], t[4], t[5], t[6], t[7], t[8]
+    );
+    if let Err(e) = result {
         panic!(
             "history seed {seed} (ESR_HISTORY_SEED={seed} ESR_HISTORY_CASES={cases} ESR_HISTORY_STEPS={steps}) failed:\n{e}"
         );

@@ -21,6 +21,13 @@ fn fault_plan() -> anyhow::Result<Option<Arc<FaultPlan>>> {
     PLAN.get_or_init(FaultPlan::from_env).clone().map_err(anyhow::Error::msg)
 }
 
+/// With the test hook on, the faults injected by this process, as one line for stderr.
+pub fn fault_summary() -> Option<String> {
+    let plan = fault_plan().ok().flatten()?;
+    let [before, after, delay, pause] = plan.injected();
+    Some(format!("injected faults: before={before} after={after} delay={delay} pause={pause}"))
+}
+
 /// The store, behind the fault-injecting wrapper when the test hook asks for it.
 pub async fn open_store(settings: &Settings) -> anyhow::Result<Arc<dyn Store>> {
     let store = open_real_store(settings).await?;
