@@ -24,8 +24,13 @@ done
 if [ ! -x /usr/bin/time ]; then
   apt-get update -qq && apt-get install -y -qq time >/dev/null
 fi
-cargo build --release --locked -q
-bin="${CARGO_TARGET_DIR:-$PWD/target}/release/esr-ingest"
+# ESR_BENCH_BIN runs another build (peak RSS barely depends on the build profile).
+if [ -n "${ESR_BENCH_BIN:-}" ]; then
+  bin="$ESR_BENCH_BIN"
+else
+  cargo build --release --locked -q
+  bin="${CARGO_TARGET_DIR:-$PWD/target}/release/esr-ingest"
+fi
 rm -rf "$work" && mkdir -p "$work"
 
 make_input() { # kind, path

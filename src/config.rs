@@ -243,6 +243,8 @@ impl Settings {
             Some(path) => {
                 let text = std::fs::read_to_string(path)
                     .map_err(|e| ConfigError(format!("config {}: {e}", path.display())))?;
+                // Before parsing: a parse error quotes the line it stopped at.
+                crate::secrets::register_urls_in(&text);
                 toml::from_str::<ConfigFile>(&text)
                     .map_err(|e| ConfigError(format!("config {}: {}", path.display(), one_line(&e.to_string()))))?
             }

@@ -12,6 +12,9 @@ use std::sync::{PoisonError, RwLock};
 
 /// Shorter values are not registered: they would scrub ordinary words.
 const MIN_SECRET_LEN: usize = 4;
+/// A URL path shorter than this is not taken for a credential (`/webhook` is no secret;
+/// a Slack-style path is far longer).
+const MIN_SECRET_PATH_LEN: usize = 12;
 
 static SECRETS: RwLock<Vec<String>> = RwLock::new(Vec::new());
 
@@ -20,11 +23,25 @@ pub fn register(secret: &str) {
     if secret.len() < MIN_SECRET_LEN {
         return;
     }
+    // As written, and as a JSON log writes it (quotes and backslashes escaped).
+    let escaped = serde_json::to_string(secret).unwrap_or_default();
+    let escaped = escaped.trim_matches('"');
     let mut secrets = SECRETS.write().unwrap_or_else(PoisonError::into_inner);
-    if !secrets.iter().any(|s| s == secret) {
-        secrets.push(secret.to_string());
-        // Longest first, so a secret that contains another is replaced whole.
-        secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
+    for form in [secret, escaped] {
+        if !form.is_empty() && !secrets.iter().any(|s| s == form) {
+            secrets.push(form.to_string());
+        }
+    }
+    // Longest first, so a secret that contains another is replaced whole.
+    secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
+}
+
+/// Registers the secret parts of every URL in a text (a config file before it is parsed).
+pub fn register_urls_in(text: &str) {
+    for word in text.split(|c: char| c.is_whitespace() || matches!(c, '"' | '\'' | ',' | '[' | ']' | '{' | '}' | '=')) {
+        if word.contains("://") {
+            register_url(word);
+        }
     }
 }
 
@@ -49,7 +66,7 @@ pub fn register_url(url: &str) {
     }
     if matches!(parsed.scheme(), "http" | "https") {
         let path = parsed.path().trim_start_matches('/');
-        if !path.is_empty() {
+        if path.len() >= MIN_SECRET_PATH_LEN {
             register(path);
         }
         if let Some(query) = parsed.query() {

@@ -117,8 +117,10 @@ async fn a_former_owners_late_copy_out_cannot_put_back_an_older_ledger_entry() {
         .expect("b's entry");
     older.insert("state", "pending");
     older.remove("fence_token");
+    older.remove("fence_lease");
     let journal = doc! {
-        "_id": ObjectId::new(), "done": false, "fence_token": a.token as i64, "ledger": [older],
+        "_id": ObjectId::new(), "done": false, "fence_lease": "region/SEV", "fence_token": a.token as i64,
+        "ledger": [older],
         "streams": [], "audit": [], "counters": {},
     };
     db.collection::<mongodb::bson::Document>("journal").insert_one(journal).await.expect("insert");

@@ -204,3 +204,44 @@ fn an_unreadable_object_affects_only_itself() {
     assert_eq!(next_seq(&status, "YHD"), Some(6), "{status:#}");
     assert_eq!(title(record(&sb.export_lines(), "POR", "1")), Some("applied before"));
 }
+
+/// A bad name judged again after its SEQ was claimed by another name claims it from then
+/// on: it is a conflict, never a late file merged into the SEQ.
+#[test]
+fn a_rejudged_bad_name_does_not_take_a_seq_claimed_meanwhile() {
+    let narrow =
+        "[profile]\nname_pattern = '^DE_(?P<region>SEV)_(?P<kind>RMC)_(?P<date>\\d{8})_(?P<seq>\\d{8})\\.DAT$'\n";
+    let sb = Sandbox::with_config(narrow);
+    let early = sb.deliver(&esr_file("SEV", "RMF", "20220731", 2, &[por(9, "C", "the early bad name")]));
+    sb.deliver(&esr_file("SEV", "RMC", "20220730", 1, &[por(1, "C", "one")]));
+    sb.run_once();
+    let owner = sb.deliver(&esr_file("SEV", "RMC", "20220731", 2, &[por(2, "C", "two")]));
+    sb.run_once();
+    let config = sb.config.as_ref().expect("a config file");
+    std::fs::write(config, narrow.replace("RMC)", "RM[CF])")).expect("widen the pattern");
+    sb.run_once();
+
+    let status = sb.status_json();
+    let reason = quarantine_reason(&status, &early).unwrap_or_else(|| panic!("{early} not quarantined:\n{status:#}"));
+    assert!(reason.starts_with("conflict:") && reason.contains(&owner), "{reason}");
+    assert!(find_record(&sb.export_lines(), "POR", "9").is_none(), "the second claimant was applied");
+}
+
+/// A held file deleted before it was ever read claims nothing: the name uploaded in its
+/// place takes the SEQ.
+#[test]
+fn a_deleted_unread_claimant_does_not_hold_its_seq() {
+    let sb = Sandbox::new();
+    sb.deliver(&esr_file("SEV", "RMC", "20220730", 1, &[por(1, "C", "one")]));
+    let mistake = sb.deliver(&esr_file("SEV", "RMF", "20220801", 3, &[por(3, "C", "a mistake")]));
+    sb.run_once();
+    std::fs::remove_file(sb.inbox.join(&mistake)).expect("delete the mistake");
+    sb.deliver(&esr_file("SEV", "RMC", "20220801", 3, &[por(3, "C", "the right three")]));
+    sb.run_once();
+    assert!(quarantined_files(&sb.status_json()).is_empty(), "{:#}", sb.status_json());
+    sb.deliver(&esr_file("SEV", "RMC", "20220731", 2, &[por(2, "C", "two")]));
+    sb.run_once();
+    let status = sb.status_json();
+    assert_eq!(next_seq(&status, "SEV"), Some(4), "{status:#}");
+    assert_eq!(title(record(&sb.export_lines(), "POR", "3")), Some("the right three"));
+}

@@ -100,7 +100,8 @@ async fn run_once(
     ownership: Option<&Ownership>,
     lease_ttl: Duration,
 ) -> anyhow::Result<()> {
-    let deadline = Instant::now() + lease_ttl.saturating_mul(2) + Duration::from_secs(2);
+    // Counted from when a held region is first seen, not from the start of the run.
+    let mut deadline: Option<Instant> = None;
     loop {
         let report = match engine.pass(cancel).await {
             Err(EngineError::Cancelled) => {
@@ -120,6 +121,8 @@ async fn run_once(
         if elsewhere.is_empty() {
             return Ok(());
         }
+        let deadline =
+            *deadline.get_or_insert_with(|| Instant::now() + lease_ttl.saturating_mul(2) + Duration::from_secs(2));
         if Instant::now() > deadline {
             anyhow::bail!(
                 "region lease(s) {} held by another instance for longer than two lease lifetimes; their files were left to it",

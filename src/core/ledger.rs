@@ -203,11 +203,19 @@ fn rejudge_bad_name(
             e.batch = Some(batch);
             e.state = FileState::Pending;
             e.reason = None;
+            // It claims its SEQ from now on: a name that claimed it meanwhile came first.
+            e.first_seen = now;
         }
-        NameVerdict::Bad { reason, .. } if known && entry.reason.as_deref() == Some(reason.as_str()) => {
-            return Observation::Unchanged;
+        NameVerdict::Bad { reason, .. } => {
+            let reason = match &listed.problem {
+                Some(problem) => format!("unreadable object: {problem}"),
+                None => reason,
+            };
+            if known && entry.reason.as_deref() == Some(reason.as_str()) {
+                return Observation::Unchanged;
+            }
+            e.reason = Some(reason);
         }
-        NameVerdict::Bad { reason, .. } => e.reason = Some(reason),
         NameVerdict::Ignored => return Observation::Unchanged,
     }
     e.key = listed.key.clone();
@@ -321,6 +329,7 @@ pub fn judge_upload(entry: &LedgerEntry, listed: &Listed, sha256: &str, now: Dat
             e.fingerprint = listed.fingerprint.clone();
             e.sha256 = None;
             e.reason = None;
+            e.conflict = None;
             e.state = FileState::Pending;
             UploadVerdict::Revalidate(e)
         }

@@ -289,6 +289,9 @@ impl<R: Read> FileParser<R> {
             return Err(FileFault::MissingHeader { line, tag: tag.clone(), found: self.raw(80) });
         }
         let garbled = |why: String| FileFault::GarbledHeader { line, why };
+        if let Some(why) = &self.row.malformed {
+            return Err(garbled(why.clone()));
+        }
         if self.row.len() != 5 {
             return Err(garbled(format!("expected 5 fields, found {}", self.row.len())));
         }
@@ -325,6 +328,9 @@ impl<R: Read> FileParser<R> {
 
     fn parse_trailer(&self, line: u64) -> Result<u64, FileFault> {
         let garbled = |why: String| FileFault::GarbledTrailer { line, why };
+        if let Some(why) = &self.row.malformed {
+            return Err(garbled(why.clone()));
+        }
         if self.row.len() != 2 {
             return Err(garbled(format!("expected 2 fields, found {}", self.row.len())));
         }

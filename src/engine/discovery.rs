@@ -243,11 +243,23 @@ impl Engine {
         if entry.state != FileState::Pending {
             return Ok(Some((entry, false)));
         }
-        let others = claims.of(region, seq).filter(|n| *n != &entry.name).filter_map(|n| ledger.get(n));
+        // A pending claimant that was never read and left the source claims nothing: a
+        // deleted mistake must not hold the SEQ against its replacement.
+        let gone =
+            |e: &&LedgerEntry| e.state == FileState::Pending && e.sha256.is_none() && !objects.contains_key(&e.name);
+        let others =
+            claims.of(region, seq).filter(|n| *n != &entry.name).filter_map(|n| ledger.get(n)).filter(|e| !gone(e));
         let Some(owner) = seq_owner(others.chain(std::iter::once(&entry))).filter(|o| o.name != entry.name) else {
             return Ok(Some((entry, false)));
         };
         let Some(listed) = objects.get(&entry.name) else { return Ok(Some((entry, false))) };
+        if let Some(problem) = &listed.problem {
+            let mut e = entry.clone();
+            e.state = FileState::Quarantined;
+            e.reason = Some(format!("unreadable object: {problem}"));
+            e.updated_at = self.clock.now();
+            return Ok(Some((e, false)));
+        }
         let sha = match self.content_sha256(listed).await {
             Ok(sha) => sha,
             Err(e) if cancel.is_cancelled() => return Err(e.into()),

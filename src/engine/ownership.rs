@@ -142,6 +142,7 @@ impl Ownership {
 
     /// Forgets a lease the store said is no longer ours.
     pub fn lost(&self, region: Option<&str>) {
+        self.elsewhere.lock().unwrap_or_else(PoisonError::into_inner).insert(region_lease(region));
         self.record(&region_lease(region), None);
         crate::telemetry::metrics::regions_owned(self.held().len());
     }

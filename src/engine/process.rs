@@ -51,6 +51,14 @@ impl Engine {
             return Err(EngineError::Operator(format!("{} is not a batch file name", entry.name)));
         };
         if let Some(problem) = &listed.problem {
+            if entry.state == FileState::Pending && entry.sha256.is_some() {
+                // A delivery of its content started: keep that known until the object can
+                // be read again (or is replaced, then judged as a conflict).
+                return Err(EngineError::Source(SourceError::Invalid {
+                    location: listed.key.clone(),
+                    detail: format!("{problem}, while a delivery of its earlier content is unfinished"),
+                }));
+            }
             let mut after = entry.clone();
             after.state = FileState::Quarantined;
             after.reason = Some(format!("unreadable object: {problem}"));
@@ -85,7 +93,7 @@ impl Engine {
             }
             None => {
                 after.generation = entry.generation.saturating_add(1);
-                if !reapply && self.partial_effects_possible() {
+                if entry.state == FileState::Pending && self.partial_effects_possible() {
                     self.record_delivery_start(&after, cancel).await?;
                 }
             }

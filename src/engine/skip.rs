@@ -65,13 +65,15 @@ impl Engine {
         let now = self.clock.now();
         let mut commit = Commit::default();
         let files = stream.skip(seq);
-        let listing = if files.is_empty() { Vec::new() } else { self.source.list().await.unwrap_or_default() };
+        // The files' content is recorded with the skip: without the listing it could not be.
+        let listing = if files.is_empty() { Vec::new() } else { self.source.list().await? };
         for name in &files {
             let Some(mut e) = snapshot.ledger.iter().find(|e| &e.name == name).cloned() else { continue };
             if e.sha256.is_none() {
                 e.sha256 = self.skipped_content(&listing, &e.fingerprint, name).await;
             }
             e.state = FileState::Skipped;
+            e.conflict = None;
             e.reason = Some(format!("skipped by operator: {reason}"));
             e.updated_at = now;
             commit.ledger.push(e);

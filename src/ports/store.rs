@@ -101,12 +101,20 @@ pub struct Commit {
     pub id: Option<String>,
 }
 
-/// A fresh idempotency key for a [`Commit`]: 24 hex digits, the creation time in seconds
-/// (4 bytes, so keys sort by age) then 8 random bytes.
+/// A fresh idempotency key for a [`Commit`]: 24 hex digits laid out like a MongoDB
+/// ObjectId, so keys of one process sort in creation order: the time in seconds (4 bytes),
+/// a random value fixed for the process (5 bytes), a counter (3 bytes).
 pub fn new_commit_id() -> String {
     use rand::Rng;
+    use std::sync::OnceLock;
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static PROCESS: OnceLock<[u8; 5]> = OnceLock::new();
+    static COUNTER: OnceLock<AtomicU32> = OnceLock::new();
+    let process = PROCESS.get_or_init(|| rand::rng().random());
+    let counter = COUNTER.get_or_init(|| AtomicU32::new(rand::rng().random_range(0..1 << 23)));
     let secs = u32::try_from(Utc::now().timestamp().max(0)).unwrap_or(u32::MAX);
-    format!("{secs:08x}{}", hex::encode(rand::rng().random::<[u8; 8]>()))
+    let n = counter.fetch_add(1, Ordering::Relaxed) & 0x00ff_ffff;
+    format!("{secs:08x}{}{n:06x}", hex::encode(process))
 }
 
 impl Commit {

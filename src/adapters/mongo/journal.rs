@@ -198,6 +198,7 @@ fn journal_documents(c: &Commit) -> Vec<Document> {
                 "ledger": ledger.iter().map(ledger_doc).collect::<Vec<_>>(),
             };
             if let Some(fence) = &c.fence {
+                journal.insert("fence_lease", &fence.lease);
                 journal.insert("fence_token", signed(fence.token));
             }
             if i == last {
@@ -211,14 +212,17 @@ fn journal_documents(c: &Commit) -> Vec<Document> {
 }
 
 /// The id of a commit's `chunk`-th journal document: derived from the commit's idempotency
-/// key, so a retried commit writes the same documents (a duplicate key then means the
-/// earlier attempt got there); a fresh id for a commit without a key.
+/// key (laid out like an ObjectId: time, process value, counter), so a retried commit
+/// writes the same documents (a duplicate key then means the earlier attempt got there); a
+/// fresh id for a commit without a key. Later chunks change the process value, never the
+/// counter, so they cannot meet another commit of the same process.
 fn journal_id(commit: Option<&str>, chunk: usize) -> ObjectId {
     let Some(mut bytes) = commit.and_then(|id| hex::decode(id).ok()).and_then(|b| <[u8; 12]>::try_from(b).ok()) else {
         return ObjectId::new();
     };
-    let tail = u16::from_be_bytes([bytes[10], bytes[11]]).wrapping_add(u16::try_from(chunk % 65_536).unwrap_or(0));
-    bytes[10..12].copy_from_slice(&tail.to_be_bytes());
+    let process =
+        u32::from_be_bytes([bytes[5], bytes[6], bytes[7], bytes[8]]) ^ u32::try_from(chunk).unwrap_or(u32::MAX);
+    bytes[5..9].copy_from_slice(&process.to_be_bytes());
     ObjectId::from_bytes(bytes)
 }
 
@@ -263,10 +267,10 @@ fn audit_doc(a: &AuditEntry) -> Document {
 async fn copy_out(db: &Database, journal: &Document) -> Result<(), StoreError> {
     let id = journal.get_object_id("_id").map_err(|_| StoreError::Corrupt("journal document without _id".into()))?;
     let ledger = db.collection::<Document>(LEDGER);
-    let token = super::numbers::int(journal.get("fence_token"));
+    let fence = journal.get_str("fence_lease").ok().zip(super::numbers::int(journal.get("fence_token")));
     for e in journal.get_array("ledger").map(|a| a.as_slice()).unwrap_or(&[]) {
         let Some(e) = e.as_document() else { continue };
-        copy_ledger_entry(&ledger, e, token).await?;
+        copy_ledger_entry(&ledger, e, fence).await?;
     }
     let streams = db.collection::<Document>(STREAMS);
     for s in journal.get_array("streams").map(|a| a.as_slice()).unwrap_or(&[]) {
@@ -304,19 +308,26 @@ async fn copy_out(db: &Database, journal: &Document) -> Result<(), StoreError> {
 }
 
 /// Writes one ledger document from the journal. A fenced commit's copy carries its lease
-/// token and never overwrites a document written under a newer token: an owner that
-/// paused between recording a commit and copying it out, and lost its lease meanwhile,
-/// cannot put back an older ledger entry over its successor's (the filter then does not
-/// match, and the upsert's insert meets the existing `_id`). Unfenced writes (an
-/// operator's skip) set the fields and keep the token.
-async fn copy_ledger_entry(ledger: &Collection<Document>, e: &Document, token: Option<i64>) -> Result<(), StoreError> {
+/// and token and never overwrites a document written under a newer token of the same
+/// lease: an owner that paused between recording a commit and copying it out, and lost
+/// its lease meanwhile, cannot put back an older ledger entry over its successor's (the
+/// filter then does not match, and the upsert's insert meets the existing `_id`). Tokens
+/// of different leases are not compared (a bad name's entry moves to its region's lease
+/// once the name is judged a batch file). Unfenced writes (an operator's skip) set the
+/// fields and keep the lease and token.
+async fn copy_ledger_entry(
+    ledger: &Collection<Document>,
+    e: &Document,
+    fence: Option<(&str, i64)>,
+) -> Result<(), StoreError> {
     let name = e.get_str("_id").unwrap_or_default();
     let mut fields = e.clone();
     fields.remove("_id");
-    let filter = match token {
-        Some(t) => {
+    let filter = match fence {
+        Some((lease, t)) => {
+            fields.insert("fence_lease", lease);
             fields.insert("fence_token", t);
-            doc! { "_id": name, "$or": [{ "fence_token": { "$lte": t } }, { "fence_token": { "$exists": false } }] }
+            doc! { "_id": name, "$or": [{ "fence_lease": { "$ne": lease } }, { "fence_token": { "$lte": t } }] }
         }
         None => doc! { "_id": name },
     };
