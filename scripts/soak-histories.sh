@@ -40,6 +40,12 @@ for line in sys.stdin:
     if m.get("reason") == "compiler-artifact" and m.get("executable") and m["target"]["name"] == "histories":
         print(m["executable"])')"
 [ -x "$test_bin" ] || { echo "could not build the histories test binary" >&2; exit 1; }
+# Copies of both binaries, so a rebuild while the soak runs cannot pull them away.
+copies="$(mktemp -d)"
+cp "$test_bin" "$copies/histories"
+cp "$(dirname "$(dirname "$test_bin")")/esr-ingest" "$copies/esr-ingest"
+test_bin="$copies/histories"
+export ESR_INGEST_TEST_BIN="$copies/esr-ingest"
 deadline=$(( $(date +%s) + minutes * 60 ))
 rounds=0
 start=$(date +%s)

@@ -7,8 +7,6 @@ use common::service::Service;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-const BIN: &str = common::BIN;
-
 fn start(dir: &std::path::Path) -> Service {
     std::fs::write(dir.join("esr.toml"), "poll_interval = \"100ms\"\n[health]\nlisten = \"127.0.0.1:0\"\n").unwrap();
     Service::start(dir, &["--source", "inbox", "--store", "state.db"])
@@ -51,7 +49,7 @@ fn health_endpoints_lock_and_graceful_shutdown() {
     assert_eq!(body["streams"][0]["next_seq"], 2, "{body}");
 
     // a second service on the same store is refused, clearly
-    let second = Command::new(BIN)
+    let second = Command::new(common::bin())
         .current_dir(dir.path())
         .args(["--source", "inbox", "--store", "state.db", "run", "--once"])
         .env_remove("ESR_INGEST_CONFIG")
@@ -76,13 +74,14 @@ fn health_endpoints_lock_and_graceful_shutdown() {
     assert_eq!(status.code(), Some(0));
 
     // the file was applied, and the lock is gone with the process
-    let out = Command::new(BIN)
+    let out = Command::new(common::bin())
         .current_dir(dir.path())
         .args(["--source", "inbox", "--store", "state.db", "run", "--once"])
         .env_remove("ESR_INGEST_CONFIG")
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
-    let export = Command::new(BIN).current_dir(dir.path()).args(["--store", "state.db", "export"]).output().unwrap();
+    let export =
+        Command::new(common::bin()).current_dir(dir.path()).args(["--store", "state.db", "export"]).output().unwrap();
     assert_eq!(String::from_utf8_lossy(&export.stdout).lines().count(), 1);
 }

@@ -59,7 +59,7 @@ async fn s3_to_rabbitmq_to_mongodb_exports_what_the_embedded_mode_exports() {
     let source = format!("s3://{bucket}/drop/");
     let dir = work.path().to_path_buf();
     let cli = move |args: &[&str]| {
-        let out = Command::new(common::BIN)
+        let out = Command::new(common::bin())
             .current_dir(&dir)
             .args(["--config", "esr.toml", "--source", &source, "--store", &store])
             .args(args)
@@ -117,7 +117,7 @@ async fn an_s3_event_notification_starts_work_within_seconds() {
     let source = format!("s3://{bucket}/in/");
     let store = work.path().join("s.db");
     let base = |args: &[&str]| {
-        let mut c = Command::new(common::BIN);
+        let mut c = Command::new(common::bin());
         c.current_dir(work.path())
             .args(["--config", "esr.toml", "--source", &source, "--store"])
             .arg(&store)

@@ -290,7 +290,7 @@ mod production {
             self.runtime.block_on(delete).expect("delete");
         }
         fn command(&self, args: &[&str]) -> std::process::Command {
-            let mut cmd = std::process::Command::new(super::common::BIN);
+            let mut cmd = std::process::Command::new(super::common::bin());
             cmd.current_dir(self.dir.path())
                 .args(["--config", "esr.toml", "--store", &self.store])
                 .arg("--source")

@@ -17,7 +17,7 @@ const FILES: u64 = 4 * 6;
 const LINES: u64 = FILES * 1500;
 
 fn status(dir: &std::path::Path, store: &str) -> Value {
-    let out = std::process::Command::new(common::BIN)
+    let out = std::process::Command::new(common::bin())
         .current_dir(dir)
         .args(["--config", "esr.toml", "--source", "inbox", "--store", store, "status", "--json"])
         .output()
@@ -119,7 +119,7 @@ fn three_instances_on_one_store_survive_a_kill_and_a_freeze() {
     let tokens: Vec<u64> = st["leases"].as_array().unwrap().iter().map(|l| l["token"].as_u64().unwrap()).collect();
     assert!(tokens.iter().any(|t| *t >= 2), "leases changed hands after the kill: {st}");
 
-    let export = std::process::Command::new(common::BIN)
+    let export = std::process::Command::new(common::bin())
         .current_dir(dir.path())
         .args(["--config", "esr.toml", "--source", "inbox", "--store", &store, "export"])
         .output()

@@ -213,7 +213,9 @@ impl Engine {
                     if duplicate {
                         report.duplicates += 1;
                         commits.entry(entry.region().map(str::to_string)).or_default().counters.duplicate_files += 1;
-                    } else {
+                    } else if entry.state == FileState::Quarantined
+                        && entry.reason.as_deref().is_some_and(|r| r.starts_with("conflict:"))
+                    {
                         report.conflicts += 1;
                     }
                     entry

@@ -6,7 +6,7 @@
 
 #![allow(dead_code)]
 
-use super::{BIN, Sandbox, describe};
+use super::{Sandbox, bin, describe};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -37,7 +37,7 @@ pub fn broker_config(url: &str, names: &str, extra: &str) -> String {
 
 /// Generates synthetic files into `inbox`.
 pub fn generate(inbox: &Path, regions: &str, days: u32, records: u64, seed: u64) {
-    let out = Command::new(BIN)
+    let out = Command::new(bin())
         .args(["generate", "--out"])
         .arg(inbox)
         .args(["--regions", regions, "--days", &days.to_string(), "--records", &records.to_string()])

@@ -21,8 +21,13 @@ use std::time::{Duration, SystemTime};
 
 use serde_json::Value;
 
-/// The binary under test, built by cargo for the integration tests.
-pub const BIN: &str = env!("CARGO_BIN_EXE_esr-ingest");
+/// The binary under test: the one cargo built for the integration tests, or
+/// `ESR_INGEST_TEST_BIN` (the soak script runs a copy, so a rebuild cannot pull the
+/// binary from under a running soak).
+pub fn bin() -> &'static str {
+    static BIN: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    BIN.get_or_init(|| std::env::var("ESR_INGEST_TEST_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_esr-ingest").into()))
+}
 
 /// The project's root, read when the test runs (cargo and nextest set it): a test binary
 /// reused from a build in another checkout must not read that checkout's files.
@@ -69,7 +74,7 @@ impl Sandbox {
 
     /// The binary with this sandbox's global flags, ready for more settings.
     pub fn command(&self, args: &[&str]) -> Command {
-        let mut cmd = Command::new(BIN);
+        let mut cmd = Command::new(bin());
         cmd.arg("--source").arg(&self.inbox);
         cmd.arg("--store").arg(&self.store);
         if let Some(config) = &self.config {

@@ -29,7 +29,7 @@ impl Service {
 
     /// [`Service::start`] with extra environment variables.
     pub fn start_with_env(dir: &std::path::Path, args: &[&str], env: &[(&str, &str)]) -> Service {
-        let mut child = Command::new(super::BIN)
+        let mut child = Command::new(super::bin())
             .current_dir(dir)
             .args(["--config", "esr.toml", "--log-format", "json"])
             .args(args)

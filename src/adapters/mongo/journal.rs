@@ -307,14 +307,17 @@ async fn copy_out(db: &Database, journal: &Document) -> Result<(), StoreError> {
     Ok(())
 }
 
-/// Writes one ledger document from the journal. A fenced commit's copy carries its lease
-/// and token and never overwrites a document written under a newer token of the same
-/// lease: an owner that paused between recording a commit and copying it out, and lost
-/// its lease meanwhile, cannot put back an older ledger entry over its successor's (the
-/// filter then does not match, and the upsert's insert meets the existing `_id`). Tokens
-/// of different leases are not compared (a bad name's entry moves to its region's lease
-/// once the name is judged a batch file). Unfenced writes (an operator's skip) set the
-/// fields and keep the lease and token.
+/// Writes one ledger document from the journal. A fenced commit's copy records its token
+/// under its lease (`fences.<lease>`) and never overwrites a document written under a newer
+/// token of the same lease: an owner that paused between recording a commit and copying
+/// it out, and lost its lease meanwhile, cannot put back an older ledger entry over its
+/// successor's. Tokens of different leases are not compared (a bad name's entry moves to
+/// its region's lease once the name is judged a batch file). Unfenced writes (an
+/// operator's skip) set the fields and keep the tokens.
+///
+/// Three plain steps rather than one filter with `$or`/`$not` (which the MongoDB-wire
+/// stand-in in CI evaluates wrongly): update if the stored token is not newer, update if
+/// there is none, insert; a duplicate key on the insert means a newer token holds it.
 async fn copy_ledger_entry(
     ledger: &Collection<Document>,
     e: &Document,
@@ -323,15 +326,24 @@ async fn copy_ledger_entry(
     let name = e.get_str("_id").unwrap_or_default();
     let mut fields = e.clone();
     fields.remove("_id");
-    let filter = match fence {
-        Some((lease, t)) => {
-            fields.insert("fence_lease", lease);
-            fields.insert("fence_token", t);
-            doc! { "_id": name, "$or": [{ "fence_lease": { "$ne": lease } }, { "fence_token": { "$lte": t } }] }
-        }
-        None => doc! { "_id": name },
+    let Some((lease, token)) = fence else {
+        ledger.update_one(doc! { "_id": name }, doc! { "$set": fields }).upsert(true).await.map_err(map_err)?;
+        return Ok(());
     };
-    match ledger.update_one(filter, doc! { "$set": fields }).upsert(true).await {
+    let path = format!("fences.{lease}");
+    let mut set = fields.clone();
+    set.insert(path.as_str(), token);
+    for guard in [doc! { "$lte": token }, doc! { "$exists": false }] {
+        let filter = doc! { "_id": name, path.as_str(): guard };
+        let done = ledger.update_one(filter, doc! { "$set": set.clone() }).await.map_err(map_err)?;
+        if done.matched_count > 0 {
+            return Ok(());
+        }
+    }
+    let mut fresh = fields;
+    fresh.insert("_id", name);
+    fresh.insert("fences", doc! { lease: token });
+    match ledger.insert_one(fresh).await {
         Ok(_) => Ok(()),
         Err(e) if super::errors::server_code(&e) == Some(super::errors::DUPLICATE_KEY) => {
             tracing::warn!(file = %name, "a ledger entry written under a newer lease is kept; the older copy is dropped");
