@@ -11,7 +11,8 @@ use std::sync::{Arc, OnceLock};
 
 /// Any object key: classified without a panic; a batch name keeps the contract's rules.
 pub fn name(key: &str) {
-    match NameProfile::default().classify(key) {
+    static PROFILE: OnceLock<NameProfile> = OnceLock::new();
+    match PROFILE.get_or_init(NameProfile::default).classify(key) {
         NameVerdict::Batch(file) => {
             assert_eq!(file.name, object_name(key));
             assert_eq!(file.region.len(), 3);
