@@ -226,22 +226,3 @@ fn a_rejudged_bad_name_does_not_take_a_seq_claimed_meanwhile() {
     assert!(reason.starts_with("conflict:") && reason.contains(&owner), "{reason}");
     assert!(find_record(&sb.export_lines(), "POR", "9").is_none(), "the second claimant was applied");
 }
-
-/// A held file deleted before it was ever read claims nothing: the name uploaded in its
-/// place takes the SEQ.
-#[test]
-fn a_deleted_unread_claimant_does_not_hold_its_seq() {
-    let sb = Sandbox::new();
-    sb.deliver(&esr_file("SEV", "RMC", "20220730", 1, &[por(1, "C", "one")]));
-    let mistake = sb.deliver(&esr_file("SEV", "RMF", "20220801", 3, &[por(3, "C", "a mistake")]));
-    sb.run_once();
-    std::fs::remove_file(sb.inbox.join(&mistake)).expect("delete the mistake");
-    sb.deliver(&esr_file("SEV", "RMC", "20220801", 3, &[por(3, "C", "the right three")]));
-    sb.run_once();
-    assert!(quarantined_files(&sb.status_json()).is_empty(), "{:#}", sb.status_json());
-    sb.deliver(&esr_file("SEV", "RMC", "20220731", 2, &[por(2, "C", "two")]));
-    sb.run_once();
-    let status = sb.status_json();
-    assert_eq!(next_seq(&status, "SEV"), Some(4), "{status:#}");
-    assert_eq!(title(record(&sb.export_lines(), "POR", "3")), Some("the right three"));
-}

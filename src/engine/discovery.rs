@@ -245,12 +245,9 @@ impl Engine {
         if entry.state != FileState::Pending {
             return Ok(Some((entry, false)));
         }
-        // A pending claimant that was never read and left the source claims nothing: a
-        // deleted mistake must not hold the SEQ against its replacement.
-        let gone =
-            |e: &&LedgerEntry| e.state == FileState::Pending && e.sha256.is_none() && !objects.contains_key(&e.name);
-        let others =
-            claims.of(region, seq).filter(|n| *n != &entry.name).filter_map(|n| ledger.get(n)).filter(|e| !gone(e));
+        // Every claimant counts, even one deleted before it was read: letting it lapse would
+        // let both names be pending at the SEQ once it is uploaded again.
+        let others = claims.of(region, seq).filter(|n| *n != &entry.name).filter_map(|n| ledger.get(n));
         let Some(owner) = seq_owner(others.chain(std::iter::once(&entry))).filter(|o| o.name != entry.name) else {
             return Ok(Some((entry, false)));
         };
