@@ -160,7 +160,7 @@ fn check(sb: &dyn Installation, ops: &[Op]) -> Result<(), TestCaseError> {
         };
         if compare {
             add(RUNS, 1);
-            let differences = model.differences(sb);
+            let differences = model.differences(sb, sb.per_step_store());
             prop_assert!(
                 differences.is_empty(),
                 "step {} ({:?}): the binary differs from the model:\n  {}",
@@ -288,6 +288,9 @@ mod production {
         fn delete(&self, name: &str) {
             let delete = self.client.delete_object().bucket(&self.bucket).key(format!("drop/{name}")).send();
             self.runtime.block_on(delete).expect("delete");
+        }
+        fn per_step_store(&self) -> bool {
+            true
         }
         fn command(&self, args: &[&str]) -> std::process::Command {
             let mut cmd = std::process::Command::new(super::common::bin());
