@@ -22,9 +22,15 @@ pub fn mongo_uri() -> String {
         .expect("ESR_TEST_MONGO_URI is not set: run the tests with scripts/test.sh, which starts the servers")
 }
 
+/// A name no other test, and no earlier run of this one, has used: process ids come
+/// back over a long soak, so the process's start time is part of it.
 pub fn unique(prefix: &str) -> String {
     static N: AtomicU32 = AtomicU32::new(0);
-    format!("{prefix}-{}-{}", std::process::id(), N.fetch_add(1, Ordering::SeqCst))
+    static START: std::sync::OnceLock<u128> = std::sync::OnceLock::new();
+    let start = START.get_or_init(|| {
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_micros() % 1_000_000_000)
+    });
+    format!("{prefix}-{}-{start}-{}", std::process::id(), N.fetch_add(1, Ordering::SeqCst))
 }
 
 /// A config using `url` with queue names of its own, plus `extra` TOML for [rabbitmq].
