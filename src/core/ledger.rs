@@ -114,6 +114,16 @@ pub struct LedgerEntry {
 }
 
 impl LedgerEntry {
+    /// Points the entry at a newer upload whose content is not known yet.
+    fn point_at(&mut self, listed: &Listed, now: DateTime<Utc>) {
+        self.key = listed.key.clone();
+        self.size = listed.size;
+        self.fingerprint = listed.fingerprint.clone();
+        self.sha256 = None;
+        self.conflict = None;
+        self.updated_at = now;
+    }
+
     pub fn seq(&self) -> Option<u64> {
         self.batch.as_ref().map(|b| b.seq)
     }
@@ -178,11 +188,7 @@ pub fn observe(listed: &Listed, entry: Option<&LedgerEntry>, profile: &NameProfi
     // processed one: its earlier content may be partly applied.
     if entry.state == FileState::Pending && entry.sha256.is_none() {
         let mut e = entry.clone();
-        e.key = listed.key.clone();
-        e.size = listed.size;
-        e.fingerprint = listed.fingerprint.clone();
-        e.sha256 = None;
-        e.updated_at = now;
+        e.point_at(listed, now);
         return Observation::Replaced(e);
     }
     Observation::NeedsContent
@@ -218,12 +224,7 @@ fn rejudge_bad_name(
         }
         NameVerdict::Ignored => return Observation::Unchanged,
     }
-    e.key = listed.key.clone();
-    e.size = listed.size;
-    e.fingerprint = listed.fingerprint.clone();
-    e.sha256 = None;
-    e.conflict = None;
-    e.updated_at = now;
+    e.point_at(listed, now);
     Observation::Replaced(e)
 }
 
@@ -324,12 +325,8 @@ pub fn judge_upload(entry: &LedgerEntry, listed: &Listed, sha256: &str, now: Dat
             UploadVerdict::Conflict(e)
         }
         FileState::Quarantined | FileState::Skipped | FileState::Pending => {
-            e.key = listed.key.clone();
-            e.size = listed.size;
-            e.fingerprint = listed.fingerprint.clone();
-            e.sha256 = None;
+            e.point_at(listed, now);
             e.reason = None;
-            e.conflict = None;
             e.state = FileState::Pending;
             UploadVerdict::Revalidate(e)
         }
