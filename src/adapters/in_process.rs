@@ -50,7 +50,11 @@ impl FileDelivery for InProcessFile {
         Ok(self.txn.reject(batch).await?)
     }
 
-    async fn finish(self: Box<Self>, commit: Commit) -> Result<Tally, DeliveryError> {
+    async fn settle(&mut self) -> Result<Tally, DeliveryError> {
+        Ok(self.txn.settle().await?)
+    }
+
+    async fn commit(self: Box<Self>, commit: Commit) -> Result<(), DeliveryError> {
         Ok(self.txn.commit(commit).await?)
     }
 }

@@ -249,7 +249,11 @@ impl FileTxn for UnreliableTxn {
         let inner = &mut self.inner;
         self.plan.around("file reject", store_fault, || inner.reject(batch)).await
     }
-    async fn commit(self: Box<Self>, commit: Commit) -> Result<Tally, StoreError> {
+    async fn settle(&mut self) -> Result<Tally, StoreError> {
+        let inner = &mut self.inner;
+        self.plan.around("file settle", store_fault, || inner.settle()).await
+    }
+    async fn commit(self: Box<Self>, commit: Commit) -> Result<(), StoreError> {
         let UnreliableTxn { inner, plan } = *self;
         plan.around("file commit", store_fault, || inner.commit(commit)).await
     }
@@ -293,9 +297,13 @@ impl FileDelivery for UnreliableFileDelivery {
         let inner = &mut self.inner;
         self.plan.around("delivery reject", delivery_fault, || inner.reject(batch)).await
     }
-    async fn finish(self: Box<Self>, commit: Commit) -> Result<Tally, DeliveryError> {
+    async fn settle(&mut self) -> Result<Tally, DeliveryError> {
+        let inner = &mut self.inner;
+        self.plan.around("delivery settle", delivery_fault, || inner.settle()).await
+    }
+    async fn commit(self: Box<Self>, commit: Commit) -> Result<(), DeliveryError> {
         let UnreliableFileDelivery { inner, plan } = *self;
-        plan.around("delivery finish", delivery_fault, || inner.finish(commit)).await
+        plan.around("delivery commit", delivery_fault, || inner.commit(commit)).await
     }
 }
 

@@ -111,6 +111,9 @@ pub struct LedgerEntry {
     /// How many times its records were handed to a broker; message and receipt ids
     /// carry it, so a re-delivery (a backfill) is told apart from a retried one.
     pub generation: u32,
+    /// The file is counted in `applied_files`: set the first time it became applied, and
+    /// kept (a backfill or a re-upload applies it again without counting it again).
+    pub counted: bool,
 }
 
 impl LedgerEntry {
@@ -174,6 +177,7 @@ pub fn observe(listed: &Listed, entry: Option<&LedgerEntry>, profile: &NameProfi
             record_lines: 0,
             tally: Tally::default(),
             generation: 0,
+            counted: false,
         });
     };
     let known = listed.fingerprint == entry.fingerprint

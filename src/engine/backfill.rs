@@ -113,9 +113,18 @@ impl Engine {
             let span = tracing::info_span!("backfill", region = %f.region, file = %f.name, seq = f.seq);
             let tally = async {
                 Ok::<_, EngineError>(match self.process_file(entry, listed, cancel).await? {
-                    FileOutcome::Delivered { delivery, entry: after } => {
-                        delivery.finish(Commit { ledger: vec![after], ..Default::default() }).await?
-                    }
+                    FileOutcome::Delivered { delivery, entry: after } => match self
+                        .commit_file(delivery, after, Vec::new())
+                        .await
+                    {
+                        Ok(written) => written.tally,
+                        Err(e) if e.is_superseded() => {
+                            // Applied by `run` meanwhile: its records are there already.
+                            report.excluded.push((f.name.clone(), format!("applied meanwhile by another writer: {e}")));
+                            Tally::default()
+                        }
+                        Err(e) => return Err(e),
+                    },
                     FileOutcome::Quarantined { entry: after } => {
                         let reason = after.reason.clone().unwrap_or_default();
                         tracing::warn!(%reason, "quarantined");

@@ -9,7 +9,6 @@
 use super::{Engine, EngineError};
 use crate::core::ledger::{FileState, LedgerEntry};
 use crate::core::record::Tally;
-use crate::ports::store::{Commit, CounterDelta};
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
@@ -81,18 +80,8 @@ impl Engine {
                 continue;
             }
             let mut done = e.clone();
-            done.state = FileState::Applied;
-            done.tally = t;
             done.updated_at = self.clock.now();
-            let mut records = t;
-            records.rejected = 0; // rejects are counted where they are kept
-            let commit = Commit {
-                ledger: vec![done],
-                counters: CounterDelta { applied_files: u64::from(e.generation <= 1), duplicate_files: 0, records },
-                fence: self.fence(e.region()),
-                ..Default::default()
-            };
-            match self.commit(commit, cancel).await {
+            match self.commit(super::door::applied(done, t), cancel).await {
                 Err(err) if err.is_fenced() => continue, // left to the new owner by `commit`
                 other => other?,
             }

@@ -75,41 +75,6 @@ impl Engine {
         Ok(())
     }
 
-    /// Notes that another instance holds `region`'s lease now.
-    pub(super) fn lost(&self, region: Option<&str>, why: &EngineError) {
-        tracing::warn!(region = region.unwrap_or("-"), error = %why, "region left to the instance that holds its lease");
-        if let Some(o) = &self.ownership {
-            o.lost(region);
-        }
-    }
-
-    /// The one door for writes that change a stream or the ledger (a pass, a backfill, an
-    /// operator's skip): gives the commit its idempotency id, kept across retries (so a
-    /// write that took effect but lost its reply is not applied twice); attaches the fence
-    /// of its region's lease when ownership is on; retries transient store errors; and
-    /// turns a refusal by the fence into the region being left to its new owner.
-    pub(super) async fn commit(&self, mut commit: Commit, cancel: &CancellationToken) -> Result<(), EngineError> {
-        if commit.is_empty() {
-            return Ok(());
-        }
-        commit.id.get_or_insert_with(crate::ports::store::new_commit_id);
-        let region = commit_region(&commit);
-        if commit.fence.is_none() {
-            commit.fence = self.fence(region.as_deref());
-        }
-        let written = retry_transient("writing to the store", cancel, || {
-            let c = commit.clone();
-            async move { Ok(self.store.commit(c).await?) }
-        })
-        .await;
-        if let Err(e) = &written
-            && e.is_fenced()
-        {
-            self.lost(region.as_deref(), e);
-        }
-        written
-    }
-
     /// The newest listed object for every name that is not ignored.
     pub(super) fn by_name(&self, listing: Vec<Listed>) -> BTreeMap<String, Listed> {
         let mut out: BTreeMap<String, Listed> = BTreeMap::new();
@@ -328,15 +293,4 @@ impl Claims {
     fn of(&self, region: &str, seq: u64) -> impl Iterator<Item = &String> {
         self.0.get(&(region.to_string(), seq)).into_iter().flatten()
     }
-}
-
-/// The region a commit is about (`None` inside: bad names). A commit is about one region:
-/// its ledger entries and streams all belong to it.
-fn commit_region(commit: &Commit) -> Option<String> {
-    commit
-        .ledger
-        .first()
-        .map(|e| e.region().map(str::to_string))
-        .or_else(|| commit.streams.first().map(|s| Some(s.region.clone())))
-        .flatten()
 }

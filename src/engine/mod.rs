@@ -10,6 +10,7 @@ pub mod audit;
 mod backfill;
 pub mod completion;
 mod discovery;
+mod door;
 mod export;
 pub mod ownership;
 mod pass;
@@ -70,6 +71,16 @@ impl EngineError {
             self,
             EngineError::Store(StoreError::Fenced(_))
                 | EngineError::Delivery(DeliveryError::Store(StoreError::Fenced(_)))
+        )
+    }
+
+    /// A write refused because another writer changed what it was built from (a file
+    /// counted meanwhile): nothing was written; the next pass plans it again.
+    pub fn is_superseded(&self) -> bool {
+        matches!(
+            self,
+            EngineError::Store(StoreError::Superseded(_))
+                | EngineError::Delivery(DeliveryError::Store(StoreError::Superseded(_)))
         )
     }
 

@@ -4,7 +4,7 @@ use super::streams::build_streams;
 use super::{Engine, EngineError, FileOutcome, PassReport};
 use crate::core::ledger::{LedgerEntry, Listed};
 use crate::core::sequencer::{Apply, Stream};
-use crate::ports::store::{AuditEntry, Commit, CounterDelta};
+use crate::ports::store::{AuditEntry, Commit};
 use futures::StreamExt;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use tokio_util::sync::CancellationToken;
@@ -166,25 +166,17 @@ impl Engine {
             Err(e) => return Err(e),
         };
         match outcome {
-            FileOutcome::Delivered { delivery, mut entry } => {
+            FileOutcome::Delivered { delivery, entry } => {
                 stream.applied(&action.name, action.seq);
-                let commit = Commit {
-                    ledger: vec![entry.clone()],
-                    streams: vec![stream.record().clone()],
-                    audit: Vec::new(),
-                    counters: CounterDelta::default(),
-                    fence: self.fence(Some(stream.region())),
-                    id: Some(crate::ports::store::new_commit_id()),
-                };
-                let tally = match delivery.finish(commit).await {
-                    Ok(tally) => tally,
+                let entry = match self.commit_file(delivery, entry, vec![stream.record().clone()]).await {
+                    Ok(entry) => entry,
                     Err(e) => {
                         tracing::warn!(error = %e, "file not committed; deferred to the next pass");
                         report.deferred.push((action.name.clone(), e.to_string()));
-                        return if e.is_transient() { Ok(false) } else { Err(e.into()) };
+                        return if e.is_transient() || e.is_superseded() { Ok(false) } else { Err(e) };
                     }
                 };
-                entry.tally = tally;
+                let tally = entry.tally;
                 tracing::info!(
                     applied = tally.applied,
                     stale = tally.stale,

@@ -1,7 +1,8 @@
 //! The record delivery port.
 //!
-//! Invariant: a file is only marked done after [`FileDelivery::finish`] returned, and
-//! `finish` returns only when every record sent is durably handed over — applied to the
+//! Invariant: a file is only marked done by [`FileDelivery::commit`], after
+//! [`FileDelivery::settle`] returned, and `settle` returns only when every record sent is
+//! durably handed over — applied to the
 //! store (in-process) or confirmed by the broker. Records carry their version, so
 //! delivering them again (at-least-once) is harmless under the version rule.
 
@@ -44,7 +45,7 @@ impl DeliveryError {
 pub trait Delivery: Send + Sync {
     fn describe(&self) -> String;
     /// `true` when records are applied later by consumers: the file is then *delivered*
-    /// (not yet applied) when [`FileDelivery::finish`] returns.
+    /// (not yet applied) when [`FileDelivery::commit`] returns.
     fn asynchronous(&self) -> bool;
     /// Opens the delivery of one validated file.
     async fn open(&self, ticket: FileTicket) -> Result<Box<dyn FileDelivery>, DeliveryError>;
@@ -66,7 +67,12 @@ pub trait FileDelivery: Send {
     /// Hands a batch over.
     async fn send(&mut self, batch: Vec<Record>) -> Result<(), DeliveryError>;
     async fn reject(&mut self, batch: Vec<Reject>) -> Result<(), DeliveryError>;
-    /// Completes the file: waits until everything is durable, then records `commit`.
-    /// Returns what is known of the file's lines (applied later by consumers: zeros).
-    async fn finish(self: Box<Self>, commit: Commit) -> Result<Tally, DeliveryError>;
+    /// Waits until every record sent is durably handed over (applied in the file's unit of
+    /// work, or confirmed by the broker) and returns what is known of the file's lines
+    /// (applied later by consumers: only its rejected lines).
+    async fn settle(&mut self) -> Result<Tally, DeliveryError>;
+    /// Records `commit` (built by the engine from the settled tally), exactly as handed,
+    /// together with the records where the store has transactions. Settles first when
+    /// that was not called.
+    async fn commit(self: Box<Self>, commit: Commit) -> Result<(), DeliveryError>;
 }

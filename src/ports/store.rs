@@ -2,11 +2,16 @@
 //!
 //! Invariant: [`Store::begin_file`] opens a unit of work in which a file's records are
 //! applied under the version rule; nothing of it is visible or durable until
-//! [`FileTxn::commit`], which also writes the file's ledger entry (with the file's tally),
-//! the stream's advance, audit entries and counters. Dropping a `FileTxn` without committing discards it, so a
-//! crash at any instant leaves either the whole file applied or none of it. Stores that
-//! cannot offer one transaction must make each step idempotent instead (the version rule
-//! makes re-applying a line a no-op).
+//! [`FileTxn::commit`], which also writes the commit the engine built from the file's
+//! tally ([`FileTxn::settle`]): its ledger entry, the stream's advance, audit entries and
+//! counters. Dropping a `FileTxn` without committing discards it, so a crash at any
+//! instant leaves either the whole file applied or none of it. Stores that cannot offer
+//! one transaction must make each step idempotent instead (the version rule makes
+//! re-applying a line a no-op).
+//!
+//! Stores persist a [`Commit`] exactly as handed: they never add to it or change it. The
+//! conditions it carries (its fence, its id, [`Commit::expect_uncounted`]) decide only
+//! whether it is written at all.
 
 use crate::core::lease::{Fence, Lease};
 use crate::core::ledger::{FileState, LedgerEntry};
@@ -37,6 +42,11 @@ pub enum StoreError {
     Closed,
     #[error("lease lost: {0}")]
     Fenced(String),
+    /// A condition of the commit ([`Commit::expect_uncounted`]) no longer holds: another
+    /// writer got there first. Nothing was written; the work is planned again from the
+    /// store's current state.
+    #[error("written meanwhile by another writer: {0}")]
+    Superseded(String),
 }
 
 impl StoreError {
@@ -61,6 +71,8 @@ impl StoreError {
             StoreError::Closed => false,
             // Another instance owns the region now; writing again cannot succeed.
             StoreError::Fenced(_) => false,
+            // The same commit would be refused again; it must be built anew.
+            StoreError::Superseded(_) => false,
         }
     }
 }
@@ -99,6 +111,10 @@ pub struct Commit {
     /// has already written a commit with this id writes nothing again (a retry whose
     /// earlier attempt took effect but lost its reply must not count twice).
     pub id: Option<String>,
+    /// Files this commit counts in `applied_files` for the first time: it is written only
+    /// while none of them is counted in the stored ledger (`LedgerEntry::counted`), and
+    /// fails with [`StoreError::Superseded`] otherwise.
+    pub expect_uncounted: Vec<String>,
 }
 
 /// A fresh idempotency key for a [`Commit`]: 24 hex digits laid out like a MongoDB
@@ -269,9 +285,12 @@ pub trait FileTxn: Send {
     async fn apply(&mut self, batch: Vec<Record>) -> Result<(), StoreError>;
     /// Keeps rejected lines with file, line and reason.
     async fn reject(&mut self, batch: Vec<Reject>) -> Result<(), StoreError>;
-    /// Makes everything durable together with `commit`, and returns what happened to the
-    /// file's lines. The tally is also written into the file's ledger entry (the one in
-    /// `commit` named like the ticket) and added to the counters, and the file counts once
-    /// in `applied_files` unless the store had it applied already (decided atomically).
-    async fn commit(self: Box<Self>, commit: Commit) -> Result<Tally, StoreError>;
+    /// Finishes applying the records taken (a staged file is merged) and returns what
+    /// happened to the file's lines. Nothing is durable yet where the store has
+    /// transactions.
+    async fn settle(&mut self) -> Result<Tally, StoreError>;
+    /// Makes the file's records durable together with `commit`, written exactly as handed
+    /// (the engine built it from [`FileTxn::settle`]'s tally). Settles first when that was
+    /// not called.
+    async fn commit(self: Box<Self>, commit: Commit) -> Result<(), StoreError>;
 }

@@ -54,11 +54,23 @@ pub fn entry(name: &str, state: FileState) -> LedgerEntry {
         record_lines: 7,
         tally: Tally { applied: 4, stale: 1, unchanged: 1, rejected: 1, dead_lettered: 0 },
         generation: 2,
+        counted: false,
     }
+}
+
+/// Settles a file's unit of work and commits `ledger` with its tally, as the engine does:
+/// the tally in the entries, the records in the counters. Returns the tally.
+async fn settle_and_commit(mut txn: Box<dyn esr_ingest::ports::store::FileTxn>, ledger: Vec<LedgerEntry>) -> Tally {
+    let t = txn.settle().await.unwrap();
+    let ledger = ledger.into_iter().map(|e| LedgerEntry { tally: t, ..e }).collect();
+    let counters = CounterDelta { records: t, ..Default::default() };
+    txn.commit(Commit { ledger, counters, ..Default::default() }).await.unwrap();
+    t
 }
 
 pub async fn ledger_and_streams_round_trip(store: Arc<dyn Store>) {
     let mut conflicted = entry("DE_SEV_RMC_20220730_00001157.DAT", FileState::Applied);
+    conflicted.counted = true;
     conflicted.conflict = Some(Conflict {
         fingerprint: "fp-2".into(),
         sha256: "cd".repeat(32),
@@ -108,7 +120,7 @@ async fn version_rule_with(store: Arc<dyn Store>, size: fn(FileTicket) -> FileTi
     let newer = "DE_SEV_RMC_20220731_00000002.DAT";
     let mut txn = store.begin_file(size(ticket(newer))).await.unwrap();
     txn.apply(vec![record("POS", "1", 31, 2, 2, false, "new"), record("POR", "9", 31, 2, 3, true, "")]).await.unwrap();
-    let t = txn.commit(Commit { ledger: vec![entry(newer, FileState::Applied)], ..Default::default() }).await.unwrap();
+    let t = settle_and_commit(txn, vec![entry(newer, FileState::Applied)]).await;
     assert_eq!(t, Tally { applied: 2, ..Default::default() });
     let snap = store.snapshot().await.unwrap();
     assert_eq!(snap.ledger[0].tally, t, "the tally is recorded in the file's ledger entry");
@@ -125,14 +137,14 @@ async fn version_rule_with(store: Arc<dyn Store>, size: fn(FileTicket) -> FileTi
     ])
     .await
     .unwrap();
-    let t = txn.commit(Commit::default()).await.unwrap();
+    let t = settle_and_commit(txn, Vec::new()).await;
     assert_eq!(t, Tally { applied: 2, stale: 2, ..Default::default() });
     // the same file again: its lines are found unchanged
     let mut again = size(ticket(newer));
     again.reapply = true;
     let mut txn = store.begin_file(again).await.unwrap();
     txn.apply(vec![record("POS", "1", 31, 2, 2, false, "new"), record("POR", "9", 31, 2, 3, true, "")]).await.unwrap();
-    let t = txn.commit(Commit::default()).await.unwrap();
+    let t = settle_and_commit(txn, Vec::new()).await;
     assert_eq!(t, Tally { unchanged: 2, ..Default::default() });
     let counts = store.counts().await.unwrap();
     assert_eq!((counts.records_applied, counts.records_stale, counts.records_unchanged), (4, 2, 2));
@@ -165,7 +177,7 @@ pub async fn field_names_stay_with_the_values_they_were_stored_with(store: Arc<d
     txn.apply(vec![with(&["a", "b"], &["1", "2"], "1", 2), with(&["a", "b", "c"], &["x", "y", "z"], "2", 3)])
         .await
         .unwrap();
-    txn.commit(Commit::default()).await.unwrap();
+    txn.commit(Commit::default()).await.unwrap(); // settles first
     let lines = crate::common::engine::export_lines(store.as_ref()).await;
     let v: Vec<serde_json::Value> = lines.iter().map(|l| serde_json::from_str(l).unwrap()).collect();
     assert_eq!(v[0]["fields"], serde_json::json!({"a": "1", "b": "2"}));
@@ -203,7 +215,7 @@ pub async fn dropped_file_txn_leaves_nothing(store: Arc<dyn Store>) {
         assert_eq!(exported.len(), 1);
         let mut again = store.begin_file(ticket("DE_SEV_RMC_20220730_00000001.DAT")).await.unwrap();
         again.apply(vec![record("POS", "1", 30, 1, 2, false, "x")]).await.unwrap();
-        let t = again.commit(Commit::default()).await.unwrap();
+        let t = settle_and_commit(again, Vec::new()).await;
         assert_eq!(t, Tally { unchanged: 1, ..Default::default() });
     }
 }
@@ -270,20 +282,25 @@ pub async fn commit_with_file_is_atomic_and_counted(store: Arc<dyn Store>) {
     txn.reject(vec![Reject { file: name.into(), line: 3, reason: "unknown record type".into(), raw: "XYZ".into() }])
         .await
         .unwrap();
-    let commit = Commit {
-        ledger: vec![entry(name, FileState::Applied)],
-        streams: vec![StreamRecord { region: "SEV".into(), next_seq: Some(2), ..Default::default() }],
-        audit: vec![],
-        counters: CounterDelta { applied_files: 1, ..Default::default() },
-        fence: None,
-        id: None,
-    };
-    let tally = txn.commit(commit).await.unwrap();
+    let tally = txn.settle().await.unwrap();
     assert_eq!(tally, Tally { applied: 1, rejected: 1, ..Default::default() });
+    // the store writes the commit as handed: this entry's tally is not the file's
+    let handed = entry(name, FileState::Applied);
+    let commit = Commit {
+        ledger: vec![handed.clone()],
+        streams: vec![StreamRecord { region: "SEV".into(), next_seq: Some(2), ..Default::default() }],
+        counters: CounterDelta {
+            applied_files: 1,
+            records: Tally { applied: 1, ..Default::default() },
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    txn.commit(commit).await.unwrap();
     let counts = store.counts().await.unwrap();
     assert_eq!((counts.applied_files, counts.records_applied, counts.records_rejected), (1, 1, 1));
     let snap = store.snapshot().await.unwrap();
-    assert_eq!(snap.ledger.len(), 1);
+    assert_eq!(snap.ledger, vec![handed], "written exactly as handed");
     assert_eq!(snap.streams[0].next_seq, Some(2));
     let rejects = store.rejects(Some(name.into())).await.unwrap();
     assert_eq!((rejects.len(), rejects[0].line), (1, 3));
@@ -409,6 +426,7 @@ pub async fn leases_fence_out_a_former_owner(store: Arc<dyn Store>) {
     let mut file_commit = commit(99, 1);
     file_commit.ledger = vec![entry(name, FileState::Applied)];
     file_commit.counters.applied_files = 1;
+    txn.settle().await.unwrap();
     let refused = txn.commit(file_commit).await.unwrap_err();
     assert!(matches!(refused, StoreError::Fenced(_)), "{refused}");
     let snap = store.snapshot().await.unwrap();
@@ -462,11 +480,55 @@ pub async fn a_retried_commit_counts_once(store: Arc<dyn Store>) {
     assert_eq!(store.counts().await.unwrap().duplicate_files, 4);
 }
 
+/// A file counted by one writer is not counted again by another that planned it before
+/// (a backfill racing a pass): the second commit is refused whole, and a retry of the
+/// first (its reply lost) is still recognised as written.
+pub async fn a_file_is_counted_once_whoever_applies_it(store: Arc<dyn Store>) {
+    let name = "DE_SEV_RMC_20220730_00000001.DAT";
+    let counted = LedgerEntry { counted: true, ..entry(name, FileState::Applied) };
+    let first_count = |audit: &str| Commit {
+        ledger: vec![counted.clone()],
+        audit: vec![AuditEntry {
+            at: Utc::now(),
+            actor: "test".into(),
+            action: "apply".into(),
+            region: None,
+            seq: None,
+            detail: audit.into(),
+        }],
+        counters: CounterDelta { applied_files: 1, ..Default::default() },
+        id: Some(esr_ingest::ports::store::new_commit_id()),
+        expect_uncounted: vec![name.into()],
+        ..Default::default()
+    };
+    let first = first_count("first");
+    store.commit(first.clone()).await.unwrap();
+    store.commit(first).await.expect("a retry of a written commit is not refused");
+    let refused = store.commit(first_count("second")).await.unwrap_err();
+    assert!(matches!(refused, esr_ingest::ports::store::StoreError::Superseded(_)), "{refused}");
+    // through a file's unit of work: refused, and its records go with it where atomic
+    let mut txn = store.begin_file(ticket(name)).await.unwrap();
+    txn.apply(vec![record("POS", "1", 30, 1, 2, false, "x")]).await.unwrap();
+    let refused = txn.commit(first_count("third")).await.unwrap_err();
+    assert!(matches!(refused, esr_ingest::ports::store::StoreError::Superseded(_)), "{refused}");
+    assert_eq!(store.counts().await.unwrap().applied_files, 1);
+    assert_eq!(store.audit_log().await.unwrap().len(), 1, "nothing of a refused commit is written");
+    if store.atomic_files() {
+        assert!(crate::common::engine::export_lines(store.as_ref()).await.is_empty());
+    }
+    assert_eq!(store.snapshot().await.unwrap().ledger, vec![counted]);
+}
+
 #[macro_export]
 macro_rules! store_suite {
     ($name:ident, $factory:expr) => {
         mod $name {
             use super::*;
+            #[tokio::test]
+            async fn a_file_is_counted_once_whoever_applies_it() {
+                let (_guard, store) = $factory().await;
+                conformance::store::a_file_is_counted_once_whoever_applies_it(store).await;
+            }
             #[tokio::test]
             async fn a_retried_commit_counts_once() {
                 let (_guard, store) = $factory().await;

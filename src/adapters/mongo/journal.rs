@@ -92,6 +92,7 @@ pub(super) fn ledger_doc(e: &LedgerEntry) -> Document {
         "record_lines": signed(e.record_lines),
         "tally": tally_doc(&e.tally),
         "generation": i64::from(e.generation),
+        "counted": e.counted,
     }
 }
 
@@ -119,6 +120,7 @@ pub(super) fn ledger_entry(d: &Document) -> Result<LedgerEntry, StoreError> {
         Err(_) => None,
     };
     let state = d.get_str("state").ok().and_then(FileState::parse).ok_or_else(|| corrupt("state"))?;
+    let generation = u32::try_from(unsigned(d, "generation")).map_err(|_| corrupt("generation"))?;
     Ok(LedgerEntry {
         key: opt_str(d, "key").ok_or_else(|| corrupt("key"))?,
         batch,
@@ -132,7 +134,9 @@ pub(super) fn ledger_entry(d: &Document) -> Result<LedgerEntry, StoreError> {
         updated_at: time(d, "updated_at")?,
         record_lines: unsigned(d, "record_lines"),
         tally: d.get_document("tally").map(tally_from).unwrap_or_default(),
-        generation: u32::try_from(unsigned(d, "generation")).map_err(|_| corrupt("generation"))?,
+        generation,
+        // Written before the flag existed: counted once applied, or delivered again.
+        counted: d.get_bool("counted").unwrap_or(state == FileState::Applied || generation > 1),
         name,
     })
 }
@@ -228,6 +232,9 @@ fn journal_id(commit: Option<&str>, chunk: usize) -> ObjectId {
 
 pub(super) async fn commit(db: &Database, wc: &Document, c: &Commit) -> Result<(), StoreError> {
     let documents = journal_documents(c);
+    if !c.expect_uncounted.is_empty() && !recorded(db, &documents).await? {
+        expect_uncounted(db, &c.expect_uncounted).await?;
+    }
     if let Some(fence) = &c.fence {
         // All of a fenced commit is recorded at once under the lease (its commit point),
         // then moved into the journal.
@@ -243,6 +250,33 @@ pub(super) async fn commit(db: &Database, wc: &Document, c: &Commit) -> Result<(
         // A duplicate key: an earlier attempt of this commit is in the journal already.
         super::leases::into_journal(db, wc, std::slice::from_ref(&journal)).await?;
         copy_out(db, &journal).await?;
+    }
+    Ok(())
+}
+
+/// Whether an earlier attempt of this commit reached its commit point (its first journal
+/// document is in the journal, or pending under a lease): its conditions held then.
+async fn recorded(db: &Database, documents: &[Document]) -> Result<bool, StoreError> {
+    let Some(id) = documents.first().and_then(|d| d.get("_id")).cloned() else { return Ok(false) };
+    let journal = db.collection::<Document>(JOURNAL);
+    if journal.find_one(doc! { "_id": id.clone() }).await.map_err(map_err)?.is_some() {
+        return Ok(true);
+    }
+    let leases = db.collection::<Document>(super::leases::LEASES);
+    Ok(leases.find_one(doc! { "pending._id": id }).await.map_err(map_err)?.is_some())
+}
+
+/// Refuses a commit that would count a file another writer counted meanwhile. Checked
+/// before the commit point, not atomically with it: on the production path only the
+/// fenced owner of a region writes its files, so the window is a backfill racing it.
+async fn expect_uncounted(db: &Database, names: &[String]) -> Result<(), StoreError> {
+    let ledger = db.collection::<Document>(LEDGER);
+    let mut cursor = ledger.find(doc! { "_id": { "$in": names.to_vec() } }).await.map_err(map_err)?;
+    while cursor.advance().await.map_err(map_err)? {
+        let entry = ledger_entry(&cursor.deserialize_current().map_err(map_err)?)?;
+        if entry.counted {
+            return Err(StoreError::Superseded(format!("{} was applied by another writer", entry.name)));
+        }
     }
     Ok(())
 }

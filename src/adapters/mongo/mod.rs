@@ -108,14 +108,6 @@ impl MongoStore {
         }
         Ok(())
     }
-
-    async fn processed_before(&self, name: &str) -> Result<bool, StoreError> {
-        let found =
-            self.db.collection::<Document>(journal::LEDGER).find_one(doc! { "_id": name }).await.map_err(map_err)?;
-        Ok(found
-            .and_then(|d| d.get_str("state").ok().and_then(crate::core::ledger::FileState::parse))
-            .is_some_and(crate::core::ledger::FileState::is_processed))
-    }
 }
 
 #[async_trait]
@@ -216,8 +208,8 @@ impl Store for MongoStore {
         docs.iter().map(journal::ledger_entry).collect()
     }
 
-    async fn begin_file(&self, ticket: FileTicket) -> Result<Box<dyn FileTxn>, StoreError> {
-        Ok(Box::new(MongoFileTxn { store: self.clone_handle(), ticket, tally: Tally::default() }))
+    async fn begin_file(&self, _ticket: FileTicket) -> Result<Box<dyn FileTxn>, StoreError> {
+        Ok(Box::new(MongoFileTxn { store: self.clone_handle(), tally: Tally::default() }))
     }
 
     async fn counts(&self) -> Result<Counts, StoreError> {
@@ -367,7 +359,6 @@ impl MongoStore {
 /// One file's unit of work: idempotent steps (see the module docs).
 struct MongoFileTxn {
     store: MongoStore,
-    ticket: FileTicket,
     tally: Tally,
 }
 
@@ -384,14 +375,11 @@ impl FileTxn for MongoFileTxn {
         Ok(())
     }
 
-    async fn commit(self: Box<Self>, mut commit: Commit) -> Result<Tally, StoreError> {
-        let processed_before = self.store.processed_before(&self.ticket.file.name).await?;
-        if let Some(entry) = commit.ledger.iter_mut().find(|e| e.name == self.ticket.file.name) {
-            entry.tally = self.tally;
-        }
-        commit.counters.records += self.tally;
-        commit.counters.applied_files = u64::from(!processed_before);
-        journal::commit(&self.store.db, &self.store.write_concern, &commit).await?;
-        Ok(self.tally)
+    async fn settle(&mut self) -> Result<Tally, StoreError> {
+        Ok(self.tally) // every step is written as it comes
+    }
+
+    async fn commit(self: Box<Self>, commit: Commit) -> Result<(), StoreError> {
+        self.store.commit(commit).await
     }
 }

@@ -16,7 +16,6 @@
 use super::link::Link;
 use super::message::{self, message_id};
 use super::topology::ROUTING_KEY;
-use crate::core::ledger::FileState;
 use crate::core::record::{Record, Reject, Tally};
 use crate::ports::delivery::{Delivery, DeliveryError, DeliveryProbe, FileDelivery};
 use crate::ports::store::{Commit, FileTicket, Store};
@@ -358,22 +357,22 @@ impl FileDelivery for RabbitFile {
         Ok(self.store.keep_rejects(batch).await?)
     }
 
-    async fn finish(mut self: Box<Self>, mut commit: Commit) -> Result<Tally, DeliveryError> {
+    async fn settle(&mut self) -> Result<Tally, DeliveryError> {
         self.flush().await?;
         while !self.window.is_empty() {
             self.settle_oldest().await?;
         }
-        let tally = Tally { rejected: self.rejected, ..Default::default() };
-        if let Some(entry) = commit.ledger.iter_mut().find(|e| e.name == self.ticket.file.name) {
-            entry.state = FileState::Delivered;
-            entry.tally = tally;
-        }
+        Ok(Tally { rejected: self.rejected, ..Default::default() })
+    }
+
+    async fn commit(mut self: Box<Self>, commit: Commit) -> Result<(), DeliveryError> {
+        self.settle().await?;
         self.store.commit(commit).await?;
         if let Some((_, ch)) = self.channel.take() {
             // Everything is confirmed; a close that does not go out (a blocked
             // connection) must not hold the file.
             let _ = tokio::time::timeout(Duration::from_secs(2), ch.close(200, "OK".into())).await;
         }
-        Ok(tally)
+        Ok(())
     }
 }

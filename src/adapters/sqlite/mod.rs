@@ -33,7 +33,7 @@ use tokio::sync::{mpsc, oneshot};
 use writer::{SqliteFileTxn, WriterCmd};
 
 const SCHEMA: &str = include_str!("schema.sql");
-const SCHEMA_VERSION: &str = "2";
+const SCHEMA_VERSION: &str = "3";
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 const EXPORT_BATCH: usize = 1000;
 
@@ -104,6 +104,13 @@ const V2_COLUMNS: &str = "ALTER TABLE objects ADD COLUMN generation INTEGER NOT 
      ALTER TABLE objects ADD COLUMN records_dead_lettered INTEGER NOT NULL DEFAULT 0;
      UPDATE meta SET value = '2' WHERE key = 'schema_version';";
 
+/// The column version 3 added to `objects`: whether the file is counted in
+/// `applied_files`. A row written before it is counted once applied, or once delivered
+/// again (its first delivery was counted when it completed).
+const V3_COLUMNS: &str = "ALTER TABLE objects ADD COLUMN counted INTEGER NOT NULL DEFAULT 0;
+     UPDATE objects SET counted = (state = 'applied' OR generation > 1);
+     UPDATE meta SET value = '3' WHERE key = 'schema_version';";
+
 fn migrate(conn: &Connection) -> Result<(), StoreError> {
     conn.execute_batch(SCHEMA).map_err(map_err)?;
     let found: Option<String> = conn
@@ -112,6 +119,13 @@ fn migrate(conn: &Connection) -> Result<(), StoreError> {
         .map_err(map_err)?;
     if found.as_deref() == Some("1") {
         conn.execute_batch(&format!("BEGIN IMMEDIATE; {V2_COLUMNS} COMMIT;")).map_err(map_err)?;
+    }
+    let found: Option<String> = conn
+        .query_row("SELECT value FROM meta WHERE key = 'schema_version'", [], |r| r.get(0))
+        .optional()
+        .map_err(map_err)?;
+    if found.as_deref() == Some("2") {
+        conn.execute_batch(&format!("BEGIN IMMEDIATE; {V3_COLUMNS} COMMIT;")).map_err(map_err)?;
     }
     let found: Option<String> = conn
         .query_row("SELECT value FROM meta WHERE key = 'schema_version'", [], |r| r.get(0))
@@ -339,4 +353,49 @@ fn export_rows(c: &Connection, sink: &mpsc::Sender<Vec<StoredRecord>>) -> Result
         let _ = sink.blocking_send(batch);
     }
     Ok(sent)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::ledger::{FileState, LedgerEntry, Listed, Observation, observe};
+    use crate::core::name::NameProfile;
+
+    fn entry(name: &str, state: FileState, generation: u32) -> LedgerEntry {
+        let listed = Listed { key: name.into(), size: 1, modified: Utc::now(), fingerprint: "f".into(), problem: None };
+        let Observation::New(e) = observe(&listed, None, &NameProfile::default(), Utc::now()) else {
+            panic!("a new name is observed as new");
+        };
+        LedgerEntry { state, generation, ..e }
+    }
+
+    /// A version 2 store gets the `counted` flag derived from what its rows say: applied,
+    /// or delivered again (the first delivery was counted when it completed).
+    #[tokio::test]
+    async fn version_2_rows_get_their_counted_flag() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("store.db");
+        let rows = [
+            ("DE_SEV_RMC_20220730_00000001.DAT", FileState::Applied, 1, true),
+            ("DE_SEV_RMC_20220730_00000002.DAT", FileState::Delivered, 1, false),
+            ("DE_SEV_RMC_20220730_00000003.DAT", FileState::Delivered, 2, true),
+            ("DE_SEV_RMC_20220730_00000004.DAT", FileState::Pending, 0, false),
+        ];
+        {
+            let store = SqliteStore::open(&path).await.unwrap();
+            let ledger = rows.iter().map(|(n, s, g, _)| entry(n, *s, *g)).collect();
+            store.commit(Commit { ledger, ..Default::default() }).await.unwrap();
+        }
+        let conn = Connection::open(&path).unwrap();
+        conn.execute_batch(
+            "ALTER TABLE objects DROP COLUMN counted; UPDATE meta SET value = '2' WHERE key = 'schema_version';",
+        )
+        .unwrap();
+        drop(conn);
+        let store = SqliteStore::open(&path).await.unwrap();
+        let ledger = store.snapshot().await.unwrap().ledger;
+        let found: Vec<(String, bool)> = ledger.into_iter().map(|e| (e.name, e.counted)).collect();
+        let expected: Vec<(String, bool)> = rows.iter().map(|(n, _, _, c)| (n.to_string(), *c)).collect();
+        assert_eq!(found, expected);
+    }
 }

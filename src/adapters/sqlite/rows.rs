@@ -49,7 +49,7 @@ fn text_time(t: DateTime<Utc>) -> String {
 const OBJECT_COLUMNS: &str = "name, key, region, kind, file_date, seq, size, fingerprint, sha256, state, reason, \
      conflict_fingerprint, conflict_sha256, conflict_reason, conflict_at, first_seen, updated_at, \
      record_lines, records_applied, records_stale, records_unchanged, records_rejected, generation, \
-     records_dead_lettered";
+     records_dead_lettered, counted";
 
 pub(super) fn load_ledger(conn: &Connection) -> Result<Vec<LedgerEntry>, StoreError> {
     let mut stmt =
@@ -97,6 +97,7 @@ fn read_object(r: &Row<'_>) -> RowResult<LedgerEntry> {
         dead_lettered: r.get(23)?,
     };
     let generation: u32 = r.get(22)?;
+    let counted: bool = r.get(24)?;
     let record_lines: u64 = r.get(17)?;
     Ok((|| {
         let corrupt = |what: &str| StoreError::Corrupt(format!("objects row {name}: {what}"));
@@ -131,6 +132,7 @@ fn read_object(r: &Row<'_>) -> RowResult<LedgerEntry> {
             record_lines,
             tally,
             generation,
+            counted,
         })
     })())
 }
@@ -182,6 +184,17 @@ pub(super) fn write_commit(conn: &Connection, c: &Commit) -> Result<(), StoreErr
             .map_err(map_err)?
             .execute(params![now - COMMIT_IDS_KEPT_SECS])
             .map_err(map_err)?;
+    }
+    for name in &c.expect_uncounted {
+        let counted: Option<bool> = conn
+            .prepare_cached("SELECT counted FROM objects WHERE name = ?1")
+            .map_err(map_err)?
+            .query_row(params![name], |r| r.get(0))
+            .optional()
+            .map_err(map_err)?;
+        if counted == Some(true) {
+            return Err(StoreError::Superseded(format!("{name} was applied by another writer")));
+        }
     }
     for e in &c.ledger {
         write_object(conn, e)?;
@@ -236,7 +249,7 @@ fn write_object(conn: &Connection, e: &LedgerEntry) -> Result<(), StoreError> {
     let date = b.map(|b| Version { date: b.date, seq: 0, line: 0 }.date_number());
     conn.prepare_cached(&format!(
         "INSERT OR REPLACE INTO objects ({OBJECT_COLUMNS}) VALUES
-         (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24)"
+         (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25)"
     ))
     .map_err(map_err)?
     .execute(params![
@@ -264,6 +277,7 @@ fn write_object(conn: &Connection, e: &LedgerEntry) -> Result<(), StoreError> {
         e.tally.rejected,
         e.generation,
         e.tally.dead_lettered,
+        e.counted,
     ])
     .map_err(map_err)?;
     Ok(())

@@ -1,5 +1,5 @@
--- esr-ingest SQLite store, schema version 2 (version 1 lacked the broker columns and tables;
--- `migrate` adds them).
+-- esr-ingest SQLite store, schema version 3 (version 1 lacked the broker columns and tables,
+-- version 2 the `counted` flag; `migrate` adds them).
 CREATE TABLE IF NOT EXISTS meta (
     key   TEXT PRIMARY KEY,
     value TEXT NOT NULL
@@ -30,7 +30,9 @@ CREATE TABLE IF NOT EXISTS objects (
     records_unchanged    INTEGER NOT NULL DEFAULT 0,
     records_rejected     INTEGER NOT NULL DEFAULT 0,
     generation           INTEGER NOT NULL DEFAULT 0,
-    records_dead_lettered INTEGER NOT NULL DEFAULT 0
+    records_dead_lettered INTEGER NOT NULL DEFAULT 0,
+    -- 1 once the file is counted in `applied_files` (the first time it became applied)
+    counted              INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS objects_by_stream ON objects (region, seq);
 

@@ -41,7 +41,8 @@ pub(super) enum WriterCmd {
 pub(super) enum TxnCmd {
     Apply(Vec<Record>, Reply<()>),
     Reject(Vec<Reject>, Reply<()>),
-    Commit(Commit, Reply<Tally>),
+    Settle(Reply<Tally>),
+    Commit(Commit, Reply<()>),
 }
 
 /// Runs until every sender of `commands` is gone.
@@ -74,7 +75,8 @@ pub(super) fn run(conn: Connection, mut commands: mpsc::Receiver<WriterCmd>) {
             WriterCmd::BeginFile(mut ticket, txn, reply) => {
                 // Whether the file was applied before is read inside the transaction, from
                 // the stored ledger row: another process (a backfill) may have applied it
-                // since it was planned.
+                // since it was planned, and its lines are then found unchanged (the merge
+                // of a staged file counts them so).
                 let begun = conn
                     .execute_batch("BEGIN IMMEDIATE")
                     .map_err(map_err)
@@ -83,7 +85,7 @@ pub(super) fn run(conn: Connection, mut commands: mpsc::Receiver<WriterCmd>) {
                     Ok(applied_before) => {
                         let _ = reply.send(Ok(()));
                         ticket.reapply |= applied_before;
-                        if !file_transaction(&conn, &mut shapes, &ticket, applied_before, txn) {
+                        if !file_transaction(&conn, &mut shapes, &ticket, txn) {
                             shapes.clear();
                         }
                     }
@@ -115,6 +117,8 @@ fn in_transaction<T>(
 struct Pending {
     staged: Option<u64>,
     tally: Tally,
+    /// Set once every record is applied (a staged file merged).
+    settled: bool,
 }
 
 impl Pending {
@@ -125,7 +129,7 @@ impl Pending {
         } else {
             None
         };
-        Ok(Self { staged, tally: Tally::default() })
+        Ok(Self { staged, tally: Tally::default(), settled: false })
     }
 
     fn add(&mut self, conn: &Connection, shapes: &mut Shapes, mut batch: Vec<Record>) -> Result<(), StoreError> {
@@ -143,11 +147,14 @@ impl Pending {
         Ok(())
     }
 
-    fn finish(self, conn: &Connection, ticket: &FileTicket) -> Result<Tally, StoreError> {
-        match self.staged {
-            Some(staged) => merge_staged(conn, ticket, staged, self.tally.rejected),
-            None => Ok(self.tally),
+    fn settle(&mut self, conn: &Connection, ticket: &FileTicket) -> Result<Tally, StoreError> {
+        if !self.settled {
+            if let Some(staged) = self.staged.take() {
+                self.tally = merge_staged(conn, ticket, staged, self.tally.rejected)?;
+            }
+            self.settled = true;
         }
+        Ok(self.tally)
     }
 }
 
@@ -157,12 +164,11 @@ fn file_transaction(
     conn: &Connection,
     shapes: &mut Shapes,
     ticket: &FileTicket,
-    applied_before: bool,
     mut txn: mpsc::Receiver<TxnCmd>,
 ) -> bool {
     let (mut pending, mut failed) = match Pending::new(conn, ticket) {
         Ok(p) => (p, None),
-        Err(e) => (Pending { staged: None, tally: Tally::default() }, Some(e.to_string())),
+        Err(e) => (Pending { staged: None, tally: Tally::default(), settled: false }, Some(e.to_string())),
     };
     while let Some(cmd) = txn.blocking_recv() {
         let aborted = |failed: &Option<String>| {
@@ -189,18 +195,22 @@ fn file_transaction(
                 }
                 let _ = reply.send(r);
             }
-            TxnCmd::Commit(mut c, reply) => {
+            TxnCmd::Settle(reply) => {
                 let r = match &failed {
                     Some(_) => Err(aborted(&failed)),
-                    None => pending.finish(conn, ticket).and_then(|tally| {
-                        if let Some(entry) = c.ledger.iter_mut().find(|e| e.name == ticket.file.name) {
-                            entry.tally = tally;
-                        }
-                        c.counters.records += tally;
-                        c.counters.applied_files = u64::from(!applied_before);
+                    None => pending.settle(conn, ticket),
+                };
+                if let Err(e) = &r {
+                    failed.get_or_insert(e.to_string());
+                }
+                let _ = reply.send(r);
+            }
+            TxnCmd::Commit(c, reply) => {
+                let r = match &failed {
+                    Some(_) => Err(aborted(&failed)),
+                    None => pending.settle(conn, ticket).and_then(|_| {
                         write_commit(conn, &c)?;
-                        conn.execute_batch("COMMIT").map_err(map_err)?;
-                        Ok(tally)
+                        conn.execute_batch("COMMIT").map_err(map_err)
                     }),
                 };
                 let committed = r.is_ok();
@@ -240,7 +250,11 @@ impl FileTxn for SqliteFileTxn {
         self.call(|r| TxnCmd::Reject(batch, r)).await
     }
 
-    async fn commit(self: Box<Self>, commit: Commit) -> Result<Tally, StoreError> {
+    async fn settle(&mut self) -> Result<Tally, StoreError> {
+        self.call(TxnCmd::Settle).await
+    }
+
+    async fn commit(self: Box<Self>, commit: Commit) -> Result<(), StoreError> {
         self.call(|r| TxnCmd::Commit(commit, r)).await
     }
 }
