@@ -1,5 +1,6 @@
 //! Logging and metrics. Logging: `tracing` to stderr, human-readable or JSON. The level comes from
-//! `ESR_INGEST_LOG` (or `RUST_LOG`), with a per-command default.
+//! `ESR_INGEST_LOG` (or `RUST_LOG`), with a per-command default. Text logs are coloured
+//! only when stderr is a terminal, so files and log collectors get plain text.
 
 pub mod heartbeat;
 pub mod metrics;
@@ -13,7 +14,11 @@ pub fn init(format: LogFormat, default_level: &str) {
         .or_else(|| std::env::var("RUST_LOG").ok())
         .and_then(|s| EnvFilter::try_new(s).ok())
         .unwrap_or_else(|| EnvFilter::new(default_level));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(crate::secrets::stderr);
+    use std::io::IsTerminal;
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(crate::secrets::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
     let _ = match format {
         LogFormat::Json => builder.json().flatten_event(true).with_current_span(true).try_init(),
         LogFormat::Text => builder.with_target(false).try_init(),

@@ -231,3 +231,15 @@ fn a_second_signal_exits_at_once() {
     let (status, _) = wait_exit(&mut service, Duration::from_secs(2));
     assert_eq!(status.code(), Some(130));
 }
+
+/// Logs written to a pipe or a file are plain text: no terminal colour codes.
+#[test]
+fn logs_to_a_pipe_are_plain_text() {
+    let sb = common::Sandbox::new();
+    sb.deliver(&esr_file("SEV", "RMC", "20220730", 1, &[por(1, "C", "Nurse")]));
+    let out = sb.command(&["run", "--once"]).output().unwrap();
+    assert!(out.status.success(), "{}", common::describe(&out));
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(log.contains("file applied"), "{log}");
+    assert!(!log.contains('\u{1b}'), "colour codes in a piped log: {log:?}");
+}
