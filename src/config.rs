@@ -160,6 +160,9 @@ pub struct S3Section {
 pub struct ProfileSection {
     pub name_pattern: Option<String>,
     pub layout: Option<PathBuf>,
+    /// File kinds that are full files, and what applying one does to the records it does
+    /// not contain (`tombstone`, `report`, `off`); default `{ RMF = "tombstone" }`.
+    pub full_files: Option<BTreeMap<String, crate::core::full::FullFileMode>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -214,6 +217,7 @@ pub struct Settings {
     pub log_format: LogFormat,
     pub profile: NameProfile,
     pub layout: Arc<Layout>,
+    pub full_files: crate::core::full::FullFileKinds,
     pub rules: SequenceRules,
     pub health_listen: SocketAddr,
     pub s3: crate::adapters::s3::S3Settings,
@@ -359,6 +363,11 @@ impl Settings {
             log_format: o.log_format.or(file.log_format).unwrap_or_default(),
             profile,
             layout: Arc::new(layout),
+            full_files: file
+                .profile
+                .full_files
+                .clone()
+                .map_or_else(crate::core::full::FullFileKinds::default, crate::core::full::FullFileKinds),
             rules,
             s3: crate::adapters::s3::S3Settings {
                 endpoint: file.s3.endpoint,

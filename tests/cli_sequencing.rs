@@ -15,10 +15,10 @@ const PAST_ONE_SECOND: Duration = Duration::from_millis(1500);
 #[test]
 fn files_in_order_apply_and_next_seq_advances() {
     let sb = Sandbox::new();
-    sb.deliver(&esr_file("SEV", "RMC", "20220730", 1157, &[por(1, "C", "first"), por(2, "C", "two")]));
-    let second = sb.deliver(&esr_file("SEV", "RMC", "20220731", 1158, &[por(1, "C", "second")]));
     // RMC and RMF files of a region share its sequence.
-    sb.deliver(&esr_file("SEV", "RMF", "20220801", 1159, &[pos(3, "C", "three")]));
+    sb.deliver(&esr_file("SEV", "RMF", "20220730", 1157, &[por(1, "C", "first"), por(2, "C", "two")]));
+    let second = sb.deliver(&esr_file("SEV", "RMC", "20220731", 1158, &[por(1, "C", "second")]));
+    sb.deliver(&esr_file("SEV", "RMC", "20220801", 1159, &[pos(3, "C", "three")]));
     sb.run_once();
 
     let status = sb.status_json();

@@ -50,7 +50,7 @@ fn env_number(name: &str, default: u64) -> u64 {
 
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
-        6 => (0..REGIONS.len(), 1..7u64, prop::bool::weighted(0.15), prop::bool::weighted(0.1), 0..5u8).prop_map(
+        6 => (0..REGIONS.len(), 1..7u64, prop::bool::weighted(0.35), prop::bool::weighted(0.1), 0..5u8).prop_map(
             |(region, seq, kind_full, other_date, variant)| Op::Upload { region, seq, kind_full, other_date, variant }
         ),
         2 => any::<usize>().prop_map(|pick| Op::Touch { pick }),

@@ -1,6 +1,7 @@
 //! In-process delivery: records are applied straight into the store's unit of work for
 //! the file, so records, ledger state and stream advance commit in one transaction.
 
+use crate::core::full::{Sweep, Swept};
 use crate::core::record::{Record, Reject, Tally};
 use crate::ports::delivery::{Delivery, DeliveryError, DeliveryProbe, FileDelivery};
 use crate::ports::store::{Commit, FileTicket, FileTxn, Store};
@@ -52,6 +53,10 @@ impl FileDelivery for InProcessFile {
 
     async fn settle(&mut self) -> Result<Tally, DeliveryError> {
         Ok(self.txn.settle().await?)
+    }
+
+    async fn sweep(&mut self, sweep: &Sweep) -> Result<Option<Swept>, DeliveryError> {
+        Ok(Some(self.txn.sweep(sweep).await?))
     }
 
     async fn commit(self: Box<Self>, commit: Commit) -> Result<(), DeliveryError> {

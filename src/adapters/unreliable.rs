@@ -10,6 +10,7 @@
 //! otherwise. Invariants the test suites check through them: no record lost, no stale
 //! overwrite, counters exact, and a stream's position or a ledger entry never moves back.
 
+use crate::core::full::{Sweep, Swept};
 use crate::core::lease::Lease;
 use crate::core::ledger::{FileState, LedgerEntry, Listed};
 use crate::core::record::{Record, Reject, Tally};
@@ -232,6 +233,9 @@ impl Store for UnreliableStore {
     async fn files_in_state(&self, state: FileState) -> Result<Vec<LedgerEntry>, StoreError> {
         self.plan.around("files_in_state", store_fault, || self.inner.files_in_state(state)).await
     }
+    async fn sweep(&self, sweep: &Sweep) -> Result<Swept, StoreError> {
+        self.plan.around("sweep", store_fault, || self.inner.sweep(sweep)).await
+    }
 }
 
 struct UnreliableTxn {
@@ -252,6 +256,10 @@ impl FileTxn for UnreliableTxn {
     async fn settle(&mut self) -> Result<Tally, StoreError> {
         let inner = &mut self.inner;
         self.plan.around("file settle", store_fault, || inner.settle()).await
+    }
+    async fn sweep(&mut self, sweep: &Sweep) -> Result<Swept, StoreError> {
+        let inner = &mut self.inner;
+        self.plan.around("file sweep", store_fault, || inner.sweep(sweep)).await
     }
     async fn commit(self: Box<Self>, commit: Commit) -> Result<(), StoreError> {
         let UnreliableTxn { inner, plan } = *self;
@@ -300,6 +308,10 @@ impl FileDelivery for UnreliableFileDelivery {
     async fn settle(&mut self) -> Result<Tally, DeliveryError> {
         let inner = &mut self.inner;
         self.plan.around("delivery settle", delivery_fault, || inner.settle()).await
+    }
+    async fn sweep(&mut self, sweep: &Sweep) -> Result<Option<Swept>, DeliveryError> {
+        let inner = &mut self.inner;
+        self.plan.around("delivery sweep", delivery_fault, || inner.sweep(sweep)).await
     }
     async fn commit(self: Box<Self>, commit: Commit) -> Result<(), DeliveryError> {
         let UnreliableFileDelivery { inner, plan } = *self;

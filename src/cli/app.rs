@@ -116,6 +116,7 @@ fn assemble(
         store,
         profile: settings.profile.clone(),
         layout: settings.layout.clone(),
+        full_files: settings.full_files.clone(),
         rules: settings.rules.clone(),
         clock: Arc::new(SystemClock),
         heartbeat: Arc::new(Heartbeat::default()),

@@ -2,6 +2,7 @@
 //! in as `std::io::Read`), so it can be tested exhaustively with property tests.
 
 pub mod expectation;
+pub mod full;
 pub mod lease;
 pub mod ledger;
 pub mod name;

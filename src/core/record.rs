@@ -106,6 +106,9 @@ pub struct Tally {
     pub rejected: u64,
     /// Sent to the dead-letter queue by a consumer (broker delivery only).
     pub dead_lettered: u64,
+    /// Records of the region turned into tombstones when the file was applied (a full
+    /// file's removals, see `core::full`). Not lines of the file: not in [`Tally::total`].
+    pub removed: u64,
 }
 
 impl Tally {
@@ -122,6 +125,7 @@ impl std::ops::AddAssign for Tally {
         self.unchanged += o.unchanged;
         self.rejected += o.rejected;
         self.dead_lettered += o.dead_lettered;
+        self.removed += o.removed;
     }
 }
 

@@ -304,7 +304,7 @@ mod tests {
     fn a_healthy_store_has_no_findings_and_fresh_uploads_get_grace() {
         let mut applied = entry(A, FileState::Applied, 100);
         applied.record_lines = 10;
-        applied.tally = Tally { applied: 7, stale: 1, unchanged: 1, rejected: 1, dead_lettered: 0 };
+        applied.tally = Tally { applied: 7, stale: 1, unchanged: 1, rejected: 1, ..Tally::default() };
         let listing = [listed(A, 100), listed(B, 0), listed(".partial-upload", 5)];
         let input = AuditInput {
             listing: &listing,

@@ -81,7 +81,19 @@ impl Engine {
             }
             let mut done = e.clone();
             done.updated_at = self.clock.now();
-            match self.commit(super::door::applied(done, t), cancel).await {
+            // Every record of the file is applied now: sweep its region (`core::full`).
+            let (mut t, mut audit) = (t, Vec::new());
+            if let Some(sweep) = self.sweep_for(e) {
+                let swept = super::retry::retry_transient("sweeping a region", cancel, || async {
+                    Ok(self.store.sweep(&sweep).await?)
+                })
+                .await?;
+                t.removed = swept.removed;
+                audit = self.sweep_audit(&sweep, swept);
+            }
+            let mut commit = super::door::applied(done, t);
+            commit.audit = audit;
+            match self.commit(commit, cancel).await {
                 Err(err) if err.is_fenced() => continue, // left to the new owner by `commit`
                 other => other?,
             }
@@ -94,6 +106,7 @@ impl Engine {
                 unchanged = t.unchanged,
                 rejected = t.rejected,
                 dead_lettered = t.dead_lettered,
+                removed = t.removed,
                 "file applied by the consumers"
             );
         }

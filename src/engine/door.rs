@@ -14,11 +14,12 @@
 
 use super::retry::retry_transient;
 use super::{Engine, EngineError};
+use crate::core::full::{Sweep, Swept};
 use crate::core::ledger::{FileState, LedgerEntry};
 use crate::core::record::Tally;
 use crate::core::sequencer::StreamRecord;
 use crate::ports::delivery::FileDelivery;
-use crate::ports::store::{Commit, CounterDelta};
+use crate::ports::store::{AuditEntry, Commit, CounterDelta};
 use tokio_util::sync::CancellationToken;
 
 /// The commit that records `entry` as applied with `tally`. The file counts in
@@ -76,14 +77,72 @@ impl Engine {
         entry: LedgerEntry,
         streams: Vec<StreamRecord>,
     ) -> Result<LedgerEntry, EngineError> {
-        let tally = delivery.settle().await?;
+        let mut tally = delivery.settle().await?;
+        let mut audit = Vec::new();
+        if let Some(sweep) = self.sweep_for(&entry)
+            && let Some(swept) = delivery.sweep(&sweep).await?
+        {
+            tally.removed = swept.removed;
+            audit = self.sweep_audit(&sweep, swept);
+        }
         let mut commit = delivered(entry, tally);
         commit.streams = streams;
+        commit.audit = audit;
         let region = self.prepare(&mut commit);
         let written = commit.ledger[0].clone(); // `delivered` builds exactly one entry
         let result = delivery.commit(commit).await.map_err(EngineError::from);
         self.note_fenced(region.as_deref(), &result);
         result.map(|()| written)
+    }
+
+    /// The sweep that follows applying `entry`'s records (`core::full`).
+    pub(super) fn sweep_for(&self, entry: &LedgerEntry) -> Option<Sweep> {
+        let file = entry.batch.as_ref()?;
+        Some(self.full_files.sweep_for(file, entry.generation, &self.layout))
+    }
+
+    /// What a sweep did, for the audit log (nothing when it did nothing).
+    pub(super) fn sweep_audit(&self, s: &Sweep, swept: Swept) -> Vec<AuditEntry> {
+        let entry = |action: &str, detail: String| {
+            tracing::info!(region = %s.region, file = %s.file, "{detail}");
+            AuditEntry {
+                at: self.clock.now(),
+                actor: "esr-ingest".into(),
+                action: action.into(),
+                region: Some(s.region.clone()),
+                seq: Some(s.version.seq),
+                detail,
+            }
+        };
+        let mut out = Vec::new();
+        if swept.removed > 0 {
+            out.push(match s.full {
+                Some(_) => entry(
+                    "full file",
+                    format!(
+                        "{}: {} record(s) of {} absent from the full file became tombstones",
+                        s.file, swept.removed, s.region
+                    ),
+                ),
+                None => entry(
+                    "full file",
+                    format!(
+                        "{}: {} record(s) it brought back are older than {}'s latest full file and became tombstones",
+                        s.file, swept.removed, s.region
+                    ),
+                ),
+            });
+        }
+        if swept.reported > 0 {
+            out.push(entry(
+                "full file (report)",
+                format!(
+                    "{}: {} live record(s) of {} are absent from the full file; kept (full_files mode report)",
+                    s.file, swept.reported, s.region
+                ),
+            ));
+        }
+        out
     }
 
     /// Gives `commit` its id and fence; returns the region it is about.

@@ -127,6 +127,8 @@ pub struct Engine {
     pub delivery: Arc<dyn Delivery>,
     pub profile: NameProfile,
     pub layout: Arc<Layout>,
+    /// Which file kinds are full files (`core::full`).
+    pub full_files: crate::core::full::FullFileKinds,
     pub rules: SequenceRules,
     pub clock: Arc<dyn Clock>,
     pub heartbeat: Arc<Heartbeat>,

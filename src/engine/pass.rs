@@ -182,6 +182,7 @@ impl Engine {
                     stale = tally.stale,
                     unchanged = tally.unchanged,
                     rejected = tally.rejected,
+                    removed = tally.removed,
                     next_seq = stream.next_seq(),
                     "file applied"
                 );

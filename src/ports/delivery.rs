@@ -6,6 +6,7 @@
 //! store (in-process) or confirmed by the broker. Records carry their version, so
 //! delivering them again (at-least-once) is harmless under the version rule.
 
+use crate::core::full::{Sweep, Swept};
 use crate::core::record::{Record, Reject, Tally};
 use crate::ports::store::{Commit, FileTicket, StoreError};
 use async_trait::async_trait;
@@ -71,6 +72,10 @@ pub trait FileDelivery: Send {
     /// work, or confirmed by the broker) and returns what is known of the file's lines
     /// (applied later by consumers: only its rejected lines).
     async fn settle(&mut self) -> Result<Tally, DeliveryError>;
+    /// Sweeps the file's region after its records (see `core::full`), in the file's unit
+    /// of work; `None` when its records are applied later by consumers (the engine sweeps
+    /// once they all are).
+    async fn sweep(&mut self, sweep: &Sweep) -> Result<Option<Swept>, DeliveryError>;
     /// Records `commit` (built by the engine from the settled tally), exactly as handed,
     /// together with the records where the store has transactions. Settles first when
     /// that was not called.

@@ -13,6 +13,7 @@
 //! conditions it carries (its fence, its id, [`Commit::expect_uncounted`]) decide only
 //! whether it is written at all.
 
+use crate::core::full::{Sweep, Swept};
 use crate::core::lease::{Fence, Lease};
 use crate::core::ledger::{FileState, LedgerEntry};
 use crate::core::name::FileName;
@@ -166,6 +167,8 @@ pub struct Counts {
     pub records_unchanged: u64,
     pub records_rejected: u64,
     pub records_dead_lettered: u64,
+    /// Records full files turned into tombstones (`core::full`).
+    pub records_removed: u64,
 }
 
 /// A current record as stored (one per identity, tombstones included).
@@ -247,6 +250,13 @@ pub trait Store: Send + Sync {
     /// What the receipts and dead-letter marks of one delivery of a file add up to.
     async fn delivery_progress(&self, file: &str, generation: u32) -> Result<Tally, StoreError>;
 
+    /// Sweeps a region after one of its files was applied (see `core::full`): raises the
+    /// region's floor for a full file, turns its live records older than a floor at or
+    /// above the file into tombstones, and counts what a `report` full file does not
+    /// contain. Idempotent; removals are counted once per file and delivery (the count
+    /// returned includes those of an earlier attempt of the same delivery).
+    async fn sweep(&self, sweep: &Sweep) -> Result<Swept, StoreError>;
+
     /// A small document shared by every instance (the alert state), or `None`.
     async fn read_shared(&self, key: &str) -> Result<Option<Shared>, StoreError>;
 
@@ -285,6 +295,8 @@ pub trait FileTxn: Send {
     async fn apply(&mut self, batch: Vec<Record>) -> Result<(), StoreError>;
     /// Keeps rejected lines with file, line and reason.
     async fn reject(&mut self, batch: Vec<Reject>) -> Result<(), StoreError>;
+    /// [`Store::sweep`] inside the unit of work, after its records.
+    async fn sweep(&mut self, sweep: &Sweep) -> Result<Swept, StoreError>;
     /// Finishes applying the records taken (a staged file is merged) and returns what
     /// happened to the file's lines. Nothing is durable yet where the store has
     /// transactions.

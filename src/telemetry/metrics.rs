@@ -171,6 +171,7 @@ fn store_state(out: &mut String, doc: &StatusDoc, now: DateTime<Utc>) {
         unchanged: c.totals.records_unchanged,
         rejected: c.totals.records_rejected,
         dead_lettered: c.totals.records_dead_lettered,
+        removed: c.totals.records_removed,
     };
     for (outcome, n) in [
         ("applied", records.applied),
@@ -178,6 +179,7 @@ fn store_state(out: &mut String, doc: &StatusDoc, now: DateTime<Utc>) {
         ("unchanged", records.unchanged),
         ("rejected", records.rejected),
         ("dead_lettered", records.dead_lettered),
+        ("removed_by_full_files", records.removed),
     ] {
         let _ = writeln!(out, "esr_ingest_records_total{{outcome=\"{outcome}\"}} {n}");
     }

@@ -21,6 +21,7 @@ pub async fn embedded_engine(inbox: &Path, db: &Path) -> Engine {
         store,
         profile: NameProfile::default(),
         layout: Arc::new(Layout::default_esr()),
+        full_files: Default::default(),
         rules: SequenceRules::default(),
         clock: Arc::new(SystemClock),
         heartbeat: Arc::new(Heartbeat::default()),

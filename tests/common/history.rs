@@ -380,6 +380,37 @@ impl Model {
         }
     }
 
+    /// The records as exported: the last write of each identity, except that a live record
+    /// older than an applied full file (RMF) of its region shows as a tombstone of the
+    /// earliest such full file (the contract's full-file rule, in version order).
+    fn shown_records(&self) -> BTreeMap<(String, String), Rec> {
+        let full_files: Vec<(&str, &String, u64, &String)> = self
+            .ledger
+            .iter()
+            .filter(|(name, e)| e.state == State::Applied && name.contains("_RMF_"))
+            .map(|(name, e)| (e.region.as_str(), &e.date, e.seq, name))
+            .collect();
+        self.records
+            .iter()
+            .map(|(identity, rec)| {
+                let written = &self.ledger[&rec.file];
+                let removed_by = full_files
+                    .iter()
+                    .filter(|(region, date, seq, _)| {
+                        !rec.deleted && *region == written.region && (*date, *seq) > (&written.date, rec.seq)
+                    })
+                    .min_by_key(|(_, date, seq, _)| (*date, *seq));
+                let shown = match removed_by {
+                    Some((_, _, seq, name)) => {
+                        Rec { deleted: true, file: (*name).clone(), seq: *seq, line: 0, title: None }
+                    }
+                    None => rec.clone(),
+                };
+                (identity.clone(), shown)
+            })
+            .collect()
+    }
+
     /// Compares the binary's state with the model's; returns every difference. With
     /// `per_step_store` (MongoDB, no transactions), a line applied by a run that was killed
     /// before its receipt was written counts as unchanged when it is delivered again, so
@@ -460,8 +491,9 @@ impl Model {
                 },
             );
         }
-        for identity in self.records.keys().chain(seen.keys()).collect::<BTreeSet<_>>() {
-            let (want, got) = (self.records.get(identity), seen.get(identity));
+        let shown = self.shown_records();
+        for identity in shown.keys().chain(seen.keys()).collect::<BTreeSet<_>>() {
+            let (want, got) = (shown.get(identity), seen.get(identity));
             if want != got {
                 out.push(format!("record {identity:?}: binary {got:?}, model {want:?}"));
             }

@@ -2,6 +2,7 @@
 //! `store_suite!(name, factory)` expands to one test per check.
 
 use chrono::{NaiveDate, TimeZone, Utc};
+use esr_ingest::core::full::{FullFile, FullFileMode, Sweep, Swept};
 use esr_ingest::core::ledger::{Conflict, FileState, LedgerEntry};
 use esr_ingest::core::name::{NameProfile, NameVerdict};
 use esr_ingest::core::record::{Fields, Record, Reject, Tally};
@@ -52,7 +53,7 @@ pub fn entry(name: &str, state: FileState) -> LedgerEntry {
         first_seen: t,
         updated_at: t,
         record_lines: 7,
-        tally: Tally { applied: 4, stale: 1, unchanged: 1, rejected: 1, dead_lettered: 0 },
+        tally: Tally { applied: 4, stale: 1, unchanged: 1, rejected: 1, dead_lettered: 0, removed: 2 },
         generation: 2,
         counted: false,
     }
@@ -519,11 +520,110 @@ pub async fn a_file_is_counted_once_whoever_applies_it(store: Arc<dyn Store>) {
     assert_eq!(store.snapshot().await.unwrap().ledger, vec![counted]);
 }
 
+fn sweep_after(name: &str, generation: u32, full: Option<FullFileMode>) -> Sweep {
+    let NameVerdict::Batch(f) = NameProfile::default().classify(name) else { panic!("{name}") };
+    Sweep {
+        region: f.region.clone(),
+        file: name.into(),
+        generation,
+        version: Version { date: f.date, seq: f.seq, line: 0 },
+        full: full.map(|mode| FullFile { mode, record_types: vec!["POR".into(), "POS".into()] }),
+    }
+}
+
+async fn deliver(store: &dyn Store, receipt: &str, records: Vec<Record>) {
+    one(store.apply_delivered(vec![delivered(receipt, 1, records)]).await).unwrap();
+}
+
+/// `(type/key, deleted, file, (day, seq, line))` of every exported record.
+async fn shown(store: &dyn Store) -> Vec<(String, bool, String, (u32, u64, u64))> {
+    use chrono::Datelike;
+    crate::common::engine::export_lines(store)
+        .await
+        .iter()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            let date = NaiveDate::parse_from_str(v["version"]["date"].as_str().unwrap(), "%Y-%m-%d").unwrap();
+            (
+                format!("{}/{}", v["type"].as_str().unwrap(), v["key"].as_str().unwrap()),
+                v["deleted"].as_bool().unwrap(),
+                v["file"].as_str().unwrap().to_string(),
+                (date.day(), v["version"]["seq"].as_u64().unwrap(), v["version"]["line"].as_u64().unwrap()),
+            )
+        })
+        .collect()
+}
+
+/// Full files (`core::full`): what a full file lacks becomes a tombstone of the earliest
+/// full file after its last write, whatever order the files come in; a late change
+/// cannot bring it back; sweeps are idempotent; `report` changes nothing.
+pub async fn full_files_remove_what_they_lack_in_any_order(store: Arc<dyn Store>) {
+    use FullFileMode::{Report, Tombstone};
+    let (c1, c2, f3) =
+        ("DE_SEV_RMC_20220730_00000001.DAT", "DE_SEV_RMC_20220731_00000002.DAT", "DE_SEV_RMF_20220731_00000003.DAT");
+    let at = |name: &str, r: Record| Record { file: name.into(), ..r };
+    deliver(
+        store.as_ref(),
+        "c1",
+        vec![
+            record("POS", "1", 30, 1, 2, false, "a"),
+            record("POS", "2", 30, 1, 3, false, "b"),
+            record("POR", "9", 30, 1, 4, true, ""),
+        ],
+    )
+    .await;
+    assert_eq!(store.sweep(&sweep_after(c1, 1, None)).await.unwrap(), Swept::default(), "no full file yet");
+    // the full file holds POS/1 only: POS/2 goes; the tombstone POR/9 keeps its version
+    deliver(store.as_ref(), "f3", vec![at(f3, record("POS", "1", 31, 3, 2, false, "a2"))]).await;
+    let swept = store.sweep(&sweep_after(f3, 1, Some(Tombstone))).await.unwrap();
+    assert_eq!(swept, Swept { removed: 1, reported: 0 });
+    // a late change older than the full file cannot bring a record back
+    deliver(store.as_ref(), "c2", vec![at(c2, record("POS", "5", 31, 2, 2, false, "late"))]).await;
+    assert_eq!(store.sweep(&sweep_after(c2, 1, None)).await.unwrap().removed, 1);
+    // an older full file that comes last: in version order it removed POS/2
+    let f_mid = "DE_SEV_RMF_20220730_00000005.DAT";
+    deliver(store.as_ref(), "fm", vec![at(f_mid, record("POS", "1", 30, 5, 2, false, "old"))]).await;
+    assert_eq!(store.sweep(&sweep_after(f_mid, 1, Some(Tombstone))).await.unwrap().removed, 0);
+    let expected = vec![
+        ("POR/9".to_string(), true, c1.to_string(), (30, 1, 4)),
+        ("POS/1".to_string(), false, f3.to_string(), (31, 3, 2)),
+        ("POS/2".to_string(), true, f_mid.to_string(), (30, 5, 0)),
+        ("POS/5".to_string(), true, f3.to_string(), (31, 3, 0)),
+    ];
+    assert_eq!(shown(store.as_ref()).await, expected);
+    // idempotent: the same delivery reports its count again, a redelivery removes nothing
+    assert_eq!(store.sweep(&sweep_after(f3, 1, Some(Tombstone))).await.unwrap().removed, 1);
+    assert_eq!(store.sweep(&sweep_after(f3, 2, Some(Tombstone))).await.unwrap().removed, 0);
+    assert_eq!(shown(store.as_ref()).await, expected);
+    // a newer line brings a removed record back
+    let c6 = "DE_SEV_RMC_20220801_00000006.DAT";
+    let back = Record {
+        version: Version { date: NaiveDate::from_ymd_opt(2022, 8, 1).unwrap(), seq: 6, line: 2 },
+        ..at(c6, record("POS", "2", 30, 6, 2, false, "back"))
+    };
+    deliver(store.as_ref(), "c6", vec![back]).await;
+    assert_eq!(store.sweep(&sweep_after(c6, 1, None)).await.unwrap().removed, 0);
+    let now = shown(store.as_ref()).await;
+    assert_eq!(now[2], ("POS/2".to_string(), false, c6.to_string(), (1, 6, 2)));
+    // report mode counts what a full file lacks and changes nothing
+    let wes = |key: &str| Record { region: "WES".into(), ..record("POS", key, 30, 1, 2, false, "w") };
+    deliver(store.as_ref(), "w1", vec![wes("70"), wes("71")]).await;
+    let report = "DE_WES_RMF_20220731_00000004.DAT";
+    let swept = store.sweep(&sweep_after(report, 1, Some(Report))).await.unwrap();
+    assert_eq!(swept, Swept { removed: 0, reported: 2 });
+    assert_eq!(shown(store.as_ref()).await.iter().filter(|r| r.0.starts_with("POS/7") && !r.1).count(), 2);
+}
+
 #[macro_export]
 macro_rules! store_suite {
     ($name:ident, $factory:expr) => {
         mod $name {
             use super::*;
+            #[tokio::test]
+            async fn full_files_remove_what_they_lack_in_any_order() {
+                let (_guard, store) = $factory().await;
+                conformance::store::full_files_remove_what_they_lack_in_any_order(store).await;
+            }
             #[tokio::test]
             async fn a_file_is_counted_once_whoever_applies_it() {
                 let (_guard, store) = $factory().await;

@@ -57,6 +57,7 @@ fn tally_doc(t: &Tally) -> Document {
     doc! {
         "applied": signed(t.applied), "stale": signed(t.stale), "unchanged": signed(t.unchanged),
         "rejected": signed(t.rejected), "dead_lettered": signed(t.dead_lettered),
+        "removed": signed(t.removed),
     }
 }
 
@@ -67,6 +68,7 @@ fn tally_from(d: &Document) -> Tally {
         unchanged: unsigned(d, "unchanged"),
         rejected: unsigned(d, "rejected"),
         dead_lettered: unsigned(d, "dead_lettered"),
+        removed: unsigned(d, "removed"),
     }
 }
 
@@ -183,6 +185,7 @@ fn counters_doc(c: &Commit) -> Document {
         "records_stale": signed(d.records.stale),
         "records_unchanged": signed(d.records.unchanged),
         "records_dead_lettered": signed(d.records.dead_lettered),
+        "records_removed": signed(d.records.removed),
     }
 }
 
@@ -415,6 +418,7 @@ pub(super) async fn counts(db: &Database) -> Result<Counts, StoreError> {
         "records_stale",
         "records_unchanged",
         "records_dead_lettered",
+        "records_removed",
     ];
     let mut group = doc! { "_id": Bson::Null };
     for n in names {
@@ -438,5 +442,6 @@ pub(super) async fn counts(db: &Database) -> Result<Counts, StoreError> {
         records_unchanged: unsigned(&sums, "records_unchanged"),
         records_rejected: 0,
         records_dead_lettered: unsigned(&sums, "records_dead_lettered"),
+        records_removed: unsigned(&sums, "records_removed"),
     })
 }

@@ -15,11 +15,13 @@
 //! - Write concern: `majority` unless the URI sets `w`; indexes are created at open.
 
 mod errors;
+mod full_files;
 mod journal;
 mod leases;
 mod numbers;
 mod records;
 
+use crate::core::full::{Sweep, Swept};
 use crate::core::lease::Lease;
 use crate::core::ledger::{FileState, LedgerEntry};
 use crate::core::record::{Record, Reject, Tally};
@@ -208,6 +210,10 @@ impl Store for MongoStore {
         docs.iter().map(journal::ledger_entry).collect()
     }
 
+    async fn sweep(&self, sweep: &Sweep) -> Result<Swept, StoreError> {
+        full_files::sweep(&self.db, sweep).await
+    }
+
     async fn begin_file(&self, _ticket: FileTicket) -> Result<Box<dyn FileTxn>, StoreError> {
         Ok(Box::new(MongoFileTxn { store: self.clone_handle(), tally: Tally::default() }))
     }
@@ -377,6 +383,10 @@ impl FileTxn for MongoFileTxn {
 
     async fn settle(&mut self) -> Result<Tally, StoreError> {
         Ok(self.tally) // every step is written as it comes
+    }
+
+    async fn sweep(&mut self, sweep: &Sweep) -> Result<Swept, StoreError> {
+        full_files::sweep(&self.store.db, sweep).await
     }
 
     async fn commit(self: Box<Self>, commit: Commit) -> Result<(), StoreError> {

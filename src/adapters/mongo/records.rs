@@ -39,7 +39,7 @@ pub(super) fn record_id(rtype: &str, key: &str) -> String {
     format!("{rtype}/{key}")
 }
 
-fn as_i64(n: u64, what: &str) -> Result<i64, StoreError> {
+pub(super) fn as_i64(n: u64, what: &str) -> Result<i64, StoreError> {
     i64::try_from(n).map_err(|_| StoreError::Rejected(format!("{what} {n} does not fit a 64-bit signed integer")))
 }
 
@@ -67,6 +67,9 @@ fn record_doc(r: &Record) -> Result<Document, StoreError> {
         "vs": as_i64(r.version.seq, "SEQ")?,
         "vl": as_i64(r.version.line, "line")?,
         "fields": fields,
+        // written by a line: not (or no longer) removed by a full file
+        "swept": false,
+        "sv": Bson::Null,
     })
 }
 

@@ -16,6 +16,7 @@
 use super::link::Link;
 use super::message::{self, message_id};
 use super::topology::ROUTING_KEY;
+use crate::core::full::{Sweep, Swept};
 use crate::core::record::{Record, Reject, Tally};
 use crate::ports::delivery::{Delivery, DeliveryError, DeliveryProbe, FileDelivery};
 use crate::ports::store::{Commit, FileTicket, Store};
@@ -363,6 +364,10 @@ impl FileDelivery for RabbitFile {
             self.settle_oldest().await?;
         }
         Ok(Tally { rejected: self.rejected, ..Default::default() })
+    }
+
+    async fn sweep(&mut self, _sweep: &Sweep) -> Result<Option<Swept>, DeliveryError> {
+        Ok(None) // the consumers apply the records; the engine sweeps once they all are
     }
 
     async fn commit(mut self: Box<Self>, commit: Commit) -> Result<(), DeliveryError> {

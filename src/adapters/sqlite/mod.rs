@@ -11,9 +11,11 @@
 //! WAL passes 256 MiB (measured: with the default, every file's commit checkpointed).
 
 mod checkpointer;
+mod full_files;
 mod rows;
 mod writer;
 
+use crate::core::full::{Sweep, Swept};
 use crate::core::lease::Lease;
 use crate::core::ledger::{FileState, LedgerEntry};
 use crate::core::record::Reject;
@@ -104,10 +106,15 @@ const V2_COLUMNS: &str = "ALTER TABLE objects ADD COLUMN generation INTEGER NOT 
      ALTER TABLE objects ADD COLUMN records_dead_lettered INTEGER NOT NULL DEFAULT 0;
      UPDATE meta SET value = '2' WHERE key = 'schema_version';";
 
-/// The column version 3 added to `objects`: whether the file is counted in
-/// `applied_files`. A row written before it is counted once applied, or once delivered
+/// The columns version 3 added: whether a file is counted in `applied_files` and the
+/// records a full file removed (`objects`), and how a record a full file removed shows
+/// (`records`). Its new tables are created by `SCHEMA`. A row written before it is counted once applied, or once delivered
 /// again (its first delivery was counted when it completed).
 const V3_COLUMNS: &str = "ALTER TABLE objects ADD COLUMN counted INTEGER NOT NULL DEFAULT 0;
+     ALTER TABLE objects ADD COLUMN records_removed INTEGER NOT NULL DEFAULT 0;
+     ALTER TABLE records ADD COLUMN s_date INTEGER;
+     ALTER TABLE records ADD COLUMN s_seq INTEGER;
+     ALTER TABLE records ADD COLUMN s_file TEXT;
      UPDATE objects SET counted = (state = 'applied' OR generation > 1);
      UPDATE meta SET value = '3' WHERE key = 'schema_version';";
 
@@ -177,6 +184,12 @@ impl Store for SqliteStore {
         rx.await.map_err(|_| StoreError::Closed)?
     }
 
+    async fn sweep(&self, sweep: &Sweep) -> Result<Swept, StoreError> {
+        let (tx, rx) = oneshot::channel();
+        self.writer.send(WriterCmd::Sweep(sweep.clone(), tx)).await.map_err(|_| StoreError::Closed)?;
+        rx.await.map_err(|_| StoreError::Closed)?
+    }
+
     async fn begin_file(&self, ticket: FileTicket) -> Result<Box<dyn FileTxn>, StoreError> {
         let (txn_tx, txn_rx) = mpsc::channel(2);
         let (tx, rx) = oneshot::channel();
@@ -201,6 +214,7 @@ impl Store for SqliteStore {
                 records_unchanged: get("records_unchanged")?,
                 records_rejected: c.query_row("SELECT count(*) FROM rejects", [], |r| r.get(0)).map_err(map_err)?,
                 records_dead_lettered: get("records_dead_lettered")?,
+                records_removed: get("records_removed")?,
             })
         })
         .await
@@ -332,7 +346,9 @@ fn export_rows(c: &Connection, sink: &mpsc::Sender<Vec<StoredRecord>>) -> Result
     let shapes = rows::load_shapes(c)?;
     let mut stmt = c
         .prepare(
-            "SELECT rtype, key, deleted, region, file, v_date, v_seq, v_line, shape, field_values
+            "SELECT rtype, key, deleted OR s_date IS NOT NULL, region, COALESCE(s_file, file),
+               COALESCE(s_date, v_date), COALESCE(s_seq, v_seq), CASE WHEN s_date IS NULL THEN v_line ELSE 0 END,
+               shape, field_values
              FROM records ORDER BY rtype, key",
         )
         .map_err(map_err)?;
@@ -388,7 +404,10 @@ mod tests {
         }
         let conn = Connection::open(&path).unwrap();
         conn.execute_batch(
-            "ALTER TABLE objects DROP COLUMN counted; UPDATE meta SET value = '2' WHERE key = 'schema_version';",
+            "ALTER TABLE objects DROP COLUMN counted; ALTER TABLE objects DROP COLUMN records_removed;
+             ALTER TABLE records DROP COLUMN s_date; ALTER TABLE records DROP COLUMN s_seq;
+             ALTER TABLE records DROP COLUMN s_file; DROP TABLE full_files; DROP TABLE sweeps;
+             UPDATE meta SET value = '2' WHERE key = 'schema_version';",
         )
         .unwrap();
         drop(conn);

@@ -49,7 +49,7 @@ fn text_time(t: DateTime<Utc>) -> String {
 const OBJECT_COLUMNS: &str = "name, key, region, kind, file_date, seq, size, fingerprint, sha256, state, reason, \
      conflict_fingerprint, conflict_sha256, conflict_reason, conflict_at, first_seen, updated_at, \
      record_lines, records_applied, records_stale, records_unchanged, records_rejected, generation, \
-     records_dead_lettered, counted";
+     records_dead_lettered, counted, records_removed";
 
 pub(super) fn load_ledger(conn: &Connection) -> Result<Vec<LedgerEntry>, StoreError> {
     let mut stmt =
@@ -95,6 +95,7 @@ fn read_object(r: &Row<'_>) -> RowResult<LedgerEntry> {
         unchanged: r.get(20)?,
         rejected: r.get(21)?,
         dead_lettered: r.get(23)?,
+        removed: r.get(25)?,
     };
     let generation: u32 = r.get(22)?;
     let counted: bool = r.get(24)?;
@@ -231,6 +232,7 @@ pub(super) fn write_commit(conn: &Connection, c: &Commit) -> Result<(), StoreErr
         ("records_stale", d.records.stale),
         ("records_unchanged", d.records.unchanged),
         ("records_dead_lettered", d.records.dead_lettered),
+        ("records_removed", d.records.removed),
     ];
     for (name, by) in increments.into_iter().filter(|(_, by)| *by > 0) {
         conn.prepare_cached(
@@ -249,7 +251,7 @@ fn write_object(conn: &Connection, e: &LedgerEntry) -> Result<(), StoreError> {
     let date = b.map(|b| Version { date: b.date, seq: 0, line: 0 }.date_number());
     conn.prepare_cached(&format!(
         "INSERT OR REPLACE INTO objects ({OBJECT_COLUMNS}) VALUES
-         (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25)"
+         (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26)"
     ))
     .map_err(map_err)?
     .execute(params![
@@ -278,6 +280,7 @@ fn write_object(conn: &Connection, e: &LedgerEntry) -> Result<(), StoreError> {
         e.generation,
         e.tally.dead_lettered,
         e.counted,
+        e.tally.removed,
     ])
     .map_err(map_err)?;
     Ok(())
@@ -289,7 +292,8 @@ macro_rules! upsert_when_newer {
     () => {
         " ON CONFLICT (rtype, key) DO UPDATE SET deleted = excluded.deleted, region = excluded.region,
            file = excluded.file, v_date = excluded.v_date, v_seq = excluded.v_seq,
-           v_line = excluded.v_line, shape = excluded.shape, field_values = excluded.field_values
+           v_line = excluded.v_line, shape = excluded.shape, field_values = excluded.field_values,
+           s_date = NULL, s_seq = NULL, s_file = NULL
          WHERE (excluded.v_date, excluded.v_seq, excluded.v_line) > (records.v_date, records.v_seq, records.v_line)"
     };
 }
@@ -497,7 +501,7 @@ pub(super) fn merge_staged(
             file.file.name
         ))
     })?;
-    Ok(Tally { applied, stale, unchanged, rejected, dead_lettered: 0 })
+    Ok(Tally { applied, stale, unchanged, rejected, ..Tally::default() })
 }
 
 /// Whether the ledger says the file was applied already.
@@ -585,7 +589,7 @@ pub(super) fn delivery_progress(conn: &Connection, file: &str, generation: u32) 
             |r| r.get(0),
         )
         .map_err(map_err)?;
-    Ok(Tally { applied, stale, unchanged, rejected: 0, dead_lettered })
+    Ok(Tally { applied, stale, unchanged, dead_lettered, ..Tally::default() })
 }
 
 pub(super) fn insert_rejects(conn: &Connection, batch: &[Reject]) -> Result<(), StoreError> {

@@ -32,7 +32,9 @@ CREATE TABLE IF NOT EXISTS objects (
     generation           INTEGER NOT NULL DEFAULT 0,
     records_dead_lettered INTEGER NOT NULL DEFAULT 0,
     -- 1 once the file is counted in `applied_files` (the first time it became applied)
-    counted              INTEGER NOT NULL DEFAULT 0
+    counted              INTEGER NOT NULL DEFAULT 0,
+    -- records of its region it turned into tombstones (a full file, `core::full`)
+    records_removed      INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS objects_by_stream ON objects (region, seq);
 
@@ -67,7 +69,10 @@ CREATE TABLE IF NOT EXISTS shapes (
 );
 
 -- Current records: one row per identity (type, key), tombstones included
--- (shape and field_values are NULL for a tombstone).
+-- (shape and field_values are NULL for a tombstone). The version columns hold the
+-- identity's last write, which the version rule compares with. A record a full file
+-- removed (`core::full`) shows as a tombstone of that file: s_file at (s_date, s_seq, 0);
+-- its last write stays in the other columns (its field values are dropped).
 CREATE TABLE IF NOT EXISTS records (
     rtype        TEXT NOT NULL,
     key          TEXT NOT NULL,
@@ -79,7 +84,30 @@ CREATE TABLE IF NOT EXISTS records (
     v_line       INTEGER NOT NULL,
     shape        INTEGER REFERENCES shapes (id),
     field_values TEXT,
+    s_date       INTEGER,
+    s_seq        INTEGER,
+    s_file       TEXT,
     PRIMARY KEY (rtype, key)
+) WITHOUT ROWID;
+
+-- Full files applied in `tombstone` mode (`core::full`), per region and record type they
+-- cover: their version (date, SEQ; line 0) and name. A few per region and year.
+CREATE TABLE IF NOT EXISTS full_files (
+    region TEXT NOT NULL,
+    rtype  TEXT NOT NULL,
+    v_date INTEGER NOT NULL,
+    v_seq  INTEGER NOT NULL,
+    file   TEXT NOT NULL,
+    PRIMARY KEY (region, rtype, v_date, v_seq)
+) WITHOUT ROWID;
+
+-- Records a sweep removed, per file and delivery (only when it removed any), so a retried
+-- sweep reports the same count and a redelivery counts its own (none).
+CREATE TABLE IF NOT EXISTS sweeps (
+    file       TEXT NOT NULL,
+    generation INTEGER NOT NULL,
+    removed    INTEGER NOT NULL,
+    PRIMARY KEY (file, generation)
 ) WITHOUT ROWID;
 
 CREATE TABLE IF NOT EXISTS rejects (

@@ -9,10 +9,12 @@
 //! commit (`rows::merge_staged`): random-key upserts into a B-tree much larger than the
 //! page cache would otherwise rewrite pages over and over. Memory stays bounded either way.
 
+use super::full_files::sweep;
 use super::rows::{
     STAGING, Shapes, apply_delivered, apply_records, insert_rejects, load_lease, map_err, mark_dead_lettered,
     merge_staged, stage_records, store_lease, write_commit,
 };
+use crate::core::full::{Sweep, Swept};
 use crate::core::lease::{self, Claim, Lease};
 use crate::core::record::{Record, Reject, Tally};
 use crate::ports::store::{Commit, DeadLetter, DeliveredBatch, FileTicket, FileTxn, StoreError};
@@ -32,6 +34,7 @@ pub(super) enum WriterCmd {
     Delivered(Vec<DeliveredBatch>, Reply<Vec<Option<Tally>>>),
     DeadLetters(Vec<DeadLetter>, Reply<()>),
     Rejects(Vec<Reject>, Reply<()>),
+    Sweep(Sweep, Reply<Swept>),
     /// Claims (`Some(ttl)`) or releases (`None`) a lease for an owner at a time.
     Lease(String, String, Option<TimeDelta>, DateTime<Utc>, Reply<Option<Lease>>),
     /// Compare-and-set of a shared document: key, expected version, value.
@@ -42,6 +45,7 @@ pub(super) enum TxnCmd {
     Apply(Vec<Record>, Reply<()>),
     Reject(Vec<Reject>, Reply<()>),
     Settle(Reply<Tally>),
+    Sweep(Sweep, Reply<Swept>),
     Commit(Commit, Reply<()>),
 }
 
@@ -65,6 +69,9 @@ pub(super) fn run(conn: Connection, mut commands: mpsc::Receiver<WriterCmd>) {
             }
             WriterCmd::Shared(key, expected, value, reply) => {
                 let _ = reply.send(in_transaction(&conn, |conn| write_shared(conn, &key, expected, &value)));
+            }
+            WriterCmd::Sweep(s, reply) => {
+                let _ = reply.send(in_transaction(&conn, |conn| sweep(conn, &s)));
             }
             WriterCmd::Rejects(batch, reply) => {
                 let _ = reply.send(in_transaction(&conn, |conn| insert_rejects(conn, &batch)));
@@ -205,6 +212,16 @@ fn file_transaction(
                 }
                 let _ = reply.send(r);
             }
+            TxnCmd::Sweep(s, reply) => {
+                let r = match &failed {
+                    Some(_) => Err(aborted(&failed)),
+                    None => pending.settle(conn, ticket).and_then(|_| sweep(conn, &s)),
+                };
+                if let Err(e) = &r {
+                    failed.get_or_insert(e.to_string());
+                }
+                let _ = reply.send(r);
+            }
             TxnCmd::Commit(c, reply) => {
                 let r = match &failed {
                     Some(_) => Err(aborted(&failed)),
@@ -252,6 +269,11 @@ impl FileTxn for SqliteFileTxn {
 
     async fn settle(&mut self) -> Result<Tally, StoreError> {
         self.call(TxnCmd::Settle).await
+    }
+
+    async fn sweep(&mut self, sweep: &Sweep) -> Result<Swept, StoreError> {
+        let sweep = sweep.clone();
+        self.call(|r| TxnCmd::Sweep(sweep, r)).await
     }
 
     async fn commit(self: Box<Self>, commit: Commit) -> Result<(), StoreError> {
