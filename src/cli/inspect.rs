@@ -104,11 +104,12 @@ fn write_status_table(out: &mut impl Write, doc: &StatusDoc) -> std::io::Result<
     )?;
     writeln!(
         out,
-        "  records: {} applied, {} stale, {} unchanged, {} rejected; {} removed by full files",
+        "  records: {} applied, {} stale, {} unchanged, {} rejected, {} ignored; {} removed by full files",
         c.totals.records_applied,
         c.totals.records_stale,
         c.totals.records_unchanged,
         c.totals.records_rejected,
+        c.totals.records_ignored,
         c.totals.records_removed
     )
 }

@@ -6,6 +6,7 @@ mod backfill;
 mod dlq;
 mod generate;
 mod inspect;
+mod layout;
 mod run;
 mod signals;
 mod skip;
@@ -22,7 +23,7 @@ pub use app::fault_summary;
 pub const EXIT_OK: i32 = 0;
 pub const EXIT_FAILURE: i32 = 1;
 pub const EXIT_USAGE: i32 = 2;
-/// `audit` found discrepancies.
+/// `audit` found discrepancies; `layout check` rejected a line.
 pub const EXIT_FINDINGS: i32 = 3;
 
 #[derive(Debug, Parser)]
@@ -112,6 +113,11 @@ pub enum Command {
         #[command(subcommand)]
         action: DlqAction,
     },
+    /// Work on record layouts.
+    Layout {
+        #[command(subcommand)]
+        action: LayoutAction,
+    },
     /// Write synthetic files in the default profile.
     Generate {
         #[arg(long, value_name = "DIR")]
@@ -128,6 +134,22 @@ pub enum Command {
         records: u64,
         #[arg(long, default_value_t = 1)]
         seed: u64,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum LayoutAction {
+    /// Show what a layout makes of sample files, line by line (exit 3 when a line is
+    /// rejected or a file has a file-level fault).
+    Check {
+        /// The layout file (default: the profile's layout).
+        #[arg(long, value_name = "FILE")]
+        layout: Option<PathBuf>,
+        #[arg(long)]
+        json: bool,
+        /// Sample files.
+        #[arg(required = true, value_name = "SAMPLE")]
+        samples: Vec<PathBuf>,
     },
 }
 
@@ -224,6 +246,9 @@ pub async fn execute(cli: Cli) -> anyhow::Result<i32> {
                 return Err(UsageError(format!("--from {f} is after --to {t}")).into());
             }
             audit::audit(settings, from, to, stuck_after, json).await
+        }
+        Command::Layout { action: LayoutAction::Check { layout, json, samples } } => {
+            layout::check(&settings, layout, &samples, json)
         }
         Command::Generate { .. } => Ok(EXIT_OK), // handled above
     }

@@ -17,7 +17,7 @@
 
 use crate::core::name::FileName;
 use crate::core::record::{Record, Reject};
-use crate::core::schema::Layout;
+use crate::core::schema::{Layout, Verdict};
 use crate::core::version::Version;
 use records::{ReadError, RecordReader, Row, Structural};
 use sha2::{Digest, Sha256};
@@ -35,7 +35,7 @@ const BOM: &[u8] = b"\xEF\xBB\xBF";
 pub enum FileFault {
     #[error("empty object")]
     Empty,
-    #[error("line {line}: missing header: expected {tag},<KIND>,<REGION>,<YYYYMMDD>,<SEQ>, found {found:?}")]
+    #[error("line {line}: missing header: expected a {tag} record first, found {found:?}")]
     MissingHeader { line: u64, tag: String, found: String },
     #[error("line {line}: garbled header: {why}")]
     GarbledHeader { line: u64, why: String },
@@ -43,7 +43,7 @@ pub enum FileFault {
         "line {line}: header disagrees with the file name: {part} is {header:?} in the header but {name:?} in the name"
     )]
     HeaderMismatch { line: u64, part: &'static str, header: String, name: String },
-    #[error("missing trailer: the file ends at line {last_line} without a {tag},<COUNT> line")]
+    #[error("missing trailer: the file ends at line {last_line} without a {tag} record")]
     MissingTrailer { last_line: u64, tag: String },
     #[error("line {line}: garbled trailer: {why}")]
     GarbledTrailer { line: u64, why: String },
@@ -85,6 +85,11 @@ pub enum ParseError {
 pub enum Line {
     Record(Record),
     Reject(Reject),
+    /// A record type the layout knows and does not apply.
+    Ignored {
+        record_type: Arc<str>,
+        line: u64,
+    },
 }
 
 /// What a complete read of a file established.
@@ -92,8 +97,18 @@ pub enum Line {
 pub struct FileSummary {
     pub sha256: String,
     pub size: u64,
-    /// Record lines between header and trailer (rejected ones included).
+    /// Record lines between header and trailer (rejected and ignored ones included).
     pub record_lines: u64,
+    /// Lines of record types the layout does not apply, per type (in layout order of
+    /// first appearance).
+    pub ignored: Vec<(Arc<str>, u64)>,
+}
+
+impl FileSummary {
+    /// Lines of types the layout does not apply.
+    pub fn ignored_lines(&self) -> u64 {
+        self.ignored.iter().map(|(_, n)| n).sum()
+    }
 }
 
 /// The outcome of the validation pass: the file's digest, and its fault if it has one.
@@ -123,7 +138,12 @@ impl<R: Read> Metered<R> {
     /// Reads the rest of the input, so the digest covers the whole object.
     fn drain(mut self) -> io::Result<FileSummary> {
         io::copy(&mut self, &mut io::sink())?;
-        Ok(FileSummary { sha256: hex::encode(self.hasher.finalize()), size: self.size, record_lines: 0 })
+        Ok(FileSummary {
+            sha256: hex::encode(self.hasher.finalize()),
+            size: self.size,
+            record_lines: 0,
+            ignored: Vec::new(),
+        })
     }
 }
 
@@ -163,7 +183,11 @@ impl<R: Read> Read for SkipBom<R> {
 enum Stage {
     Header,
     Body,
-    Trailer { line: u64, declared: u64 },
+    /// After the trailer; `declared` is its count when it is checked.
+    Trailer {
+        line: u64,
+        declared: Option<u64>,
+    },
 }
 
 /// Reads one file record by record; see the module docs for the guarantees.
@@ -175,21 +199,25 @@ pub struct FileParser<R: Read> {
     layout: Arc<Layout>,
     stage: Stage,
     record_lines: u64,
+    ignored: Vec<(Arc<str>, u64)>,
     row: Row,
 }
 
 impl<R: Read> FileParser<R> {
     pub fn new(reader: R, file: &FileName, layout: Arc<Layout>) -> Self {
         let metered = Metered { inner: reader, hasher: Sha256::new(), size: 0 };
-        let reader = RecordReader::new(SkipBom { inner: metered, head: Vec::new(), started: false }, b',', true);
+        let skip_bom = SkipBom { inner: metered, head: Vec::new(), started: false };
+        let reader = RecordReader::new(skip_bom, layout.separator, layout.quoting);
+        let stage = if layout.header.is_some() { Stage::Header } else { Stage::Body };
         Self {
             reader,
             name: file.name.as_str().into(),
             region: file.region.as_str().into(),
             file: file.clone(),
             layout,
-            stage: Stage::Header,
+            stage,
             record_lines: 0,
+            ignored: Vec::new(),
             row: Row::default(),
         }
     }
@@ -206,9 +234,10 @@ impl<R: Read> FileParser<R> {
                 Err(ParseError::Fault(fault)) => break Some(fault),
             }
         };
-        let record_lines = self.record_lines;
+        let (record_lines, ignored) = (self.record_lines, std::mem::take(&mut self.ignored));
         let mut summary = self.reader.into_inner().inner.drain()?;
         summary.record_lines = record_lines;
+        summary.ignored = ignored;
         Ok(Validation { summary, fault })
     }
 
@@ -218,32 +247,36 @@ impl<R: Read> FileParser<R> {
     }
 
     /// Completes the file-level checks once every line has been read.
-    pub fn finish(self) -> Result<FileSummary, ParseError> {
+    pub fn finish(mut self) -> Result<FileSummary, ParseError> {
         if let Some(fault) = self.end_fault() {
             return Err(fault.into());
         }
-        let record_lines = self.record_lines;
+        let (record_lines, ignored) = (self.record_lines, std::mem::take(&mut self.ignored));
         let mut summary = self.reader.into_inner().inner.drain().map_err(ParseError::Read)?;
         summary.record_lines = record_lines;
+        summary.ignored = ignored;
         Ok(summary)
     }
 
     /// The file-level fault known once the input has ended, if any.
     fn end_fault(&self) -> Option<FileFault> {
-        match self.stage {
-            Stage::Header => Some(if self.reader.get_ref().inner.size == 0 {
-                FileFault::Empty
-            } else {
-                FileFault::MissingHeader { line: 1, tag: self.layout.header_tag.clone(), found: String::new() }
+        if self.reader.get_ref().inner.size == 0 {
+            return Some(FileFault::Empty);
+        }
+        match (&self.stage, &self.layout.header, &self.layout.trailer) {
+            (Stage::Header, header, _) => Some(FileFault::MissingHeader {
+                line: 1,
+                tag: header.as_ref().map(|h| h.tag.clone()).unwrap_or_default(),
+                found: String::new(),
             }),
-            Stage::Body => Some(FileFault::MissingTrailer {
-                last_line: self.reader.lines_read(),
-                tag: self.layout.trailer_tag.clone(),
-            }),
-            Stage::Trailer { line, declared } if declared != self.record_lines => {
-                Some(FileFault::TrailerCount { line, declared, found: self.record_lines })
+            (Stage::Body, _, Some(trailer)) => {
+                Some(FileFault::MissingTrailer { last_line: self.reader.lines_read(), tag: trailer.tag.clone() })
             }
-            Stage::Trailer { .. } => None,
+            (Stage::Body, _, None) => None,
+            (Stage::Trailer { line, declared: Some(declared) }, _, _) if *declared != self.record_lines => {
+                Some(FileFault::TrailerCount { line: *line, declared: *declared, found: self.record_lines })
+            }
+            (Stage::Trailer { .. }, _, _) => None,
         }
     }
 
@@ -265,13 +298,20 @@ impl<R: Read> FileParser<R> {
                     self.stage = Stage::Body;
                 }
                 Stage::Trailer { .. } => return Err(FileFault::AfterTrailer { line }.into()),
-                Stage::Body if self.row.get(0) == Some(self.layout.trailer_tag.as_bytes()) => {
+                Stage::Body
+                    if self.layout.trailer.as_ref().is_some_and(|t| self.row.get(0) == Some(t.tag.as_bytes())) =>
+                {
                     let declared = self.parse_trailer(line)?;
                     self.stage = Stage::Trailer { line, declared };
                 }
                 Stage::Body => {
                     self.record_lines += 1;
-                    if build {
+                    if let Some(record_type) = self.ignored_type() {
+                        self.count_ignored(&record_type);
+                        if build {
+                            return Ok(Some(Line::Ignored { record_type, line }));
+                        }
+                    } else if build {
                         return Ok(Some(self.record_line(line)));
                     }
                 }
@@ -284,7 +324,8 @@ impl<R: Read> FileParser<R> {
     }
 
     fn check_header(&self, line: u64) -> Result<(), FileFault> {
-        let tag = &self.layout.header_tag;
+        let Some(header) = &self.layout.header else { return Ok(()) };
+        let tag = &header.tag;
         if self.text(0) != Some(tag.as_str()) {
             return Err(FileFault::MissingHeader { line, tag: tag.clone(), found: self.raw(80) });
         }
@@ -292,18 +333,17 @@ impl<R: Read> FileParser<R> {
         if let Some(why) = &self.row.malformed {
             return Err(garbled(why.clone()));
         }
-        if self.row.len() != 5 {
-            return Err(garbled(format!("expected 5 fields, found {}", self.row.len())));
+        if let Some(n) = header.fields
+            && self.row.len() != n
+        {
+            return Err(garbled(format!("expected {n} fields, found {}", self.row.len())));
         }
-        let field = |i| self.text(i).ok_or_else(|| garbled(format!("field {} is not valid UTF-8", i + 1)));
-        let (kind, region, date, seq) = (field(1)?, field(2)?, field(3)?, field(4)?);
-        let date_value = crate::core::name::parse_yyyymmdd(date)
-            .ok_or_else(|| garbled(format!("date {date:?} is not a calendar date (YYYYMMDD)")))?;
-        let seq_value: u64 = seq
-            .parse()
-            .ok()
-            .filter(|_| seq.bytes().all(|b| b.is_ascii_digit()))
-            .ok_or_else(|| garbled(format!("SEQ {seq:?} is not a number")))?;
+        let field = |i: usize| {
+            self.text(i).ok_or_else(|| match self.row.get(i) {
+                None => garbled(format!("field {} is missing", i + 1)),
+                Some(_) => garbled(format!("field {} is not valid UTF-8", i + 1)),
+            })
+        };
         let mismatch = |part, header: &str, name: String| FileFault::HeaderMismatch {
             line,
             part,
@@ -311,42 +351,74 @@ impl<R: Read> FileParser<R> {
             name,
         };
         let f = &self.file;
-        if kind != f.kind {
-            return Err(mismatch("kind", kind, f.kind.clone()));
+        if let Some(i) = header.kind {
+            let kind = field(i)?;
+            if header.check_name && kind != f.kind {
+                return Err(mismatch("kind", kind, f.kind.clone()));
+            }
         }
-        if region != f.region {
-            return Err(mismatch("region", region, f.region.clone()));
+        if let Some(i) = header.region {
+            let region = field(i)?;
+            if header.check_name && region != f.region {
+                return Err(mismatch("region", region, f.region.clone()));
+            }
         }
-        if date_value != f.date {
-            return Err(mismatch("date", date, f.date.format("%Y%m%d").to_string()));
+        if let Some(i) = header.date {
+            let date = field(i)?;
+            let value = crate::core::name::parse_yyyymmdd(date)
+                .ok_or_else(|| garbled(format!("date {date:?} is not a calendar date (YYYYMMDD)")))?;
+            if header.check_name && value != f.date {
+                return Err(mismatch("date", date, f.date.format("%Y%m%d").to_string()));
+            }
         }
-        if seq_value != f.seq {
-            return Err(mismatch("SEQ", seq, f.seq.to_string()));
+        if let Some(i) = header.seq {
+            let seq = field(i)?;
+            let value: u64 = seq
+                .parse()
+                .ok()
+                .filter(|_| seq.bytes().all(|b| b.is_ascii_digit()))
+                .ok_or_else(|| garbled(format!("SEQ {seq:?} is not a number")))?;
+            if header.check_name && value != f.seq {
+                return Err(mismatch("SEQ", seq, f.seq.to_string()));
+            }
         }
         Ok(())
     }
 
-    fn parse_trailer(&self, line: u64) -> Result<u64, FileFault> {
+    /// The trailer's declared count, when it is checked.
+    fn parse_trailer(&self, line: u64) -> Result<Option<u64>, FileFault> {
         let garbled = |why: String| FileFault::GarbledTrailer { line, why };
+        let Some(trailer) = &self.layout.trailer else { return Ok(None) };
         if let Some(why) = &self.row.malformed {
             return Err(garbled(why.clone()));
         }
-        if self.row.len() != 2 {
-            return Err(garbled(format!("expected 2 fields, found {}", self.row.len())));
+        if let Some(n) = trailer.fields
+            && self.row.len() != n
+        {
+            return Err(garbled(format!("expected {n} fields, found {}", self.row.len())));
         }
-        let count = self.text(1).unwrap_or("");
-        count
+        let Some(i) = trailer.count else { return Ok(None) };
+        let count = self.text(i).unwrap_or("");
+        let declared = count
             .parse()
             .ok()
             .filter(|_| count.bytes().all(|b| b.is_ascii_digit()))
-            .ok_or_else(|| garbled(format!("count {count:?} is not a number")))
+            .ok_or_else(|| garbled(format!("count {count:?} is not a number")))?;
+        Ok(trailer.check_count.then_some(declared))
+    }
+
+    fn count_ignored(&mut self, record_type: &Arc<str>) {
+        match self.ignored.iter_mut().find(|(t, _)| t == record_type) {
+            Some((_, n)) => *n += 1,
+            None => self.ignored.push((record_type.clone(), 1)),
+        }
     }
 
     fn raw(&self, limit: usize) -> String {
         let mut out = String::new();
         for (i, f) in self.row.iter().enumerate() {
             if i > 0 {
-                out.push(',');
+                out.push(char::from(self.layout.separator));
             }
             out.push_str(&String::from_utf8_lossy(f));
             if out.len() > limit {
@@ -357,6 +429,12 @@ impl<R: Read> FileParser<R> {
             }
         }
         out
+    }
+
+    /// The line's record type when the layout knows it and does not apply it.
+    fn ignored_type(&self) -> Option<Arc<str>> {
+        let first = self.row.get(0)?;
+        self.layout.ignored_types().iter().find(|t| t.as_bytes() == first).cloned()
     }
 
     fn record_line(&self, line: u64) -> Line {
@@ -373,10 +451,11 @@ impl<R: Read> FileParser<R> {
             }
         }
         match self.layout.check(&fields) {
-            Ok(checked) => {
+            Ok(Verdict::Record(checked)) => {
                 let version = Version { date: self.file.date, seq: self.file.seq, line };
                 Line::Record(checked.layout.build(&fields, checked.deleted, version, &self.region, &self.name))
             }
+            Ok(Verdict::Ignored(t)) => Line::Ignored { record_type: t.clone(), line },
             Err(fault) => reject(fault.0),
         }
     }

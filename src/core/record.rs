@@ -109,12 +109,14 @@ pub struct Tally {
     /// Records of the region turned into tombstones when the file was applied (a full
     /// file's removals, see `core::full`). Not lines of the file: not in [`Tally::total`].
     pub removed: u64,
+    /// Lines of record types the layout knows and does not apply.
+    pub ignored: u64,
 }
 
 impl Tally {
     /// Lines accounted for.
     pub fn total(&self) -> u64 {
-        self.applied + self.stale + self.unchanged + self.rejected + self.dead_lettered
+        self.applied + self.stale + self.unchanged + self.rejected + self.dead_lettered + self.ignored
     }
 }
 
@@ -126,6 +128,7 @@ impl std::ops::AddAssign for Tally {
         self.rejected += o.rejected;
         self.dead_lettered += o.dead_lettered;
         self.removed += o.removed;
+        self.ignored += o.ignored;
     }
 }
 

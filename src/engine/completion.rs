@@ -52,6 +52,7 @@ impl InFlightFile {
 pub async fn progress(store: &dyn crate::ports::store::Store, e: &LedgerEntry) -> Result<Tally, EngineError> {
     let mut t = store.delivery_progress(&e.name, e.generation).await?;
     t.rejected = e.tally.rejected;
+    t.ignored = e.tally.ignored;
     Ok(t)
 }
 

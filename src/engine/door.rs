@@ -78,6 +78,7 @@ impl Engine {
         streams: Vec<StreamRecord>,
     ) -> Result<LedgerEntry, EngineError> {
         let mut tally = delivery.settle().await?;
+        tally.ignored = entry.tally.ignored; // set from the file's summary
         let mut audit = Vec::new();
         if let Some(sweep) = self.sweep_for(&entry)
             && let Some(swept) = delivery.sweep(&sweep).await?

@@ -9,7 +9,7 @@ use super::{Engine, EngineError};
 use crate::core::ledger::{FileState, LedgerEntry, Listed, interrupted_conflict};
 use crate::core::name::FileName;
 use crate::core::parse::{FileParser, FileSummary, Line, ParseError, Validation};
-use crate::core::record::{Record, Reject};
+use crate::core::record::{Record, Reject, Tally};
 use crate::ports::delivery::FileDelivery;
 use crate::ports::source::SourceError;
 use crate::ports::store::{Commit, FileTicket};
@@ -104,6 +104,8 @@ impl Engine {
         })
         .await?;
         after.state = if self.delivery.asynchronous() { FileState::Delivered } else { FileState::Applied };
+        // What the stores never see: the lines of types the layout does not apply.
+        after.tally = Tally { ignored: expected.ignored_lines(), ..Tally::default() };
         after.reason = None;
         Ok(FileOutcome::Delivered { delivery, entry: after })
     }
@@ -199,6 +201,7 @@ fn parse_into(
         match line {
             Line::Record(r) => chunk.records.push(r),
             Line::Reject(r) => chunk.rejects.push(r),
+            Line::Ignored { .. } => {} // counted in the file's summary
         }
         if chunk.records.len() + chunk.rejects.len() >= BATCH_RECORDS {
             tx.blocking_send(std::mem::replace(&mut chunk, fresh())).map_err(|_| gone())?;

@@ -213,6 +213,7 @@ fn counters(h: &mut String, doc: &StatusDoc) {
         ("records stale", c.totals.records_stale),
         ("records unchanged", c.totals.records_unchanged),
         ("records rejected", c.totals.records_rejected),
+        ("records ignored (types not applied)", c.totals.records_ignored),
         ("records removed by full files", c.totals.records_removed),
         ("records dead-lettered", c.totals.records_dead_lettered),
     ];

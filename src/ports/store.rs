@@ -169,6 +169,8 @@ pub struct Counts {
     pub records_dead_lettered: u64,
     /// Records full files turned into tombstones (`core::full`).
     pub records_removed: u64,
+    /// Lines of record types the layout knows and does not apply.
+    pub records_ignored: u64,
 }
 
 /// A current record as stored (one per identity, tombstones included).

@@ -172,6 +172,7 @@ fn store_state(out: &mut String, doc: &StatusDoc, now: DateTime<Utc>) {
         rejected: c.totals.records_rejected,
         dead_lettered: c.totals.records_dead_lettered,
         removed: c.totals.records_removed,
+        ignored: c.totals.records_ignored,
     };
     for (outcome, n) in [
         ("applied", records.applied),
@@ -180,6 +181,7 @@ fn store_state(out: &mut String, doc: &StatusDoc, now: DateTime<Utc>) {
         ("rejected", records.rejected),
         ("dead_lettered", records.dead_lettered),
         ("removed_by_full_files", records.removed),
+        ("ignored", records.ignored),
     ] {
         let _ = writeln!(out, "esr_ingest_records_total{{outcome=\"{outcome}\"}} {n}");
     }

@@ -5,7 +5,7 @@
 use esr_ingest::config::{ConfigFile, Overrides, Settings};
 use esr_ingest::core::name::{FileName, NameProfile, NameVerdict, object_name};
 use esr_ingest::core::parse::{FileParser, Line, ParseError};
-use esr_ingest::core::schema::Layout;
+use esr_ingest::core::schema::{KEY_JOIN, Layout, Verdict};
 use sha2::{Digest, Sha256};
 use std::sync::{Arc, OnceLock};
 
@@ -40,6 +40,11 @@ fn fixtures() -> &'static (FileName, Arc<Layout>) {
 /// digest covers every byte, and nothing panics.
 pub fn file(data: &[u8]) {
     let (file, layout) = fixtures();
+    file_with(data, file, layout);
+}
+
+/// [`file`] under any layout.
+pub fn file_with(data: &[u8], file: &FileName, layout: &Arc<Layout>) {
     let validation = FileParser::new(data, file, layout.clone()).validate().expect("reading a slice cannot fail");
     assert_eq!(validation.summary.sha256, hex::encode(Sha256::digest(data)));
     assert_eq!(validation.summary.size, data.len() as u64);
@@ -54,6 +59,7 @@ pub fn file(data: &[u8]) {
                 let number = match &line {
                     Line::Record(r) => r.version.line,
                     Line::Reject(r) => r.line,
+                    Line::Ignored { line, .. } => *line,
                 };
                 assert!(number > last_line, "line numbers increase: {number} after {last_line}");
                 last_line = number;
@@ -74,9 +80,22 @@ pub fn file(data: &[u8]) {
 
 /// Any text as a layout file: loaded or refused, never a panic; a loaded layout checks
 /// any line without a panic.
+/// Any text as a layout, any line checked against it: a layout or a clear error, a
+/// verdict for the line, a key for a record; and the line's bytes as a whole file under
+/// the layout hold the file properties (its separator, quoting, header and trailer).
 pub fn layout(text: &str, fields: &[&str]) {
     if let Ok(layout) = Layout::from_toml(text) {
-        let _ = layout.check(fields);
+        if let Ok(Verdict::Record(checked)) = layout.check(fields) {
+            let key = checked.layout.key_of(fields);
+            let parts = checked.layout.key.len();
+            if parts > 1 {
+                // a part holding the joint is rejected, so the parts can be told apart
+                assert_eq!(key.matches(KEY_JOIN).count(), parts - 1, "{key:?}");
+            }
+        }
+        let (file, _) = fixtures();
+        let separator = char::from(layout.separator).to_string();
+        file_with(fields.join(&separator).as_bytes(), file, &Arc::new(layout));
     }
 }
 

@@ -53,7 +53,7 @@ pub fn entry(name: &str, state: FileState) -> LedgerEntry {
         first_seen: t,
         updated_at: t,
         record_lines: 7,
-        tally: Tally { applied: 4, stale: 1, unchanged: 1, rejected: 1, dead_lettered: 0, removed: 2 },
+        tally: Tally { applied: 4, stale: 1, unchanged: 1, rejected: 1, dead_lettered: 0, removed: 2, ignored: 1 },
         generation: 2,
         counted: false,
     }

@@ -57,7 +57,7 @@ fn tally_doc(t: &Tally) -> Document {
     doc! {
         "applied": signed(t.applied), "stale": signed(t.stale), "unchanged": signed(t.unchanged),
         "rejected": signed(t.rejected), "dead_lettered": signed(t.dead_lettered),
-        "removed": signed(t.removed),
+        "removed": signed(t.removed), "ignored": signed(t.ignored),
     }
 }
 
@@ -69,6 +69,7 @@ fn tally_from(d: &Document) -> Tally {
         rejected: unsigned(d, "rejected"),
         dead_lettered: unsigned(d, "dead_lettered"),
         removed: unsigned(d, "removed"),
+        ignored: unsigned(d, "ignored"),
     }
 }
 
@@ -186,6 +187,7 @@ fn counters_doc(c: &Commit) -> Document {
         "records_unchanged": signed(d.records.unchanged),
         "records_dead_lettered": signed(d.records.dead_lettered),
         "records_removed": signed(d.records.removed),
+        "records_ignored": signed(d.records.ignored),
     }
 }
 
@@ -419,6 +421,7 @@ pub(super) async fn counts(db: &Database) -> Result<Counts, StoreError> {
         "records_unchanged",
         "records_dead_lettered",
         "records_removed",
+        "records_ignored",
     ];
     let mut group = doc! { "_id": Bson::Null };
     for n in names {
@@ -443,5 +446,6 @@ pub(super) async fn counts(db: &Database) -> Result<Counts, StoreError> {
         records_rejected: 0,
         records_dead_lettered: unsigned(&sums, "records_dead_lettered"),
         records_removed: unsigned(&sums, "records_removed"),
+        records_ignored: unsigned(&sums, "records_ignored"),
     })
 }

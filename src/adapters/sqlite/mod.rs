@@ -112,6 +112,7 @@ const V2_COLUMNS: &str = "ALTER TABLE objects ADD COLUMN generation INTEGER NOT 
 /// again (its first delivery was counted when it completed).
 const V3_COLUMNS: &str = "ALTER TABLE objects ADD COLUMN counted INTEGER NOT NULL DEFAULT 0;
      ALTER TABLE objects ADD COLUMN records_removed INTEGER NOT NULL DEFAULT 0;
+     ALTER TABLE objects ADD COLUMN records_ignored INTEGER NOT NULL DEFAULT 0;
      ALTER TABLE records ADD COLUMN s_date INTEGER;
      ALTER TABLE records ADD COLUMN s_seq INTEGER;
      ALTER TABLE records ADD COLUMN s_file TEXT;
@@ -215,6 +216,7 @@ impl Store for SqliteStore {
                 records_rejected: c.query_row("SELECT count(*) FROM rejects", [], |r| r.get(0)).map_err(map_err)?,
                 records_dead_lettered: get("records_dead_lettered")?,
                 records_removed: get("records_removed")?,
+                records_ignored: get("records_ignored")?,
             })
         })
         .await
@@ -405,6 +407,7 @@ mod tests {
         let conn = Connection::open(&path).unwrap();
         conn.execute_batch(
             "ALTER TABLE objects DROP COLUMN counted; ALTER TABLE objects DROP COLUMN records_removed;
+             ALTER TABLE objects DROP COLUMN records_ignored;
              ALTER TABLE records DROP COLUMN s_date; ALTER TABLE records DROP COLUMN s_seq;
              ALTER TABLE records DROP COLUMN s_file; DROP TABLE full_files; DROP TABLE sweeps;
              UPDATE meta SET value = '2' WHERE key = 'schema_version';",

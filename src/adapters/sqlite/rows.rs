@@ -49,7 +49,7 @@ fn text_time(t: DateTime<Utc>) -> String {
 const OBJECT_COLUMNS: &str = "name, key, region, kind, file_date, seq, size, fingerprint, sha256, state, reason, \
      conflict_fingerprint, conflict_sha256, conflict_reason, conflict_at, first_seen, updated_at, \
      record_lines, records_applied, records_stale, records_unchanged, records_rejected, generation, \
-     records_dead_lettered, counted, records_removed";
+     records_dead_lettered, counted, records_removed, records_ignored";
 
 pub(super) fn load_ledger(conn: &Connection) -> Result<Vec<LedgerEntry>, StoreError> {
     let mut stmt =
@@ -96,6 +96,7 @@ fn read_object(r: &Row<'_>) -> RowResult<LedgerEntry> {
         rejected: r.get(21)?,
         dead_lettered: r.get(23)?,
         removed: r.get(25)?,
+        ignored: r.get(26)?,
     };
     let generation: u32 = r.get(22)?;
     let counted: bool = r.get(24)?;
@@ -233,6 +234,7 @@ pub(super) fn write_commit(conn: &Connection, c: &Commit) -> Result<(), StoreErr
         ("records_unchanged", d.records.unchanged),
         ("records_dead_lettered", d.records.dead_lettered),
         ("records_removed", d.records.removed),
+        ("records_ignored", d.records.ignored),
     ];
     for (name, by) in increments.into_iter().filter(|(_, by)| *by > 0) {
         conn.prepare_cached(
@@ -251,7 +253,7 @@ fn write_object(conn: &Connection, e: &LedgerEntry) -> Result<(), StoreError> {
     let date = b.map(|b| Version { date: b.date, seq: 0, line: 0 }.date_number());
     conn.prepare_cached(&format!(
         "INSERT OR REPLACE INTO objects ({OBJECT_COLUMNS}) VALUES
-         (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26)"
+         (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27)"
     ))
     .map_err(map_err)?
     .execute(params![
@@ -281,6 +283,7 @@ fn write_object(conn: &Connection, e: &LedgerEntry) -> Result<(), StoreError> {
         e.tally.dead_lettered,
         e.counted,
         e.tally.removed,
+        e.tally.ignored,
     ])
     .map_err(map_err)?;
     Ok(())

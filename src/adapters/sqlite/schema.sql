@@ -34,7 +34,9 @@ CREATE TABLE IF NOT EXISTS objects (
     -- 1 once the file is counted in `applied_files` (the first time it became applied)
     counted              INTEGER NOT NULL DEFAULT 0,
     -- records of its region it turned into tombstones (a full file, `core::full`)
-    records_removed      INTEGER NOT NULL DEFAULT 0
+    records_removed      INTEGER NOT NULL DEFAULT 0,
+    -- lines of record types the layout does not apply
+    records_ignored      INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS objects_by_stream ON objects (region, seq);
 

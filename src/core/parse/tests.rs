@@ -97,7 +97,7 @@ fn line_level_faults_keep_line_numbers() {
         .iter()
         .filter_map(|l| match l {
             Line::Reject(r) => Some((r.line, r.reason.as_str())),
-            Line::Record(_) => None,
+            Line::Record(_) | Line::Ignored { .. } => None,
         })
         .collect();
     assert_eq!(rejects.len(), 3);
@@ -138,7 +138,83 @@ fn line_numbers_count_crlf_blank_runs_and_quoted_newlines() {
         .map(|l| match l {
             Line::Record(r) => r.version.line,
             Line::Reject(r) => panic!("{r:?}"),
+            Line::Ignored { .. } => panic!("nothing is ignored"),
         })
         .collect();
     assert_eq!(numbers, vec![4, 5, 8]);
+}
+
+const PIPED: &str = r#"
+name = "piped"
+separator = "|"
+quoting = false
+header = false
+trailer = false
+indicator_field = "flag"
+[[record]]
+type = "ASG"
+apply = false
+[[record]]
+type = "POS"
+key = ["office", "position_id"]
+[[record.field]]
+name = "type"
+format = "F(3)"
+[[record.field]]
+name = "office"
+format = "X(3)"
+[[record.field]]
+name = "position_id"
+format = "N(15)"
+[[record.field]]
+name = "flag"
+format = "F(1)"
+[[record.field]]
+name = "title"
+format = "X(40)"
+"#;
+
+#[test]
+fn a_file_without_header_or_trailer_in_another_layout() {
+    let layout = Arc::new(Layout::from_toml(PIPED).unwrap());
+    let text = "POS|SEV|0042|C|\"Nurse, Band 5\"\nASG|whatever|it|holds\n\nPOS|SEV|7|D|\nASG|x\nXYZ|1\n";
+    let f = name("DE_SEV_RMC_20220730_00001157.DAT");
+    let validation = FileParser::new(text.as_bytes(), &f, layout.clone()).validate().unwrap();
+    assert_eq!(validation.fault, None);
+    assert_eq!(validation.summary.record_lines, 5);
+    assert_eq!(validation.summary.ignored, vec![(Arc::from("ASG"), 2)]);
+    let mut p = FileParser::new(text.as_bytes(), &f, layout);
+    let mut out = Vec::new();
+    while let Some(l) = p.next_line().unwrap() {
+        out.push(match l {
+            Line::Record(r) => format!("{} {}/{} {}", r.version.line, r.record_type, r.key, r.deleted),
+            Line::Ignored { record_type, line } => format!("{line} ignored {record_type}"),
+            Line::Reject(r) => format!("{} rejected {}", r.line, r.reason),
+        });
+    }
+    assert_eq!(
+        out,
+        [
+            "1 POS/SEV|42 false",
+            "2 ignored ASG",
+            "4 POS/SEV|7 true",
+            "5 ignored ASG",
+            "6 rejected unknown record type \"XYZ\""
+        ]
+    );
+    assert_eq!(p.finish().unwrap(), validation.summary);
+}
+
+#[test]
+fn header_fields_can_be_anywhere_and_checks_switched_off() {
+    let layout = PIPED
+        .replace("header = false", "header = { tag = \"H\", seq = 3, date = 2, check_name = false }")
+        .replace("trailer = false", "trailer = { tag = \"T\", count = 3 }");
+    let layout = Arc::new(Layout::from_toml(&layout).unwrap());
+    let f = name("DE_SEV_RMC_20220730_00001157.DAT");
+    let check = |text: &str| FileParser::new(text.as_bytes(), &f, layout.clone()).validate().unwrap().fault;
+    assert_eq!(check("H|20220801|9\nPOS|SEV|1|C|x\nT|x|1\n"), None, "the name is not compared");
+    assert!(matches!(check("H|2022|9\nT|x|0\n"), Some(FileFault::GarbledHeader { .. })), "a date is still a date");
+    assert!(matches!(check("H|20220801|9\nPOS|SEV|1|C|x\nT|x|2\n"), Some(FileFault::TrailerCount { .. })));
+    assert!(matches!(check("H|20220801|9\nPOS|SEV|1|C|x\n"), Some(FileFault::MissingTrailer { .. })));
 }
