@@ -6,7 +6,7 @@ mod operations;
 pub use operations::{AlertSettings, AlertsSection, ExpectSection};
 
 use crate::core::name::{DEFAULT_NAME_PATTERN, NameProfile};
-use crate::core::schema::Layout;
+use crate::core::schema::{Layout, Layouts};
 use crate::core::sequencer::SequenceRules;
 use chrono::TimeDelta;
 use serde::Deserialize;
@@ -160,6 +160,9 @@ pub struct S3Section {
 pub struct ProfileSection {
     pub name_pattern: Option<String>,
     pub layout: Option<PathBuf>,
+    /// A layout per file kind (`RMC = "schemas/x.toml"`); other kinds use `layout`.
+    #[serde(default)]
+    pub layouts: BTreeMap<String, PathBuf>,
     /// File kinds that are full files, and what applying one does to the records it does
     /// not contain (`tombstone`, `report`, `off`); default `{ RMF = "tombstone" }`.
     pub full_files: Option<BTreeMap<String, crate::core::full::FullFileMode>>,
@@ -216,7 +219,8 @@ pub struct Settings {
     pub poll_interval: Duration,
     pub log_format: LogFormat,
     pub profile: NameProfile,
-    pub layout: Arc<Layout>,
+    /// The record layouts, per file kind.
+    pub layouts: Layouts,
     pub full_files: crate::core::full::FullFileKinds,
     pub rules: SequenceRules,
     pub health_listen: SocketAddr,
@@ -281,16 +285,22 @@ impl Settings {
         }
         let pattern = file.profile.name_pattern.as_deref().unwrap_or(DEFAULT_NAME_PATTERN);
         let profile = NameProfile::new(pattern).map_err(|e| ConfigError(format!("profile.{e}")))?;
-        let layout = match &file.profile.layout {
-            None => Layout::default_esr(),
-            Some(path) => {
-                let text = std::fs::read_to_string(path)
-                    .map_err(|e| ConfigError(format!("profile.layout {}: {e}", path.display())))?;
-                Layout::from_toml(&text).map_err(|e| {
-                    ConfigError(format!("profile.layout {}: {}", path.display(), one_line(&e.to_string())))
-                })?
-            }
+        let read_layout = |key: &str, path: &PathBuf| -> Result<Arc<Layout>, ConfigError> {
+            let text =
+                std::fs::read_to_string(path).map_err(|e| ConfigError(format!("{key} {}: {e}", path.display())))?;
+            let layout = Layout::from_toml(&text)
+                .map_err(|e| ConfigError(format!("{key} {}: {}", path.display(), one_line(&e.to_string()))))?;
+            Ok(Arc::new(layout))
         };
+        let default_layout = match &file.profile.layout {
+            None => Arc::new(Layout::default_esr()),
+            Some(path) => read_layout("profile.layout", path)?,
+        };
+        let mut by_kind = BTreeMap::new();
+        for (kind, path) in &file.profile.layouts {
+            by_kind.insert(kind.clone(), read_layout(&format!("profile.layouts.{kind}"), path)?);
+        }
+        let layouts = Layouts { default: default_layout, by_kind };
         let gap_alert_after = match (file.gap_alert_after, file.sequence.gap_alert_after) {
             (Some(_), Some(_)) => {
                 return err("gap_alert_after is set twice (top level and [sequence]); keep one".into());
@@ -362,7 +372,7 @@ impl Settings {
             poll_interval,
             log_format: o.log_format.or(file.log_format).unwrap_or_default(),
             profile,
-            layout: Arc::new(layout),
+            layouts,
             full_files: file
                 .profile
                 .full_files

@@ -36,8 +36,12 @@ async fn rabbitmq() -> (Guard, Arc<dyn Delivery>, Arc<dyn Store>) {
     let publisher = Arc::new(Link::new(&url, "conformance publisher", settings.clone()));
     let consumer = Arc::new(Link::new(&url, "conformance consumer", settings));
     let cancel = CancellationToken::new();
-    ConsumerPool::new(consumer, store.clone(), Arc::new(Layout::default_esr()))
-        .spawn(cancel.clone(), &esr_ingest::engine::Heartbeat::default());
+    ConsumerPool::new(
+        consumer,
+        store.clone(),
+        esr_ingest::core::schema::Layouts::single(Arc::new(Layout::default_esr())),
+    )
+    .spawn(cancel.clone(), &esr_ingest::engine::Heartbeat::default());
     let delivery: Arc<dyn Delivery> = Arc::new(RabbitDelivery::new(publisher, store.clone()));
     (Guard { _dir: dir, _consumers: cancel.drop_guard() }, delivery, store)
 }

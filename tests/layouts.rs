@@ -91,3 +91,26 @@ fn layout_check_tells_what_each_line_becomes_and_exits_3_on_rejects() {
     assert_eq!(out.status.code(), Some(3));
     assert!(String::from_utf8_lossy(&out.stdout).contains("FILE FAULT"), "{}", common::describe(&out));
 }
+
+/// `[profile.layouts]`: each file kind read with its own layout in one deployment.
+#[test]
+fn each_kind_is_read_with_its_own_layout() {
+    let layout = concat!(env!("CARGO_MANIFEST_DIR"), "/schemas/esr-rmt-pipe.toml");
+    let sb = Sandbox::with_config(&format!("[profile.layouts]\nRMC = {layout:?}\n"));
+    // the full file in the built-in layout (CSV with header and trailer), then changes piped
+    sb.deliver(&common::esr_file("SEV", "RMF", "20220730", 1, &[common::por(77, "C", "full")]));
+    deliver(&sb, "DE_SEV_RMC_20220731_00000002.DAT", &["POR|77|C|Org2|Loc2", "ASG|1"]);
+    sb.run_once();
+    let status = sb.status_json();
+    assert_eq!(status["counts"]["applied_files"], 2, "{status:#}");
+    assert_eq!(status["counts"]["records_rejected"], 0, "{status:#}");
+    assert_eq!(status["counts"]["records_ignored"], 1, "{status:#}");
+    let export = sb.export_lines();
+    assert_eq!(export.len(), 1);
+    assert_eq!(export[0]["fields"]["esr_organisation"], "Org2", "{:#}", export[0]);
+    // layout check picks the kind's layout too
+    let sample = sb.inbox.join("DE_SEV_RMC_20220731_00000002.DAT");
+    let out = sb.run(&["layout", "check", sample.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{}", common::describe(&out));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("layout esr-rmt-pipe"), "{}", common::describe(&out));
+}

@@ -75,7 +75,7 @@ pub async fn consumers(settings: &Settings, store: Arc<dyn Store>) -> anyhow::Re
     match &settings.broker {
         Some(url) if settings.rabbitmq.consumers > 0 => {
             let link = broker_link(settings, url, "consumer").await?;
-            Ok(Some(ConsumerPool::new(link, store, settings.layout.clone())))
+            Ok(Some(ConsumerPool::new(link, store, settings.layouts.clone())))
         }
         _ => Ok(None),
     }
@@ -115,7 +115,7 @@ fn assemble(
         delivery,
         store,
         profile: settings.profile.clone(),
-        layout: settings.layout.clone(),
+        layouts: settings.layouts.clone(),
         full_files: settings.full_files.clone(),
         rules: settings.rules.clone(),
         clock: Arc::new(SystemClock),

@@ -156,20 +156,31 @@ fn print_text(out: &mut impl Write, r: &FileReport) -> std::io::Result<()> {
 }
 
 pub fn check(settings: &Settings, layout: Option<PathBuf>, samples: &[PathBuf], json: bool) -> anyhow::Result<i32> {
-    let layout = match layout {
-        None => settings.layout.clone(),
+    let given = match layout {
+        None => None,
         Some(path) => {
             let text = std::fs::read_to_string(&path).map_err(|e| UsageError(format!("{}: {e}", path.display())))?;
-            Arc::new(Layout::from_toml(&text).map_err(|e| UsageError(format!("{}: {e}", path.display())))?)
+            Some(Arc::new(Layout::from_toml(&text).map_err(|e| UsageError(format!("{}: {e}", path.display())))?))
         }
     };
-    let reports = samples.iter().map(|p| check_one(settings, &layout, p)).collect::<Result<Vec<_>, _>>()?;
+    // Without --layout, each sample is read with the profile's layout for its kind.
+    let layout_for = |path: &PathBuf| match &given {
+        Some(l) => l.clone(),
+        None => match settings.profile.classify(object_name(&path.to_string_lossy())) {
+            NameVerdict::Batch(f) => settings.layouts.for_kind(&f.kind).clone(),
+            _ => settings.layouts.default.clone(),
+        },
+    };
+    let reports = samples.iter().map(|p| check_one(settings, &layout_for(p), p)).collect::<Result<Vec<_>, _>>()?;
+    let names: Vec<String> = samples.iter().map(|p| layout_for(p).name.clone()).collect();
+    let layout_name = if names.windows(2).all(|w| w[0] == w[1]) { names.first().cloned() } else { None };
     let mut out = std::io::stdout().lock();
     if json {
-        serde_json::to_writer_pretty(&mut out, &serde_json::json!({ "layout": layout.name, "files": reports }))?;
+        serde_json::to_writer_pretty(&mut out, &serde_json::json!({ "layout": layout_name, "files": reports }))?;
         writeln!(out)?;
     } else {
-        writeln!(out, "layout {}: {} file(s)", layout.name, reports.len())?;
+        let shown = layout_name.unwrap_or_else(|| "per file kind".into());
+        writeln!(out, "layout {shown}: {} file(s)", reports.len())?;
         for r in &reports {
             print_text(&mut out, r)?;
         }

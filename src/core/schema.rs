@@ -347,6 +347,39 @@ pub struct Layout {
     ignored: Vec<Arc<str>>,
 }
 
+/// The layouts of a profile: one per file kind that names its own, and a default.
+#[derive(Clone, Debug)]
+pub struct Layouts {
+    pub default: Arc<Layout>,
+    pub by_kind: std::collections::BTreeMap<String, Arc<Layout>>,
+}
+
+impl Layouts {
+    /// One layout for every kind.
+    pub fn single(layout: Arc<Layout>) -> Self {
+        Self { default: layout, by_kind: Default::default() }
+    }
+
+    /// The layout of files of `kind`.
+    pub fn for_kind(&self, kind: &str) -> &Arc<Layout> {
+        self.by_kind.get(kind).unwrap_or(&self.default)
+    }
+
+    /// The layout of record type `rtype` whose payload fields are `names`, in any of the
+    /// layouts (a consumer reads records of every kind).
+    pub fn record_with(&self, rtype: &str, names: &[&str]) -> Option<&RecordLayout> {
+        std::iter::once(&self.default)
+            .chain(self.by_kind.values())
+            .filter_map(|l| l.record(rtype))
+            .find(|r| r.payload_names.iter().map(|n| &**n).eq(names.iter().copied()))
+    }
+
+    /// Record type `rtype` in any of the layouts (the first that applies it).
+    pub fn any_record(&self, rtype: &str) -> Option<&RecordLayout> {
+        std::iter::once(&self.default).chain(self.by_kind.values()).find_map(|l| l.record(rtype))
+    }
+}
+
 /// A record line whose fields passed the layout, before it gets its version.
 #[derive(Debug)]
 pub struct Checked<'a> {

@@ -99,7 +99,7 @@ impl Engine {
     /// The sweep that follows applying `entry`'s records (`core::full`).
     pub(super) fn sweep_for(&self, entry: &LedgerEntry) -> Option<Sweep> {
         let file = entry.batch.as_ref()?;
-        Some(self.full_files.sweep_for(file, entry.generation, &self.layout))
+        Some(self.full_files.sweep_for(file, entry.generation, self.layouts.for_kind(&file.kind)))
     }
 
     /// What a sweep did, for the audit log (nothing when it did nothing).

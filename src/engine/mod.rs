@@ -28,7 +28,7 @@ pub use process::FileOutcome;
 pub use skip::Skipped;
 
 use crate::core::name::NameProfile;
-use crate::core::schema::Layout;
+use crate::core::schema::Layouts;
 use crate::core::sequencer::SequenceRules;
 use crate::ports::delivery::{Delivery, DeliveryError};
 use crate::ports::source::{ObjectSource, SourceError};
@@ -126,7 +126,8 @@ pub struct Engine {
     pub store: Arc<dyn Store>,
     pub delivery: Arc<dyn Delivery>,
     pub profile: NameProfile,
-    pub layout: Arc<Layout>,
+    /// The record layouts, per file kind.
+    pub layouts: Layouts,
     /// Which file kinds are full files (`core::full`).
     pub full_files: crate::core::full::FullFileKinds,
     pub rules: SequenceRules,

@@ -133,7 +133,7 @@ impl Engine {
 
     async fn validate(&self, file: &FileName, listed: &Listed) -> Result<Validation, EngineError> {
         let reader = SyncIoBridge::new(self.source.open(listed).await?);
-        let (file, layout) = (file.clone(), self.layout.clone());
+        let (file, layout) = (file.clone(), self.layouts.for_kind(&file.kind).clone());
         tokio::task::spawn_blocking(move || FileParser::new(reader, &file, layout).validate())
             .await
             .map_err(|e| read_failed(listed, e))?
@@ -152,7 +152,7 @@ impl Engine {
         // The parser starts first and fills its bounded queue while the delivery opens
         // (a store may make the file wait for its turn).
         let (tx, mut rx) = mpsc::channel::<Chunk>(BATCHES_IN_FLIGHT);
-        let (parse_file, layout) = (file.clone(), self.layout.clone());
+        let (parse_file, layout) = (file.clone(), self.layouts.for_kind(&file.kind).clone());
         let parser = tokio::task::spawn_blocking(move || parse_into(reader, &parse_file, layout, tx));
         let ticket = FileTicket {
             file: file.clone(),

@@ -20,7 +20,7 @@ pub async fn embedded_engine(inbox: &Path, db: &Path) -> Engine {
         delivery: Arc::new(InProcessDelivery::new(store.clone())),
         store,
         profile: NameProfile::default(),
-        layout: Arc::new(Layout::default_esr()),
+        layouts: esr_ingest::core::schema::Layouts::single(Arc::new(Layout::default_esr())),
         full_files: Default::default(),
         rules: SequenceRules::default(),
         clock: Arc::new(SystemClock),

@@ -16,7 +16,7 @@
 use super::link::Link;
 use super::message::{self, Poison, single_record_id};
 use crate::core::record::Record;
-use crate::core::schema::Layout;
+use crate::core::schema::Layouts;
 use crate::ports::store::{DeadLetter, DeliveredBatch, Store, StoreError};
 use crate::telemetry::heartbeat::{Heartbeat, WorkerBeat};
 use backon::{BackoffBuilder, ExponentialBuilder};
@@ -58,12 +58,12 @@ fn highest_tag(done: &[Delivery]) -> Option<&Delivery> {
 pub struct ConsumerPool {
     link: Arc<Link>,
     store: Arc<dyn Store>,
-    layout: Arc<Layout>,
+    layouts: Layouts,
 }
 
 impl ConsumerPool {
-    pub fn new(link: Arc<Link>, store: Arc<dyn Store>, layout: Arc<Layout>) -> Self {
-        Self { link, store, layout }
+    pub fn new(link: Arc<Link>, store: Arc<dyn Store>, layouts: Layouts) -> Self {
+        Self { link, store, layouts }
     }
 
     /// Starts the configured number of consumers; they stop when `cancel` fires. Each
@@ -173,7 +173,7 @@ impl ConsumerPool {
         let mut done = Vec::with_capacity(ready.len());
         for delivery in ready {
             let id = delivery.properties.message_id().as_ref().map(|s| s.as_str().to_owned()).unwrap_or_default();
-            match message::decode(&delivery.data, &self.layout) {
+            match message::decode(&delivery.data, &self.layouts) {
                 Ok((message, records)) => {
                     let batch =
                         DeliveredBatch { receipt: id, file: message.file, generation: message.generation, records };

@@ -7,7 +7,7 @@
 //! `FILE/GENERATION/LINE/1`.
 
 use crate::core::record::{Fields, Record};
-use crate::core::schema::Layout;
+use crate::core::schema::Layouts;
 use crate::core::version::Version;
 use chrono::NaiveDate;
 use serde::Deserialize;
@@ -117,23 +117,29 @@ pub fn encode(records: &[Record], generation: u32) -> Result<Vec<u8>, Poison> {
     Ok(out.into_bytes())
 }
 
-/// Decodes a message and checks it against the layout.
-pub fn decode(body: &[u8], layout: &Layout) -> Result<(Message, Vec<Record>), Poison> {
+/// Decodes a message and checks it against the layouts (a record type's fields must be
+/// those of one of them).
+pub fn decode(body: &[u8], layouts: &Layouts) -> Result<(Message, Vec<Record>), Poison> {
     let message: Message = serde_json::from_slice(body).map_err(|e| Poison(format!("not a record message: {e}")))?;
     if message.schema != SCHEMA {
         return Err(Poison(format!("message schema {:?}; this build reads {SCHEMA:?}", message.schema)));
     }
+    let mut by_type = std::collections::HashMap::new();
     for (rtype, names) in &message.fields {
-        let rl = layout.record(rtype).ok_or_else(|| Poison(format!("unknown record type {rtype:?}")))?;
-        if !names.iter().map(String::as_str).eq(rl.payload_names.iter().map(|n| &**n)) {
-            return Err(Poison(format!("the fields of {rtype} differ from this build's layout: {names:?}")));
-        }
+        let listed: Vec<&str> = names.iter().map(String::as_str).collect();
+        let rl = layouts.record_with(rtype, &listed).ok_or_else(|| match layouts.any_record(rtype) {
+            Some(_) => Poison(format!("the fields of {rtype} differ from this build's layouts: {names:?}")),
+            None => Poison(format!("unknown record type {rtype:?}")),
+        })?;
+        by_type.insert(rtype.as_str(), rl);
     }
     let (file, region): (Arc<str>, Arc<str>) = (message.file.as_str().into(), message.region.as_str().into());
     let mut records = Vec::with_capacity(message.records.len());
     for w in &message.records {
-        let rl = layout
-            .record(&w.record_type)
+        let rl = by_type
+            .get(w.record_type.as_str())
+            .copied()
+            .or_else(|| layouts.any_record(&w.record_type))
             .ok_or_else(|| Poison(format!("line {}: unknown record type {:?}", w.line, w.record_type)))?;
         let fields = match (&w.values, w.deleted) {
             (_, true) => None,
@@ -172,6 +178,11 @@ pub fn decode(body: &[u8], layout: &Layout) -> Result<(Message, Vec<Record>), Po
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::core::schema::Layout;
+
+    fn esr() -> Layouts {
+        Layouts::single(Arc::new(Layout::default_esr()))
+    }
 
     fn record(line: u64, deleted: bool) -> Record {
         let layout = Layout::default_esr();
@@ -192,14 +203,14 @@ mod tests {
     fn messages_round_trip_in_layout_order() {
         let records = vec![record(2, false), record(3, true)];
         let body = encode(&records, 4).unwrap();
-        let (m, back) = decode(&body, &Layout::default_esr()).unwrap();
+        let (m, back) = decode(&body, &esr()).unwrap();
         assert_eq!((m.generation, m.seq, m.file.as_str()), (4, 1157, "DE_SEV_RMC_20220730_00001157.DAT"));
         assert_eq!(back, records);
     }
 
     #[test]
     fn foreign_messages_are_poison() {
-        let layout = Layout::default_esr();
+        let layout = esr();
         assert!(decode(b"{}", &layout).is_err());
         let body = String::from_utf8(encode(&[record(2, false)], 1).unwrap()).unwrap();
         assert!(decode(body.replace("POR", "XYZ").as_bytes(), &layout).unwrap_err().0.contains("unknown record type"));
@@ -209,5 +220,18 @@ mod tests {
         assert!(decode(short.as_bytes(), &layout).unwrap_err().0.contains("values"), "{short}");
         let body = body.replace(SCHEMA, "esr-ingest.records/9");
         assert!(decode(body.as_bytes(), &layout).unwrap_err().0.contains("schema"));
+    }
+
+    /// With a layout per kind, a message of either layout's records is read with its own.
+    #[test]
+    fn messages_of_every_kind_are_read_with_their_layout() {
+        let other =
+            Layout::from_toml(&crate::core::schema::DEFAULT_LAYOUT_TOML.replace("position_title", "title")).unwrap();
+        let mut layouts = esr();
+        layouts.by_kind.insert("APC".into(), Arc::new(other));
+        let body = String::from_utf8(encode(&[record(2, false)], 1).unwrap()).unwrap();
+        assert!(decode(body.as_bytes(), &layouts).is_ok());
+        let (_, back) = decode(body.replace("position_title", "title").as_bytes(), &layouts).unwrap();
+        assert!(back[0].fields.as_ref().unwrap().names.iter().any(|n| &**n == "title"));
     }
 }
