@@ -106,6 +106,10 @@ impl Engine {
         after.state = if self.delivery.asynchronous() { FileState::Delivered } else { FileState::Applied };
         // What the stores never see: the lines of types the layout does not apply.
         after.tally = Tally { ignored: expected.ignored_lines(), ..Tally::default() };
+        if !expected.ignored.is_empty() {
+            let per_type: Vec<String> = expected.ignored.iter().map(|(t, n)| format!("{t} {n}")).collect();
+            tracing::info!(ignored = %per_type.join(", "), "lines of record types the layout does not apply");
+        }
         after.reason = None;
         Ok(FileOutcome::Delivered { delivery, entry: after })
     }
