@@ -211,13 +211,14 @@ impl Model {
                 stream.next =
                     self.ledger.iter().filter(|(_, e)| e.region == region).filter(present).map(|(_, e)| e.seq).min();
             }
-            self.settle(&region, true);
-            while let Some(name) = self.next_action(&region) {
+            // A file quarantined at a SEQ the operator had skipped does not hold the stream:
+            // the SEQ is passed once nothing at it is pending, and the stream goes on in the
+            // same run.
+            loop {
+                self.settle(&region, true);
+                let Some(name) = self.next_action(&region) else { break };
                 self.process(&name);
             }
-            // A file quarantined at a SEQ the operator had skipped does not hold the stream:
-            // the SEQ is passed once nothing at it is pending.
-            self.settle(&region, true);
         }
     }
 
