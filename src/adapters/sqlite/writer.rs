@@ -178,53 +178,26 @@ fn file_transaction(
         Err(e) => (Pending { staged: None, tally: Tally::default(), settled: false }, Some(e.to_string())),
     };
     while let Some(cmd) = txn.blocking_recv() {
-        let aborted = |failed: &Option<String>| {
-            StoreError::Io(format!("the file's transaction was aborted: {}", failed.clone().unwrap_or_default()))
-        };
         match cmd {
             TxnCmd::Apply(batch, reply) => {
-                let r = match &failed {
-                    Some(_) => Err(aborted(&failed)),
-                    None => pending.add(conn, shapes, batch),
-                };
-                if let Err(e) = &r {
-                    failed.get_or_insert(e.to_string());
-                }
-                let _ = reply.send(r);
+                let _ = reply.send(step(&mut failed, || pending.add(conn, shapes, batch)));
             }
             TxnCmd::Reject(batch, reply) => {
-                let r = match &failed {
-                    Some(_) => Err(aborted(&failed)),
-                    None => insert_rejects(conn, &batch).map(|()| pending.tally.rejected += batch.len() as u64),
-                };
-                if let Err(e) = &r {
-                    failed.get_or_insert(e.to_string());
-                }
+                let r = step(&mut failed, || {
+                    insert_rejects(conn, &batch).map(|()| pending.tally.rejected += batch.len() as u64)
+                });
                 let _ = reply.send(r);
             }
             TxnCmd::Settle(reply) => {
-                let r = match &failed {
-                    Some(_) => Err(aborted(&failed)),
-                    None => pending.settle(conn, ticket),
-                };
-                if let Err(e) = &r {
-                    failed.get_or_insert(e.to_string());
-                }
-                let _ = reply.send(r);
+                let _ = reply.send(step(&mut failed, || pending.settle(conn, ticket)));
             }
             TxnCmd::Sweep(s, reply) => {
-                let r = match &failed {
-                    Some(_) => Err(aborted(&failed)),
-                    None => pending.settle(conn, ticket).and_then(|_| sweep(conn, &s)),
-                };
-                if let Err(e) = &r {
-                    failed.get_or_insert(e.to_string());
-                }
+                let r = step(&mut failed, || pending.settle(conn, ticket).and_then(|_| sweep(conn, &s)));
                 let _ = reply.send(r);
             }
             TxnCmd::Commit(c, reply) => {
                 let r = match &failed {
-                    Some(_) => Err(aborted(&failed)),
+                    Some(why) => Err(aborted(why)),
                     None => pending.settle(conn, ticket).and_then(|_| {
                         write_commit(conn, &c)?;
                         conn.execute_batch("COMMIT").map_err(map_err)
@@ -242,6 +215,24 @@ fn file_transaction(
     // The FileTxn was dropped without a commit.
     let _ = conn.execute_batch("ROLLBACK");
     false
+}
+
+/// The error of a step after an earlier step of the file's transaction failed.
+fn aborted(why: &str) -> StoreError {
+    StoreError::Io(format!("the file's transaction was aborted: {why}"))
+}
+
+/// One step of a file's transaction: refused once a step has failed (the transaction is
+/// rolled back at the end), and its own failure remembered.
+fn step<T>(failed: &mut Option<String>, work: impl FnOnce() -> Result<T, StoreError>) -> Result<T, StoreError> {
+    if let Some(why) = failed {
+        return Err(aborted(why));
+    }
+    let r = work();
+    if let Err(e) = &r {
+        *failed = Some(e.to_string());
+    }
+    r
 }
 
 /// The async handle of one file's transaction.
