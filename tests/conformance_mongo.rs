@@ -131,3 +131,44 @@ async fn a_former_owners_late_copy_out_cannot_put_back_an_older_ledger_entry() {
     let got = snapshot.ledger.iter().find(|e| e.name == name).expect("the entry");
     assert_eq!(got.state, FileState::Applied, "the former owner's late copy put back an older entry");
 }
+
+/// The journal is folded into the counter roll-up and deleted; the counters do not
+/// change, later commits add to them, and a retried commit whose journal document was
+/// folded away counts nothing again.
+#[tokio::test]
+async fn folding_the_journal_keeps_every_count_once() {
+    use esr_ingest::ports::store::{Commit, CounterDelta};
+    let base = std::env::var("ESR_TEST_MONGO_URI").expect("ESR_TEST_MONGO_URI is not set: run scripts/test.sh");
+    let uri = database_uri(&base);
+    let store = MongoStore::open(&uri).await.expect("open");
+    let delta = |n: u64| Commit {
+        counters: CounterDelta { applied_files: 1, duplicate_files: n, ..Default::default() },
+        id: Some(esr_ingest::ports::store::new_commit_id()),
+        ..Default::default()
+    };
+    let first: Vec<Commit> = (1..=30).map(delta).collect();
+    for c in &first {
+        store.commit(c.clone()).await.unwrap();
+    }
+    let before = store.counts().await.unwrap();
+    assert_eq!((before.applied_files, before.duplicate_files), (30, 465));
+    assert_eq!(store.fold_journal(chrono::Utc::now()).await.unwrap(), 0, "nothing is a week old yet");
+    let later = chrono::Utc::now() + chrono::Duration::days(8);
+    assert_eq!(store.fold_journal(later).await.unwrap(), 30, "every journal document folded");
+    assert_eq!(store.counts().await.unwrap(), before, "folding changes no count");
+    assert_eq!(store.fold_journal(later).await.unwrap(), 0, "a second fold finds nothing");
+    let client = mongodb::Client::with_uri_str(&uri).await.expect("a client");
+    let journal =
+        client.default_database().expect("the test database").collection::<mongodb::bson::Document>("journal");
+    assert_eq!(journal.count_documents(mongodb::bson::doc! {}).await.unwrap(), 0, "the journal is empty");
+    // A retry of a folded commit (its reply was lost) counts nothing; new commits count.
+    store.commit(first[0].clone()).await.unwrap();
+    store.commit(delta(100)).await.unwrap();
+    let after = store.counts().await.unwrap();
+    assert_eq!((after.applied_files, after.duplicate_files), (31, 565));
+    assert_eq!(store.fold_journal(later).await.unwrap(), 2, "the retry and the new commit are folded");
+    assert_eq!(store.counts().await.unwrap(), after);
+    // Another instance opening the same database sees the same counts.
+    let other = MongoStore::open(&uri).await.expect("open again");
+    assert_eq!(other.counts().await.unwrap(), after);
+}

@@ -46,35 +46,41 @@ fn fingerprint(meta: &Metadata) -> (String, DateTime<Utc>) {
 /// read, a dangling link, a FIFO or socket) is listed as that object's problem, so it is
 /// quarantined visibly while every other object goes on; only `root` itself failing is an
 /// error of the whole listing.
-fn walk(root: &Path, dir: &Path, out: &mut Vec<Listed>) -> io::Result<()> {
-    let key_of = |path: &Path| {
-        let rel = path.strip_prefix(root).unwrap_or(path);
-        rel.components().map(|c| c.as_os_str().to_string_lossy()).collect::<Vec<_>>().join("/")
-    };
+/// `prefix` is the key of `dir` followed by `/` (empty for `root`).
+fn walk(root: &Path, dir: &Path, prefix: &str, out: &mut Vec<Listed>) -> io::Result<()> {
     let entries = match std::fs::read_dir(dir) {
         Ok(entries) => entries,
         Err(e) if dir == root => return Err(e),
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()), // removed meanwhile
         Err(e) => {
-            out.push(problem(key_of(dir), format!("a folder that cannot be read: {e}")));
+            let key = prefix.trim_end_matches('/').to_string();
+            out.push(problem(key, format!("a folder that cannot be read: {e}")));
             return Ok(());
         }
     };
     for entry in entries {
         let Ok(entry) = entry else { continue }; // removed while being listed
+        let file_name = entry.file_name();
+        let file_name = file_name.to_string_lossy();
+        let key = format!("{prefix}{file_name}");
         let path = entry.path();
         // Real sub-folders are walked (only a key's last segment is its name, so a folder
         // starting with `.` is walked too); a symbolic link to a folder is not followed
         // (it could loop). Links to files are read through.
         if entry.file_type().is_ok_and(|t| t.is_dir()) {
-            walk(root, &path, out)?;
+            walk(root, &path, &format!("{key}/"), out)?;
             continue;
         }
-        if entry.file_name().to_string_lossy().starts_with('.') {
+        if file_name.starts_with('.') {
             continue; // an upload in progress
         }
-        let key = key_of(&path);
-        match std::fs::metadata(&path) {
+        // A link is followed by path; anything else is stat-ed relative to the open
+        // folder (no walk of the whole path per file).
+        let meta = match entry.file_type() {
+            Ok(t) if !t.is_symlink() => entry.metadata(),
+            _ => std::fs::metadata(&path),
+        };
+        match meta {
             Ok(meta) if meta.is_file() => {
                 let (fingerprint, modified) = fingerprint(&meta);
                 out.push(Listed { key, size: meta.len(), modified, fingerprint, problem: None });
@@ -115,7 +121,7 @@ impl ObjectSource for FolderSource {
         let root = self.root.clone();
         let listing = tokio::task::spawn_blocking(move || {
             let mut out = Vec::new();
-            walk(&root, &root, &mut out).map(|_| out)
+            walk(&root, &root, "", &mut out).map(|_| out)
         })
         .await
         .map_err(|e| SourceError::Unavailable { location: self.describe(), detail: e.to_string() })?;

@@ -17,8 +17,8 @@ use crate::core::record::{Record, Reject, Tally};
 use crate::ports::delivery::{Delivery, DeliveryError, DeliveryProbe, FileDelivery};
 use crate::ports::source::{ObjectReader, ObjectSource, SourceError};
 use crate::ports::store::{
-    AuditEntry, Commit, Counts, DeadLetter, DeliveredBatch, FileTicket, FileTxn, Shared, Snapshot, Store, StoreError,
-    StoredRecord,
+    AuditEntry, Commit, Counts, DeadLetter, DeliveredBatch, FileTicket, FileTxn, KnownName, RegionHistory, Shared,
+    Snapshot, Store, StoreError, StoredRecord,
 };
 use async_trait::async_trait;
 use chrono::{DateTime, TimeDelta, Utc};
@@ -177,6 +177,25 @@ impl Store for UnreliableStore {
     }
     async fn snapshot(&self) -> Result<Snapshot, StoreError> {
         self.plan.around("snapshot", store_fault, || self.inner.snapshot()).await
+    }
+    async fn active(&self) -> Result<Snapshot, StoreError> {
+        self.plan.around("active", store_fault, || self.inner.active()).await
+    }
+    async fn known_names(&self) -> Result<Vec<KnownName>, StoreError> {
+        self.plan.around("known_names", store_fault, || self.inner.known_names()).await
+    }
+    async fn ledger_lookup(
+        &self,
+        names: Vec<String>,
+        positions: Vec<(String, u64)>,
+    ) -> Result<Vec<LedgerEntry>, StoreError> {
+        self.plan.around("ledger_lookup", store_fault, || self.inner.ledger_lookup(names, positions)).await
+    }
+    async fn region_history(&self, since: DateTime<Utc>) -> Result<Vec<RegionHistory>, StoreError> {
+        self.plan.around("region_history", store_fault, || self.inner.region_history(since)).await
+    }
+    async fn recent_audit(&self, n: usize) -> Result<Vec<AuditEntry>, StoreError> {
+        self.plan.around("recent_audit", store_fault, || self.inner.recent_audit(n)).await
     }
     async fn commit(&self, commit: Commit) -> Result<(), StoreError> {
         self.plan.around("commit", store_fault, || self.inner.commit(commit)).await

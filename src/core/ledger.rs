@@ -127,6 +127,27 @@ impl LedgerEntry {
         self.updated_at = now;
     }
 
+    /// Whether the entry is *settled*: nothing a pass, `status` or an alert derives from
+    /// the active state can change because of it, so they never read it. `next_seq` is
+    /// the stored expected SEQ of the entry's region.
+    ///
+    /// Invariant: a settled entry is a validly named file, applied (or skipped once its
+    /// content is known) with no open conflict, strictly below its region's expected
+    /// SEQ. The sequencer only looks at waiting files below `next_seq` and at every file
+    /// from `next_seq` on, so leaving settled entries out changes none of its decisions
+    /// (`tests/active_ledger.rs` checks this against the whole ledger). Every other
+    /// entry is *active*: held, in flight, quarantined, in conflict, or not yet behind
+    /// its stream. The active part stays small however long the history grows.
+    pub fn is_settled(&self, next_seq: Option<u64>) -> bool {
+        let (Some(batch), Some(next)) = (&self.batch, next_seq) else { return false };
+        let done = match self.state {
+            FileState::Applied => true,
+            FileState::Skipped => self.sha256.is_some(),
+            FileState::Pending | FileState::Delivered | FileState::Quarantined => false,
+        };
+        done && self.conflict.is_none() && batch.seq < next
+    }
+
     pub fn seq(&self) -> Option<u64> {
         self.batch.as_ref().map(|b| b.seq)
     }

@@ -88,15 +88,18 @@ impl NameProfile {
         self.regex.as_str()
     }
 
+    /// Whether [`NameProfile::classify`] ignores the key (a folder marker, or a name
+    /// starting with `.`: an upload in progress), without parsing the name.
+    pub fn is_ignored(&self, key: &str) -> bool {
+        key.is_empty() || key.ends_with('/') || object_name(key).starts_with('.')
+    }
+
     /// Classifies an object key (folders in front of the name are allowed).
     pub fn classify(&self, key: &str) -> NameVerdict {
-        if key.is_empty() || key.ends_with('/') {
+        if self.is_ignored(key) {
             return NameVerdict::Ignored;
         }
         let name = object_name(key);
-        if name.starts_with('.') {
-            return NameVerdict::Ignored;
-        }
         match self.parse(name) {
             Ok(file) => NameVerdict::Batch(file),
             Err(why) => NameVerdict::Bad { name: name.to_string(), reason: format!("bad name: {why}") },

@@ -4,6 +4,7 @@
 
 use super::{Engine, EngineError, FileOutcome};
 use crate::core::ledger::{FileState, LedgerEntry, Listed};
+use crate::core::name::NameVerdict;
 use crate::core::record::Tally;
 use crate::ports::store::Commit;
 use chrono::NaiveDate;
@@ -49,9 +50,25 @@ impl Engine {
         cancel: &CancellationToken,
     ) -> Result<(BackfillPlan, HashMap<String, (LedgerEntry, Listed)>), EngineError> {
         let loaded = self.load(&mut super::PassReport::default(), cancel).await?;
-        let (objects, ledger) = (loaded.objects, loaded.ledger);
+        let (objects, mut ledger) = (loaded.objects, loaded.ledger);
         if record_new {
             self.commit_discovered(loaded.discovered, cancel).await?;
+        }
+        // The pass read no settled entry: read those of the range now.
+        let in_range = |listed: &Listed| match self.profile.classify(&listed.key) {
+            NameVerdict::Batch(b) => {
+                b.date >= from && b.date <= to && (regions.is_empty() || regions.contains(&b.region))
+            }
+            _ => false,
+        };
+        let wanted: Vec<String> =
+            loaded.settled.iter().filter(|n| objects.get(*n).is_some_and(in_range)).cloned().collect();
+        if !wanted.is_empty() {
+            let found = super::retry::retry_transient("reading the store", cancel, || async {
+                Ok(self.store.ledger_lookup(wanted.clone(), Vec::new()).await?)
+            })
+            .await?;
+            ledger.extend(found.into_iter().map(|e| (e.name.clone(), e)));
         }
         let mut plan = BackfillPlan::default();
         let mut work = HashMap::new();

@@ -7,9 +7,9 @@ use crate::core::ledger::{
 };
 use crate::core::name::{NameVerdict, object_name};
 use crate::ports::source::SourceError;
-use crate::ports::store::Commit;
+use crate::ports::store::{Commit, Snapshot};
 use sha2::{Digest, Sha256};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use tokio::io::AsyncReadExt;
 use tokio_util::sync::CancellationToken;
 
@@ -19,6 +19,8 @@ pub(super) struct Loaded {
     pub objects: BTreeMap<String, Listed>,
     pub ledger: HashMap<String, LedgerEntry>,
     pub streams: Vec<crate::core::sequencer::StreamRecord>,
+    /// Listed names whose settled ledger entry was not read (the object is unchanged).
+    pub settled: HashSet<String>,
     /// Ledger changes found by discovery, not yet written, by region (`None`: bad names).
     pub discovered: BTreeMap<Option<String>, Commit>,
 }
@@ -32,10 +34,7 @@ impl Engine {
     ) -> Result<Loaded, EngineError> {
         let listing = retry_transient("listing the source", cancel, || async { Ok(self.source.list().await?) }).await?;
         let objects = self.by_name(listing);
-        let snapshot =
-            retry_transient("reading the store", cancel, || async { Ok(self.store.snapshot().await?) }).await?;
-        let mut ledger: HashMap<String, LedgerEntry> =
-            snapshot.ledger.into_iter().map(|e| (e.name.clone(), e)).collect();
+        let (snapshot, mut ledger, settled) = self.read_ledger(&objects, cancel).await?;
         let mut objects = objects;
         if let Some(ownership) = &self.ownership {
             // Claim every region seen, then look only at the regions held.
@@ -45,6 +44,7 @@ impl Engine {
             };
             let mut regions: Vec<Option<String>> = objects.values().map(|l| region_of(&l.key)).collect();
             regions.extend(ledger.values().map(|e| e.region().map(str::to_string)));
+            regions.extend(snapshot.streams.iter().map(|s| Some(s.region.clone())));
             regions.sort();
             regions.dedup();
             let now = self.clock.now();
@@ -54,8 +54,58 @@ impl Engine {
             .await?;
             objects.retain(|_, l| ownership.owns(region_of(&l.key).as_deref()));
         }
-        let discovered = self.discover(&objects, &mut ledger, report, cancel).await?;
-        Ok(Loaded { objects, ledger, streams: snapshot.streams, discovered })
+        let discovered = self.discover(&objects, &mut ledger, &settled, report, cancel).await?;
+        Ok(Loaded { objects, ledger, streams: snapshot.streams, settled, discovered })
+    }
+
+    /// The ledger entries this pass works on: the active ones (see
+    /// [`LedgerEntry::is_settled`]), plus, for listed objects, those whose upload differs
+    /// from what the ledger knows and those at the SEQ of a new name (a second claimant is
+    /// judged against the first). A settled entry whose object is listed unchanged is
+    /// never read: what a pass costs follows the active state, not the history.
+    async fn read_ledger(
+        &self,
+        objects: &BTreeMap<String, Listed>,
+        cancel: &CancellationToken,
+    ) -> Result<(Snapshot, HashMap<String, LedgerEntry>, HashSet<String>), EngineError> {
+        let read = || async {
+            let snapshot = self.store.active().await?;
+            let known = self.store.known_names().await?;
+            Ok::<_, crate::ports::store::StoreError>((snapshot, known))
+        };
+        let (mut snapshot, known) =
+            retry_transient("reading the store", cancel, || async { Ok(read().await?) }).await?;
+        let mut ledger: HashMap<String, LedgerEntry> =
+            std::mem::take(&mut snapshot.ledger).into_iter().map(|e| (e.name.clone(), e)).collect();
+        let known: HashMap<String, String> = known.into_iter().map(|k| (k.name, k.fingerprint)).collect();
+        let (mut names, mut positions, mut settled) = (Vec::new(), Vec::new(), HashSet::new());
+        for (name, listed) in objects {
+            if !ledger.contains_key(name) {
+                match known.get(name) {
+                    Some(fingerprint) if *fingerprint == listed.fingerprint => {
+                        settled.insert(name.clone());
+                        continue;
+                    }
+                    Some(_) => names.push(name.clone()), // uploaded again: read its entry
+                    None => {}                           // new
+                }
+            }
+            // Whatever discovery may judge (new, uploaded again, a bad name judged again)
+            // is judged against every name claiming its SEQ.
+            if let NameVerdict::Batch(b) = self.profile.classify(&listed.key) {
+                positions.push((b.region, b.seq));
+            }
+        }
+        if !names.is_empty() || !positions.is_empty() {
+            let found = retry_transient("reading the store", cancel, || async {
+                Ok(self.store.ledger_lookup(names.clone(), positions.clone()).await?)
+            })
+            .await?;
+            for e in found {
+                ledger.entry(e.name.clone()).or_insert(e);
+            }
+        }
+        Ok((snapshot, ledger, settled))
     }
 
     /// Writes each region's discoveries, fenced by its lease. A region whose lease was
@@ -79,7 +129,7 @@ impl Engine {
     pub(super) fn by_name(&self, listing: Vec<Listed>) -> BTreeMap<String, Listed> {
         let mut out: BTreeMap<String, Listed> = BTreeMap::new();
         for listed in listing {
-            if self.profile.classify(&listed.key) == NameVerdict::Ignored {
+            if self.profile.is_ignored(&listed.key) {
                 continue;
             }
             let name = object_name(&listed.key).to_string();
@@ -96,6 +146,7 @@ impl Engine {
         &self,
         objects: &BTreeMap<String, Listed>,
         ledger: &mut HashMap<String, LedgerEntry>,
+        settled: &HashSet<String>,
         report: &mut PassReport,
         cancel: &CancellationToken,
     ) -> Result<BTreeMap<Option<String>, Commit>, EngineError> {
@@ -105,6 +156,9 @@ impl Engine {
         for (name, listed) in objects {
             if cancel.is_cancelled() {
                 return Err(EngineError::Cancelled);
+            }
+            if settled.contains(name) {
+                continue; // listed as the ledger knows it: unchanged
             }
             let changed = match observe(listed, ledger.get(name), &self.profile, now) {
                 Observation::Unchanged => match ledger.get(name) {

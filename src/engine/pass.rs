@@ -17,7 +17,8 @@ impl Engine {
     /// Lists the source, records what is new, and applies everything the sequencer allows.
     pub async fn pass(&self, cancel: &CancellationToken) -> Result<PassReport, EngineError> {
         let mut report = PassReport::default();
-        let super::discovery::Loaded { objects, ledger, streams, discovered } = self.load(&mut report, cancel).await?;
+        let super::discovery::Loaded { objects, ledger, streams, discovered, .. } =
+            self.load(&mut report, cancel).await?;
         self.commit_discovered(discovered, cancel).await?;
         self.heartbeat.beat();
 

@@ -5,13 +5,13 @@ use super::streams::build_streams;
 use crate::core::expectation::{Expectation, LOOKBACK_DAYS, for_region};
 use crate::core::ledger::FileState;
 use crate::core::sequencer::{Awaiting, SequenceRules};
-use crate::ports::store::{AuditEntry, Counts, Snapshot};
+use crate::ports::store::{AuditEntry, Counts, RegionHistory, Snapshot};
 
 /// How many audit entries `status` shows.
 pub const RECENT_ACTIONS: usize = 10;
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::Serialize;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 
 /// What `status` judges streams by: the sequencing rules and the arrival expectations.
 #[derive(Clone, Debug, Default)]
@@ -83,7 +83,8 @@ pub struct StatusCounts {
 }
 
 impl StreamStatus {
-    fn empty(region: &str) -> Self {
+    /// A region with no file yet.
+    pub fn empty(region: &str) -> Self {
         StreamStatus {
             region: region.to_string(),
             next_seq: None,
@@ -105,32 +106,30 @@ fn rfc3339(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Secs, true)
 }
 
-/// Builds the status document from the store's contents at `now`.
-pub fn status_doc(
-    snapshot: &Snapshot,
-    counts: Counts,
-    audit: &[AuditEntry],
-    in_flight: Vec<InFlightFile>,
-    rules: &StatusRules,
-    now: DateTime<Utc>,
-) -> StatusDoc {
+/// What the status document is built from: the store's active state and what it
+/// aggregates of the history (never the settled ledger itself).
+pub struct StatusInputs<'a> {
+    /// The active ledger and every stream ([`crate::ports::store::Store::active`]).
+    pub snapshot: &'a Snapshot,
+    pub counts: Counts,
+    /// The most recent audit entries, oldest first.
+    pub recent_audit: &'a [AuditEntry],
+    /// Per region, arrivals since `now` - [`LOOKBACK_DAYS`].
+    pub history: &'a [RegionHistory],
+    pub in_flight: Vec<InFlightFile>,
+}
+
+/// Builds the status document at `now`.
+pub fn status_doc(inputs: StatusInputs<'_>, rules: &StatusRules, now: DateTime<Utc>) -> StatusDoc {
+    let StatusInputs { snapshot, counts, recent_audit, history, in_flight } = inputs;
     let built = build_streams(&snapshot.ledger, &snapshot.streams, None);
-    let mut last_applied: HashMap<&str, u64> = HashMap::new();
-    let mut arrivals: BTreeMap<&str, Vec<DateTime<Utc>>> = BTreeMap::new();
-    for e in &snapshot.ledger {
-        let Some(region) = e.region() else { continue };
-        arrivals.entry(region).or_default().push(e.first_seen);
-        if let (true, Some(seq)) = (e.state.is_processed(), e.seq()) {
-            let last = last_applied.entry(region).or_insert(seq);
-            *last = (*last).max(seq);
-        }
-    }
+    let history: HashMap<&str, &RegionHistory> = history.iter().map(|h| (h.region.as_str(), h)).collect();
     let mut streams: Vec<StreamStatus> = built
         .values()
         .map(|s| {
             let v = s.view(now, &rules.sequence);
             StreamStatus {
-                last_applied_seq: last_applied.get(v.region.as_str()).copied(),
+                last_applied_seq: history.get(v.region.as_str()).and_then(|h| h.last_processed_seq),
                 waiting_for: v.awaiting.as_ref().map(|a| match a {
                     Awaiting::Missing(seq) => format!("missing SEQ {seq}"),
                     Awaiting::Quarantined { seq, file } => format!("quarantined SEQ {seq} ({file})"),
@@ -160,14 +159,14 @@ pub fn status_doc(
     }
     streams.sort_by(|a, b| a.region.cmp(&b.region));
     for stream in &mut streams {
-        let seen = arrivals.get(stream.region.as_str()).map(Vec::as_slice).unwrap_or_default();
-        stream.last_file_at = seen.iter().max().copied().map(rfc3339);
+        let h = history.get(stream.region.as_str());
+        stream.last_file_at = h.and_then(|h| h.last_arrival).map(rfc3339);
         if let Some(expectation) = for_region(&rules.expectations, &stream.region) {
-            let since = seen
-                .iter()
-                .min()
-                .map(|first| *first - chrono::Duration::milliseconds(1))
+            let since = h
+                .and_then(|h| h.first_arrival)
+                .map(|first| first - chrono::Duration::milliseconds(1))
                 .unwrap_or(now - chrono::Duration::days(LOOKBACK_DAYS));
+            let seen = h.map(|h| h.recent_arrivals.as_slice()).unwrap_or_default();
             let verdict = expectation.evaluate(seen, since, now);
             stream.late_alert = verdict.late();
             stream.late_since = verdict.missed.map(rfc3339);
@@ -202,7 +201,7 @@ pub fn status_doc(
         counts: StatusCounts { totals: counts, quarantined_files: quarantined.len() as u64, pending_files: pending },
         quarantined,
         in_flight,
-        recent_actions: audit.iter().rev().take(RECENT_ACTIONS).cloned().collect(),
+        recent_actions: recent_audit.iter().rev().take(RECENT_ACTIONS).cloned().collect(),
         leases: Vec::new(),
     }
 }
@@ -222,9 +221,14 @@ pub async fn collect_with_snapshot(
     rules: &StatusRules,
     now: DateTime<Utc>,
 ) -> Result<(StatusDoc, Snapshot), super::EngineError> {
-    let (snapshot, counts, audit) = (store.snapshot().await?, store.counts().await?, store.audit_log().await?);
+    let snapshot = store.active().await?;
+    let counts = store.counts().await?;
+    let recent_audit = store.recent_audit(RECENT_ACTIONS).await?;
+    let history = store.region_history(now - chrono::Duration::days(LOOKBACK_DAYS)).await?;
     let in_flight = super::completion::in_flight(store, &snapshot.ledger).await?;
-    let mut doc = status_doc(&snapshot, counts, &audit, in_flight, rules, now);
+    let inputs =
+        StatusInputs { snapshot: &snapshot, counts, recent_audit: &recent_audit, history: &history, in_flight };
+    let mut doc = status_doc(inputs, rules, now);
     doc.leases = store
         .leases()
         .await?

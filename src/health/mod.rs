@@ -10,11 +10,12 @@
 
 mod page;
 
+use crate::core::ledger::LedgerEntry;
 use crate::engine::Heartbeat;
-use crate::engine::status::{StatusRules, collect, collect_with_snapshot};
+use crate::engine::status::{StatusDoc, StatusRules, collect, collect_with_snapshot};
 use crate::ports::delivery::Delivery;
 use crate::ports::source::ObjectSource;
-use crate::ports::store::Store;
+use crate::ports::store::{Snapshot, Store};
 use crate::telemetry::metrics::{self, BrokerGauges};
 use axum::Router;
 use axum::extract::State;
@@ -23,6 +24,7 @@ use axum::response::{Html, IntoResponse, Json};
 use axum::routing::get;
 use chrono::Utc;
 use serde_json::json;
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -156,10 +158,47 @@ async fn metrics_text(State(s): State<HealthState>) -> impl IntoResponse {
 
 async fn page(State(s): State<HealthState>) -> axum::response::Response {
     let now = Utc::now();
-    match collect_with_snapshot(s.store.as_ref(), &s.rules, now).await {
-        Ok((doc, snapshot)) => Html(page::render(&doc, &snapshot, now)).into_response(),
+    let built = async {
+        let (doc, snapshot) = collect_with_snapshot(s.store.as_ref(), &s.rules, now).await?;
+        let strips = strips(s.store.as_ref(), &doc, &snapshot).await?;
+        Ok::<_, crate::engine::EngineError>(page::render(&doc, &strips, now))
+    };
+    match built.await {
+        Ok(html) => Html(html).into_response(),
         Err(e) => (StatusCode::SERVICE_UNAVAILABLE, Html(page::unavailable(&e.to_string()))).into_response(),
     }
+}
+
+/// Each region's strip window and the files in it: the active ledger holds every file
+/// from the expected SEQ on; the settled ones before it in the window are looked up.
+async fn strips(
+    store: &dyn Store,
+    doc: &StatusDoc,
+    snapshot: &Snapshot,
+) -> Result<BTreeMap<String, ((u64, u64), page::SeqFiles)>, crate::engine::EngineError> {
+    let seq_files = |entries: &mut dyn Iterator<Item = &LedgerEntry>, region: &str| -> page::SeqFiles {
+        entries
+            .filter(|e| e.region() == Some(region))
+            .filter_map(|e| Some((e.seq()?, (e.state, e.conflict.is_some(), e.name.clone()))))
+            .collect()
+    };
+    let mut windows = BTreeMap::new();
+    let mut positions = Vec::new();
+    for stream in &doc.streams {
+        let upper = seq_files(&mut snapshot.ledger.iter(), &stream.region);
+        let Some(window) = page::window(stream, &upper) else { continue };
+        positions.extend((window.0..=window.1).filter(|q| !upper.contains_key(q)).map(|q| (stream.region.clone(), q)));
+        windows.insert(stream.region.clone(), window);
+    }
+    let settled = if positions.is_empty() { Vec::new() } else { store.ledger_lookup(Vec::new(), positions).await? };
+    let mut out = BTreeMap::new();
+    for (region, window) in windows {
+        let mut entries = snapshot.ledger.iter().chain(settled.iter());
+        let files: page::SeqFiles =
+            seq_files(&mut entries, &region).into_iter().filter(|(q, _)| (window.0..=window.1).contains(q)).collect();
+        out.insert(region, (window, files));
+    }
+    Ok(out)
 }
 
 /// Binds the listener (so a bad address fails at start) and serves until cancelled.

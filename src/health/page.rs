@@ -6,13 +6,17 @@
 
 use crate::core::ledger::FileState;
 use crate::engine::status::{StatusDoc, StreamStatus};
-use crate::ports::store::Snapshot;
 use chrono::{DateTime, Utc};
 use std::collections::BTreeMap;
 use std::fmt::Write;
 
-/// How many SEQs a region's strip shows.
-pub const STRIP_LEN: u64 = 30;
+/// How many SEQs a region's strip shows at most.
+pub const STRIP_LEN: u64 = 20;
+/// How many SEQs before the expected one the strip keeps for context.
+const STRIP_CONTEXT: u64 = 4;
+
+/// What the ledger says about one SEQ of a region: (state, in conflict, file name).
+pub type SeqFiles = BTreeMap<u64, (FileState, bool, String)>;
 
 /// What happened to one SEQ of a region.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -44,23 +48,31 @@ impl Cell {
     }
 }
 
-/// The strip of `stream`: (SEQ, cell, file name) for up to [`STRIP_LEN`] recent SEQs.
-pub fn strip(stream: &StreamStatus, snapshot: &Snapshot) -> Vec<(u64, Cell, Option<String>)> {
-    let mut files: BTreeMap<u64, (FileState, bool, &str)> = BTreeMap::new();
-    for e in &snapshot.ledger {
-        if e.region() == Some(stream.region.as_str())
-            && let Some(seq) = e.seq()
-        {
-            files.insert(seq, (e.state, e.conflict.is_some(), e.name.as_str()));
-        }
-    }
-    let top = [files.keys().next_back().copied(), stream.next_seq, stream.held.iter().max().copied()]
-        .into_iter()
-        .flatten()
-        .max();
-    let Some(top) = top else { return Vec::new() };
-    let from = top.saturating_sub(STRIP_LEN - 1).max(1);
-    (from..=top)
+/// The SEQs the strip of `stream` shows, given the region's files at and after the
+/// expected SEQ (`upper`, from the active ledger): what matters first — the expected SEQ
+/// (a gap or its quarantined file), then the held files, with a few SEQs of context
+/// before. It never reaches below SEQ 1.
+pub fn window(stream: &StreamStatus, upper: &SeqFiles) -> Option<(u64, u64)> {
+    let highest = [upper.keys().next_back().copied(), stream.held.iter().max().copied()].into_iter().flatten().max();
+    let Some(next) = stream.next_seq else {
+        // No expected SEQ yet: the region's first files.
+        let low = upper.keys().next().copied()?;
+        return Some((low, low + STRIP_LEN - 1));
+    };
+    let top = highest.map_or(next, |h| h.max(next));
+    let from = if top - next < STRIP_LEN - STRIP_CONTEXT {
+        (top + 1).saturating_sub(STRIP_LEN).max(1)
+    } else {
+        next.saturating_sub(STRIP_CONTEXT).max(1)
+    };
+    Some((from, top.min(from + STRIP_LEN - 1)))
+}
+
+/// The strip of `stream` over `window`: (SEQ, cell, file name) per SEQ, leading SEQs
+/// from before the region's first file left out. `files` holds the region's files in the
+/// window.
+pub fn strip(stream: &StreamStatus, (from, to): (u64, u64), files: &SeqFiles) -> Vec<(u64, Cell, Option<String>)> {
+    let cells: Vec<_> = (from..=to)
         .map(|seq| {
             let skipped = stream.skipped.contains(&seq);
             let awaited = stream.next_seq.is_some_and(|n| seq >= n);
@@ -75,9 +87,16 @@ pub fn strip(stream: &StreamStatus, snapshot: &Snapshot) -> Vec<(u64, Cell, Opti
                 None if awaited => Cell::Gap,
                 None => Cell::Before,
             };
-            (seq, cell, files.get(&seq).map(|(_, _, name)| name.to_string()))
+            (seq, cell, files.get(&seq).map(|(_, _, name)| name.clone()))
         })
-        .collect()
+        .collect();
+    let first = cells.iter().position(|(_, c, _)| *c != Cell::Before).unwrap_or(cells.len());
+    cells.into_iter().skip(first).collect()
+}
+
+/// The held files of `stream` beyond the end of its strip.
+pub fn held_beyond(stream: &StreamStatus, (_, to): (u64, u64)) -> usize {
+    stream.held.iter().filter(|s| **s > to).count()
 }
 
 /// HTML-escapes text for element content and attribute values.
@@ -99,7 +118,8 @@ pub fn escape(text: &str) -> String {
 const STYLE: &str = "body{font-family:system-ui,sans-serif;margin:1.5rem;color:#222}\
 h1{font-size:1.4rem}h2{font-size:1.1rem;margin-top:1.5rem}\
 table{border-collapse:collapse}td,th{padding:.25rem .6rem;text-align:left;border-bottom:1px solid #ddd}\
-.strip{display:flex;gap:2px}.cell{display:inline-block;min-width:2.2rem;padding:.15rem .2rem;\
+.strip{display:flex;flex-wrap:wrap;gap:2px;max-width:46rem}.more{font-size:12px;color:#555;align-self:center}\
+.cell{display:inline-block;min-width:2rem;padding:.15rem .2rem;\
 font:12px monospace;text-align:center;border-radius:3px;color:#fff}\
 .applied{background:#2e7d32}.in-flight{background:#0277bd}.held{background:#f9a825;color:#222}\
 .gap{background:#fff;color:#c62828;border:2px dashed #c62828}.quarantined{background:#c62828}\
@@ -107,7 +127,8 @@ font:12px monospace;text-align:center;border-radius:3px;color:#fff}\
 .alerts li{color:#c62828;font-weight:600}.ok{color:#2e7d32}.badge{font-weight:700;color:#c62828}";
 
 /// The whole page.
-pub fn render(doc: &StatusDoc, snapshot: &Snapshot, now: DateTime<Utc>) -> String {
+/// The whole page; `strips` holds each region's window and the files in it.
+pub fn render(doc: &StatusDoc, strips: &BTreeMap<String, ((u64, u64), SeqFiles)>, now: DateTime<Utc>) -> String {
     let mut h = String::with_capacity(16 * 1024);
     let _ = write!(
         h,
@@ -118,7 +139,7 @@ pub fn render(doc: &StatusDoc, snapshot: &Snapshot, now: DateTime<Utc>) -> Strin
         escape(&doc.generated_at)
     );
     alerts(&mut h, doc, now);
-    streams(&mut h, doc, snapshot);
+    streams(&mut h, doc, strips);
     counters(&mut h, doc);
     leases(&mut h, doc);
     h.push_str("</body></html>");
@@ -153,7 +174,7 @@ fn alerts(h: &mut String, doc: &StatusDoc, _now: DateTime<Utc>) {
     h.push_str("</ul>");
 }
 
-fn streams(h: &mut String, doc: &StatusDoc, snapshot: &Snapshot) {
+fn streams(h: &mut String, doc: &StatusDoc, strips: &BTreeMap<String, ((u64, u64), SeqFiles)>) {
     h.push_str("<h2>Regions</h2>");
     if doc.streams.is_empty() {
         h.push_str("<p>No files yet.</p>");
@@ -179,7 +200,11 @@ fn streams(h: &mut String, doc: &StatusDoc, snapshot: &Snapshot) {
             escape(s.last_file_at.as_deref().unwrap_or("-")),
             r = escape(&s.region),
         );
-        for (seq, cell, file) in strip(s, snapshot) {
+        let Some((window, files)) = strips.get(&s.region) else {
+            h.push_str("</div></td></tr>");
+            continue;
+        };
+        for (seq, cell, file) in strip(s, *window, files) {
             let title = match file {
                 Some(f) => format!("SEQ {seq} {}: {f}", cell.class()),
                 None => format!("SEQ {seq} {}", cell.class()),
@@ -190,6 +215,14 @@ fn streams(h: &mut String, doc: &StatusDoc, snapshot: &Snapshot) {
                 escape(&title),
                 seq % 1000,
                 c = cell.class(),
+            );
+        }
+        let more = held_beyond(s, *window);
+        if more > 0 {
+            let _ = write!(
+                h,
+                "<span class=\"more\" data-held-beyond=\"{more}\">+{more} held after SEQ {}</span>",
+                window.1
             );
         }
         h.push_str("</div></td></tr>");
@@ -256,6 +289,48 @@ pub fn unavailable(reason: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn stream(next: Option<u64>, held: Vec<u64>) -> StreamStatus {
+        StreamStatus { next_seq: next, held, ..StreamStatus::empty("SEV") }
+    }
+
+    fn files(entries: &[(u64, FileState)]) -> SeqFiles {
+        entries.iter().map(|(seq, state)| (*seq, (*state, false, format!("F{seq}")))).collect()
+    }
+
+    /// A stream that began at SEQ 1000: no cells before its first file, the gap and the
+    /// held file both shown.
+    #[test]
+    fn the_strip_starts_at_the_first_file_and_shows_gap_and_held() {
+        let s = stream(Some(1002), vec![1004]);
+        let upper = files(&[(1004, FileState::Pending)]);
+        let w = window(&s, &upper).expect("a window");
+        let all = files(&[(1000, FileState::Applied), (1001, FileState::Applied), (1004, FileState::Pending)]);
+        let cells = strip(&s, w, &all);
+        assert_eq!(cells.first().map(|c| (c.0, c.1)), Some((1000, Cell::Applied)), "{cells:?}");
+        assert!(cells.contains(&(1002, Cell::Gap, None)), "{cells:?}");
+        assert!(cells.contains(&(1004, Cell::Held, Some("F1004".into()))), "{cells:?}");
+        assert!(cells.iter().all(|c| c.1 != Cell::Before), "{cells:?}");
+    }
+
+    /// Held files far beyond the gap: the strip keeps the expected SEQ in view and says
+    /// how many held files it could not show.
+    #[test]
+    fn far_held_files_never_push_the_gap_out_of_view() {
+        let s = stream(Some(50), vec![51, 52, 200, 300]);
+        let upper = files(&[
+            (51, FileState::Pending),
+            (52, FileState::Pending),
+            (200, FileState::Pending),
+            (300, FileState::Pending),
+        ]);
+        let w = window(&s, &upper).expect("a window");
+        assert!(w.0 <= 50 && 50 <= w.1 && w.1 - w.0 < STRIP_LEN, "{w:?}");
+        let cells = strip(&s, w, &upper);
+        assert!(cells.contains(&(50, Cell::Gap, None)), "{cells:?}");
+        assert!(cells.len() as u64 <= STRIP_LEN);
+        assert_eq!(held_beyond(&s, w), 2);
+    }
 
     #[test]
     fn text_is_escaped() {

@@ -150,6 +150,30 @@ pub struct Snapshot {
     pub streams: Vec<StreamRecord>,
 }
 
+/// A ledger name and the fingerprints it is known by: how discovery tells a listed
+/// object it has seen from a new one without reading the settled entry itself.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KnownName {
+    pub name: String,
+    pub fingerprint: String,
+    /// The fingerprint of an upload judged a conflict (see `LedgerEntry::conflict`).
+    pub conflict_fingerprint: Option<String>,
+}
+
+/// What `status` shows of a region's history, aggregated by the store.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RegionHistory {
+    pub region: String,
+    /// When its first file was first listed.
+    pub first_arrival: Option<DateTime<Utc>>,
+    /// When its most recent file was first listed.
+    pub last_arrival: Option<DateTime<Utc>>,
+    /// The highest SEQ applied or delivered.
+    pub last_processed_seq: Option<u64>,
+    /// When its files first seen after the `since` asked for were listed (any order).
+    pub recent_arrivals: Vec<DateTime<Utc>>,
+}
+
 /// A shared document and its version (1 when first written, +1 per write).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Shared {
@@ -228,6 +252,24 @@ pub trait Store: Send + Sync {
     /// Checks the store answers.
     async fn ping(&self) -> Result<(), StoreError>;
     async fn snapshot(&self) -> Result<Snapshot, StoreError>;
+    /// The active part of the ledger (every entry that is not settled, see
+    /// [`LedgerEntry::is_settled`] against the region's stored stream) and every stream:
+    /// what a pass and `status` work on, whatever the length of the history.
+    async fn active(&self) -> Result<Snapshot, StoreError>;
+    /// Every ledger name with its fingerprints, in no particular order.
+    async fn known_names(&self) -> Result<Vec<KnownName>, StoreError>;
+    /// The ledger entries with one of `names`, or at one of the (region, SEQ)
+    /// `positions`, by name (each once).
+    async fn ledger_lookup(
+        &self,
+        names: Vec<String>,
+        positions: Vec<(String, u64)>,
+    ) -> Result<Vec<LedgerEntry>, StoreError>;
+    /// Per region with a validly named file, by region: what `status` shows of its
+    /// history (`recent_arrivals` are those after `since`).
+    async fn region_history(&self, since: DateTime<Utc>) -> Result<Vec<RegionHistory>, StoreError>;
+    /// The `n` most recent audit entries, oldest first.
+    async fn recent_audit(&self, n: usize) -> Result<Vec<AuditEntry>, StoreError>;
     /// Writes ledger, stream, audit and counter changes atomically.
     async fn commit(&self, commit: Commit) -> Result<(), StoreError>;
     /// Opens the unit of work for one file (see the module docs).

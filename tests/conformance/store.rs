@@ -614,11 +614,133 @@ pub async fn full_files_remove_what_they_lack_in_any_order(store: Arc<dyn Store>
     assert_eq!(shown(store.as_ref()).await.iter().filter(|r| r.0.starts_with("POS/7") && !r.1).count(), 2);
 }
 
+/// A ledger of every kind of entry across three regions (one with a stream, one whose
+/// stream has no expected SEQ yet, one with no stream), drawn from `seed`.
+fn mixed_ledger(seed: u64) -> (Vec<LedgerEntry>, Vec<StreamRecord>) {
+    use rand::{Rng, SeedableRng};
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    let t0 = Utc.with_ymd_and_hms(2022, 8, 1, 0, 0, 0).unwrap();
+    let states =
+        [FileState::Pending, FileState::Applied, FileState::Delivered, FileState::Quarantined, FileState::Skipped];
+    let mut ledger = Vec::new();
+    for (region, files) in [("SEV", 40u64), ("WES", 8), ("NOR", 6)] {
+        for seq in 1..=files {
+            for copy in 0..rng.random_range(1..=2u32) {
+                let name = format!("DE_{region}_RMC_2022{:02}{:02}_{seq:08}.DAT", 7 + copy, 1 + seq % 28);
+                let mut e = entry(&name, states[rng.random_range(0..states.len())]);
+                if rng.random_bool(0.2) {
+                    e.sha256 = None;
+                }
+                if rng.random_bool(0.1) {
+                    e.conflict = Some(Conflict {
+                        fingerprint: format!("fp-{seq}-b"),
+                        sha256: "cd".repeat(32),
+                        reason: "conflict: test".into(),
+                        at: t0,
+                    });
+                }
+                e.fingerprint = format!("fp-{region}-{seq}-{copy}");
+                e.first_seen = t0 + chrono::Duration::hours(rng.random_range(0..2000));
+                ledger.push(e);
+            }
+        }
+    }
+    let mut bad = entry("not-a-batch-name.txt", FileState::Quarantined);
+    bad.reason = Some("bad name".into());
+    ledger.push(bad);
+    let streams = vec![
+        StreamRecord { region: "SEV".into(), next_seq: Some(rng.random_range(1..=41)), ..Default::default() },
+        StreamRecord { region: "WES".into(), next_seq: None, ..Default::default() },
+    ];
+    (ledger, streams)
+}
+
+/// The reads that follow the active state (`active`, `known_names`, `ledger_lookup`,
+/// `region_history`, `recent_audit`) show exactly what the whole ledger and audit log
+/// say, as the core's predicate (`LedgerEntry::is_settled`) cuts them.
+pub async fn active_reads_agree_with_the_whole_ledger(store: Arc<dyn Store>) {
+    for seed in 0..3u64 {
+        let (ledger, streams) = mixed_ledger(seed);
+        let audit = (0..5).map(|i| AuditEntry {
+            at: Utc.with_ymd_and_hms(2022, 8, 2, 0, 0, i).unwrap(),
+            actor: "ops".into(),
+            action: format!("action {seed}/{i}"),
+            region: None,
+            seq: None,
+            detail: String::new(),
+        });
+        store.commit(Commit { ledger, streams, audit: audit.collect(), ..Default::default() }).await.unwrap();
+        let whole = store.snapshot().await.unwrap();
+        let next = |region: Option<&str>| {
+            whole.streams.iter().find(|s| Some(s.region.as_str()) == region).and_then(|s| s.next_seq)
+        };
+        // active
+        let active = store.active().await.unwrap();
+        let expected: Vec<LedgerEntry> =
+            whole.ledger.iter().filter(|e| !e.is_settled(next(e.region()))).cloned().collect();
+        assert_eq!(active.streams, whole.streams, "seed {seed}");
+        assert_eq!(active.ledger, expected, "seed {seed}");
+        assert!(active.ledger.len() < whole.ledger.len(), "seed {seed}: some entries are settled");
+        // known_names
+        let known = store.known_names().await.unwrap();
+        let mut names: Vec<(String, String, Option<String>)> =
+            known.into_iter().map(|k| (k.name, k.fingerprint, k.conflict_fingerprint)).collect();
+        names.sort();
+        let expected: Vec<_> = whole
+            .ledger
+            .iter()
+            .map(|e| (e.name.clone(), e.fingerprint.clone(), e.conflict.as_ref().map(|c| c.fingerprint.clone())))
+            .collect();
+        assert_eq!(names, expected, "seed {seed}");
+        // ledger_lookup
+        let wanted: Vec<String> = whole.ledger.iter().step_by(3).map(|e| e.name.clone()).collect();
+        let positions = vec![("SEV".to_string(), 7), ("NOR".to_string(), 2), ("XXX".to_string(), 1)];
+        let found = store.ledger_lookup(wanted.clone(), positions.clone()).await.unwrap();
+        let expected: Vec<LedgerEntry> = whole
+            .ledger
+            .iter()
+            .filter(|e| {
+                wanted.contains(&e.name)
+                    || positions.iter().any(|(r, q)| e.region() == Some(r.as_str()) && e.seq() == Some(*q))
+            })
+            .cloned()
+            .collect();
+        assert_eq!(found, expected, "seed {seed}");
+        // region_history
+        let since = Utc.with_ymd_and_hms(2022, 9, 15, 0, 0, 0).unwrap();
+        let history = store.region_history(since).await.unwrap();
+        let mut regions: Vec<&str> = whole.ledger.iter().filter_map(|e| e.region()).collect();
+        regions.sort();
+        regions.dedup();
+        assert_eq!(history.iter().map(|h| h.region.as_str()).collect::<Vec<_>>(), regions, "seed {seed}");
+        for h in &history {
+            let of: Vec<&LedgerEntry> = whole.ledger.iter().filter(|e| e.region() == Some(h.region.as_str())).collect();
+            assert_eq!(h.first_arrival, of.iter().map(|e| e.first_seen).min(), "{}", h.region);
+            assert_eq!(h.last_arrival, of.iter().map(|e| e.first_seen).max(), "{}", h.region);
+            let processed = of.iter().filter(|e| e.state.is_processed()).filter_map(|e| e.seq()).max();
+            assert_eq!(h.last_processed_seq, processed, "{}", h.region);
+            let mut recent: Vec<_> = of.iter().map(|e| e.first_seen).filter(|t| *t > since).collect();
+            let mut got = h.recent_arrivals.clone();
+            recent.sort();
+            got.sort();
+            assert_eq!(got, recent, "{}", h.region);
+        }
+        // recent_audit
+        let log = store.audit_log().await.unwrap();
+        assert_eq!(store.recent_audit(3).await.unwrap(), log[log.len() - 3..].to_vec(), "seed {seed}");
+    }
+}
+
 #[macro_export]
 macro_rules! store_suite {
     ($name:ident, $factory:expr) => {
         mod $name {
             use super::*;
+            #[tokio::test]
+            async fn active_reads_agree_with_the_whole_ledger() {
+                let (_guard, store) = $factory().await;
+                conformance::store::active_reads_agree_with_the_whole_ledger(store).await;
+            }
             #[tokio::test]
             async fn full_files_remove_what_they_lack_in_any_order() {
                 let (_guard, store) = $factory().await;

@@ -14,20 +14,22 @@
 //!   redelivery finds it and counts nothing twice.
 //! - Write concern: `majority` unless the URI sets `w`; indexes are created at open.
 
+mod active;
 mod errors;
 mod full_files;
 mod journal;
 mod leases;
 mod numbers;
 mod records;
+mod rollup;
 
 use crate::core::full::{Sweep, Swept};
 use crate::core::lease::Lease;
 use crate::core::ledger::{FileState, LedgerEntry};
 use crate::core::record::{Record, Reject, Tally};
 use crate::ports::store::{
-    AuditEntry, Commit, Counts, DeadLetter, DeliveredBatch, FileTicket, FileTxn, Shared, Snapshot, Store, StoreError,
-    StoredRecord,
+    AuditEntry, Commit, Counts, DeadLetter, DeliveredBatch, FileTicket, FileTxn, KnownName, RegionHistory, Shared,
+    Snapshot, Store, StoreError, StoredRecord,
 };
 use async_trait::async_trait;
 use chrono::{DateTime, TimeDelta, Utc};
@@ -50,7 +52,12 @@ pub struct MongoStore {
     db: Database,
     /// The write concern as the command field (`run_command` does not add it).
     write_concern: Document,
+    /// Commits by this process: every [`FOLD_EVERY`]th folds the journal (`rollup.rs`).
+    commits: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
+
+/// How many commits of one process pass between two folds of the journal.
+const FOLD_EVERY: u64 = 1000;
 
 impl MongoStore {
     /// Connects, checks the server answers, and creates the indexes.
@@ -67,11 +74,40 @@ impl MongoStore {
         let db = client.database(&database);
         let write_concern = mongodb::bson::to_document(&concern)
             .map_err(|e| StoreError::Open(format!("{shown}: write concern: {e}")))?;
-        let store = Self { uri_shown: format!("{shown} (database {database})"), db, write_concern };
+        let store = Self {
+            uri_shown: format!("{shown} (database {database})"),
+            db,
+            write_concern,
+            commits: Default::default(),
+        };
         store.ping().await.map_err(|e| StoreError::Open(format!("{shown}: {e}")))?;
         store.create_indexes().await?;
         journal::replay(&store.db, &store.write_concern).await?;
+        store.maintain().await;
         Ok(store)
+    }
+
+    /// Counts a commit; every [`FOLD_EVERY`]th folds the journal.
+    async fn after_commit(&self) {
+        if self.commits.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % FOLD_EVERY == FOLD_EVERY - 1 {
+            self.maintain().await;
+        }
+    }
+
+    /// Folds journal documents older than a week into the counter roll-up (`rollup.rs`),
+    /// so what `counts()` reads stays bounded. Returns how many documents were folded.
+    pub async fn fold_journal(&self, now: DateTime<Utc>) -> Result<u64, StoreError> {
+        rollup::fold(&self.db, now).await
+    }
+
+    /// [`MongoStore::fold_journal`] as maintenance: a failure is only logged (the journal
+    /// is folded next time).
+    async fn maintain(&self) {
+        match self.fold_journal(Utc::now()).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(folded = n, "journal folded into the counter roll-up"),
+            Err(e) => tracing::warn!(error = %e, "folding the journal failed; it is tried again later"),
+        }
     }
 
     async fn create_indexes(&self) -> Result<(), StoreError> {
@@ -80,8 +116,10 @@ impl MongoStore {
             (DEAD_LETTERS, doc! { "file": 1, "generation": 1 }),
             (REJECTS, doc! { "file": 1, "line": 1 }),
             (journal::JOURNAL, doc! { "done": 1 }),
+            (journal::JOURNAL, doc! { "key": 1 }),
             (journal::LEDGER, doc! { "state": 1 }),
         ];
+        let indexes = indexes.into_iter().chain(active::indexes());
         for (collection, keys) in indexes {
             let index = IndexModel::builder().keys(keys).build();
             self.db.collection::<Document>(collection).create_index(index).await.map_err(map_err)?;
@@ -201,7 +239,38 @@ impl Store for MongoStore {
         if commit.is_empty() {
             return Ok(());
         }
-        journal::commit(&self.db, &self.write_concern, &commit).await
+        journal::commit(&self.db, &self.write_concern, &commit).await?;
+        self.after_commit().await;
+        Ok(())
+    }
+
+    async fn active(&self) -> Result<Snapshot, StoreError> {
+        journal::replay(&self.db, &self.write_concern).await?;
+        active::active(&self.db).await
+    }
+
+    async fn known_names(&self) -> Result<Vec<KnownName>, StoreError> {
+        journal::replay(&self.db, &self.write_concern).await?;
+        active::known_names(&self.db).await
+    }
+
+    async fn ledger_lookup(
+        &self,
+        names: Vec<String>,
+        positions: Vec<(String, u64)>,
+    ) -> Result<Vec<LedgerEntry>, StoreError> {
+        journal::replay(&self.db, &self.write_concern).await?;
+        active::lookup(&self.db, &names, &positions).await
+    }
+
+    async fn region_history(&self, since: DateTime<Utc>) -> Result<Vec<RegionHistory>, StoreError> {
+        journal::replay(&self.db, &self.write_concern).await?;
+        active::region_history(&self.db, since).await
+    }
+
+    async fn recent_audit(&self, n: usize) -> Result<Vec<AuditEntry>, StoreError> {
+        journal::replay(&self.db, &self.write_concern).await?;
+        active::recent_audit(&self.db, n).await
     }
 
     async fn files_in_state(&self, state: FileState) -> Result<Vec<LedgerEntry>, StoreError> {
@@ -219,9 +288,10 @@ impl Store for MongoStore {
     }
 
     async fn counts(&self) -> Result<Counts, StoreError> {
-        let mut counts = journal::counts(&self.db).await?;
+        let mut counts = rollup::counts(&self.db).await?;
+        // From the collection's metadata: constant cost, however many rejects are kept.
         counts.records_rejected =
-            self.db.collection::<Document>(REJECTS).count_documents(doc! {}).await.map_err(map_err)?;
+            self.db.collection::<Document>(REJECTS).estimated_document_count().await.map_err(map_err)?;
         Ok(counts)
     }
 
@@ -358,7 +428,12 @@ fn dead_letter_id(file: &str, generation: u32, line: u64) -> String {
 
 impl MongoStore {
     fn clone_handle(&self) -> Self {
-        Self { uri_shown: self.uri_shown.clone(), db: self.db.clone(), write_concern: self.write_concern.clone() }
+        Self {
+            uri_shown: self.uri_shown.clone(),
+            db: self.db.clone(),
+            write_concern: self.write_concern.clone(),
+            commits: self.commits.clone(),
+        }
     }
 }
 

@@ -10,6 +10,7 @@
 //! (`checkpointer.rs`), off the writer's path; the writer only checkpoints itself if the
 //! WAL passes 256 MiB (measured: with the default, every file's commit checkpointed).
 
+mod active;
 mod checkpointer;
 mod full_files;
 mod rows;
@@ -21,8 +22,8 @@ use crate::core::ledger::{FileState, LedgerEntry};
 use crate::core::record::Reject;
 use crate::core::record::Tally;
 use crate::ports::store::{
-    AuditEntry, Commit, Counts, DeadLetter, DeliveredBatch, FileTicket, FileTxn, Shared, Snapshot, Store, StoreError,
-    StoredRecord,
+    AuditEntry, Commit, Counts, DeadLetter, DeliveredBatch, FileTicket, FileTxn, KnownName, RegionHistory, Shared,
+    Snapshot, Store, StoreError, StoredRecord,
 };
 use async_trait::async_trait;
 use chrono::{DateTime, TimeDelta, Utc};
@@ -170,6 +171,30 @@ impl Store for SqliteStore {
             in_read_transaction(c, |c| Ok(Snapshot { ledger: rows::load_ledger(c)?, streams: rows::load_streams(c)? }))
         })
         .await
+    }
+
+    async fn active(&self) -> Result<Snapshot, StoreError> {
+        self.read(|c| in_read_transaction(c, active::active)).await
+    }
+
+    async fn known_names(&self) -> Result<Vec<KnownName>, StoreError> {
+        self.read(active::known_names).await
+    }
+
+    async fn ledger_lookup(
+        &self,
+        names: Vec<String>,
+        positions: Vec<(String, u64)>,
+    ) -> Result<Vec<LedgerEntry>, StoreError> {
+        self.read(move |c| active::lookup(c, &names, &positions)).await
+    }
+
+    async fn region_history(&self, since: DateTime<Utc>) -> Result<Vec<RegionHistory>, StoreError> {
+        self.read(move |c| in_read_transaction(c, |c| active::region_history(c, since))).await
+    }
+
+    async fn recent_audit(&self, n: usize) -> Result<Vec<AuditEntry>, StoreError> {
+        self.read(move |c| active::recent_audit(c, n)).await
     }
 
     async fn files_in_state(&self, state: FileState) -> Result<Vec<LedgerEntry>, StoreError> {

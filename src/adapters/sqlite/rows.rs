@@ -33,7 +33,7 @@ pub(super) fn map_err(e: rusqlite::Error) -> StoreError {
     }
 }
 
-fn time(s: Option<String>) -> Result<Option<DateTime<Utc>>, StoreError> {
+pub(super) fn time(s: Option<String>) -> Result<Option<DateTime<Utc>>, StoreError> {
     s.map(|s| {
         DateTime::parse_from_rfc3339(&s)
             .map(|t| t.with_timezone(&Utc))
@@ -42,11 +42,11 @@ fn time(s: Option<String>) -> Result<Option<DateTime<Utc>>, StoreError> {
     .transpose()
 }
 
-fn text_time(t: DateTime<Utc>) -> String {
+pub(super) fn text_time(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
 }
 
-const OBJECT_COLUMNS: &str = "name, key, region, kind, file_date, seq, size, fingerprint, sha256, state, reason, \
+pub(super) const OBJECT_COLUMNS: &str = "name, key, region, kind, file_date, seq, size, fingerprint, sha256, state, reason, \
      conflict_fingerprint, conflict_sha256, conflict_reason, conflict_at, first_seen, updated_at, \
      record_lines, records_applied, records_stale, records_unchanged, records_rejected, generation, \
      records_dead_lettered, counted, records_removed, records_ignored";
@@ -64,7 +64,9 @@ pub(super) fn load_ledger_in(conn: &Connection, state: FileState) -> Result<Vec<
     collect_objects(stmt.query_map(params![state.as_str()], read_object).map_err(map_err)?)
 }
 
-fn collect_objects(rows: impl Iterator<Item = RowResult<LedgerEntry>>) -> Result<Vec<LedgerEntry>, StoreError> {
+pub(super) fn collect_objects(
+    rows: impl Iterator<Item = RowResult<LedgerEntry>>,
+) -> Result<Vec<LedgerEntry>, StoreError> {
     let mut out = Vec::new();
     for row in rows {
         out.push(row.map_err(map_err)??);
@@ -72,9 +74,9 @@ fn collect_objects(rows: impl Iterator<Item = RowResult<LedgerEntry>>) -> Result
     Ok(out)
 }
 
-type RowResult<T> = rusqlite::Result<Result<T, StoreError>>;
+pub(super) type RowResult<T> = rusqlite::Result<Result<T, StoreError>>;
 
-fn read_object(r: &Row<'_>) -> RowResult<LedgerEntry> {
+pub(super) fn read_object(r: &Row<'_>) -> RowResult<LedgerEntry> {
     let name: String = r.get(0)?;
     let region: Option<String> = r.get(2)?;
     let kind: Option<String> = r.get(3)?;

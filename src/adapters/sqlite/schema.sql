@@ -173,3 +173,9 @@ CREATE TABLE IF NOT EXISTS leases (
     token      INTEGER NOT NULL,
     expires_at TEXT NOT NULL
 );
+
+-- What a pass and `status` read instead of the whole ledger (`active.rs`): the entries
+-- that are not applied (or carry a conflict, or a bad name), and arrivals by region.
+CREATE INDEX IF NOT EXISTS objects_open ON objects (name)
+    WHERE state <> 'applied' OR conflict_reason IS NOT NULL OR region IS NULL;
+CREATE INDEX IF NOT EXISTS objects_by_arrival ON objects (region, first_seen);
