@@ -1,0 +1,114 @@
+# shellcheck shell=bash disable=SC2034,SC2153 # globals shared with scripts/bench and its other parts
+# The measurements of the older scripts, run here beside the new ones: the single big file
+# (the logic of bench-embedded.sh --big-records), the full file (bench-full-file.sh, called
+# as it is), the broker path (bench-broker.sh when cargo may run, else its pipeline half
+# here), and the rows not measured yet. Sourced by scripts/bench.
+
+section_big_file() {
+  local d="$RUN/big" bytes
+  rm -rf "$d" && mkdir -p "$d"
+  log "big file: one SEV file of $BIG_RECORDS records"
+  warn_disk $((BIG_RECORDS * 3 / 10000000 + 1)) "the big file"
+  "$BIN" generate --out "$d/inbox" --regions SEV --days 1 --records "$BIG_RECORDS" --seed 7 >/dev/null
+  bytes=$(du -sb "$d/inbox" | cut -f1)
+  measure_ok "$BIN" --source "$d/inbox" --store "$d/esr.db" run --once
+  local counts
+  counts=$("$BIN" --source "$d/inbox" --store "$d/esr.db" status --json | PY status-counts)
+  echo "## 5a. One big file"
+  echo
+  echo "Method: as \`scripts/bench-embedded.sh --big-records N\`: \`generate --regions SEV --days 1 --records $BIG_RECORDS --seed 7\` (one file), \`run --once\` into a fresh store, wall time and peak RSS from /usr/bin/time."
+  echo
+  md_header "run" "records:" "input:" "time:" "records/s:" "peak RSS:" "outcome"
+  md_row "one file of $(int_fmt "$BIG_RECORDS") records, \`run --once\`" "$(int_fmt "$BIG_RECORDS")" \
+    "$(calc "\"%.1f MiB\", $bytes / 1048576")" "$(secs_fmt "$M_SECS")" "$(rate_fmt "$BIG_RECORDS" "$M_SECS")" "$(mb_fmt "$M_KB")" "$counts"
+  rm -rf "$d"
+}
+
+section_full_file() {
+  local d="$RUN/full-file"
+  log "full file: scripts/bench-full-file.sh --records $FULL_FILE_RECORDS"
+  warn_disk $((FULL_FILE_RECORDS * 4 / 5000000 + 1)) "the full-file runs"
+  echo "## 5b. Full files"
+  echo
+  echo "Method: \`scripts/bench-full-file.sh --records $FULL_FILE_RECORDS\` as it is (with this binary): a full file (RMF) of N records into an empty store, then a second full file of the region (next day and SEQ, other positions) that turns the records it lacks into tombstones; \`run --once\` each, wall time and peak RSS from \`/usr/bin/time -v\`."
+  echo
+  ESR_BENCH_BIN="$BIN" bash "$ROOT/scripts/bench-full-file.sh" --records "$FULL_FILE_RECORDS" --workdir "$d" 2> "$RUN/full-file.log" ||
+    die "bench-full-file.sh failed: $(tail -n 3 "$RUN/full-file.log")"
+  rm -rf "$d"
+}
+
+section_broker() {
+  local d="$RUN/broker"
+  echo "## 5c. Through RabbitMQ"
+  echo
+  if cargo_allowed; then
+    log "broker: scripts/bench-broker.sh (it builds with cargo)"
+    echo "Method: \`scripts/bench-broker.sh --days $BROKER_DAYS --records $BROKER_RECORDS\` as it is (it builds the release binary and \`benches/broker_ceiling.rs\` with cargo, measures its own build in target/release rather than ESR_BENCH_BIN, and starts its own RabbitMQ on loopback): \`run --once\` from a folder through RabbitMQ into a fresh SQLite store (2 consumers, prefetch 64, window 256), against the raw broker ceiling (the same messages published with confirms and consumed with acks, no parsing, no store), batched and one record per message."
+    echo
+    ESR_AMQP_PORT="$AMQP_PORT" bash "$ROOT/scripts/bench-broker.sh" --days "$BROKER_DAYS" --records "$BROKER_RECORDS" \
+      --workdir "$d" 2> "$RUN/broker.log" || die "bench-broker.sh failed: $(tail -n 3 "$RUN/broker.log")"
+    rm -rf "$d"
+    return 0
+  fi
+
+  # No cargo: the pipeline half of bench-broker.sh with this binary; the ceiling needs the
+  # bench binary (ESR_BENCH_CEILING_BIN, a built benches/broker_ceiling.rs) or is skipped.
+  log "broker: pipeline only (no cargo), RabbitMQ via scripts/servers.sh on port $AMQP_PORT"
+  rm -rf "$d" && mkdir -p "$d"
+  eval "$(bash "$ROOT/scripts/servers.sh" start "$RUN/servers" rabbitmq 2>> "$RUN/servers.log")"
+  local url="$ESR_TEST_AMQP_URL" total per rows=() ceiling_note
+  "$BIN" generate --out "$d/inbox" --days "$BROKER_DAYS" --records "$BROKER_RECORDS" --seed 42 >/dev/null
+  PY oracle "$d/inbox" "$d/oracle.tsv" > "$d/oracle.json"
+  total=$(PY field "$d/oracle.json" record_lines)
+  for per in "$BROKER_BATCH" 1; do
+    mkdir -p "$d/p$per"
+    cat > "$d/p$per/esr.toml" <<TOML
+broker = "$url"
+[rabbitmq]
+exchange = "benchall$per.x"
+queue = "benchall$per.q"
+dead_letter_exchange = "benchall$per.dlx"
+dead_letter_queue = "benchall$per.dlq"
+records_per_message = $per
+consumers = 2
+prefetch = 64
+in_flight = 256
+TOML
+    log "broker: pipeline, $per records per message"
+    measure_ok "$BIN" --config "$d/p$per/esr.toml" --source "$d/inbox" --store "$d/p$per/store.db" run --once
+    local p_secs=$M_SECS p_kb=$M_KB check c_cells
+    export_state "$d/p$per/store.db" "$d/inbox" "$d/p$per/state.tsv"
+    check=$(PY compare "$d/oracle.tsv" "$d/p$per/state.tsv" --short)
+    if [ -n "${ESR_BENCH_CEILING_BIN:-}" ]; then
+      local messages _records bytes csecs
+      read -r messages _records bytes csecs <<< "$("$ESR_BENCH_CEILING_BIN" "$url" "$d/inbox" "$per" 2 64 256 2>/dev/null | tail -n 1)"
+      c_cells=("$(int_fmt "$messages") ($(calc "\"%.1f MiB\", $bytes / 1048576"))" "$(secs_fmt "$csecs")" "$(rate_fmt "$total" "$csecs")" \
+        "$(calc "\"%.0f %%\", 100 * $csecs / $p_secs")")
+    else
+      c_cells=("not measured (needs cargo)" "—" "—" "—")
+    fi
+    rows+=("$(md_row "$per" "$(int_fmt "$total")" "$(secs_fmt "$p_secs")" "$(rate_fmt "$total" "$p_secs")" "$(mb_fmt "$p_kb")" \
+      "${c_cells[@]}" "$check")")
+  done
+  bash "$ROOT/scripts/servers.sh" stop "$RUN/servers" 2>> "$RUN/servers.log" || true
+  if [ -n "${ESR_BENCH_CEILING_BIN:-}" ]; then
+    ceiling_note="the ceiling from \`$ESR_BENCH_CEILING_BIN\` (a built \`benches/broker_ceiling.rs\`)"
+  else
+    ceiling_note="the raw ceiling skipped: it is \`benches/broker_ceiling.rs\`, built by cargo, which this run may not call (\`--no-build\`, or no cargo); set ESR_BENCH_CEILING_BIN to a built one"
+  fi
+  echo "Method: the pipeline half of \`scripts/bench-broker.sh\` with this binary: 13 regions × $BROKER_DAYS days × $BROKER_RECORDS records (seed 42), \`run --once\` from a folder through RabbitMQ (started by \`scripts/servers.sh\` on 127.0.0.1:$AMQP_PORT) into a fresh SQLite store, 2 consumers, prefetch 64, window 256; $ceiling_note."
+  echo
+  md_header "records per message:" "records:" "pipeline:" "pipeline records/s:" "peak RSS:" "ceiling messages:" "ceiling:" "ceiling records/s:" "pipeline ÷ ceiling rate:" "final state"
+  printf '%s\n' "${rows[@]}"
+  rm -rf "$d"
+}
+
+section_pending() {
+  echo "## 6. Not measured yet"
+  echo
+  echo "Method: none yet; these rows are kept so the table shows what is missing."
+  echo
+  md_header "measurement" "result"
+  md_row "latency from upload to applied, p50 / p99: S3 event notifications vs polling" "not measured yet"
+  md_row "MongoDB commands per record (store round trips per applied record)" "not measured yet"
+}

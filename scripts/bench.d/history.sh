@@ -1,0 +1,79 @@
+# shellcheck shell=bash disable=SC2034,SC2153 # globals shared with scripts/bench and its other parts
+# Section "history": what a long history costs when nothing is new: an idle `run --once`,
+# `status --json` and the health server's pages, against the folder listing floor.
+# Sourced by scripts/bench.
+
+free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+
+# wait_passes URL: waits until the service has finished at least one pass
+wait_passes() {
+  local i
+  for i in $(seq 1 1200); do
+    if curl -sf "$1/metrics" 2>/dev/null | grep -Eq '^esr_ingest_passes_total\{[^}]*\} [1-9]'; then return 0; fi
+    [ "$i" -lt 1200 ] && sleep 0.25
+  done
+  die "the service at $1 finished no pass in 5 minutes"
+}
+
+curl_median() { # URL -> median time_total of REPEAT GETs
+  local t=() i
+  for i in $(seq 1 "$REPEAT"); do
+    t+=("$(curl -sf -o /dev/null -w '%{time_total}' "$1")") || die "GET $1 failed"
+  done
+  median "${t[@]}"
+}
+
+section_history() {
+  local d="$RUN/history" n days files rows=() i
+  rm -rf "$d" && mkdir -p "$d"
+  for n in ${HISTORY//,/ }; do
+    days=$(((n * 2 + 13) / 26)) # nearest whole number of days of 13 files
+    [ "$days" -ge 1 ] || days=1
+    local h="$d/h$n"
+    mkdir -p "$h"
+    log "history: $n files ($days days x 13 regions x 3 records)"
+    "$BIN" generate --out "$h/inbox" --days "$days" --records 3 --start 2012-01-01 --seed 7 >/dev/null
+    files=$(find "$h/inbox" -type f | wc -l)
+    measure_ok "$BIN" --source "$h/inbox" --store "$h/esr.db" run --once
+    local apply=$M_SECS idle=() status=() find_t=() kb=0
+    for i in $(seq 1 "$REPEAT"); do
+      measure_ok "$BIN" --source "$h/inbox" --store "$h/esr.db" run --once
+      idle+=("$M_SECS")
+      [ "$M_KB" -gt "$kb" ] && kb=$M_KB
+      measure_ok "$BIN" --source "$h/inbox" --store "$h/esr.db" status --json > /dev/null
+      status+=("$M_SECS")
+      wall find "$h/inbox" -printf '%s %T@\n' > /dev/null
+      find_t+=("$W_SECS")
+    done
+    # the health server: `run` with a long poll interval, so only its first pass runs
+    local port url pid
+    port=$(free_port)
+    url="http://127.0.0.1:$port"
+    printf 'poll_interval = "1h"\n' > "$h/esr.toml"
+    "$BIN" --config "$h/esr.toml" --source "$h/inbox" --store "$h/esr.db" run --listen "127.0.0.1:$port" \
+      > "$h/run.log" 2>&1 &
+    pid=$!
+    remember_pid "$pid"
+    wait_passes "$url"
+    local s_page m_page root_page
+    s_page=$(curl_median "$url/status")
+    m_page=$(curl_median "$url/metrics")
+    root_page=$(curl_median "$url/")
+    kill -TERM "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+    local idle_m find_m
+    idle_m=$(median "${idle[@]}")
+    find_m=$(median "${find_t[@]}")
+    rows+=("$(md_row "$(int_fmt "$files")" "$(secs_fmt "$apply")" "$(secs_fmt "$idle_m")" "$(mb_fmt "$kb")" \
+      "$(secs_fmt "$(median "${status[@]}")")" "$(secs_fmt "$s_page")" "$(secs_fmt "$m_page")" "$(secs_fmt "$root_page")" \
+      "$(secs_fmt "$find_m")" "$(ratio_fmt "$idle_m" "$find_m")")")
+    rm -rf "$h"
+  done
+  echo "## 3. History: the cost of files already applied"
+  echo
+  printf '%s\n' "Method: \`generate --days N --records 3 --start 2012-01-01\` (13 files a day), applied by one \`run --once\` (its time shown for reference), then, median of $REPEAT each: an idle \`run --once\` (nothing new), \`status --json\`, and GET \`/status\`, \`/metrics\` and \`/\` from \`run --listen\` (curl's total time, after the service's first pass), against \`find DIR -printf '%s %T@\\n'\` as the floor for listing the folder."
+  echo
+  md_header "files in history:" "first apply (reference):" "idle \`run --once\`:" "its peak RSS:" "\`status --json\`:" "\`/status\`:" "\`/metrics\`:" "\`/\`:" "\`find\` listing:" "idle run ÷ listing:"
+  printf '%s\n' "${rows[@]}"
+  rm -rf "$d"
+}
