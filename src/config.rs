@@ -30,13 +30,7 @@ pub const DEFAULT_GAP_ALERT_AFTER: Duration = Duration::from_secs(26 * 3600);
 #[error("{0}")]
 pub struct ConfigError(pub String);
 
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "lowercase")]
-pub enum LogFormat {
-    #[default]
-    Text,
-    Json,
-}
+pub use crate::telemetry::LogFormat;
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -8,7 +8,10 @@
 //!   record delivery.
 //! - [`adapters`] — implementations of those ports (a local folder, SQLite, in-process).
 //! - [`engine`] — discovery passes, sequencing and file processing over the ports.
-//! - [`cli`] — the command line, configuration and the health server.
+//! - [`service`] — the running process: wiring adapters to the engine, the pass loop,
+//!   the health server and the other tasks, and their shutdown order.
+//! - [`health`] — the health server: probes, the status page and Prometheus metrics.
+//! - [`cli`] — the command line: parses, then calls the engine or the service.
 
 pub mod adapters;
 pub mod cli;
@@ -19,4 +22,5 @@ pub mod generate;
 pub mod health;
 pub mod ports;
 pub mod secrets;
+pub mod service;
 pub mod telemetry;

@@ -5,8 +5,16 @@
 pub mod heartbeat;
 pub mod metrics;
 
-use crate::config::LogFormat;
 use tracing_subscriber::EnvFilter;
+
+/// How logs are written on stderr.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
 
 pub fn init(format: LogFormat, default_level: &str) {
     let filter = std::env::var("ESR_INGEST_LOG")

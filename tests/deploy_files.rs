@@ -6,7 +6,9 @@
 mod common;
 
 use esr_ingest::engine::status::{StatusCounts, StatusDoc, StreamStatus};
-use esr_ingest::telemetry::metrics::{self, BrokerGauges, RetryCause};
+use esr_ingest::health::prometheus::{self, BrokerGauges};
+use esr_ingest::ports::RetryCause;
+use esr_ingest::telemetry::metrics;
 use serde_json::Value;
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -64,7 +66,7 @@ fn exposed_metric_names() -> BTreeSet<String> {
         leases: vec![],
     };
     let broker = BrokerGauges { reachable: true, dead_letter_depth: Some(0) };
-    let text = metrics::render(Some(&doc), Some(&broker), chrono::Utc::now());
+    let text = prometheus::render(Some(&doc), Some(&broker), chrono::Utc::now());
     text.lines()
         .filter_map(|l| l.strip_prefix("# TYPE "))
         .map(|l| l.split_whitespace().next().unwrap().to_string())

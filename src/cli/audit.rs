@@ -2,7 +2,7 @@
 //! the ledger and the store agree; exit 3 with one finding per discrepancy otherwise, so
 //! it can run from cron.
 
-use super::{EXIT_FINDINGS, EXIT_OK, app};
+use super::{EXIT_FINDINGS, EXIT_OK};
 use crate::config::Settings;
 use crate::engine::audit::{AuditInput, AuditScope, Finding, audit as compare};
 use crate::engine::completion::in_flight;
@@ -21,7 +21,7 @@ pub async fn audit(
     stuck_after: Duration,
     json: bool,
 ) -> anyhow::Result<i32> {
-    let engine = app::engine(&settings).await?;
+    let engine = crate::service::wiring::engine(&settings).await?;
     let listing = engine.source.list().await.context("listing the source")?;
     let snapshot = engine.store.snapshot().await.context("reading the ledger")?;
     let flying = in_flight(engine.store.as_ref(), &snapshot.ledger).await?;

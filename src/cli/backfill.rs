@@ -1,6 +1,6 @@
 //! `backfill`: a date range under the version rule, with a progress bar and a summary.
 
-use super::{EXIT_OK, app};
+use super::EXIT_OK;
 use crate::config::Settings;
 use chrono::NaiveDate;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -13,9 +13,10 @@ pub async fn backfill(
     regions: Vec<String>,
     dry_run: bool,
 ) -> anyhow::Result<i32> {
-    let engine = app::engine(&settings).await?;
+    let engine = crate::service::wiring::engine(&settings).await?;
     let cancel = CancellationToken::new();
-    let consumers = if dry_run { None } else { app::consumers(&settings, engine.store.clone()).await? };
+    let consumers =
+        if dry_run { None } else { crate::service::wiring::consumers(&settings, engine.store.clone()).await? };
     let consumers = consumers.map(|pool| pool.spawn(cancel.clone(), &engine.heartbeat));
     super::signals::install(cancel.clone(), settings.shutdown_timeout);
     let (plan, work) = engine.backfill_plan(from, to, &regions, !dry_run, &cancel).await?;
@@ -45,7 +46,7 @@ pub async fn backfill(
     bar.finish_and_clear();
     let report = report?;
     if consumers.is_some() {
-        super::run::drain(&engine, &cancel).await?;
+        crate::service::drain(&engine, &cancel).await?;
         println!("all delivered files were applied by the consumers (per-file counts: `status`)");
     }
     cancel.cancel();

@@ -1,6 +1,6 @@
 //! Read-only commands: `status`, `export`, `rejects`.
 
-use super::{EXIT_OK, app};
+use super::EXIT_OK;
 use crate::config::Settings;
 use crate::engine::export_line;
 use crate::engine::status::{StatusDoc, collect};
@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use tokio::sync::mpsc;
 
 pub async fn status(settings: Settings, json: bool) -> anyhow::Result<i32> {
-    let store = app::open_store(&settings).await?;
+    let store = crate::service::wiring::open_store(&settings).await?;
     let doc = collect(store.as_ref(), &settings.status_rules(), Utc::now()).await?;
     let mut out = std::io::stdout().lock();
     if json {
@@ -115,7 +115,7 @@ fn write_status_table(out: &mut impl Write, doc: &StatusDoc) -> std::io::Result<
 }
 
 pub async fn export(settings: Settings, output: Option<PathBuf>) -> anyhow::Result<i32> {
-    let store = app::open_store(&settings).await?;
+    let store = crate::service::wiring::open_store(&settings).await?;
     let (tx, mut rx) = mpsc::channel(4);
     let producer = tokio::spawn(async move { store.export(tx).await });
     let write = async {
@@ -146,7 +146,7 @@ pub async fn export(settings: Settings, output: Option<PathBuf>) -> anyhow::Resu
 }
 
 pub async fn rejects(settings: Settings, file: Option<String>, json: bool) -> anyhow::Result<i32> {
-    let store = app::open_store(&settings).await?;
+    let store = crate::service::wiring::open_store(&settings).await?;
     let rejects = store.rejects(file).await?;
     let mut out = std::io::stdout().lock();
     if json {

@@ -1,6 +1,5 @@
 //! The command line (contract §5). `anyhow` lives only here and in `main`.
 
-mod app;
 mod audit;
 mod backfill;
 mod dlq;
@@ -17,7 +16,7 @@ use clap::{Parser, Subcommand};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-pub use app::fault_summary;
+pub use crate::service::wiring::fault_summary;
 
 /// Exit codes.
 pub const EXIT_OK: i32 = 0;

@@ -1,7 +1,7 @@
 //! `sequence skip`: the operator's way past a gap or a quarantined file, audited. The
 //! skip itself is the engine's (`Engine::skip`).
 
-use super::{EXIT_OK, UsageError, app};
+use super::{EXIT_OK, UsageError};
 use crate::config::Settings;
 use crate::engine::EngineError;
 use tokio_util::sync::CancellationToken;
@@ -13,7 +13,7 @@ pub async fn skip(settings: Settings, region: String, seq: u64, reason: String) 
     if seq == 0 {
         return Err(UsageError("--seq must be greater than 0".into()).into());
     }
-    let engine = app::operator_engine(&settings).await?;
+    let engine = crate::service::wiring::operator_engine(&settings).await?;
     let actor = std::env::var("USER").unwrap_or_else(|_| "operator".into());
     let skipped = match engine.skip(&region, seq, &reason, &actor, &CancellationToken::new()).await {
         Ok(skipped) => skipped,

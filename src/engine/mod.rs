@@ -55,8 +55,8 @@ pub enum EngineError {
 
 impl EngineError {
     /// The retry metric's label for this error.
-    pub fn retry_cause(&self) -> crate::telemetry::metrics::RetryCause {
-        use crate::telemetry::metrics::RetryCause;
+    pub fn retry_cause(&self) -> crate::ports::RetryCause {
+        use crate::ports::RetryCause;
         match self {
             EngineError::Store(e) | EngineError::Delivery(DeliveryError::Store(e)) => e.retry_cause(),
             EngineError::Source(_) => RetryCause::SourceUnavailable,

@@ -9,6 +9,7 @@
 //! now, each within [`PROBE_TIMEOUT`].
 
 mod page;
+pub mod prometheus;
 
 use crate::core::ledger::LedgerEntry;
 use crate::engine::Heartbeat;
@@ -16,13 +17,13 @@ use crate::engine::status::{StatusDoc, StatusRules, collect, collect_with_snapsh
 use crate::ports::delivery::Delivery;
 use crate::ports::source::ObjectSource;
 use crate::ports::store::{Snapshot, Store};
-use crate::telemetry::metrics::{self, BrokerGauges};
 use axum::Router;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{Html, IntoResponse, Json};
 use axum::routing::get;
 use chrono::Utc;
+use prometheus::BrokerGauges;
 use serde_json::json;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -152,7 +153,7 @@ async fn metrics_text(State(s): State<HealthState>) -> impl IntoResponse {
         Ok(Ok(p)) => BrokerGauges { reachable: true, dead_letter_depth: p.dead_letter_depth },
         _ => BrokerGauges { reachable: false, dead_letter_depth: None },
     });
-    let body = metrics::render(doc.as_ref(), broker.as_ref(), now);
+    let body = prometheus::render(doc.as_ref(), broker.as_ref(), now);
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], body)
 }
 

@@ -12,5 +12,8 @@
 
 pub mod delivery;
 pub mod notify;
+pub mod retry_cause;
 pub mod source;
 pub mod store;
+
+pub use retry_cause::RetryCause;

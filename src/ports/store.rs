@@ -52,8 +52,8 @@ pub enum StoreError {
 
 impl StoreError {
     /// The retry metric's label for this error.
-    pub fn retry_cause(&self) -> crate::telemetry::metrics::RetryCause {
-        use crate::telemetry::metrics::RetryCause;
+    pub fn retry_cause(&self) -> crate::ports::RetryCause {
+        use crate::ports::RetryCause;
         match self {
             StoreError::Busy(_) => RetryCause::StoreBusy,
             StoreError::Io(_) => RetryCause::StoreIo,
