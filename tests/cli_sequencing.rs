@@ -481,3 +481,20 @@ fn skip_of_an_unknown_region_is_refused_and_recorded_skips_show_in_status() {
     assert_eq!((actions[0]["region"].as_str(), actions[0]["seq"].as_u64()), (Some("SEV"), Some(2)));
     assert_eq!(actions[0]["detail"], "lost upstream");
 }
+
+/// `run --once` leaves the embedded store tidy: its WAL is checkpointed and truncated at
+/// the end, so the next process (a `status`, the next run) opens it without reading
+/// through everything the run wrote.
+#[test]
+fn run_once_leaves_no_write_ahead_log_behind() {
+    let sb = Sandbox::new();
+    for seq in 1..=20u32 {
+        let rows: Vec<_> = (0..50).map(|k| por(k, "C", "a title long enough to fill some pages")).collect();
+        sb.deliver(&esr_file("SEV", "RMC", &format!("202207{:02}", seq + 1), seq, &rows));
+    }
+    sb.run_once();
+    let wal = sb.store.with_extension("db-wal");
+    let left = std::fs::metadata(&wal).map(|m| m.len()).unwrap_or(0);
+    assert_eq!(left, 0, "{} holds {left} bytes after the run", wal.display());
+    assert_eq!(count(&sb.status_json(), "applied_files"), 20);
+}

@@ -175,6 +175,9 @@ impl Store for UnreliableStore {
     async fn ping(&self) -> Result<(), StoreError> {
         self.plan.around("ping", store_fault, || self.inner.ping()).await
     }
+    async fn close(&self) -> Result<(), StoreError> {
+        self.inner.close().await
+    }
     async fn snapshot(&self) -> Result<Snapshot, StoreError> {
         self.plan.around("snapshot", store_fault, || self.inner.snapshot()).await
     }

@@ -50,6 +50,9 @@ pub async fn backfill(
         println!("all delivered files were applied by the consumers (per-file counts: `status`)");
     }
     cancel.cancel();
+    if let Err(e) = engine.store.close().await {
+        tracing::warn!(error = %e, "closing the store");
+    }
     let t = report.tally;
     println!(
         "backfill {from}..{to}: {} file(s) processed; records {} applied, {} stale, {} unchanged, {} rejected",

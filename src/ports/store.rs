@@ -251,6 +251,11 @@ pub trait Store: Send + Sync {
     fn atomic_files(&self) -> bool;
     /// Checks the store answers.
     async fn ping(&self) -> Result<(), StoreError>;
+    /// Tidies up before the process ends; nothing is lost without it. (SQLite checkpoints
+    /// its WAL and truncates it, so the next process opens the store without reading it.)
+    async fn close(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
     async fn snapshot(&self) -> Result<Snapshot, StoreError>;
     /// The active part of the ledger (every entry that is not settled, see
     /// [`LedgerEntry::is_settled`] against the region's stored stream) and every stream:

@@ -79,6 +79,7 @@ pub async fn run(settings: Settings, mode: Mode, cancel: CancellationToken) -> a
             // not wait for them to expire.
             cancel.cancel();
             tasks.stop().await;
+            close(&engine).await;
             drop(lock);
             return done;
         }
@@ -120,9 +121,17 @@ pub async fn run(settings: Settings, mode: Mode, cancel: CancellationToken) -> a
     let rules = settings.status_rules();
     passes::run(&engine, settings.pass_interval, &rules, tasks.notifier.is_some(), &wake, &cancel).await;
     tasks.stop().await;
+    close(&engine).await;
     drop(lock);
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Tidies the store up for the next process (only logged when it cannot).
+async fn close(engine: &crate::engine::Engine) {
+    if let Err(e) = engine.store.close().await {
+        tracing::warn!(error = %e, "closing the store");
+    }
 }
 
 /// Counts a pass's outcomes and logs it when it did anything.

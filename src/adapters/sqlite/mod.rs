@@ -173,6 +173,12 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn close(&self) -> Result<(), StoreError> {
+        let (tx, rx) = oneshot::channel();
+        self.writer.send(WriterCmd::Truncate(tx)).await.map_err(|_| StoreError::Closed)?;
+        rx.await.map_err(|_| StoreError::Closed)?
+    }
+
     async fn active(&self) -> Result<Snapshot, StoreError> {
         self.read(|c| in_read_transaction(c, active::active)).await
     }

@@ -39,6 +39,8 @@ pub(super) enum WriterCmd {
     Lease(String, String, Option<TimeDelta>, DateTime<Utc>, Reply<Option<Lease>>),
     /// Compare-and-set of a shared document: key, expected version, value.
     Shared(String, Option<u64>, String, Reply<Option<u64>>),
+    /// Checkpoints the WAL into the database and truncates it (before the process ends).
+    Truncate(Reply<()>),
 }
 
 pub(super) enum TxnCmd {
@@ -69,6 +71,11 @@ pub(super) fn run(conn: Connection, mut commands: mpsc::Receiver<WriterCmd>) {
             }
             WriterCmd::Shared(key, expected, value, reply) => {
                 let _ = reply.send(in_transaction(&conn, |conn| write_shared(conn, &key, expected, &value)));
+            }
+            WriterCmd::Truncate(reply) => {
+                // Busy (a reader in a transaction) only means the WAL stays for now.
+                let done = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(())).map_err(map_err);
+                let _ = reply.send(done);
             }
             WriterCmd::Sweep(s, reply) => {
                 let _ = reply.send(in_transaction(&conn, |conn| sweep(conn, &s)));
