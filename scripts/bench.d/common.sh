@@ -184,4 +184,6 @@ export_state() {
 }
 
 # record a background process to stop at exit (only processes this script started)
+free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+
 remember_pid() { echo "$1" >> "$RUN/pids"; }

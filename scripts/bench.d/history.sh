@@ -3,8 +3,6 @@
 # `status --json` and the health server's pages, against the folder listing floor.
 # Sourced by scripts/bench.
 
-free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
-
 # wait_passes URL: waits until the service has finished at least one pass
 wait_passes() {
   local i

@@ -40,6 +40,10 @@ fn describe() {
     describe_counter!("esr_ingest_consumer_messages_total", "Broker messages consumed, by result.");
     describe_counter!("esr_ingest_alert_notifications_total", "Alert webhook deliveries, by result.");
     describe_gauge!("esr_ingest_lease_regions_owned", "Region leases this instance holds.");
+    describe_counter!(
+        "esr_ingest_store_commands_total",
+        "Commands sent to the MongoDB store, by command and collection (round trips, not time)."
+    );
     describe_gauge!(
         "esr_ingest_broker_blocked",
         "1 while the broker blocks this connection (a memory or disk alarm): publishing waits."
@@ -48,6 +52,10 @@ fn describe() {
 
 pub fn retry(cause: RetryCause) {
     counter!("esr_ingest_retries_total", "cause" => cause.label()).increment(1);
+}
+
+pub fn store_command(command: &'static str, collection: &'static str) {
+    counter!("esr_ingest_store_commands_total", "command" => command, "collection" => collection).increment(1);
 }
 
 pub fn confirms(result: &'static str, n: u64) {

@@ -11,9 +11,9 @@ use mongodb::bson::{Bson, Document, doc};
 
 /// Full files applied in `tombstone` mode, per region and record type they cover. (Not a
 /// name ending in `_files`: the MongoDB-wire server in CI does not upsert into those.)
-const FULL_FILES: &str = "full_file_floors";
+pub(super) const FULL_FILES: &str = "full_file_floors";
 /// Records a sweep removed, per file and delivery.
-const SWEEPS: &str = "sweeps";
+pub(super) const SWEEPS: &str = "sweeps";
 
 /// Sweeps a region after a file (`core::full`). A record a full file removed keeps its
 /// last write's version in `v` (the version rule compares with it) and shows as a

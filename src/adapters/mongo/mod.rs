@@ -15,6 +15,7 @@
 //! - Write concern: `majority` unless the URI sets `w`; indexes are created at open.
 
 mod active;
+mod commands;
 mod errors;
 mod full_files;
 mod journal;
@@ -33,7 +34,7 @@ use crate::ports::store::{
 };
 use async_trait::async_trait;
 use chrono::{DateTime, TimeDelta, Utc};
-use errors::{DUPLICATE_KEY, map_err, server_code};
+use errors::{DUPLICATE_KEY, map_err};
 use mongodb::bson::{Bson, Document, doc};
 use mongodb::options::{ClientOptions, WriteConcern};
 use mongodb::{Client, Database, IndexModel};
@@ -65,6 +66,7 @@ impl MongoStore {
         let shown = crate::adapters::redact_url(uri);
         let mut options = ClientOptions::parse(uri).await.map_err(|e| StoreError::Open(format!("{shown}: {e}")))?;
         options.app_name.get_or_insert_with(|| "esr-ingest".into());
+        options.command_event_handler = Some(commands::counter());
         options.server_selection_timeout.get_or_insert(Duration::from_secs(10));
         options.connect_timeout.get_or_insert(Duration::from_secs(10));
         let concern = options.write_concern.clone().unwrap_or_else(WriteConcern::majority);
@@ -346,11 +348,7 @@ impl Store for MongoStore {
     }
 
     async fn apply_delivered(&self, batches: Vec<DeliveredBatch>) -> Result<Vec<Option<Tally>>, StoreError> {
-        let mut out = Vec::with_capacity(batches.len());
-        for batch in batches {
-            out.push(self.apply_one_delivered(batch).await?);
-        }
-        Ok(out)
+        self.apply_messages(&batches).await
     }
 
     async fn keep_rejects(&self, batch: Vec<Reject>) -> Result<(), StoreError> {
@@ -367,31 +365,88 @@ impl Store for MongoStore {
 }
 
 impl MongoStore {
-    /// One message: receipt checked, records upserted, receipt inserted, marks cleared —
-    /// each step idempotent.
-    async fn apply_one_delivered(&self, batch: DeliveredBatch) -> Result<Option<Tally>, StoreError> {
+    /// Broker messages, a few commands for all of them (not a few per message): their
+    /// receipts looked up in one `find`; the records of the new ones upserted in `update`
+    /// commands of up to a thousand lines, sorted by identity and version; their receipts
+    /// inserted by one unordered `insert`; their lines' dead-letter marks cleared by one
+    /// `delete`. Each step is idempotent: a message whose receipt another consumer
+    /// inserted first (duplicate key) counts nothing here.
+    async fn apply_messages(&self, batches: &[DeliveredBatch]) -> Result<Vec<Option<Tally>>, StoreError> {
+        let ids: Vec<&str> = batches.iter().map(|b| b.receipt.as_str()).collect();
+        let mut seen = std::collections::HashSet::new();
         let receipts = self.db.collection::<Document>(RECEIPTS);
-        if receipts.find_one(doc! { "_id": &batch.receipt }).await.map_err(map_err)?.is_some() {
-            return Ok(None);
+        for chunk in ids.chunks(1000) {
+            let mut cursor = receipts
+                .find(doc! { "_id": { "$in": chunk.to_vec() } })
+                .projection(doc! { "_id": 1 })
+                .await
+                .map_err(map_err)?;
+            while cursor.advance().await.map_err(map_err)? {
+                let d: Document = cursor.deserialize_current().map_err(map_err)?;
+                seen.extend(d.get_str("_id").ok().map(str::to_string));
+            }
         }
-        let tally = records::apply_versioned(&self.db, &self.write_concern, &batch.records).await?;
-        let receipt = doc! {
-            "_id": &batch.receipt, "file": &batch.file, "generation": i64::from(batch.generation),
-            "applied": tally.applied as i64, "stale": tally.stale as i64, "unchanged": tally.unchanged as i64,
-        };
-        let counted = match receipts.insert_one(receipt).await {
-            Ok(_) => Some(tally),
-            Err(e) if server_code(&e) == Some(DUPLICATE_KEY) => None, // another consumer counted it
-            Err(e) => return Err(map_err(e)),
-        };
-        let lines: Vec<String> =
-            batch.records.iter().map(|r| dead_letter_id(&batch.file, batch.generation, r.version.line)).collect();
-        self.db
-            .collection::<Document>(DEAD_LETTERS)
-            .delete_many(doc! { "_id": { "$in": lines } })
-            .await
-            .map_err(map_err)?;
-        Ok(counted)
+        // New, and the first of its id in this call.
+        let mut fresh = vec![false; batches.len()];
+        for (i, b) in batches.iter().enumerate() {
+            fresh[i] = !seen.contains(&b.receipt) && seen.insert(b.receipt.clone());
+        }
+        let mut order: Vec<(usize, &Record)> = batches
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| fresh[*i])
+            .flat_map(|(i, b)| b.records.iter().map(move |r| (i, r)))
+            .collect();
+        order.sort_by(|(_, a), (_, b)| (&a.record_type, &a.key, a.version).cmp(&(&b.record_type, &b.key, b.version)));
+        let mut tallies = vec![Tally::default(); batches.len()];
+        records::apply_slotted(&self.db, &self.write_concern, &order, &mut tallies).await?;
+        let new: Vec<usize> = (0..batches.len()).filter(|i| fresh[*i]).collect();
+        let mut counted = vec![false; batches.len()];
+        for chunk in new.chunks(1000) {
+            let documents: Vec<Document> = chunk
+                .iter()
+                .map(|&i| {
+                    let (b, t) = (&batches[i], &tallies[i]);
+                    doc! {
+                        "_id": &b.receipt, "file": &b.file, "generation": i64::from(b.generation),
+                        "applied": t.applied as i64, "stale": t.stale as i64, "unchanged": t.unchanged as i64,
+                    }
+                })
+                .collect();
+            let reply = self
+                .db
+                .run_command(doc! {
+                    "insert": RECEIPTS, "documents": documents, "ordered": false,
+                    "writeConcern": self.write_concern.clone(),
+                })
+                .await
+                .map_err(map_err)?;
+            if let Ok(wce) = reply.get_document("writeConcernError") {
+                return Err(StoreError::Io(format!("mongodb write concern not satisfied: {wce}")));
+            }
+            let failed = records::write_errors(&reply);
+            for (k, &i) in chunk.iter().enumerate() {
+                match failed.get(&k) {
+                    None => counted[i] = true,
+                    Some((DUPLICATE_KEY, _)) => {} // another consumer counted it
+                    Some((code, message)) => {
+                        return Err(StoreError::Io(format!("mongodb refused a receipt (code {code}): {message}")));
+                    }
+                }
+            }
+        }
+        let lines: Vec<String> = new
+            .iter()
+            .flat_map(|&i| {
+                let b = &batches[i];
+                b.records.iter().map(move |r| dead_letter_id(&b.file, b.generation, r.version.line))
+            })
+            .collect();
+        let dead_letters = self.db.collection::<Document>(DEAD_LETTERS);
+        for chunk in lines.chunks(10_000) {
+            dead_letters.delete_many(doc! { "_id": { "$in": chunk.to_vec() } }).await.map_err(map_err)?;
+        }
+        Ok((0..batches.len()).map(|i| counted[i].then_some(tallies[i])).collect())
     }
 
     async fn mark(&self, marks: Vec<DeadLetter>) -> Result<(), StoreError> {

@@ -73,15 +73,30 @@ fn record_doc(r: &Record) -> Result<Document, StoreError> {
     })
 }
 
-/// Applies records under the version rule; returns what happened to each line.
+/// Applies records under the version rule; returns what happened to their lines.
 pub(super) async fn apply_versioned(
     db: &Database,
     write_concern: &Document,
     records: &[Record],
 ) -> Result<Tally, StoreError> {
-    let mut tally = Tally::default();
+    let mut tally = [Tally::default()];
+    let slotted: Vec<(usize, &Record)> = records.iter().map(|r| (0, r)).collect();
+    apply_slotted(db, write_concern, &slotted, &mut tally).await?;
+    Ok(tally[0])
+}
+
+/// Applies `(slot, record)` pairs under the version rule, in `update` commands of up to
+/// [`CHUNK`] statements, adding each line's outcome to `tallies[slot]`. Pairs of one
+/// identity are best given in version order: the server applies a command's statements
+/// in order, so each line then counts as a line-by-line pass would count it.
+pub(super) async fn apply_slotted(
+    db: &Database,
+    write_concern: &Document,
+    records: &[(usize, &Record)],
+    tallies: &mut [Tally],
+) -> Result<(), StoreError> {
     for chunk in records.chunks(CHUNK) {
-        let mut pending: Vec<&Record> = chunk.iter().collect();
+        let mut pending: Vec<(usize, &Record)> = chunk.to_vec();
         let mut round = 0;
         while !pending.is_empty() {
             round += 1;
@@ -89,28 +104,28 @@ pub(super) async fn apply_versioned(
                 return Err(StoreError::Io(format!(
                     "{} record writes still failing after {ROUNDS} rounds (first: {} {})",
                     pending.len(),
-                    pending[0].record_type,
-                    pending[0].key
+                    pending[0].1.record_type,
+                    pending[0].1.key
                 )));
             }
             if round > 1 {
                 tokio::time::sleep(Duration::from_millis(50 * u64::from(round))).await;
             }
-            pending = upsert_round(db, write_concern, &pending, &mut tally).await?;
+            pending = upsert_round(db, write_concern, &pending, tallies).await?;
         }
     }
-    Ok(tally)
+    Ok(())
 }
 
 /// One unordered `update` command; returns the lines to try again.
 async fn upsert_round<'a>(
     db: &Database,
     write_concern: &Document,
-    pending: &[&'a Record],
-    tally: &mut Tally,
-) -> Result<Vec<&'a Record>, StoreError> {
+    pending: &[(usize, &'a Record)],
+    tallies: &mut [Tally],
+) -> Result<Vec<(usize, &'a Record)>, StoreError> {
     let mut updates = Vec::with_capacity(pending.len());
-    for r in pending {
+    for (_, r) in pending {
         updates.push(doc! {
             "q": { "_id": record_id(&r.record_type, &r.key), "v": { "$lt": version_key(&r.version) } },
             "u": { "$set": record_doc(r)? },
@@ -127,22 +142,14 @@ async fn upsert_round<'a>(
     if let Ok(wce) = reply.get_document("writeConcernError") {
         return Err(StoreError::Io(format!("mongodb write concern not satisfied: {wce}")));
     }
-    let mut failed: HashMap<usize, (i32, String)> = HashMap::new();
-    if let Ok(errors) = reply.get_array("writeErrors") {
-        for e in errors.iter().filter_map(Bson::as_document) {
-            let index = int(e.get("index")).unwrap_or(-1);
-            let code = int(e.get("code")).unwrap_or(0) as i32;
-            let message = e.get_str("errmsg").unwrap_or("").to_string();
-            failed.insert(usize::try_from(index).unwrap_or(usize::MAX), (code, message));
-        }
-    }
+    let failed = write_errors(&reply);
     let mut duplicates = Vec::new();
     let mut again = Vec::new();
-    for (i, r) in pending.iter().enumerate() {
+    for (i, (slot, r)) in pending.iter().enumerate() {
         match failed.get(&i) {
-            None => tally.applied += 1,
-            Some((DUPLICATE_KEY, _)) => duplicates.push(*r),
-            Some((code, _)) if is_transient_code(*code) => again.push(*r),
+            None => tallies[*slot].applied += 1,
+            Some((DUPLICATE_KEY, _)) => duplicates.push((*slot, *r)),
+            Some((code, _)) if is_transient_code(*code) => again.push((*slot, *r)),
             Some((code, message)) => {
                 return Err(StoreError::Rejected(format!(
                     "mongodb refused record {} {} (code {code}): {message}",
@@ -152,17 +159,32 @@ async fn upsert_round<'a>(
         }
     }
     if !duplicates.is_empty() {
-        let stored = stored_versions(db, &duplicates).await?;
-        for r in duplicates {
+        let records: Vec<&Record> = duplicates.iter().map(|(_, r)| *r).collect();
+        let stored = stored_versions(db, &records).await?;
+        for (slot, r) in duplicates {
             let incoming = version_key(&r.version);
             match stored.get(&record_id(&r.record_type, &r.key)) {
-                Some(v) if *v == incoming => tally.unchanged += 1,
-                Some(v) if *v > incoming => tally.stale += 1,
-                _ => again.push(r), // an older first insert won a race: try once more
+                Some(v) if *v == incoming => tallies[slot].unchanged += 1,
+                Some(v) if *v > incoming => tallies[slot].stale += 1,
+                _ => again.push((slot, r)), // an older first insert won a race: try once more
             }
         }
     }
     Ok(again)
+}
+
+/// The `writeErrors` of a write command's reply: statement index → (code, message).
+pub(super) fn write_errors(reply: &Document) -> HashMap<usize, (i32, String)> {
+    let mut failed = HashMap::new();
+    if let Ok(errors) = reply.get_array("writeErrors") {
+        for e in errors.iter().filter_map(Bson::as_document) {
+            let index = int(e.get("index")).unwrap_or(-1);
+            let code = int(e.get("code")).unwrap_or(0) as i32;
+            let message = e.get_str("errmsg").unwrap_or("").to_string();
+            failed.insert(usize::try_from(index).unwrap_or(usize::MAX), (code, message));
+        }
+    }
+    failed
 }
 
 async fn stored_versions(db: &Database, records: &[&Record]) -> Result<HashMap<String, String>, StoreError> {

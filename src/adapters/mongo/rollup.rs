@@ -23,7 +23,7 @@ use mongodb::Database;
 use mongodb::bson::oid::ObjectId;
 use mongodb::bson::{Bson, Document, doc};
 
-const ROLLUP: &str = "counter_rollup";
+pub(super) const ROLLUP: &str = "counter_rollup";
 const ROLLUP_ID: &str = "counters";
 /// How long journal documents are kept before they are folded.
 pub(super) const KEEP: chrono::TimeDelta = chrono::TimeDelta::days(7);
