@@ -1,6 +1,6 @@
 # shellcheck shell=bash disable=SC2034,SC2153 # globals shared with scripts/bench and its other parts
 # The measurements of the older scripts, run here beside the new ones: the single big file
-# (the logic of bench-embedded.sh --big-records), the full file (bench-full-file.sh, called
+# (one generated file of --big-records records), the full file (bench-full-file.sh, called
 # as it is), the broker path (bench-broker.sh when cargo may run, else its pipeline half
 # here), and the rows not measured yet. Sourced by scripts/bench.
 
@@ -16,7 +16,7 @@ section_big_file() {
   counts=$("$BIN" --source "$d/inbox" --store "$d/esr.db" status --json | PY status-counts)
   echo "## 5a. One big file"
   echo
-  echo "Method: as \`scripts/bench-embedded.sh --big-records N\`: \`generate --regions SEV --days 1 --records $BIG_RECORDS --seed 7\` (one file), \`run --once\` into a fresh store, wall time and peak RSS from /usr/bin/time."
+  echo "Method: \`generate --regions SEV --days 1 --records $BIG_RECORDS --seed 7\` (one file), \`run --once\` into a fresh store, wall time and peak RSS from /usr/bin/time."
   echo
   md_header "run" "records:" "input:" "time:" "records/s:" "peak RSS:" "outcome"
   md_row "one file of $(int_fmt "$BIG_RECORDS") records, \`run --once\`" "$(int_fmt "$BIG_RECORDS")" \
