@@ -133,8 +133,8 @@ async fn a_former_owners_late_copy_out_cannot_put_back_an_older_ledger_entry() {
 }
 
 /// The journal is folded into the counter roll-up and deleted; the counters do not
-/// change, later commits add to them, and a retried commit whose journal document was
-/// folded away counts nothing again.
+/// change, later commits add to them, a retried commit whose journal document was folded
+/// away counts nothing again, and documents from before keys existed keep their counts.
 #[tokio::test]
 async fn folding_the_journal_keeps_every_count_once() {
     use esr_ingest::ports::store::{Commit, CounterDelta};
@@ -154,9 +154,12 @@ async fn folding_the_journal_keeps_every_count_once() {
     assert_eq!((before.applied_files, before.duplicate_files), (30, 465));
     assert_eq!(store.fold_journal(chrono::Utc::now()).await.unwrap(), 0, "nothing is a week old yet");
     let later = chrono::Utc::now() + chrono::Duration::days(8);
-    assert_eq!(store.fold_journal(later).await.unwrap(), 30, "every journal document folded");
+    // A fold deletes only what the fold before it covered: a reader may still sum after
+    // the roll-up it read.
+    assert_eq!(store.fold_journal(later).await.unwrap(), 0, "folded, nothing deleted yet");
     assert_eq!(store.counts().await.unwrap(), before, "folding changes no count");
-    assert_eq!(store.fold_journal(later).await.unwrap(), 0, "a second fold finds nothing");
+    assert_eq!(store.fold_journal(later).await.unwrap(), 30, "the next fold deletes what the first covered");
+    assert_eq!(store.counts().await.unwrap(), before, "deleting changes no count");
     let client = mongodb::Client::with_uri_str(&uri).await.expect("a client");
     let journal =
         client.default_database().expect("the test database").collection::<mongodb::bson::Document>("journal");
@@ -166,8 +169,38 @@ async fn folding_the_journal_keeps_every_count_once() {
     store.commit(delta(100)).await.unwrap();
     let after = store.counts().await.unwrap();
     assert_eq!((after.applied_files, after.duplicate_files), (31, 565));
-    assert_eq!(store.fold_journal(later).await.unwrap(), 2, "the retry and the new commit are folded");
+    store.fold_journal(later).await.unwrap();
     assert_eq!(store.counts().await.unwrap(), after);
+    store.fold_journal(later).await.unwrap();
+    assert_eq!(store.counts().await.unwrap(), after);
+    assert_eq!(journal.count_documents(mongodb::bson::doc! {}).await.unwrap(), 0, "folded and deleted");
+    // A journal written before keys existed (an upgrade): its documents are keyed in id
+    // order, and no fold passes one still without a key, so none of their counts is lost.
+    let upgraded_uri = database_uri(&base);
+    let upgraded = MongoStore::open(&upgraded_uri).await.expect("open");
+    let old_journal = client
+        .database(upgraded_uri.rsplit('/').next().expect("a database name"))
+        .collection::<mongodb::bson::Document>("journal");
+    // More than one fold keys (1,000 at a time), inserted in the reverse of id order.
+    let old: Vec<mongodb::bson::Document> = (0..1003u32)
+        .map(|i| {
+            let mut bytes = [0u8; 12];
+            bytes[..4].copy_from_slice(&1_600_000_000u32.to_be_bytes());
+            bytes[8..].copy_from_slice(&(5000 - i).to_be_bytes());
+            mongodb::bson::doc! {
+                "_id": mongodb::bson::oid::ObjectId::from_bytes(bytes), "done": true,
+                "ledger": [], "streams": [], "audit": [], "counters": { "applied_files": 1_i64 },
+            }
+        })
+        .collect();
+    old_journal.insert_many(old).await.unwrap();
+    upgraded.commit(delta(1)).await.unwrap();
+    assert_eq!(upgraded.counts().await.unwrap().applied_files, 1004, "unkeyed documents count");
+    for _ in 0..3 {
+        upgraded.fold_journal(later).await.unwrap();
+        assert_eq!(upgraded.counts().await.unwrap().applied_files, 1004);
+    }
+    assert_eq!(old_journal.count_documents(mongodb::bson::doc! {}).await.unwrap(), 0, "folded and deleted");
     // Another instance opening the same database sees the same counts.
     let other = MongoStore::open(&uri).await.expect("open again");
     assert_eq!(other.counts().await.unwrap(), after);

@@ -140,9 +140,13 @@ impl Stream {
         }
     }
 
-    /// Records that a file was quarantined: the stream stays at its SEQ.
+    /// Records that a file was quarantined: the stream stays at its SEQ, unless that SEQ
+    /// was skipped already (the file came after the skip): then it is passed as skipped.
     pub fn quarantined(&mut self, name: &str, seq: u64) {
         self.observe(name, seq, FileState::Quarantined);
+        if Some(seq) == self.record.next_seq && self.record.skipped.contains(&seq) {
+            self.pass_done_seqs();
+        }
     }
 
     /// Skips a SEQ. Returns the files at that SEQ that were waiting or quarantined and

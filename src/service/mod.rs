@@ -78,7 +78,7 @@ pub async fn run(settings: Settings, mode: Mode, cancel: CancellationToken) -> a
             // The leases go whether or not everything was processed, so the next run need
             // not wait for them to expire.
             cancel.cancel();
-            tasks.stop().await;
+            tasks.stop(settings.shutdown_timeout).await;
             close(&engine).await;
             drop(lock);
             return done;
@@ -114,13 +114,13 @@ pub async fn run(settings: Settings, mode: Mode, cancel: CancellationToken) -> a
         Ok(server) => tasks.server = Some(server),
         Err(e) => {
             cancel.cancel();
-            tasks.stop().await;
+            tasks.stop(settings.shutdown_timeout).await;
             return Err(e.into());
         }
     }
     let rules = settings.status_rules();
     passes::run(&engine, settings.pass_interval, &rules, tasks.notifier.is_some(), &wake, &cancel).await;
-    tasks.stop().await;
+    tasks.stop(settings.shutdown_timeout).await;
     close(&engine).await;
     drop(lock);
     tracing::info!("stopped");

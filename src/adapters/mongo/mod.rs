@@ -53,7 +53,7 @@ pub struct MongoStore {
     db: Database,
     /// The write concern as the command field (`run_command` does not add it).
     write_concern: Document,
-    /// Commits by this process: every [`FOLD_EVERY`]th folds the journal (`rollup.rs`).
+    /// Commits by this process: the first and every [`FOLD_EVERY`]th fold the journal (`rollup.rs`).
     commits: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
@@ -85,13 +85,13 @@ impl MongoStore {
         store.ping().await.map_err(|e| StoreError::Open(format!("{shown}: {e}")))?;
         store.create_indexes().await?;
         journal::replay(&store.db, &store.write_concern).await?;
-        store.maintain().await;
         Ok(store)
     }
 
-    /// Counts a commit; every [`FOLD_EVERY`]th folds the journal.
+    /// Counts a commit; the first of the process and every [`FOLD_EVERY`]th after it fold
+    /// the journal (a reader such as `status` never folds).
     async fn after_commit(&self) {
-        if self.commits.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % FOLD_EVERY == FOLD_EVERY - 1 {
+        if self.commits.fetch_add(1, std::sync::atomic::Ordering::Relaxed).is_multiple_of(FOLD_EVERY) {
             self.maintain().await;
         }
     }

@@ -8,7 +8,11 @@
 //! as text) is up to and including `through`; `counts()` adds the sums of the journal
 //! documents *after* `through` (and of any written before keys existed), so a document is counted once whether it was folded or not, and whether
 //! it was deleted yet or not. Folding moves `through` by compare-and-set (one writer
-//! wins; the others fold nothing), and deletes only after. Only documents older than
+//! wins; the others fold nothing), and deletes only what an *earlier* fold covered, so a
+//! reader that read the roll-up just before a fold still finds every document after the
+//! `through` it read (and `counts()` reads again when `through` moved meanwhile).
+//! Documents written before keys existed get theirs in id order, and no fold passes the
+//! oldest one still without a key. Only documents older than
 //! [`KEEP`] are folded: a commit is retried within seconds, so its id is still in the
 //! journal to be recognised (the SQLite store keeps commit ids as long). Nothing at or
 //! after the oldest journal document not copied out yet, or still pending under a lease,
@@ -85,9 +89,20 @@ fn after(through: Option<&str>) -> Document {
 
 /// The counters: the roll-up plus the journal after it.
 pub(super) async fn counts(db: &Database) -> Result<Counts, StoreError> {
-    let (through, folded) = read(db).await?;
-    let (recent, _) = sums(db, after(through.as_deref())).await?;
-    let (unkeyed, _) = sums(db, doc! { "key": { "$exists": false } }).await?;
+    let (mut through, mut folded) = read(db).await?;
+    let (mut recent, mut unkeyed);
+    let mut attempts = 0;
+    loop {
+        (recent, _) = sums(db, after(through.as_deref())).await?;
+        (unkeyed, _) = sums(db, doc! { "key": { "$exists": false } }).await?;
+        let (now_through, now_folded) = read(db).await?;
+        attempts += 1;
+        // A fold in between: read again against the roll-up as it is now.
+        if now_through == through || attempts == 3 {
+            break;
+        }
+        (through, folded) = (now_through, now_folded);
+    }
     let total = |n: &str| unsigned(&folded, n) + unsigned(&recent, n) + unsigned(&unkeyed, n);
     Ok(Counts {
         applied_files: total("applied_files"),
@@ -121,10 +136,13 @@ async fn oldest_open(db: &Database) -> Result<Option<String>, StoreError> {
     Ok(oldest.map(|id| id.to_hex()))
 }
 
-/// Gives journal documents written before keys existed their key (a few per fold).
-async fn key_older_documents(db: &Database) -> Result<(), StoreError> {
+/// Gives journal documents written before keys existed their key, oldest id first (a
+/// thousand per fold). Returns the key of the oldest one still without, which no fold
+/// may reach yet.
+async fn key_older_documents(db: &Database) -> Result<Option<String>, StoreError> {
     let journal = db.collection::<Document>(JOURNAL);
-    let mut cursor = journal.find(doc! { "key": { "$exists": false } }).limit(1000).await.map_err(map_err)?;
+    let unkeyed = doc! { "key": { "$exists": false } };
+    let mut cursor = journal.find(unkeyed.clone()).sort(doc! { "_id": 1 }).limit(1000).await.map_err(map_err)?;
     let mut ids: Vec<ObjectId> = Vec::new();
     while cursor.advance().await.map_err(map_err)? {
         let d: Document = cursor.deserialize_current().map_err(map_err)?;
@@ -133,48 +151,53 @@ async fn key_older_documents(db: &Database) -> Result<(), StoreError> {
     for id in ids {
         journal.update_one(doc! { "_id": id }, doc! { "$set": { "key": id.to_hex() } }).await.map_err(map_err)?;
     }
-    Ok(())
+    let left = journal.find_one(unkeyed).sort(doc! { "_id": 1 }).await.map_err(map_err)?;
+    Ok(left.and_then(|d| d.get_object_id("_id").ok()).map(|id| id.to_hex()))
 }
 
-/// Folds the journal documents older than [`KEEP`] into the roll-up and deletes them.
-/// Returns how many were deleted. Safe to run from several instances at once.
+/// Folds the journal documents older than [`KEEP`] into the roll-up, and deletes those
+/// the previous fold covered. Returns how many were deleted. Safe to run from several instances at once.
 pub(super) async fn fold(db: &Database, now: DateTime<Utc>) -> Result<u64, StoreError> {
-    key_older_documents(db).await?;
+    let unkeyed = key_older_documents(db).await?;
     let (through, folded) = read(db).await?;
-    let horizon = key_at(now - KEEP);
-    let limit = match oldest_open(db).await? {
-        Some(open) => open.min(horizon),
-        None => horizon,
-    };
+    let limit = [Some(key_at(now - KEEP)), oldest_open(db).await?, unkeyed].into_iter().flatten().min();
+    let Some(limit) = limit else { return Ok(0) };
     let range = match &through {
         Some(key) => doc! { "key": { "$gt": key, "$lt": &limit } },
         None => doc! { "key": { "$lt": &limit } },
     };
     let (new, last) = sums(db, range).await?;
-    let Some(last) = last else { return Ok(0) };
-    let mut total = Document::new();
-    for n in COUNTERS {
-        total.insert(n, super::numbers::signed(unsigned(&folded, n) + unsigned(&new, n)));
-    }
-    let rollup = db.collection::<Document>(ROLLUP);
-    let moved = match through {
-        Some(old) => {
-            let update = doc! { "$set": { "through": &last, "sums": total } };
-            rollup.update_one(doc! { "_id": ROLLUP_ID, "through": old }, update).await.map_err(map_err)?.modified_count
-                == 1
+    if let Some(last) = last {
+        let mut total = Document::new();
+        for n in COUNTERS {
+            total.insert(n, super::numbers::signed(unsigned(&folded, n) + unsigned(&new, n)));
         }
-        None => match rollup.insert_one(doc! { "_id": ROLLUP_ID, "through": &last, "sums": total }).await {
-            Ok(_) => true,
-            Err(e) if server_code(&e) == Some(DUPLICATE_KEY) => false, // another instance folded first
-            Err(e) => return Err(map_err(e)),
-        },
-    };
-    if !moved {
-        return Ok(0);
+        let rollup = db.collection::<Document>(ROLLUP);
+        let moved = match &through {
+            Some(old) => {
+                let update = doc! { "$set": { "through": &last, "sums": total } };
+                rollup
+                    .update_one(doc! { "_id": ROLLUP_ID, "through": old }, update)
+                    .await
+                    .map_err(map_err)?
+                    .modified_count
+                    == 1
+            }
+            None => match rollup.insert_one(doc! { "_id": ROLLUP_ID, "through": &last, "sums": total }).await {
+                Ok(_) => true,
+                Err(e) if server_code(&e) == Some(DUPLICATE_KEY) => false, // another instance folded first
+                Err(e) => return Err(map_err(e)),
+            },
+        };
+        if !moved {
+            return Ok(0); // another instance folded meanwhile; it deletes
+        }
     }
+    // What the previous fold covered (a reader may still be summing after it).
+    let Some(previous) = through else { return Ok(0) };
     let deleted = db
         .collection::<Document>(JOURNAL)
-        .delete_many(doc! { "key": { "$lte": &last }, "done": true })
+        .delete_many(doc! { "key": { "$lte": &previous }, "done": true })
         .await
         .map_err(map_err)?;
     Ok(deleted.deleted_count)

@@ -220,3 +220,19 @@ fn automatic_skip_refuses_a_wide_gap() {
     assert_eq!(s.auto_skip_refused(later, &rules), Some(MAX_AUTO_SKIP + 1));
     assert_eq!(s.next_seq(), Some(2));
 }
+
+/// A file that arrives for a SEQ the operator had already skipped, and is quarantined,
+/// does not hold the stream: the SEQ stays skipped and the next one is applied at once.
+#[test]
+fn a_quarantined_file_at_an_already_skipped_seq_does_not_hold_the_stream() {
+    let mut s = Stream::new(StreamRecord { region: "SEV".into(), next_seq: Some(4), ..Default::default() });
+    s.skip(5);
+    for seq in [4, 5, 6] {
+        s.observe(&name(seq), seq, FileState::Pending);
+    }
+    s.settle();
+    let mut log = vec![];
+    drain(&mut s, &[5].into(), &mut log);
+    assert_eq!(log.iter().map(|a| a.seq).collect::<Vec<_>>(), vec![4, 5, 6]);
+    assert_eq!(s.next_seq(), Some(7));
+}
