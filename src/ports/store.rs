@@ -234,6 +234,20 @@ pub struct DeliveredBatch {
     pub records: Vec<Record>,
 }
 
+/// The records of the `fresh` messages of `batches`, each with its message's index,
+/// sorted by identity then version: the order both stores apply a batch of messages in,
+/// so each line counts as a line-by-line pass in version order would count it.
+pub fn in_identity_order<'a>(batches: &'a [DeliveredBatch], fresh: &[bool]) -> Vec<(usize, &'a Record)> {
+    let mut order: Vec<(usize, &Record)> = batches
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| fresh[*i])
+        .flat_map(|(i, b)| b.records.iter().map(move |r| (i, r)))
+        .collect();
+    order.sort_by(|(_, a), (_, b)| (&a.record_type, &a.key, a.version).cmp(&(&b.record_type, &b.key, b.version)));
+    order
+}
+
 /// Records a consumer sent to the dead-letter queue, or took back from it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DeadLetter {

@@ -391,13 +391,7 @@ impl MongoStore {
         for (i, b) in batches.iter().enumerate() {
             fresh[i] = !seen.contains(&b.receipt) && seen.insert(b.receipt.clone());
         }
-        let mut order: Vec<(usize, &Record)> = batches
-            .iter()
-            .enumerate()
-            .filter(|(i, _)| fresh[*i])
-            .flat_map(|(i, b)| b.records.iter().map(move |r| (i, r)))
-            .collect();
-        order.sort_by(|(_, a), (_, b)| (&a.record_type, &a.key, a.version).cmp(&(&b.record_type, &b.key, b.version)));
+        let order = crate::ports::store::in_identity_order(batches, &fresh);
         let mut tallies = vec![Tally::default(); batches.len()];
         records::apply_slotted(&self.db, &self.write_concern, &order, &mut tallies).await?;
         let new: Vec<usize> = (0..batches.len()).filter(|i| fresh[*i]).collect();

@@ -534,13 +534,7 @@ pub(super) fn apply_delivered(
         // the same id twice in one call counts once
         fresh[i] = seen.is_none() && !batches[..i].iter().zip(&fresh).any(|(o, f)| *f && o.receipt == b.receipt);
     }
-    let mut order: Vec<(usize, &Record)> = batches
-        .iter()
-        .enumerate()
-        .filter(|(i, _)| fresh[*i])
-        .flat_map(|(i, b)| b.records.iter().map(move |r| (i, r)))
-        .collect();
-    order.sort_by(|(_, a), (_, b)| (&a.record_type, &a.key, a.version).cmp(&(&b.record_type, &b.key, b.version)));
+    let order = crate::ports::store::in_identity_order(batches, &fresh);
     let mut tallies = vec![Tally::default(); batches.len()];
     apply_each(conn, shapes, order, &mut tallies)?;
     let mut receipt = conn
