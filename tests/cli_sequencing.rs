@@ -498,3 +498,40 @@ fn run_once_leaves_no_write_ahead_log_behind() {
     assert_eq!(left, 0, "{} holds {left} bytes after the run", wal.display());
     assert_eq!(count(&sb.status_json(), "applied_files"), 20);
 }
+
+/// A backlog goes into the store several files at a time (`engine::group`): a file with a
+/// file-level fault in the middle of one is quarantined, the files before it are applied
+/// with exactly the counts they get one by one, and the files after it wait.
+#[test]
+fn a_faulty_file_inside_a_backlog_stops_it_there_and_the_files_before_it_count_as_alone() {
+    let sb = Sandbox::new();
+    let lines = |day: u32| [por(1, "C", &format!("day {day}")), por(2, "C", "same"), pos(3, "C", &format!("d{day}"))];
+    for (day, seq) in (1..=6).map(|d| (d, 20 + d)) {
+        let (name, mut text) = esr_file("SEV", "RMC", &format!("202208{day:02}"), seq, &lines(day));
+        if day == 4 {
+            text = text.replace("TRL,3", "TRL,4");
+        }
+        sb.write_file(&name, text);
+    }
+    sb.run_once();
+    let status = sb.status_json();
+    assert_eq!(next_seq(&status, "SEV"), Some(24), "{status:#}");
+    assert_eq!(quarantined_files(&status), vec!["DE_SEV_RMC_20220804_00000024.DAT".to_string()], "{status:#}");
+    assert_eq!(held(&status, "SEV"), vec![25, 26], "{status:#}");
+    assert_eq!(count(&status, "applied_files"), 3, "{status:#}");
+    // every line of the three files is newer than what came before it
+    assert_eq!(count(&status, "records_applied"), 9, "{status:#}");
+    assert_eq!((count(&status, "records_stale"), count(&status, "records_unchanged")), (0, 0), "{status:#}");
+    let export = sb.export_lines();
+    assert_eq!(title(record(&export, "POR", "1")), Some("day 3"), "{export:#?}");
+    assert_eq!(record(&export, "POS", "3")["file"], "DE_SEV_RMC_20220803_00000023.DAT");
+    // the file sent again without its fault: the rest follows
+    let (name, text) = esr_file("SEV", "RMC", "20220804", 24, &lines(4));
+    sb.write_file(&name, text);
+    sb.run_once();
+    let status = sb.status_json();
+    assert_eq!(next_seq(&status, "SEV"), Some(27), "{status:#}");
+    assert_eq!(count(&status, "applied_files"), 6, "{status:#}");
+    assert_eq!(count(&status, "records_applied"), 18, "{status:#}");
+    assert_eq!(title(record(&sb.export_lines(), "POR", "1")), Some("day 6"));
+}

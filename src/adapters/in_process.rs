@@ -32,6 +32,10 @@ impl Delivery for InProcessDelivery {
         Ok(Box::new(InProcessFile { txn: self.store.begin_file(ticket).await? }))
     }
 
+    fn group_lines(&self) -> u64 {
+        self.store.group_lines()
+    }
+
     async fn probe(&self) -> Result<DeliveryProbe, DeliveryError> {
         Ok(DeliveryProbe::default())
     }
@@ -61,5 +65,9 @@ impl FileDelivery for InProcessFile {
 
     async fn commit(self: Box<Self>, commit: Commit) -> Result<(), DeliveryError> {
         Ok(self.txn.commit(commit).await?)
+    }
+
+    async fn next_file(&mut self, ticket: FileTicket) -> Result<(), DeliveryError> {
+        Ok(self.txn.next_file(ticket).await?)
     }
 }

@@ -172,6 +172,9 @@ impl Store for UnreliableStore {
     fn atomic_files(&self) -> bool {
         self.inner.atomic_files()
     }
+    fn group_lines(&self) -> u64 {
+        self.inner.group_lines()
+    }
     async fn ping(&self) -> Result<(), StoreError> {
         self.plan.around("ping", store_fault, || self.inner.ping()).await
     }
@@ -287,6 +290,10 @@ impl FileTxn for UnreliableTxn {
         let UnreliableTxn { inner, plan } = *self;
         plan.around("file commit", store_fault, || inner.commit(commit)).await
     }
+    async fn next_file(&mut self, ticket: FileTicket) -> Result<(), StoreError> {
+        let inner = &mut self.inner;
+        self.plan.around("file next", store_fault, || inner.next_file(ticket)).await
+    }
 }
 
 /// A [`Delivery`] with injected faults.
@@ -306,6 +313,9 @@ impl Delivery for UnreliableDelivery {
     async fn open(&self, ticket: FileTicket) -> Result<Box<dyn FileDelivery>, DeliveryError> {
         let inner = self.plan.around("delivery open", delivery_fault, || self.inner.open(ticket)).await?;
         Ok(Box::new(UnreliableFileDelivery { inner, plan: self.plan.clone() }))
+    }
+    fn group_lines(&self) -> u64 {
+        self.inner.group_lines()
     }
     async fn probe(&self) -> Result<DeliveryProbe, DeliveryError> {
         self.plan.around("delivery probe", delivery_fault, || self.inner.probe()).await
@@ -338,6 +348,10 @@ impl FileDelivery for UnreliableFileDelivery {
     async fn commit(self: Box<Self>, commit: Commit) -> Result<(), DeliveryError> {
         let UnreliableFileDelivery { inner, plan } = *self;
         plan.around("delivery commit", delivery_fault, || inner.commit(commit)).await
+    }
+    async fn next_file(&mut self, ticket: FileTicket) -> Result<(), DeliveryError> {
+        let inner = &mut self.inner;
+        self.plan.around("delivery next file", delivery_fault, || inner.next_file(ticket)).await
     }
 }
 

@@ -84,7 +84,8 @@ impl Format {
         let digits = |v: &str| v.bytes().all(|b| b.is_ascii_digit());
         let chars = || value.chars().count();
         match *self {
-            Format::Text(n) if chars() > n => Err(format!("longer than {n} characters")),
+            // a value is never longer in characters than in bytes
+            Format::Text(n) if value.len() > n && chars() > n => Err(format!("longer than {n} characters")),
             Format::Digits(n, m) => {
                 let (whole, fraction) = value.split_once('.').unwrap_or((value, ""));
                 if whole.is_empty()

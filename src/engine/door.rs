@@ -2,7 +2,8 @@
 //!
 //! Invariant: every such write — a pass's discoveries and files, a delivery's start, a
 //! broker file's completion, a backfill, an operator's skip — reaches the store through
-//! [`Engine::commit`] or [`Engine::commit_file`]. They give the commit its idempotency id
+//! [`Engine::commit`] or [`Engine::commit_delivery`] (a file, or several in one unit of
+//! work: [`Engine::commit_file`], `engine::group`). They give the commit its idempotency id
 //! (kept across retries, so a write that took effect but lost its reply is not applied
 //! twice), attach its region's fence when ownership is on, and turn a refusal by the fence
 //! into the region being left to its new owner. The commit is complete when it leaves
@@ -77,6 +78,20 @@ impl Engine {
         entry: LedgerEntry,
         streams: Vec<StreamRecord>,
     ) -> Result<LedgerEntry, EngineError> {
+        let mut commit = self.settle_file(&mut *delivery, entry).await?;
+        let written = commit.ledger[0].clone(); // `delivered` builds exactly one entry
+        commit.streams = streams;
+        self.commit_delivery(delivery, commit).await?;
+        Ok(written)
+    }
+
+    /// Settles the current file of `delivery` and sweeps after it: the commit that would
+    /// complete it (one ledger entry), not written yet.
+    pub(super) async fn settle_file(
+        &self,
+        delivery: &mut dyn FileDelivery,
+        entry: LedgerEntry,
+    ) -> Result<Commit, EngineError> {
         let mut tally = delivery.settle().await?;
         tally.ignored = entry.tally.ignored; // set from the file's summary
         let mut audit = Vec::new();
@@ -87,13 +102,21 @@ impl Engine {
             audit = self.sweep_audit(&sweep, swept);
         }
         let mut commit = delivered(entry, tally);
-        commit.streams = streams;
         commit.audit = audit;
+        Ok(commit)
+    }
+
+    /// Writes `commit` through `delivery`: the files it settled, in one transaction with
+    /// their records where the store has them. Not retried (see [`Engine::commit_file`]).
+    pub(super) async fn commit_delivery(
+        &self,
+        delivery: Box<dyn FileDelivery>,
+        mut commit: Commit,
+    ) -> Result<(), EngineError> {
         let region = self.prepare(&mut commit);
-        let written = commit.ledger[0].clone(); // `delivered` builds exactly one entry
         let result = delivery.commit(commit).await.map_err(EngineError::from);
         self.note_fenced(region.as_deref(), &result);
-        result.map(|()| written)
+        result
     }
 
     /// The sweep that follows applying `entry`'s records (`core::full`).

@@ -12,6 +12,7 @@ pub mod completion;
 mod discovery;
 mod door;
 mod export;
+mod group;
 pub mod ownership;
 mod pass;
 mod process;

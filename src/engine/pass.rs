@@ -1,5 +1,6 @@
 //! One discovery-and-apply pass.
 
+use super::group::{Grouped, file_span};
 use super::streams::build_streams;
 use super::{Engine, EngineError, FileOutcome, PassReport};
 use crate::core::ledger::{LedgerEntry, Listed};
@@ -76,7 +77,8 @@ impl Engine {
         Ok(report)
     }
 
-    /// Applies a region's files in order until it has to wait.
+    /// Applies a region's files in order until it has to wait: several in one unit of work
+    /// where the delivery allows it (`engine::group`), otherwise one at a time.
     async fn drive_stream(
         &self,
         stream: &mut Stream,
@@ -87,18 +89,41 @@ impl Engine {
     ) -> Result<(), EngineError> {
         let region = stream.region().to_string();
         let saved = stream.record().clone();
+        // After a unit of several files failed at one: how many before it go together
+        // again, then that one alone.
+        let mut retry: Option<usize> = None;
+        // Files the next unit may take: one first (see `engine::group`), then as many as
+        // the delivery's line budget allows.
+        let mut unit_files = 1usize;
         loop {
             while let Some(action) = stream.next_action() {
                 if cancel.is_cancelled() {
                     return Err(EngineError::Cancelled);
                 }
-                let span = tracing::info_span!(
-                    "file",
-                    region = %region,
-                    file = %action.name,
-                    seq = action.seq,
-                    late = action.late
-                );
+                let (most, retrying) = match retry.take() {
+                    Some(0) => (0, true),
+                    Some(good) => {
+                        retry = Some(0);
+                        (good, true)
+                    }
+                    None => (unit_files, false),
+                };
+                if most > 0 {
+                    let shares = (objects, &mut *ledger);
+                    match self.apply_group(stream, &action, shares, (most, retrying), report, cancel).await? {
+                        Grouped::Applied => {
+                            unit_files = usize::MAX;
+                            self.heartbeat.beat();
+                            continue;
+                        }
+                        Grouped::Alone => retry = None,
+                        Grouped::Failed { good } => {
+                            retry = Some(good);
+                            continue;
+                        }
+                    }
+                }
+                let span = file_span(&region, &action);
                 let go_on = self.apply_one(stream, &action, objects, ledger, report, cancel).instrument(span).await?;
                 if !go_on {
                     return Ok(());

@@ -2,13 +2,15 @@
 //!
 //! Invariant: nothing of a file is delivered before a full validation pass found no
 //! file-level fault, and the delivery pass must read the same bytes (same sha256) or it is
-//! abandoned — so a file that changes while being read is never half-applied.
+//! abandoned — so a file that changes while being read is never half-applied. (In a unit
+//! of work of several files, nothing is visible before the commit, so a file is read once
+//! and a fault discards the unit: `engine::group`.)
 
 use super::retry::retry_transient;
 use super::{Engine, EngineError};
 use crate::core::ledger::{FileState, LedgerEntry, Listed, interrupted_conflict};
 use crate::core::name::FileName;
-use crate::core::parse::{FileParser, FileSummary, Line, ParseError, Validation};
+use crate::core::parse::{FileFault, FileParser, FileSummary, Line, ParseError, Validation};
 use crate::core::record::{Record, Reject, Tally};
 use crate::ports::delivery::FileDelivery;
 use crate::ports::source::SourceError;
@@ -35,8 +37,31 @@ struct Chunk {
     rejects: Vec<Reject>,
 }
 
+/// A file being read again for its delivery (see [`Engine::start_parsing`]). Dropping it
+/// stops the parser thread at its next batch.
+pub(super) struct Parsing {
+    rx: mpsc::Receiver<Chunk>,
+    parser: tokio::task::JoinHandle<Result<FileSummary, ParseError>>,
+}
+
 fn read_failed(listed: &Listed, e: impl std::fmt::Display) -> EngineError {
     EngineError::Source(SourceError::Unavailable { location: listed.key.clone(), detail: e.to_string() })
+}
+
+/// A file whose validation found no file-level fault: what its delivery needs.
+pub(super) struct Ready {
+    file: FileName,
+    /// Its ledger entry as it will be committed (state and tally set at delivery).
+    after: LedgerEntry,
+    expected: FileSummary,
+    reapply: bool,
+}
+
+/// What the validation of a file decided.
+pub(super) enum Checked {
+    Ready(Ready),
+    /// A file-level fault; the entry is quarantined with the reason.
+    Quarantined(LedgerEntry),
 }
 
 impl Engine {
@@ -47,6 +72,58 @@ impl Engine {
         listed: &Listed,
         cancel: &CancellationToken,
     ) -> Result<FileOutcome, EngineError> {
+        let ready = match self.check_file(entry, listed, cancel).await? {
+            Checked::Ready(ready) => ready,
+            Checked::Quarantined(entry) => return Ok(FileOutcome::Quarantined { entry }),
+        };
+        let delivery = retry_transient("delivering a file", cancel, || async {
+            // The parser starts first and fills its bounded queue while the delivery opens
+            // (a store may make the file wait for its turn).
+            let parsing = self.start_parsing(&ready.file, listed).await?;
+            let mut delivery = self.delivery.open(self.ticket(&ready, listed)).await?;
+            match self.pump(&mut *delivery, parsing, listed, cancel).await? {
+                Ok(summary) if summary.sha256 == ready.expected.sha256 => Ok(delivery),
+                // Not the bytes validated: the object changed meanwhile.
+                _ => Err(SourceError::Changed { location: listed.key.clone() }.into()),
+            }
+        })
+        .await?;
+        Ok(FileOutcome::Delivered { delivery, entry: self.delivered_entry(ready) })
+    }
+
+    fn ticket(&self, ready: &Ready, listed: &Listed) -> FileTicket {
+        FileTicket {
+            file: ready.file.clone(),
+            key: listed.key.clone(),
+            reapply: ready.reapply,
+            record_lines: ready.expected.record_lines,
+            generation: ready.after.generation,
+            together: false,
+        }
+    }
+
+    /// The entry of a file whose records are delivered: applied, or delivered to a broker.
+    pub(super) fn delivered_entry(&self, ready: Ready) -> LedgerEntry {
+        let Ready { mut after, expected, .. } = ready;
+        after.state = if self.delivery.asynchronous() { FileState::Delivered } else { FileState::Applied };
+        // What the stores never see: the lines of types the layout does not apply.
+        after.tally = Tally { ignored: expected.ignored_lines(), ..Tally::default() };
+        if !expected.ignored.is_empty() {
+            let per_type: Vec<String> = expected.ignored.iter().map(|(t, n)| format!("{t} {n}")).collect();
+            tracing::info!(ignored = %per_type.join(", "), "lines of record types the layout does not apply");
+        }
+        after.reason = None;
+        after
+    }
+
+    /// Validates a file completely (retrying transient failures) and decides whether it
+    /// can be delivered, and under which generation.
+    pub(super) async fn check_file(
+        &self,
+        entry: &LedgerEntry,
+        listed: &Listed,
+        cancel: &CancellationToken,
+    ) -> Result<Checked, EngineError> {
         let Some(file) = entry.batch.clone() else {
             return Err(EngineError::Operator(format!("{} is not a batch file name", entry.name)));
         };
@@ -64,18 +141,14 @@ impl Engine {
             after.reason = Some(format!("unreadable object: {problem}"));
             after.fingerprint = listed.fingerprint.clone();
             after.updated_at = self.clock.now();
-            return Ok(FileOutcome::Quarantined { entry: after });
+            return Ok(Checked::Quarantined(after));
         }
         let validation = retry_transient("validating a file", cancel, || self.validate(&file, listed)).await?;
-        let mut after = entry.clone();
-        after.sha256 = Some(validation.summary.sha256.clone());
-        after.size = validation.summary.size;
-        after.record_lines = validation.summary.record_lines;
-        after.updated_at = self.clock.now();
+        let mut after = self.read_entry(entry, &validation.summary);
         if let Some(fault) = validation.fault {
             after.state = FileState::Quarantined;
             after.reason = Some(fault.to_string());
-            return Ok(FileOutcome::Quarantined { entry: after });
+            return Ok(Checked::Quarantined(after));
         }
         let expected = validation.summary;
         let reapply = entry.state.is_processed();
@@ -89,7 +162,7 @@ impl Engine {
             // size): the earlier content may be partly applied, so this is a conflict.
             Some(sha) => {
                 let conflict = interrupted_conflict(entry, sha, &expected.sha256, listed, self.clock.now());
-                return Ok(FileOutcome::Quarantined { entry: conflict });
+                return Ok(Checked::Quarantined(conflict));
             }
             None => {
                 after.generation = entry.generation.saturating_add(1);
@@ -98,25 +171,31 @@ impl Engine {
                 }
             }
         }
-        let generation = after.generation;
-        let delivery = retry_transient("delivering a file", cancel, || {
-            self.deliver(&file, listed, (reapply, generation), &expected, cancel)
-        })
-        .await?;
-        after.state = if self.delivery.asynchronous() { FileState::Delivered } else { FileState::Applied };
-        // What the stores never see: the lines of types the layout does not apply.
-        after.tally = Tally { ignored: expected.ignored_lines(), ..Tally::default() };
-        if !expected.ignored.is_empty() {
-            let per_type: Vec<String> = expected.ignored.iter().map(|(t, n)| format!("{t} {n}")).collect();
-            tracing::info!(ignored = %per_type.join(", "), "lines of record types the layout does not apply");
-        }
-        after.reason = None;
-        Ok(FileOutcome::Delivered { delivery, entry: after })
+        Ok(Checked::Ready(Ready { file, after, expected, reapply }))
+    }
+
+    /// `entry` with what a complete read of its object established.
+    fn read_entry(&self, entry: &LedgerEntry, summary: &FileSummary) -> LedgerEntry {
+        let mut after = entry.clone();
+        after.sha256 = Some(summary.sha256.clone());
+        after.size = summary.size;
+        after.record_lines = summary.record_lines;
+        after.updated_at = self.clock.now();
+        after
+    }
+
+    /// A file read once, while its records went into a unit of work of several files,
+    /// without a fault: ready as a validated file would be. Only for a file with no
+    /// unfinished delivery (see [`Engine::check_file`]).
+    pub(super) fn read_once(&self, entry: &LedgerEntry, file: FileName, summary: FileSummary) -> Ready {
+        let mut after = self.read_entry(entry, &summary);
+        after.generation = entry.generation.saturating_add(1);
+        Ready { file, after, expected: summary, reapply: entry.state.is_processed() }
     }
 
     /// Whether a delivery that stops half-way can leave effects behind: records handed to
     /// a broker, or a store that writes a file step by step.
-    fn partial_effects_possible(&self) -> bool {
+    pub(super) fn partial_effects_possible(&self) -> bool {
         self.delivery.asynchronous() || !self.store.atomic_files()
     }
 
@@ -144,28 +223,27 @@ impl Engine {
             .map_err(|e| read_failed(listed, e))
     }
 
-    async fn deliver(
-        &self,
-        file: &FileName,
-        listed: &Listed,
-        (reapply, generation): (bool, u32),
-        expected: &FileSummary,
-        cancel: &CancellationToken,
-    ) -> Result<Box<dyn FileDelivery>, EngineError> {
+    /// Starts reading a validated file again, on a parser thread that fills a bounded
+    /// queue of record batches.
+    pub(super) async fn start_parsing(&self, file: &FileName, listed: &Listed) -> Result<Parsing, EngineError> {
         let reader = SyncIoBridge::new(self.source.open(listed).await?);
-        // The parser starts first and fills its bounded queue while the delivery opens
-        // (a store may make the file wait for its turn).
-        let (tx, mut rx) = mpsc::channel::<Chunk>(BATCHES_IN_FLIGHT);
+        let (tx, rx) = mpsc::channel::<Chunk>(BATCHES_IN_FLIGHT);
         let (parse_file, layout) = (file.clone(), self.layouts.for_kind(&file.kind).clone());
         let parser = tokio::task::spawn_blocking(move || parse_into(reader, &parse_file, layout, tx));
-        let ticket = FileTicket {
-            file: file.clone(),
-            key: listed.key.clone(),
-            reapply,
-            record_lines: expected.record_lines,
-            generation,
-        };
-        let mut delivery = self.delivery.open(ticket).await?;
+        Ok(Parsing { rx, parser })
+    }
+
+    /// Hands a file's records to `delivery` as its parser yields them. Returns what the
+    /// complete read established, or the file-level fault it found (records of the file
+    /// were handed over before it: the caller discards the delivery).
+    pub(super) async fn pump(
+        &self,
+        delivery: &mut dyn FileDelivery,
+        parsing: Parsing,
+        listed: &Listed,
+        cancel: &CancellationToken,
+    ) -> Result<Result<FileSummary, FileFault>, EngineError> {
+        let Parsing { mut rx, parser } = parsing;
         while let Some(chunk) = rx.recv().await {
             if cancel.is_cancelled() {
                 return Err(EngineError::Cancelled); // dropping the delivery discards the file
@@ -178,15 +256,11 @@ impl Engine {
             }
             self.heartbeat.beat();
         }
-        let summary = match parser.await.map_err(|e| read_failed(listed, e))? {
-            Ok(summary) => summary,
-            Err(ParseError::Read(e)) => return Err(read_failed(listed, e)),
-            Err(ParseError::Fault(_)) => return Err(SourceError::Changed { location: listed.key.clone() }.into()),
-        };
-        if summary.sha256 != expected.sha256 {
-            return Err(SourceError::Changed { location: listed.key.clone() }.into());
+        match parser.await.map_err(|e| read_failed(listed, e))? {
+            Ok(summary) => Ok(Ok(summary)),
+            Err(ParseError::Read(e)) => Err(read_failed(listed, e)),
+            Err(ParseError::Fault(fault)) => Ok(Err(fault)),
         }
-        Ok(delivery)
     }
 }
 

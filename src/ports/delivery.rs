@@ -50,6 +50,11 @@ pub trait Delivery: Send + Sync {
     fn asynchronous(&self) -> bool;
     /// Opens the delivery of one validated file.
     async fn open(&self, ticket: FileTicket) -> Result<Box<dyn FileDelivery>, DeliveryError>;
+    /// How many record lines one delivery may take over several files
+    /// ([`FileDelivery::next_file`]); 0 when it takes one file only.
+    fn group_lines(&self) -> u64 {
+        0
+    }
 
     /// Checks that records can be delivered now (readiness): a broker answers and its
     /// topology is as configured. Also reports the dead-letter queue's depth, if any.
@@ -80,4 +85,10 @@ pub trait FileDelivery: Send {
     /// together with the records where the store has transactions. Settles first when
     /// that was not called.
     async fn commit(self: Box<Self>, commit: Commit) -> Result<(), DeliveryError>;
+    /// Goes on with the next validated file in the same delivery and unit of work (see
+    /// [`crate::ports::store::FileTxn::next_file`]): the current file is settled (and
+    /// swept); what follows is `ticket`'s. Only where [`Delivery::group_lines`] is above 0.
+    async fn next_file(&mut self, ticket: FileTicket) -> Result<(), DeliveryError> {
+        Err(DeliveryError::Refused(format!("{}: this delivery takes one file at a time", ticket.file.name)))
+    }
 }

@@ -118,6 +118,27 @@ pub struct Commit {
     pub expect_uncounted: Vec<String>,
 }
 
+impl Commit {
+    /// Adds `other`'s changes to this commit, as if both were written one after the
+    /// other in one transaction: ledger entries, audit entries and conditions are
+    /// appended, counters added, and a stream of `other` replaces this commit's record of
+    /// the same region. Neither may carry an id or a fence yet: the door gives those to
+    /// the commit that is written.
+    pub fn absorb(&mut self, other: Commit) {
+        debug_assert!(self.id.is_none() && other.id.is_none() && other.fence.is_none());
+        self.ledger.extend(other.ledger);
+        for stream in other.streams {
+            self.streams.retain(|s| s.region != stream.region);
+            self.streams.push(stream);
+        }
+        self.audit.extend(other.audit);
+        self.counters.applied_files += other.counters.applied_files;
+        self.counters.duplicate_files += other.counters.duplicate_files;
+        self.counters.records += other.counters.records;
+        self.expect_uncounted.extend(other.expect_uncounted);
+    }
+}
+
 /// A fresh idempotency key for a [`Commit`]: 24 hex digits laid out like a MongoDB
 /// ObjectId, so keys of one process sort in creation order: the time in seconds (4 bytes),
 /// a random value fixed for the process (5 bytes), a counter (3 bytes).
@@ -221,6 +242,9 @@ pub struct FileTicket {
     pub record_lines: u64,
     /// Which delivery of the file this is (see `LedgerEntry::generation`).
     pub generation: u32,
+    /// The unit of work may take further files ([`FileTxn::next_file`]): a store may hold
+    /// its writes back until the commit.
+    pub together: bool,
 }
 
 /// A batch of records that came through the broker: one message.
@@ -293,6 +317,11 @@ pub trait Store: Send + Sync {
     async fn commit(&self, commit: Commit) -> Result<(), StoreError>;
     /// Opens the unit of work for one file (see the module docs).
     async fn begin_file(&self, ticket: FileTicket) -> Result<Box<dyn FileTxn>, StoreError>;
+    /// How many record lines one unit of work may take over several files
+    /// ([`FileTxn::next_file`]); 0 when it takes one file only.
+    fn group_lines(&self) -> u64 {
+        0
+    }
     async fn counts(&self) -> Result<Counts, StoreError>;
     async fn rejects(&self, file: Option<String>) -> Result<Vec<Reject>, StoreError>;
     async fn audit_log(&self) -> Result<Vec<AuditEntry>, StoreError>;
@@ -368,4 +397,13 @@ pub trait FileTxn: Send {
     /// (the engine built it from [`FileTxn::settle`]'s tally). Settles first when that was
     /// not called.
     async fn commit(self: Box<Self>, commit: Commit) -> Result<(), StoreError>;
+    /// Ends the current file's part of the unit of work (settled, and swept if it is to
+    /// be) and takes the records that follow for `ticket`'s file, in the same unit of
+    /// work: one [`FileTxn::commit`] makes every file's records durable, or none.
+    /// [`FileTxn::settle`] then answers for the new file alone, with exactly the counts
+    /// it would have had in a unit of its own after the files before it. Only where
+    /// [`Store::group_lines`] is above 0.
+    async fn next_file(&mut self, ticket: FileTicket) -> Result<(), StoreError> {
+        Err(StoreError::Rejected(format!("{}: this store takes one file per unit of work", ticket.file.name)))
+    }
 }

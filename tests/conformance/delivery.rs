@@ -14,7 +14,7 @@ const NAME: &str = "DE_SEV_RMC_20220730_00000001.DAT";
 
 fn ticket() -> FileTicket {
     let NameVerdict::Batch(file) = NameProfile::default().classify(NAME) else { unreachable!() };
-    FileTicket { file, key: NAME.into(), reapply: false, record_lines: 0, generation: 1 }
+    FileTicket { file, key: NAME.into(), reapply: false, record_lines: 0, generation: 1, together: false }
 }
 
 /// POS records with the default layout's fields (a broker's consumers check them).

@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 fn ticket(name: &str) -> FileTicket {
     let NameVerdict::Batch(file) = NameProfile::default().classify(name) else { panic!("{name}") };
-    FileTicket { file, key: name.into(), reapply: false, record_lines: 3, generation: 1 }
+    FileTicket { file, key: name.into(), reapply: false, record_lines: 3, generation: 1, together: false }
 }
 
 /// A ticket declaring many lines, so stores with a bulk path for large files take it.
@@ -614,6 +614,150 @@ pub async fn full_files_remove_what_they_lack_in_any_order(store: Arc<dyn Store>
     assert_eq!(shown(store.as_ref()).await.iter().filter(|r| r.0.starts_with("POS/7") && !r.1).count(), 2);
 }
 
+/// One file of [`files_in_one_unit_count_as_units_of_one`]: its ticket, its lines in
+/// batches, and its full-file mode.
+struct UnitFile {
+    ticket: FileTicket,
+    batches: Vec<Vec<Record>>,
+    full: bool,
+}
+
+/// A random run of files for `region` whose records have types `types`: identities
+/// repeat within and across files, versions go back (late files: stale lines), files come
+/// again (unchanged lines), some are tombstones, some files are full files (their sweep
+/// touches records), some are large (a store may stage them).
+fn unit_files(seed: u64, region: &str, types: [&str; 2]) -> Vec<UnitFile> {
+    use rand::{Rng, SeedableRng};
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    let mut files: Vec<UnitFile> = Vec::new();
+    let mut seqs: Vec<u64> = (1..=60).collect();
+    for _ in 0..rng.random_range(2..=7) {
+        if !files.is_empty() && rng.random_bool(0.2) {
+            // an earlier file again
+            let j = rng.random_range(0..files.len());
+            let UnitFile { ticket, batches, full } = &files[j];
+            let ticket = FileTicket { reapply: true, generation: ticket.generation + 1, ..ticket.clone() };
+            let again = UnitFile { ticket, batches: batches.clone(), full: *full };
+            files.push(again);
+            continue;
+        }
+        let seq = seqs.remove(rng.random_range(0..seqs.len()));
+        let day = rng.random_range(1..=28u32);
+        let full = rng.random_bool(0.25);
+        let name = format!("DE_{region}_{}_202207{day:02}_{seq:08}.DAT", if full { "RMF" } else { "RMC" });
+        let mut ticket = ticket(&name);
+        if rng.random_bool(0.2) {
+            ticket = large(ticket);
+        }
+        let lines: Vec<Record> = (0..rng.random_range(1..=25u64))
+            .map(|i| {
+                let deleted = rng.random_bool(0.1);
+                let title = format!("t{}", rng.random_range(0..4));
+                let rtype = types[rng.random_range(0..2)];
+                // identities of this run only (the region's last letters)
+                let key = format!("{}{}", &region[1..], rng.random_range(1..=8));
+                Record {
+                    region: region.into(),
+                    file: name.as_str().into(),
+                    ..record(rtype, &key, day, seq, i + 2, deleted, &title)
+                }
+            })
+            .collect();
+        let mut batches = Vec::new();
+        let mut rest = lines.as_slice();
+        while !rest.is_empty() {
+            let (batch, after) = rest.split_at(rng.random_range(1..=rest.len()));
+            batches.push(batch.to_vec());
+            rest = after;
+        }
+        files.push(UnitFile { ticket, batches, full });
+    }
+    files
+}
+
+fn unit_sweep(f: &UnitFile, types: [&str; 2]) -> Sweep {
+    let file = &f.ticket.file;
+    Sweep {
+        region: file.region.clone(),
+        file: file.name.clone(),
+        generation: f.ticket.generation,
+        version: Version { date: file.date, seq: file.seq, line: 0 },
+        full: f.full.then(|| FullFile {
+            mode: FullFileMode::Tombstone,
+            record_types: types.iter().map(|t| t.to_string()).collect(),
+        }),
+    }
+}
+
+/// What applying `files` did: each file's tally and removals.
+async fn apply_files(store: &dyn Store, files: &[UnitFile], types: [&str; 2], together: bool) -> Vec<(Tally, Swept)> {
+    let mut out = Vec::new();
+    let mut txn: Option<Box<dyn esr_ingest::ports::store::FileTxn>> = None;
+    for f in files {
+        let ticket = FileTicket { together, ..f.ticket.clone() };
+        let t = match (txn.as_mut(), together) {
+            (Some(t), true) => {
+                t.next_file(ticket).await.unwrap();
+                t
+            }
+            _ => txn.insert(store.begin_file(ticket).await.unwrap()),
+        };
+        for batch in &f.batches {
+            t.apply(batch.clone()).await.unwrap();
+        }
+        let tally = t.settle().await.unwrap();
+        let swept = t.sweep(&unit_sweep(f, types)).await.unwrap();
+        out.push((tally, swept));
+        if !together && let Some(t) = txn.take() {
+            t.commit(Commit::default()).await.unwrap();
+        }
+    }
+    if let Some(t) = txn {
+        t.commit(Commit::default()).await.unwrap();
+    }
+    out
+}
+
+/// A unit of work that takes several files (`FileTxn::next_file`) gives every file
+/// exactly the counts (applied, stale, unchanged, removed) it gets in a unit of its own
+/// after the files before it, and leaves exactly the same records. A store that takes one
+/// file per unit says so (`group_lines` 0) and refuses a second file.
+pub async fn files_in_one_unit_count_as_units_of_one(store: Arc<dyn Store>) {
+    if store.group_lines() == 0 {
+        let mut txn = store.begin_file(ticket("DE_SEV_RMC_20220730_00000001.DAT")).await.unwrap();
+        assert!(txn.next_file(ticket("DE_SEV_RMC_20220731_00000002.DAT")).await.is_err());
+        return;
+    }
+    let (alone, together) = (["POS", "POR"], ["QOS", "QOR"]);
+    for seed in 0..64 {
+        // each seed in its own regions and types, so the runs do not meet
+        let letters: String = [seed / 26, seed % 26].iter().map(|n| char::from(b'A' + *n as u8)).collect();
+        let (a, b) = (format!("A{letters}"), format!("B{letters}"));
+        let (a_types, b_types): ([&str; 2], [&str; 2]) = (alone, together);
+        let one_by_one = apply_files(store.as_ref(), &unit_files(seed, &a, a_types), a_types, false).await;
+        let in_one_unit = apply_files(store.as_ref(), &unit_files(seed, &b, b_types), b_types, true).await;
+        assert_eq!(in_one_unit, one_by_one, "seed {seed}: each file's counts");
+    }
+    // the records: the same, type for type and region for region
+    let all = shown(store.as_ref()).await;
+    let alone_records: Vec<_> = all.iter().filter(|r| !r.0.starts_with('Q')).cloned().collect();
+    let unit_records: Vec<_> = all
+        .iter()
+        .filter(|r| r.0.starts_with('Q'))
+        .map(|(id, deleted, file, version)| {
+            let letters = &file[4..6]; // regions B?? here are A?? in the run alone
+            let file = file.replacen(&format!("_B{letters}_"), &format!("_A{letters}_"), 1);
+            (id.replacen('Q', "P", 1), *deleted, file, *version)
+        })
+        .collect();
+    let mut unit_records = unit_records;
+    unit_records.sort();
+    let mut alone_records = alone_records;
+    alone_records.sort();
+    assert!(!alone_records.is_empty());
+    assert_eq!(unit_records, alone_records);
+}
+
 /// A ledger of every kind of entry across three regions (one with a stream, one whose
 /// stream has no expected SEQ yet, one with no stream), drawn from `seed`.
 fn mixed_ledger(seed: u64) -> (Vec<LedgerEntry>, Vec<StreamRecord>) {
@@ -815,6 +959,11 @@ macro_rules! store_suite {
             async fn delivered_batches_obey_the_version_rule() {
                 let (_guard, store) = $factory().await;
                 conformance::store::delivered_batches_obey_the_version_rule(store).await;
+            }
+            #[tokio::test]
+            async fn files_in_one_unit_count_as_units_of_one() {
+                let (_guard, store) = $factory().await;
+                conformance::store::files_in_one_unit_count_as_units_of_one(store).await;
             }
             #[tokio::test]
             async fn audit_log_keeps_order() {

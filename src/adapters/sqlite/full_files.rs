@@ -5,6 +5,23 @@ use crate::core::full::{Sweep, Swept};
 use crate::ports::store::StoreError;
 use rusqlite::{Connection, OptionalExtension, params};
 
+/// Whether [`sweep`] reads or writes the records table for `s` (otherwise it only reads
+/// what an earlier attempt of the same delivery removed).
+pub(super) fn touches_records(conn: &Connection, s: &Sweep) -> Result<bool, StoreError> {
+    Ok(s.raises_floor().is_some() || s.reports().is_some() || !types_at_or_above(conn, s)?.is_empty())
+}
+
+/// Types with a full file at or above the swept file: its lines, or what it did not
+/// contain, may now be live below one.
+fn types_at_or_above(conn: &Connection, s: &Sweep) -> Result<Vec<String>, StoreError> {
+    conn.prepare_cached("SELECT DISTINCT rtype FROM full_files WHERE region = ?1 AND (v_date, v_seq) >= (?2, ?3)")
+        .map_err(map_err)?
+        .query_map(params![s.region, s.version.date_number(), s.version.seq], |r| r.get(0))
+        .map_err(map_err)?
+        .collect::<Result<_, _>>()
+        .map_err(map_err)
+}
+
 /// Sweeps a region after a file (`core::full`), inside the caller's transaction.
 ///
 /// A record a full file removed keeps its last write (the version rule compares with it)
@@ -47,15 +64,7 @@ pub(super) fn sweep(conn: &Connection, s: &Sweep) -> Result<Swept, StoreError> {
             swept.reported += n;
         }
     }
-    // Types with a full file at or above this file: its lines, or what it did not
-    // contain, may now be live below one.
-    let types: Vec<String> = conn
-        .prepare_cached("SELECT DISTINCT rtype FROM full_files WHERE region = ?1 AND (v_date, v_seq) >= (?2, ?3)")
-        .map_err(map_err)?
-        .query_map(params![s.region, date, s.version.seq], |r| r.get(0))
-        .map_err(map_err)?
-        .collect::<Result<_, _>>()
-        .map_err(map_err)?;
+    let types = types_at_or_above(conn, s)?;
     let mut remove = conn
         .prepare_cached(
             "UPDATE records SET shape = NULL, field_values = NULL, (s_date, s_seq, s_file) = (

@@ -13,6 +13,7 @@
 mod active;
 mod checkpointer;
 mod full_files;
+mod newest;
 mod rows;
 mod writer;
 
@@ -159,6 +160,10 @@ impl Store for SqliteStore {
 
     fn atomic_files(&self) -> bool {
         true
+    }
+
+    fn group_lines(&self) -> u64 {
+        writer::GROUP_LINES
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

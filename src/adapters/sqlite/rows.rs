@@ -303,7 +303,7 @@ macro_rules! upsert_when_newer {
     };
 }
 
-const APPLY_ONE: &str = concat!(
+pub(super) const APPLY_ONE: &str = concat!(
     "INSERT INTO records (rtype, key, deleted, region, file, v_date, v_seq, v_line, shape, field_values)
      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
     upsert_when_newer!()
@@ -317,7 +317,7 @@ const MERGE_STAGED: &str = concat!(
 );
 
 /// Runs an INSERT whose ten parameters are a record's columns, in table order.
-fn execute_record(
+pub(super) fn execute_record(
     stmt: &mut rusqlite::CachedStatement<'_>,
     shapes: &mut Shapes,
     conn: &Connection,
@@ -422,17 +422,8 @@ fn apply_each<'r>(
             tally.applied += 1;
             continue;
         }
-        let stored = read
-            .query_row(params![&*r.record_type, r.key], |row| {
-                Ok((row.get::<_, u32>(0)?, row.get::<_, u64>(1)?, row.get::<_, u64>(2)?))
-            })
-            .map_err(map_err)?;
-        let stored = Version::date_from_number(stored.0)
-            .map(|date| Version { date, seq: stored.1, line: stored.2 })
-            .ok_or_else(|| {
-                StoreError::Corrupt(format!("record {} {}: bad v_date {}", r.record_type, r.key, stored.0))
-            })?;
-        match decide(Some(stored), r.version) {
+        let stored = stored_version(&mut read, r)?;
+        match decide(stored, r.version) {
             Decision::Stale => tally.stale += 1,
             Decision::Same => tally.unchanged += 1,
             Decision::Apply => {
@@ -444,6 +435,27 @@ fn apply_each<'r>(
         }
     }
     Ok(())
+}
+
+/// The stored version of `r`'s identity, with `read` the statement
+/// `SELECT v_date, v_seq, v_line FROM records WHERE rtype = ?1 AND key = ?2`.
+pub(super) fn stored_version(
+    read: &mut rusqlite::CachedStatement<'_>,
+    r: &Record,
+) -> Result<Option<Version>, StoreError> {
+    let stored = read
+        .query_row(params![&*r.record_type, r.key], |row| {
+            Ok((row.get::<_, u32>(0)?, row.get::<_, u64>(1)?, row.get::<_, u64>(2)?))
+        })
+        .optional()
+        .map_err(map_err)?;
+    stored
+        .map(|(d, seq, line)| {
+            Version::date_from_number(d)
+                .map(|date| Version { date, seq, line })
+                .ok_or_else(|| StoreError::Corrupt(format!("record {} {}: bad v_date {d}", r.record_type, r.key)))
+        })
+        .transpose()
 }
 
 /// The per-connection staging table for one file's records (a TEMP table: it lives in

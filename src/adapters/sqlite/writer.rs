@@ -8,8 +8,15 @@
 //! (overlapping parsing and writing). A larger file is staged and merged in key order at
 //! commit (`rows::merge_staged`): random-key upserts into a B-tree much larger than the
 //! page cache would otherwise rewrite pages over and over. Memory stays bounded either way.
+//!
+//! A unit of work can take a region's consecutive files (`FileTxn::next_file`, up to
+//! [`GROUP_LINES`] lines): opened for that (`FileTicket::together`), or from its second
+//! file on, lines are decided in memory and each identity is written once (`newest`), so
+//! a backlog that updates the same records day after day writes them once per unit
+//! instead of once per line.
 
-use super::full_files::sweep;
+use super::full_files::{sweep, touches_records};
+use super::newest::Newest;
 use super::rows::{
     STAGING, Shapes, apply_delivered, apply_records, insert_rejects, load_lease, map_err, mark_dead_lettered,
     merge_staged, stage_records, store_lease, write_commit,
@@ -27,6 +34,9 @@ type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
 
 /// Files with more record lines than this are staged and merged in key order.
 pub(super) const STREAMED_RECORDS: u64 = 50_000;
+
+/// Record lines one unit of work takes over several files (see the module docs).
+pub(super) const GROUP_LINES: u64 = 100_000;
 
 pub(super) enum WriterCmd {
     Commit(Commit, Reply<()>),
@@ -49,6 +59,7 @@ pub(super) enum TxnCmd {
     Settle(Reply<Tally>),
     Sweep(Sweep, Reply<Swept>),
     Commit(Commit, Reply<()>),
+    NextFile(FileTicket, Reply<()>),
 }
 
 /// Runs until every sender of `commands` is gone.
@@ -146,7 +157,19 @@ impl Pending {
         Ok(Self { staged, tally: Tally::default(), settled: false })
     }
 
-    fn add(&mut self, conn: &Connection, shapes: &mut Shapes, mut batch: Vec<Record>) -> Result<(), StoreError> {
+    /// Takes a batch: staged, decided in memory (`newest`, in a unit of several files), or
+    /// applied at once.
+    fn add(
+        &mut self,
+        conn: &Connection,
+        shapes: &mut Shapes,
+        newest: Option<&mut Newest>,
+        mut batch: Vec<Record>,
+    ) -> Result<(), StoreError> {
+        if let (None, Some(newest)) = (&self.staged, newest) {
+            // Decided in line order; written in identity order at the flush.
+            return newest.decide(conn, shapes, batch, &mut self.tally);
+        }
         // In identity order the B-tree is walked forwards (line order kept per identity).
         batch.sort_unstable_by(|a, b| {
             (&a.record_type, &a.key, a.version.line).cmp(&(&b.record_type, &b.key, b.version.line))
@@ -172,22 +195,25 @@ impl Pending {
     }
 }
 
-/// Serves one file's commands until its commit or until its handle is dropped. Returns
-/// whether the transaction committed.
+/// Serves one unit of work's commands (one file, or several: `TxnCmd::NextFile`) until
+/// its commit or until its handle is dropped. Returns whether the transaction committed.
 fn file_transaction(
     conn: &Connection,
     shapes: &mut Shapes,
-    ticket: &FileTicket,
+    first: &FileTicket,
     mut txn: mpsc::Receiver<TxnCmd>,
 ) -> bool {
-    let (mut pending, mut failed) = match Pending::new(conn, ticket) {
+    let mut ticket = first.clone();
+    let (mut pending, mut failed) = match Pending::new(conn, &ticket) {
         Ok(p) => (p, None),
         Err(e) => (Pending { staged: None, tally: Tally::default(), settled: false }, Some(e.to_string())),
     };
+    // In a unit that may take several files: what is decided in memory and not written yet.
+    let mut newest: Option<Newest> = ticket.together.then(Newest::default);
     while let Some(cmd) = txn.blocking_recv() {
         match cmd {
             TxnCmd::Apply(batch, reply) => {
-                let _ = reply.send(step(&mut failed, || pending.add(conn, shapes, batch)));
+                let _ = reply.send(step(&mut failed, || pending.add(conn, shapes, newest.as_mut(), batch)));
             }
             TxnCmd::Reject(batch, reply) => {
                 let r = step(&mut failed, || {
@@ -196,16 +222,42 @@ fn file_transaction(
                 let _ = reply.send(r);
             }
             TxnCmd::Settle(reply) => {
-                let _ = reply.send(step(&mut failed, || pending.settle(conn, ticket)));
+                let _ = reply.send(step(&mut failed, || pending.settle(conn, &ticket)));
             }
             TxnCmd::Sweep(s, reply) => {
-                let r = step(&mut failed, || pending.settle(conn, ticket).and_then(|_| sweep(conn, &s)));
+                let r = step(&mut failed, || {
+                    pending.settle(conn, &ticket)?;
+                    if let Some(newest) = newest.as_mut().filter(|n| !n.is_empty())
+                        && touches_records(conn, &s)?
+                    {
+                        newest.flush(conn, shapes)?;
+                    }
+                    sweep(conn, &s)
+                });
+                let _ = reply.send(r);
+            }
+            TxnCmd::NextFile(next, reply) => {
+                let r = step(&mut failed, || {
+                    pending.settle(conn, &ticket)?;
+                    ticket = next;
+                    // As for the first file: read inside the transaction (see `run`).
+                    ticket.reapply |= super::rows::applied_before(conn, &ticket.file.name)?;
+                    pending = Pending::new(conn, &ticket)?;
+                    let newest = newest.get_or_insert_with(Newest::default);
+                    if pending.staged.is_some() {
+                        newest.flush(conn, shapes)?; // the merge reads the records table
+                    }
+                    Ok(())
+                });
                 let _ = reply.send(r);
             }
             TxnCmd::Commit(c, reply) => {
                 let r = match &failed {
                     Some(why) => Err(aborted(why)),
-                    None => pending.settle(conn, ticket).and_then(|_| {
+                    None => pending.settle(conn, &ticket).and_then(|_| {
+                        if let Some(newest) = newest.as_mut() {
+                            newest.flush(conn, shapes)?;
+                        }
                         write_commit(conn, &c)?;
                         conn.execute_batch("COMMIT").map_err(map_err)
                     }),
@@ -276,6 +328,10 @@ impl FileTxn for SqliteFileTxn {
 
     async fn commit(self: Box<Self>, commit: Commit) -> Result<(), StoreError> {
         self.call(|r| TxnCmd::Commit(commit, r)).await
+    }
+
+    async fn next_file(&mut self, ticket: FileTicket) -> Result<(), StoreError> {
+        self.call(|r| TxnCmd::NextFile(ticket, r)).await
     }
 }
 

@@ -191,12 +191,16 @@ impl<R: Read> RecordReader<R> {
                         self.line_end(b)?;
                         return Ok(true);
                     }
-                    Some(b) => {
-                        if row.bytes.len() >= MAX_RECORD_BYTES {
+                    Some(_) => {
+                        // The run of plain bytes up to the next separator or line end in
+                        // the buffer (at least the byte peeked), taken at once.
+                        let avail = &self.buf[self.pos..self.len];
+                        let run = memchr::memchr3(self.separator, b'\n', b'\r', avail).unwrap_or(avail.len());
+                        if row.bytes.len() + run > MAX_RECORD_BYTES {
                             return Err(too_long(row));
                         }
-                        self.bump();
-                        row.bytes.push(b);
+                        row.bytes.extend_from_slice(&avail[..run]);
+                        self.pos += run;
                     }
                 }
             }

@@ -1,0 +1,97 @@
+//! Several files in one unit of work: each identity is written once, at the end.
+//!
+//! When a transaction takes a region's consecutive files ([`crate::ports::store::FileTxn::next_file`]),
+//! lines are decided in memory against the newest version known for their identity: the
+//! stored one (read once, when the identity is first seen) or the newest line applied
+//! since in the unit. Each line gets exactly the outcome (applied,
+//! stale, unchanged) it would get from a conditional upsert run at that moment, because
+//! that upsert compares with the same version (`core::version::decide`). Only the newest
+//! line of each identity is written, by [`Newest::flush`], before anything reads the
+//! records table (a sweep that touches records, a staged file's merge) and at commit; the
+//! row it leaves is the one the sequence of upserts would have left, since an upsert
+//! overwrites every column but the identity.
+//!
+//! Memory: one entry per identity seen since the last flush, and a flush comes after at
+//! most [`NEWEST_KEPT`] of them.
+
+use super::rows::{APPLY_ONE, Shapes, execute_record, map_err, stored_version};
+use crate::core::record::{Record, Tally};
+use crate::core::version::{Decision, Version, decide};
+use crate::ports::store::StoreError;
+use rusqlite::Connection;
+use std::collections::HashMap;
+use std::collections::hash_map::Entry;
+use std::sync::Arc;
+
+/// Identities kept in memory before they are written anyway.
+pub(super) const NEWEST_KEPT: usize = 100_000;
+
+/// What is known of one identity in the unit of work.
+struct Known {
+    /// The newest version: stored, or of a line decided since.
+    version: Option<Version>,
+    /// The line to write at the next flush, when a line since the last one was applied.
+    write: Option<Record>,
+}
+
+/// The newest known version of each identity seen since the last flush.
+#[derive(Default)]
+pub(super) struct Newest {
+    known: HashMap<(Arc<str>, String), Known>,
+}
+
+impl Newest {
+    pub(super) fn is_empty(&self) -> bool {
+        self.known.is_empty()
+    }
+
+    /// Decides each line of `batch` in order, adding its outcome to `tally`.
+    pub(super) fn decide(
+        &mut self,
+        conn: &Connection,
+        shapes: &mut Shapes,
+        batch: Vec<Record>,
+        tally: &mut Tally,
+    ) -> Result<(), StoreError> {
+        let mut read = conn
+            .prepare_cached("SELECT v_date, v_seq, v_line FROM records WHERE rtype = ?1 AND key = ?2")
+            .map_err(map_err)?;
+        for r in batch {
+            let known = match self.known.entry((r.record_type.clone(), r.key.clone())) {
+                Entry::Occupied(o) => o.into_mut(),
+                Entry::Vacant(v) => v.insert(Known { version: stored_version(&mut read, &r)?, write: None }),
+            };
+            match decide(known.version, r.version) {
+                Decision::Apply => {
+                    tally.applied += 1;
+                    known.version = Some(r.version);
+                    known.write = Some(r);
+                }
+                Decision::Stale => tally.stale += 1,
+                Decision::Same => tally.unchanged += 1,
+            }
+        }
+        drop(read);
+        if self.known.len() > NEWEST_KEPT {
+            self.flush(conn, shapes)?;
+        }
+        Ok(())
+    }
+
+    /// Writes the newest applied line of every identity, in identity order (a forward
+    /// walk through the records B-tree), and forgets what it knew.
+    pub(super) fn flush(&mut self, conn: &Connection, shapes: &mut Shapes) -> Result<(), StoreError> {
+        let mut lines: Vec<Record> = self.known.drain().filter_map(|(_, k)| k.write).collect();
+        lines.sort_unstable_by(|a, b| (&a.record_type, &a.key).cmp(&(&b.record_type, &b.key)));
+        let mut write = conn.prepare_cached(APPLY_ONE).map_err(map_err)?;
+        for r in &lines {
+            if execute_record(&mut write, shapes, conn, r)? != 1 {
+                return Err(StoreError::Corrupt(format!(
+                    "record {} {}: version {:?} was decided newer but not written",
+                    r.record_type, r.key, r.version
+                )));
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,236 @@
+//! A region's consecutive ready files in one unit of work.
+//!
+//! After an outage a region has many files ready in a row, and each day's file updates
+//! mostly the same records. Where the delivery allows it ([`Delivery::group_lines`]: the
+//! in-process delivery over SQLite), they go into one unit of work: each file is read
+//! once (validated while its records go in), the store writes each record once per unit
+//! instead of once per line, and the unit commits once.
+//!
+//! Invariants:
+//! - A unit applies exactly the files, in exactly the order, that applying them one at a
+//!   time would: the sequencer is advanced on a copy of the stream, file by file, and the
+//!   stream itself only after the unit committed.
+//! - Each file gets the ledger entry and the counts (applied, stale, unchanged, rejected,
+//!   removed) it would get on its own ([`crate::ports::store::FileTxn::next_file`]); the
+//!   unit's commit writes them all with the stream's advance, or nothing.
+//! - A region's first unit in a pass takes one file, so a process that is stopped often
+//!   still commits a file as soon as it would alone; the next ones take as many as the
+//!   line budget allows.
+//! - Nothing of a unit is visible before its commit, so a file can be read once: when one
+//!   has a file-level fault (or cannot be read, or anything else fails), the whole unit is
+//!   discarded. The files before it are then applied again as a unit that stops before
+//!   it, and it goes the one-file way (validated first, quarantined, deferred or retried
+//!   as usual).
+//!
+//! [`Delivery::group_lines`]: crate::ports::delivery::Delivery::group_lines
+
+use super::process::{Parsing, Ready};
+use super::{Engine, EngineError, PassReport};
+use crate::core::ledger::{FileState, LedgerEntry, Listed};
+use crate::core::name::FileName;
+use crate::core::sequencer::{Apply, Stream};
+use crate::ports::delivery::FileDelivery;
+use crate::ports::source::SourceError;
+use crate::ports::store::{Commit, FileTicket};
+use std::collections::{BTreeMap, HashMap};
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+/// Objects larger than this go the one-file way (a large file is staged and merged by the
+/// store, which needs its line count up front).
+const UNIT_FILE_BYTES: u64 = 8 << 20;
+
+/// What [`Engine::apply_group`] did.
+pub(super) enum Grouped {
+    /// The files were applied together; the stream advanced past them.
+    Applied,
+    /// Nothing was done: the next file goes alone.
+    Alone,
+    /// The unit was discarded (nothing written) at a file that failed; the `good` files
+    /// before it can go together again, then that file alone.
+    Failed { good: usize },
+}
+
+/// The span of one file's work (the fields every log line of a file carries).
+pub(super) fn file_span(region: &str, action: &Apply) -> tracing::Span {
+    tracing::info_span!("file", region = %region, file = %action.name, seq = action.seq, late = action.late)
+}
+
+/// One file of a unit, applied and settled in it.
+struct InUnit {
+    action: Apply,
+    entry: LedgerEntry,
+}
+
+impl Engine {
+    /// Applies the stream's next ready files, `first` first, at most `most` of them, in
+    /// one unit of work (see the module docs). Unless `retrying` (the files are known to
+    /// be ready), a lone pending file is left to the one-file path.
+    pub(super) async fn apply_group(
+        &self,
+        stream: &mut Stream,
+        first: &Apply,
+        (objects, ledger): (&BTreeMap<String, Listed>, &mut HashMap<String, LedgerEntry>),
+        (most, retrying): (usize, bool),
+        report: &mut PassReport,
+        cancel: &CancellationToken,
+    ) -> Result<Grouped, EngineError> {
+        if self.delivery.group_lines() == 0 || self.partial_effects_possible() {
+            return Ok(Grouped::Alone);
+        }
+        if !retrying {
+            let mut after = stream.clone();
+            after.applied(&first.name, first.seq);
+            if after.next_action().is_none() {
+                return Ok(Grouped::Alone);
+            }
+        }
+        let mut plan = stream.clone();
+        let mut unit: Option<Box<dyn FileDelivery>> = None;
+        let mut commit = Commit::default();
+        let mut files: Vec<InUnit> = Vec::new();
+        let mut lines = 0u64;
+        let mut next: Option<(String, Parsing)> = None;
+        while files.len() < most
+            && lines < self.delivery.group_lines()
+            && let Some(action) = plan.next_action()
+        {
+            let (Some(entry), Some(listed)) = (ledger.get(&action.name), objects.get(&action.name)) else { break };
+            if !joins_a_unit(entry, listed) {
+                break;
+            }
+            let span = file_span(stream.region(), &action);
+            let settled = async {
+                let parsing = match next.take() {
+                    Some((name, parsing)) if name == action.name => parsing,
+                    _ => self.start_parsing(file_of(entry)?, listed).await?,
+                };
+                // The file after this one is read while this one is written.
+                if files.len() + 1 < most {
+                    next = self.read_ahead(&plan, &action, (objects, ledger)).await;
+                }
+                let (ready, delivery) = self.add_to_unit(&mut unit, entry, listed, parsing, cancel).await?;
+                let entry = self.delivered_entry(ready);
+                self.settle_file(delivery, entry).await
+            }
+            .instrument(span)
+            .await;
+            let settled = match settled {
+                Ok(settled) => settled,
+                Err(EngineError::Cancelled) => return Err(EngineError::Cancelled),
+                Err(e) => {
+                    if !files.is_empty() {
+                        tracing::info!(
+                            region = stream.region(),
+                            file = %action.name,
+                            error = %e,
+                            "unit of work discarded at this file; the files before it go together again"
+                        );
+                    }
+                    return Ok(Grouped::Failed { good: files.len() });
+                }
+            };
+            let entry = settled.ledger[0].clone(); // `settle_file` builds exactly one entry
+            lines += entry.record_lines;
+            commit.absorb(settled);
+            plan.applied(&action.name, action.seq);
+            files.push(InUnit { action, entry });
+            self.heartbeat.beat();
+        }
+        let Some(delivery) = unit else { return Ok(Grouped::Alone) };
+        commit.streams = vec![plan.record().clone()];
+        match self.commit_delivery(delivery, commit).await {
+            Ok(()) => {}
+            Err(EngineError::Cancelled) => return Err(EngineError::Cancelled),
+            Err(e) if e.is_fenced() => return Err(e),
+            Err(e) => {
+                tracing::warn!(region = stream.region(), files = files.len(), error = %e, "unit of work not committed");
+                return Ok(Grouped::Failed { good: 0 });
+            }
+        }
+        *stream = plan;
+        let together = files.len();
+        for InUnit { action, entry } in files {
+            let tally = entry.tally;
+            file_span(stream.region(), &action).in_scope(|| {
+                tracing::info!(
+                    applied = tally.applied,
+                    stale = tally.stale,
+                    unchanged = tally.unchanged,
+                    rejected = tally.rejected,
+                    removed = tally.removed,
+                    next_seq = stream.next_seq(),
+                    together,
+                    "file applied"
+                )
+            });
+            ledger.insert(action.name.clone(), entry);
+            report.applied.push(action.name);
+        }
+        Ok(Grouped::Applied)
+    }
+
+    /// Reads a file once into the unit (opening it with the first file). Returns the file
+    /// ready to settle and the unit's delivery; a file-level fault is an error.
+    async fn add_to_unit<'u>(
+        &self,
+        unit: &'u mut Option<Box<dyn FileDelivery>>,
+        entry: &LedgerEntry,
+        listed: &Listed,
+        parsing: Parsing,
+        cancel: &CancellationToken,
+    ) -> Result<(Ready, &'u mut dyn FileDelivery), EngineError> {
+        let file = file_of(entry)?.clone();
+        let ticket = FileTicket {
+            file: file.clone(),
+            key: listed.key.clone(),
+            reapply: entry.state.is_processed(),
+            record_lines: 0, // not known before the read: the store streams the lines
+            generation: entry.generation.saturating_add(1),
+            together: true,
+        };
+        let delivery = match unit {
+            Some(delivery) => {
+                delivery.next_file(ticket).await?;
+                delivery
+            }
+            None => unit.insert(self.delivery.open(ticket).await?),
+        };
+        match self.pump(&mut **delivery, parsing, listed, cancel).await? {
+            Ok(summary) => Ok((self.read_once(entry, file, summary), &mut **delivery)),
+            Err(fault) => Err(SourceError::Invalid { location: listed.key.clone(), detail: fault.to_string() }.into()),
+        }
+    }
+
+    /// Starts reading the file the stream would take after `current`, if it can join
+    /// the unit (dropped unused when the unit ends before it).
+    async fn read_ahead(
+        &self,
+        plan: &Stream,
+        current: &Apply,
+        (objects, ledger): (&BTreeMap<String, Listed>, &HashMap<String, LedgerEntry>),
+    ) -> Option<(String, Parsing)> {
+        let mut after = plan.clone();
+        after.applied(&current.name, current.seq);
+        let action = after.next_action()?;
+        let (entry, listed) = (ledger.get(&action.name)?, objects.get(&action.name)?);
+        if !joins_a_unit(entry, listed) {
+            return None;
+        }
+        let parsing = self.start_parsing(entry.batch.as_ref()?, listed).await.ok()?;
+        Some((action.name, parsing))
+    }
+}
+
+fn file_of(entry: &LedgerEntry) -> Result<&FileName, EngineError> {
+    entry.batch.as_ref().ok_or_else(|| EngineError::Operator(format!("{} is not a batch file name", entry.name)))
+}
+
+/// Whether a file can be read once into a unit: a readable batch object of moderate size
+/// with no unfinished delivery (those are judged by the one-file path).
+fn joins_a_unit(entry: &LedgerEntry, listed: &Listed) -> bool {
+    entry.batch.is_some()
+        && listed.problem.is_none()
+        && listed.size <= UNIT_FILE_BYTES
+        && !(entry.state == FileState::Pending && entry.sha256.is_some())
+}
