@@ -74,3 +74,32 @@ fn pathological_files_stay_within_the_memory_bound_and_are_told_apart() {
     assert!(reason(&esr_name("LDN", "RMC", "20220730", 1)).contains("line 2: longer than"));
     assert!(reason(&esr_name("YHD", "RMC", "20220730", 1)).contains("missing header"));
 }
+
+/// A backlog of wide records (two 240-character fields of 3-byte characters, about 1.5 KB
+/// a line) goes into the store several files at a time, and the lines a unit holds back
+/// until its commit stay within the bound: 20 files of 4,000 distinct identities each,
+/// 80,000 lines, about 120 MB of input.
+#[test]
+fn a_backlog_of_wide_records_stays_within_the_memory_bound() {
+    let sb = Sandbox::new();
+    let wide: String = "€".repeat(240);
+    for day in 0..20u32 {
+        let date = format!("202208{:02}", day + 1);
+        let lines: Vec<String> = (0..4_000u64)
+            .map(|i| {
+                let mut fields = por_fields(&(u64::from(day) * 10_000 + i).to_string(), "C", "wide");
+                fields[11] = wide.clone();
+                fields[12] = wide.clone();
+                fields.join(",")
+            })
+            .collect();
+        let (name, text) = esr_file("SEV", "RMC", &date, 100 + day, &lines);
+        assert!(text.len() < 8 << 20, "each file goes into a unit");
+        sb.write_file(&name, text);
+    }
+    let peak = peak_rss_of_run_once(&sb);
+    let status = sb.status_json();
+    assert_eq!(count(&status, "applied_files"), 20, "{status:#}");
+    assert_eq!(count(&status, "records_applied"), 80_000, "{status:#}");
+    assert!(peak < PEAK_RSS_LIMIT_KIB, "peak RSS {} MiB is over the bound", peak / 1024);
+}

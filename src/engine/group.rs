@@ -20,7 +20,9 @@
 //!   has a file-level fault (or cannot be read, or anything else fails), the whole unit is
 //!   discarded. The files before it are then applied again as a unit that stops before
 //!   it, and it goes the one-file way (validated first, quarantined, deferred or retried
-//!   as usual).
+//!   as usual). When the commit itself fails, every file of the unit goes the one-file way.
+//! - A unit is bounded: about [`Delivery::group_lines`] lines, [`UNIT_BYTES`] of objects,
+//!   and no further file after [`UNIT_TIME`] (the store's single writer waits for it).
 //!
 //! [`Delivery::group_lines`]: crate::ports::delivery::Delivery::group_lines
 
@@ -39,6 +41,11 @@ use tracing::Instrument;
 /// Objects larger than this go the one-file way (a large file is staged and merged by the
 /// store, which needs its line count up front).
 const UNIT_FILE_BYTES: u64 = 8 << 20;
+/// A unit takes no further file once its objects add up to this many bytes...
+const UNIT_BYTES: u64 = 16 << 20;
+/// ...or once it has been open this long: the store's writer (lease renewals, other
+/// regions, other processes) waits for it, and a crash loses at most this much work.
+const UNIT_TIME: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// What [`Engine::apply_group`] did.
 pub(super) enum Grouped {
@@ -46,9 +53,10 @@ pub(super) enum Grouped {
     Applied,
     /// Nothing was done: the next file goes alone.
     Alone,
-    /// The unit was discarded (nothing written) at a file that failed; the `good` files
-    /// before it can go together again, then that file alone.
-    Failed { good: usize },
+    /// The unit was discarded (nothing written): the next `good` files can go together
+    /// again, then the `alone` files after them go one at a time (the one that failed;
+    /// every file of the unit when its commit failed).
+    Failed { good: usize, alone: usize },
 }
 
 /// The span of one file's work (the fields every log line of a file carries).
@@ -60,6 +68,8 @@ pub(super) fn file_span(region: &str, action: &Apply) -> tracing::Span {
 struct InUnit {
     action: Apply,
     entry: LedgerEntry,
+    /// The stream's expected SEQ once the file is applied.
+    next_seq: Option<u64>,
 }
 
 impl Engine {
@@ -89,16 +99,18 @@ impl Engine {
         let mut unit: Option<Box<dyn FileDelivery>> = None;
         let mut commit = Commit::default();
         let mut files: Vec<InUnit> = Vec::new();
-        let mut lines = 0u64;
+        let (mut lines, mut bytes, opened) = (0u64, 0u64, std::time::Instant::now());
         let mut next: Option<(String, Parsing)> = None;
         while files.len() < most
             && lines < self.delivery.group_lines()
+            && opened.elapsed() < UNIT_TIME
             && let Some(action) = plan.next_action()
         {
             let (Some(entry), Some(listed)) = (ledger.get(&action.name), objects.get(&action.name)) else { break };
-            if !joins_a_unit(entry, listed) {
+            if !joins_a_unit(entry, listed) || (!files.is_empty() && bytes + listed.size > UNIT_BYTES) {
                 break;
             }
+            bytes += listed.size;
             let span = file_span(stream.region(), &action);
             let settled = async {
                 let parsing = match next.take() {
@@ -119,22 +131,21 @@ impl Engine {
                 Ok(settled) => settled,
                 Err(EngineError::Cancelled) => return Err(EngineError::Cancelled),
                 Err(e) => {
-                    if !files.is_empty() {
-                        tracing::info!(
-                            region = stream.region(),
-                            file = %action.name,
-                            error = %e,
-                            "unit of work discarded at this file; the files before it go together again"
-                        );
-                    }
-                    return Ok(Grouped::Failed { good: files.len() });
+                    tracing::info!(
+                        region = stream.region(),
+                        file = %action.name,
+                        before = files.len(),
+                        error = %e,
+                        "unit of work discarded at this file: it goes alone, the files before it together again"
+                    );
+                    return Ok(Grouped::Failed { good: files.len(), alone: 1 });
                 }
             };
             let entry = settled.ledger[0].clone(); // `settle_file` builds exactly one entry
             lines += entry.record_lines;
             commit.absorb(settled);
             plan.applied(&action.name, action.seq);
-            files.push(InUnit { action, entry });
+            files.push(InUnit { action, entry, next_seq: plan.next_seq() });
             self.heartbeat.beat();
         }
         let Some(delivery) = unit else { return Ok(Grouped::Alone) };
@@ -144,13 +155,18 @@ impl Engine {
             Err(EngineError::Cancelled) => return Err(EngineError::Cancelled),
             Err(e) if e.is_fenced() => return Err(e),
             Err(e) => {
-                tracing::warn!(region = stream.region(), files = files.len(), error = %e, "unit of work not committed");
-                return Ok(Grouped::Failed { good: 0 });
+                tracing::warn!(
+                    region = stream.region(),
+                    files = files.len(),
+                    error = %e,
+                    "unit of work not committed; its files go one at a time"
+                );
+                return Ok(Grouped::Failed { good: 0, alone: files.len() });
             }
         }
         *stream = plan;
         let together = files.len();
-        for InUnit { action, entry } in files {
+        for InUnit { action, entry, next_seq } in files {
             let tally = entry.tally;
             file_span(stream.region(), &action).in_scope(|| {
                 tracing::info!(
@@ -159,7 +175,7 @@ impl Engine {
                     unchanged = tally.unchanged,
                     rejected = tally.rejected,
                     removed = tally.removed,
-                    next_seq = stream.next_seq(),
+                    next_seq,
                     together,
                     "file applied"
                 )

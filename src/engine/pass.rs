@@ -89,9 +89,8 @@ impl Engine {
     ) -> Result<(), EngineError> {
         let region = stream.region().to_string();
         let saved = stream.record().clone();
-        // After a unit of several files failed at one: how many before it go together
-        // again, then that one alone.
-        let mut retry: Option<usize> = None;
+        // After a unit failed: how many files go together again, then how many alone.
+        let (mut regroup, mut alone) = (0usize, 0usize);
         // Files the next unit may take: one first (see `engine::group`), then as many as
         // the delivery's line budget allows.
         let mut unit_files = 1usize;
@@ -100,13 +99,13 @@ impl Engine {
                 if cancel.is_cancelled() {
                     return Err(EngineError::Cancelled);
                 }
-                let (most, retrying) = match retry.take() {
-                    Some(0) => (0, true),
-                    Some(good) => {
-                        retry = Some(0);
-                        (good, true)
+                let (most, retrying) = match (std::mem::take(&mut regroup), alone) {
+                    (0, 0) => (unit_files, false),
+                    (0, _) => {
+                        alone -= 1;
+                        (0, true)
                     }
-                    None => (unit_files, false),
+                    (good, _) => (good, true),
                 };
                 if most > 0 {
                     let shares = (objects, &mut *ledger);
@@ -116,9 +115,9 @@ impl Engine {
                             self.heartbeat.beat();
                             continue;
                         }
-                        Grouped::Alone => retry = None,
-                        Grouped::Failed { good } => {
-                            retry = Some(good);
+                        Grouped::Alone => {}
+                        Grouped::Failed { good, alone: after } => {
+                            (regroup, alone) = (good, after);
                             continue;
                         }
                     }

@@ -238,7 +238,8 @@ pub struct FileTicket {
     pub key: String,
     /// The file was applied before (a backfill): its lines may be found again unchanged.
     pub reapply: bool,
-    /// Record lines the validation pass counted (lets a store pick a bulk strategy).
+    /// Record lines the validation pass counted (lets a store pick a bulk strategy); 0
+    /// when the file is read once, into a unit of several files (not known yet).
     pub record_lines: u64,
     /// Which delivery of the file this is (see `LedgerEntry::generation`).
     pub generation: u32,

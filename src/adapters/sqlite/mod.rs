@@ -27,6 +27,7 @@ use crate::ports::store::{
     Snapshot, Store, StoreError, StoredRecord,
 };
 use async_trait::async_trait;
+use backon::{BlockingRetryable, ConstantBuilder};
 use chrono::{DateTime, TimeDelta, Utc};
 use rows::map_err;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
@@ -54,11 +55,24 @@ fn connect(path: &Path) -> Result<Connection, StoreError> {
     let conn =
         Connection::open_with_flags(path, flags).map_err(|e| StoreError::Open(format!("{}: {e}", path.display())))?;
     conn.busy_timeout(BUSY_TIMEOUT).map_err(map_err)?;
-    conn.execute_batch(
-        "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;\n         PRAGMA cache_size = -40960; PRAGMA temp_store = FILE;
-         PRAGMA wal_autocheckpoint = 65536; PRAGMA journal_size_limit = 134217728;",
-    )
-        .map_err(|e| StoreError::Open(format!("{}: {e}", path.display())))?;
+    let settings = || {
+        conn.execute_batch(
+            "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;
+             PRAGMA cache_size = -40960; PRAGMA temp_store = FILE;
+             PRAGMA wal_autocheckpoint = 65536; PRAGMA journal_size_limit = 134217728;",
+        )
+    };
+    // Switching a new database to WAL takes a lock SQLite does not wait for: two processes
+    // opening a fresh store at once (a `status` during the first `run`) retry it here.
+    let busy = |e: &rusqlite::Error| {
+        use rusqlite::ErrorCode::{DatabaseBusy, DatabaseLocked};
+        matches!(e, rusqlite::Error::SqliteFailure(f, _) if matches!(f.code, DatabaseBusy | DatabaseLocked))
+    };
+    let backoff = ConstantBuilder::default()
+        .with_delay(Duration::from_millis(20))
+        .with_max_times((BUSY_TIMEOUT.as_millis() / 20) as usize)
+        .with_jitter();
+    settings.retry(backoff).when(busy).call().map_err(|e| StoreError::Open(format!("{}: {e}", path.display())))?;
     Ok(conn)
 }
 

@@ -11,8 +11,8 @@
 //! row it leaves is the one the sequence of upserts would have left, since an upsert
 //! overwrites every column but the identity.
 //!
-//! Memory: one entry per identity seen since the last flush, and a flush comes after at
-//! most [`NEWEST_KEPT`] of them.
+//! Memory: one entry per identity seen since the last flush, and a flush comes once
+//! there are [`NEWEST_KEPT`] of them or the lines held add up to [`NEWEST_BYTES`].
 
 use super::rows::{APPLY_ONE, Shapes, execute_record, map_err, stored_version};
 use crate::core::record::{Record, Tally};
@@ -23,8 +23,12 @@ use std::collections::HashMap;
 use std::collections::hash_map::Entry;
 use std::sync::Arc;
 
-/// Identities kept in memory before they are written anyway.
+/// Identities kept in memory before they are written anyway...
 pub(super) const NEWEST_KEPT: usize = 100_000;
+/// ...and the bytes of the lines held for them (keys and values, plus a fixed cost each).
+pub(super) const NEWEST_BYTES: usize = 8 << 20;
+/// What a held line costs besides its key and values (the record and the map entry).
+const LINE_OVERHEAD: usize = 160;
 
 /// What is known of one identity in the unit of work.
 struct Known {
@@ -38,6 +42,12 @@ struct Known {
 #[derive(Default)]
 pub(super) struct Newest {
     known: HashMap<(Arc<str>, String), Known>,
+    /// What the lines to write take, about.
+    held_bytes: usize,
+}
+
+fn held_size(r: &Record) -> usize {
+    LINE_OVERHEAD + 2 * r.key.len() + r.fields.as_ref().map_or(0, |f| f.values_json.len())
 }
 
 impl Newest {
@@ -65,14 +75,17 @@ impl Newest {
                 Decision::Apply => {
                     tally.applied += 1;
                     known.version = Some(r.version);
-                    known.write = Some(r);
+                    self.held_bytes += held_size(&r);
+                    if let Some(replaced) = known.write.replace(r) {
+                        self.held_bytes -= held_size(&replaced);
+                    }
                 }
                 Decision::Stale => tally.stale += 1,
                 Decision::Same => tally.unchanged += 1,
             }
         }
         drop(read);
-        if self.known.len() > NEWEST_KEPT {
+        if self.known.len() > NEWEST_KEPT || self.held_bytes > NEWEST_BYTES {
             self.flush(conn, shapes)?;
         }
         Ok(())
@@ -82,6 +95,7 @@ impl Newest {
     /// walk through the records B-tree), and forgets what it knew.
     pub(super) fn flush(&mut self, conn: &Connection, shapes: &mut Shapes) -> Result<(), StoreError> {
         let mut lines: Vec<Record> = self.known.drain().filter_map(|(_, k)| k.write).collect();
+        self.held_bytes = 0;
         lines.sort_unstable_by(|a, b| (&a.record_type, &a.key).cmp(&(&b.record_type, &b.key)));
         let mut write = conn.prepare_cached(APPLY_ONE).map_err(map_err)?;
         for r in &lines {

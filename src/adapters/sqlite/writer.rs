@@ -4,10 +4,10 @@
 //! A file's unit of work is a `BEGIN IMMEDIATE` transaction held open across the
 //! commands of its own bounded channel; when that channel closes without a `Commit`
 //! (the `FileTxn` was dropped: an error, a cancellation) the transaction is rolled back.
-//! A file of up to [`STREAMED_RECORDS`] lines is applied batch by batch as it streams in
-//! (overlapping parsing and writing). A larger file is staged and merged in key order at
+//! A file of up to [`STREAMED_RECORDS`] lines (or of unknown length) is applied batch by
+//! batch as it streams in (overlapping parsing and writing). A larger file is staged and merged in key order at
 //! commit (`rows::merge_staged`): random-key upserts into a B-tree much larger than the
-//! page cache would otherwise rewrite pages over and over. Memory stays bounded either way.
+//! page cache would otherwise rewrite pages over and over. Memory stays bounded either way (and in a unit of several files, by `newest`).
 //!
 //! A unit of work can take a region's consecutive files (`FileTxn::next_file`, up to
 //! [`GROUP_LINES`] lines): opened for that (`FileTicket::together`), or from its second
