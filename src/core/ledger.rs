@@ -127,6 +127,12 @@ impl LedgerEntry {
         self.updated_at = now;
     }
 
+    /// The content (sha256) of a delivery of this file that started and has not
+    /// finished: a pending entry that already has a digest.
+    pub fn unfinished_delivery(&self) -> Option<&str> {
+        (self.state == FileState::Pending).then_some(self.sha256.as_deref()).flatten()
+    }
+
     /// Whether the entry is *settled*: nothing a pass, `status` or an alert derives from
     /// the active state can change because of it, so they never read it. `next_seq` is
     /// the stored expected SEQ of the entry's region.

@@ -82,7 +82,7 @@ impl Engine {
                 Some(c.reason.clone())
             } else if entry.state == FileState::Quarantined {
                 Some(format!("quarantined: {}", entry.reason.clone().unwrap_or_default()))
-            } else if entry.state == FileState::Pending && entry.sha256.is_some() {
+            } else if entry.unfinished_delivery().is_some() {
                 Some("a delivery of it started and has not finished; `run` finishes it".to_string())
             } else if entry.state == FileState::Delivered {
                 // Its records are with the consumers: delivering them again now would make

@@ -28,8 +28,9 @@
 
 use super::process::{Parsing, Ready};
 use super::{Engine, EngineError, PassReport};
-use crate::core::ledger::{FileState, LedgerEntry, Listed};
+use crate::core::ledger::{LedgerEntry, Listed};
 use crate::core::name::FileName;
+use crate::core::record::Tally;
 use crate::core::sequencer::{Apply, Stream};
 use crate::ports::delivery::FileDelivery;
 use crate::ports::source::SourceError;
@@ -62,6 +63,21 @@ pub(super) enum Grouped {
 /// The span of one file's work (the fields every log line of a file carries).
 pub(super) fn file_span(region: &str, action: &Apply) -> tracing::Span {
     tracing::info_span!("file", region = %region, file = %action.name, seq = action.seq, late = action.late)
+}
+
+/// The line that tells a file was applied, with its counts, the SEQ its stream expects
+/// next, and how many files went into the store with it.
+pub(super) fn log_applied(tally: &Tally, next_seq: Option<u64>, together: usize) {
+    tracing::info!(
+        applied = tally.applied,
+        stale = tally.stale,
+        unchanged = tally.unchanged,
+        rejected = tally.rejected,
+        removed = tally.removed,
+        next_seq,
+        together,
+        "file applied"
+    );
 }
 
 /// One file of a unit, applied and settled in it.
@@ -167,19 +183,7 @@ impl Engine {
         *stream = plan;
         let together = files.len();
         for InUnit { action, entry, next_seq } in files {
-            let tally = entry.tally;
-            file_span(stream.region(), &action).in_scope(|| {
-                tracing::info!(
-                    applied = tally.applied,
-                    stale = tally.stale,
-                    unchanged = tally.unchanged,
-                    rejected = tally.rejected,
-                    removed = tally.removed,
-                    next_seq,
-                    together,
-                    "file applied"
-                )
-            });
+            file_span(stream.region(), &action).in_scope(|| log_applied(&entry.tally, next_seq, together));
             ledger.insert(action.name.clone(), entry);
             report.applied.push(action.name);
         }
@@ -238,7 +242,8 @@ impl Engine {
     }
 }
 
-fn file_of(entry: &LedgerEntry) -> Result<&FileName, EngineError> {
+/// The batch file name of `entry`; an operator error for a name that is not one.
+pub(super) fn file_of(entry: &LedgerEntry) -> Result<&FileName, EngineError> {
     entry.batch.as_ref().ok_or_else(|| EngineError::Operator(format!("{} is not a batch file name", entry.name)))
 }
 
@@ -248,5 +253,5 @@ fn joins_a_unit(entry: &LedgerEntry, listed: &Listed) -> bool {
     entry.batch.is_some()
         && listed.problem.is_none()
         && listed.size <= UNIT_FILE_BYTES
-        && !(entry.state == FileState::Pending && entry.sha256.is_some())
+        && entry.unfinished_delivery().is_none()
 }

@@ -1,6 +1,6 @@
 //! One discovery-and-apply pass.
 
-use super::group::{Grouped, file_span};
+use super::group::{Grouped, file_span, log_applied};
 use super::streams::build_streams;
 use super::{Engine, EngineError, FileOutcome, PassReport};
 use crate::core::ledger::{LedgerEntry, Listed};
@@ -201,16 +201,7 @@ impl Engine {
                         return if e.is_transient() || e.is_superseded() { Ok(false) } else { Err(e) };
                     }
                 };
-                let tally = entry.tally;
-                tracing::info!(
-                    applied = tally.applied,
-                    stale = tally.stale,
-                    unchanged = tally.unchanged,
-                    rejected = tally.rejected,
-                    removed = tally.removed,
-                    next_seq = stream.next_seq(),
-                    "file applied"
-                );
+                log_applied(&entry.tally, stream.next_seq(), 1);
                 ledger.insert(action.name.clone(), entry);
                 report.applied.push(action.name.clone());
             }

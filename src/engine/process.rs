@@ -124,11 +124,9 @@ impl Engine {
         listed: &Listed,
         cancel: &CancellationToken,
     ) -> Result<Checked, EngineError> {
-        let Some(file) = entry.batch.clone() else {
-            return Err(EngineError::Operator(format!("{} is not a batch file name", entry.name)));
-        };
+        let file = super::group::file_of(entry)?.clone();
         if let Some(problem) = &listed.problem {
-            if entry.state == FileState::Pending && entry.sha256.is_some() {
+            if entry.unfinished_delivery().is_some() {
                 // A delivery of its content started: keep that known until the object can
                 // be read again (or is replaced, then judged as a conflict).
                 return Err(EngineError::Source(SourceError::Invalid {
@@ -152,9 +150,7 @@ impl Engine {
         }
         let expected = validation.summary;
         let reapply = entry.state.is_processed();
-        // A pending entry with a digest is a delivery that started and stopped half-way.
-        let started = (entry.state == FileState::Pending).then_some(entry.sha256.as_deref()).flatten();
-        match started {
+        match entry.unfinished_delivery() {
             // The same content: resume under the same generation, so the receipts of the
             // interrupted attempt still count.
             Some(sha) if sha == expected.sha256 => after.generation = entry.generation,
