@@ -40,6 +40,10 @@ pub struct ConfigFile {
     pub broker: Option<String>,
     #[serde(default, with = "humantime_serde")]
     pub poll_interval: Option<Duration>,
+    /// How often a pass lists and checks every object (default 5 minutes); the passes in
+    /// between look only at new names and active files (see `engine::Scope`).
+    #[serde(default, with = "humantime_serde")]
+    pub reconcile_interval: Option<Duration>,
     pub log_format: Option<LogFormat>,
     /// Shorthand for `[sequence] gap_alert_after`.
     #[serde(default, with = "humantime_serde")]
@@ -225,6 +229,8 @@ pub struct Settings {
     /// How often a pass runs without being woken: `poll_interval`, or with events the
     /// `reconcile_interval`.
     pub pass_interval: Duration,
+    /// How often a pass is a full one (every object listed and checked).
+    pub reconcile_interval: Duration,
     /// Arrival expectations per region (`[[expect]]`), named regions first.
     pub expectations: Vec<crate::core::expectation::Expectation>,
     /// The alert webhook, when configured.
@@ -336,13 +342,19 @@ impl Settings {
                 })
             }
         };
+        let reconcile_interval = match (file.reconcile_interval, file.s3.reconcile_interval) {
+            (Some(_), Some(_)) => {
+                return err("reconcile_interval is set twice (top level and [s3]); keep one".into());
+            }
+            (a, b) => a.or(b).unwrap_or(DEFAULT_RECONCILE_INTERVAL),
+        };
+        if reconcile_interval.is_zero() {
+            return err("reconcile_interval must be greater than 0".into());
+        }
         let pass_interval = match &s3_events {
-            Some(_) => file.s3.reconcile_interval.unwrap_or(DEFAULT_RECONCILE_INTERVAL),
+            Some(_) => reconcile_interval,
             None => poll_interval,
         };
-        if pass_interval.is_zero() {
-            return err("s3.reconcile_interval must be greater than 0".into());
-        }
         let shutdown_timeout = file.shutdown_timeout.unwrap_or(DEFAULT_SHUTDOWN_TIMEOUT);
         if shutdown_timeout.is_zero() {
             return err("shutdown_timeout must be greater than 0".into());
@@ -360,6 +372,7 @@ impl Settings {
             rabbitmq,
             s3_events,
             pass_interval,
+            reconcile_interval,
             source,
             store,
             broker,
@@ -447,6 +460,20 @@ mod tests {
         assert_eq!(s.health_listen.to_string(), "127.0.0.1:8080");
         assert_eq!(s.rules.gap_alert_after, TimeDelta::hours(26));
         assert_eq!(s.poll_interval, Duration::from_secs(10));
+    }
+
+    #[test]
+    fn the_reconcile_interval_is_one_setting_with_two_spellings() {
+        let s = load("").unwrap();
+        assert_eq!((s.reconcile_interval, s.pass_interval), (Duration::from_secs(300), Duration::from_secs(10)));
+        let s = load("reconcile_interval = \"1m\"").unwrap();
+        assert_eq!(s.reconcile_interval, Duration::from_secs(60));
+        let events = "source = \"s3://b/in\"\nbroker = \"amqp://h\"\n[s3]\nevents_queue = \"q\"\n";
+        let s = load(&format!("{events}reconcile_interval = \"2m\"")).unwrap();
+        assert_eq!((s.reconcile_interval, s.pass_interval), (Duration::from_secs(120), Duration::from_secs(120)));
+        let twice = format!("reconcile_interval = \"1m\"\n{events}reconcile_interval = \"2m\"");
+        assert!(load(&twice).unwrap_err().0.contains("set twice"));
+        assert!(load("reconcile_interval = \"0s\"").unwrap_err().0.contains("greater than 0"));
     }
 
     #[test]

@@ -85,3 +85,42 @@ fn health_endpoints_lock_and_graceful_shutdown() {
         Command::new(common::bin()).current_dir(dir.path()).args(["--store", "state.db", "export"]).output().unwrap();
     assert_eq!(String::from_utf8_lossy(&export.stdout).lines().count(), 1);
 }
+
+/// Between reconciles the service's passes look only at new names and active files: a new
+/// file is applied by the next quick pass, while a settled file written again in place
+/// with other content is found by the next full pass (`reconcile_interval`), quarantined
+/// as a conflict.
+#[test]
+fn quick_passes_find_new_files_and_the_reconcile_finds_a_settled_file_written_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let inbox = dir.path().join("inbox");
+    std::fs::create_dir_all(&inbox).unwrap();
+    let file = |seq: u64, title: &str| {
+        let line = format!("POR,{seq},,C,42,{title},DPN1,SEV,Y,RA7,1234,Org,Loc");
+        format!("HDR,RMC,SEV,2022080{seq},{seq}\n{line}\nTRL,1\n")
+    };
+    let first = inbox.join("DE_SEV_RMC_20220801_00000001.DAT");
+    std::fs::write(&first, file(1, "Nurse")).unwrap();
+    std::fs::write(
+        dir.path().join("esr.toml"),
+        "poll_interval = \"100ms\"\nreconcile_interval = \"3s\"\n[health]\nlisten = \"127.0.0.1:0\"\n",
+    )
+    .unwrap();
+    let service = Service::start(dir.path(), &["--source", "inbox", "--store", "state.db"]);
+    service.wait_for("/status", Duration::from_secs(10), |_, body| body.contains("\"applied_files\":1"));
+    service.wait_for("/metrics", Duration::from_secs(10), |_, body| {
+        body.contains("esr_ingest_last_pass_seconds{listing=\"quick\"}")
+    });
+
+    std::fs::write(inbox.join("DE_SEV_RMC_20220802_00000002.DAT"), file(2, "Doctor")).unwrap();
+    service.wait_for("/status", Duration::from_secs(10), |_, body| body.contains("\"applied_files\":2"));
+
+    std::fs::write(&first, file(1, "Surgeon")).unwrap();
+    let later = std::time::SystemTime::now() + Duration::from_secs(60);
+    std::fs::File::options().write(true).open(&first).unwrap().set_modified(later).unwrap();
+    let (_, body) = service.wait_for("/status", Duration::from_secs(20), |_, body| body.contains("conflict:"));
+    let status: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(common::quarantined_files(&status), vec!["DE_SEV_RMC_20220801_00000001.DAT"], "{status:#}");
+    let (_, metrics) = service.get("/metrics");
+    assert!(metrics.contains("esr_ingest_last_pass_seconds{listing=\"full\"}"), "{metrics}");
+}

@@ -85,8 +85,8 @@ async fn s3_to_rabbitmq_to_mongodb_exports_what_the_embedded_mode_exports() {
 }
 
 /// With `[s3] events_queue`, an S3 event notification (MinIO's JSON shape, published to
-/// the broker as MinIO would) starts a pass at once, while the full listing runs only
-/// every `reconcile_interval` (an hour here).
+/// the broker as MinIO would) starts a pass over the keys it names at once, while the
+/// full listing runs only every `reconcile_interval` (an hour here).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_s3_event_notification_starts_work_within_seconds() {
     use lapin::options::{BasicPublishOptions, ExchangeDeclareOptions};
@@ -125,11 +125,12 @@ async fn an_s3_event_notification_starts_work_within_seconds() {
         c
     };
     let log = work.path().join("run.log");
-    let mut service = base(&["run", "--listen", "127.0.0.1:0"])
+    let service = base(&["run", "--listen", "127.0.0.1:0"])
         .stderr(std::fs::File::create(&log).unwrap())
         .stdout(std::process::Stdio::null())
         .spawn()
         .unwrap();
+    let mut service = common::KillOnDrop(service); // no service outlives a failed assertion
     eventually("the events listener", std::time::Duration::from_secs(30), || {
         log_text(&log).contains("listening for S3 event notifications")
     });
@@ -141,43 +142,62 @@ async fn an_s3_event_notification_starts_work_within_seconds() {
         force_path_style: true,
     };
     let client = esr_ingest::adapters::s3::client(&settings).await;
-    let name = "DE_SEV_RMC_20220730_00000001.DAT";
-    let body = "HDR,RMC,SEV,20220730,00000001\nPOR,1,,C,42,Staff Nurse,DPN1,SEV,Y,RA7,1234,Org,Loc\nTRL,1\n";
-    client
-        .put_object()
-        .bucket(&bucket)
-        .key(format!("in/{name}"))
-        .body(body.as_bytes().to_vec().into())
-        .send()
-        .await
-        .unwrap();
-    let event = serde_json::json!({
-        "EventName": "s3:ObjectCreated:Put",
-        "Key": format!("{bucket}/in/{name}"),
-        "Records": [{
-            "eventVersion": "2.0", "eventSource": "minio:s3", "eventName": "s3:ObjectCreated:Put",
-            "s3": {"bucket": {"name": bucket}, "object": {"key": format!("in%2F{name}"), "size": body.len()}}
-        }]
-    });
-    let sent = std::time::Instant::now();
-    channel
-        .basic_publish(
-            events_exchange.as_str().into(),
-            "".into(),
-            BasicPublishOptions::default(),
-            event.to_string().as_bytes(),
-            lapin::BasicProperties::default(),
-        )
-        .await
-        .unwrap();
-    let applied = || {
-        let out = base(&["status", "--json"]).output().unwrap();
-        serde_json::from_slice::<serde_json::Value>(&out.stdout).is_ok_and(|v| v["counts"]["applied_files"] == 1)
+    let upload = |seq: u64| {
+        let name = format!("DE_SEV_RMC_2022080{seq}_0000000{seq}.DAT");
+        let body = format!(
+            "HDR,RMC,SEV,2022080{seq},0000000{seq}\nPOR,{seq},,C,42,Staff Nurse,DPN1,SEV,Y,RA7,1234,Org,Loc\nTRL,1\n"
+        );
+        let put = client.put_object().bucket(&bucket).key(format!("in/{name}")).body(body.as_bytes().to_vec().into());
+        async move {
+            put.send().await.unwrap();
+            name
+        }
     };
-    eventually("the file announced by the event", std::time::Duration::from_secs(20), applied);
+    let announce = |name: String| {
+        let event = serde_json::json!({
+            "EventName": "s3:ObjectCreated:Put",
+            "Key": format!("{bucket}/in/{name}"),
+            "Records": [{
+                "eventVersion": "2.0", "eventSource": "minio:s3", "eventName": "s3:ObjectCreated:Put",
+                "s3": {"bucket": {"name": bucket}, "object": {"key": format!("in%2F{name}"), "size": 100}}
+            }]
+        });
+        let (channel, exchange) = (&channel, &events_exchange);
+        async move {
+            let body = event.to_string();
+            let options = BasicPublishOptions::default();
+            let properties = lapin::BasicProperties::default();
+            channel
+                .basic_publish(exchange.as_str().into(), "".into(), options, body.as_bytes(), properties)
+                .await
+                .unwrap();
+        }
+    };
+    let status = || {
+        let out = base(&["status", "--json"]).output().unwrap();
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap_or_default()
+    };
+    let first = upload(1).await;
+    let sent = std::time::Instant::now();
+    announce(first).await;
+    let applied = |n: u64| move || status()["counts"]["applied_files"] == n;
+    eventually("the file announced by the event", std::time::Duration::from_secs(20), applied(1));
     let took = sent.elapsed();
-    let _ = Command::new("kill").arg("-TERM").arg(service.id().to_string()).status();
-    assert!(service.wait().unwrap().success(), "{}", log_text(&log));
+
+    // A pass an event starts looks at the keys announced (and the files still active),
+    // not at the whole prefix: SEQ 2 uploaded without a notification is not seen, so the
+    // announced SEQ 3 is held for it until SEQ 2's own notification arrives.
+    let second = upload(2).await;
+    let third = upload(3).await;
+    announce(third).await;
+    eventually("SEQ 3 held", std::time::Duration::from_secs(20), || common::held(&status(), "SEV") == vec![3]);
+    std::thread::sleep(std::time::Duration::from_secs(1));
+    let now = status();
+    assert_eq!((common::next_seq(&now, "SEV"), common::held(&now, "SEV")), (Some(2), vec![3]), "{now:#}");
+    announce(second).await;
+    eventually("SEQ 2 and 3 after SEQ 2's event", std::time::Duration::from_secs(20), applied(3));
+    let _ = Command::new("kill").arg("-TERM").arg(service.0.id().to_string()).status();
+    assert!(service.0.wait().unwrap().success(), "{}", log_text(&log));
     assert!(took < std::time::Duration::from_secs(20), "applied {took:?} after the event");
 }
 

@@ -105,12 +105,3 @@ TOML
   printf '%s\n' "${rows[@]}"
   rm -rf "$d"
 }
-
-section_pending() {
-  echo "## 6. Not measured yet"
-  echo
-  echo "Method: none yet; these rows are kept so the table shows what is missing."
-  echo
-  md_header "measurement" "result"
-  md_row "latency from upload to applied, p50 / p99: S3 event notifications vs polling" "not measured yet"
-}

@@ -1,8 +1,10 @@
 //! S3 (or any S3-compatible server) as the object source.
 //!
 //! Invariants:
-//! - Every pass lists the *whole* prefix with ListObjectsV2 pagination; there is no
+//! - A full pass lists the *whole* prefix with ListObjectsV2 pagination; there is no
 //!   "start after the last key" cursor, so a late file whose key sorts earlier is found.
+//!   A pass woken by event notifications lists only the keys they named, each exactly as
+//!   the full listing lists it.
 //! - The fingerprint is size, LastModified and ETag: a new upload of the same key changes
 //!   it (some S3-compatible servers list no ETag, so LastModified is part of it too).
 //! - A read asks for exactly the listed object (`If-Match` on its ETag when the listing
@@ -101,6 +103,15 @@ fn timestamp(t: Option<&aws_sdk_s3::primitives::DateTime>) -> DateTime<Utc> {
     t.and_then(|t| DateTime::from_timestamp(t.secs(), t.subsec_nanos())).unwrap_or(DateTime::UNIX_EPOCH)
 }
 
+/// An object of a listing page as the source lists it.
+fn listed(object: &aws_sdk_s3::types::Object) -> Option<Listed> {
+    let key = object.key()?;
+    let size = object.size().unwrap_or(0).max(0) as u64;
+    let etag = object.e_tag().unwrap_or_default();
+    let modified = timestamp(object.last_modified());
+    Some(Listed { key: key.to_string(), size, modified, fingerprint: fingerprint(size, modified, etag), problem: None })
+}
+
 #[async_trait]
 impl ObjectSource for S3Source {
     fn describe(&self) -> String {
@@ -112,21 +123,23 @@ impl ObjectSource for S3Source {
         let mut out = Vec::new();
         while let Some(page) = pages.next().await {
             let page = page.map_err(|e| self.error(&self.prefix, e))?;
-            for object in page.contents() {
-                let Some(key) = object.key() else { continue };
-                let size = object.size().unwrap_or(0).max(0) as u64;
-                let etag = object.e_tag().unwrap_or_default();
-                let modified = timestamp(object.last_modified());
-                out.push(Listed {
-                    key: key.to_string(),
-                    size,
-                    modified,
-                    fingerprint: fingerprint(size, modified, etag),
-                    problem: None,
-                });
-            }
+            out.extend(page.contents().iter().filter_map(listed));
         }
         out.sort_by(|a, b| a.key.cmp(&b.key));
+        Ok(out)
+    }
+
+    /// One request per key: the first key under the key itself as a prefix is the key,
+    /// when it exists (so it is listed exactly as the full listing lists it).
+    async fn list_keys(&self, keys: &[String]) -> Result<Vec<Listed>, SourceError> {
+        let mut out = Vec::new();
+        for key in keys.iter().filter(|k| k.starts_with(&self.prefix)) {
+            let page = self.client.list_objects_v2().bucket(&self.bucket).prefix(key).max_keys(1).send().await;
+            let page = page.map_err(|e| self.error(key, e))?;
+            out.extend(page.contents().iter().filter_map(listed).filter(|l| &l.key == key));
+        }
+        out.sort_by(|a, b| a.key.cmp(&b.key));
+        out.dedup_by(|a, b| a.key == b.key);
         Ok(out)
     }
 

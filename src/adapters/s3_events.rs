@@ -1,17 +1,21 @@
 //! S3 event notifications (the AWS / MinIO JSON shape) from an AMQP queue: a hint that
 //! starts a pass within seconds of an upload.
 //!
-//! Invariant: events only ever *wake* the service; what is processed is always decided
-//! by a full listing of the prefix (the pass), which also runs every
-//! `reconcile_interval` without any event. So a lost, duplicated, reordered or forged
+//! Invariant: events only ever *wake* the service and name keys to look at; what is
+//! processed is decided by the objects themselves as the source lists them (a pass
+//! looks up each named key, and a full listing of the prefix runs every
+//! `reconcile_interval` without any event). So a lost, duplicated, reordered or forged
 //! notification can delay work until the next reconcile, never change what is applied.
+//! The keys waiting for a pass are bounded ([`ANNOUNCED_KEYS`]); past the bound the next
+//! pass is a full one.
 
 use futures::StreamExt;
 use lapin::options::{BasicAckOptions, BasicConsumeOptions, QueueBindOptions, QueueDeclareOptions};
 use lapin::types::FieldTable;
 use lapin::{Connection, ConnectionProperties};
 use serde::Deserialize;
-use std::sync::Arc;
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -81,18 +85,71 @@ fn decode_key(key: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-/// Whether a notification announces a new object under the watched prefix.
-pub fn announces_work(body: &[u8], bucket: &str, prefix: &str) -> Result<bool, String> {
+/// The keys of the new objects under the watched prefix a notification announces.
+pub fn announced_keys(body: &[u8], bucket: &str, prefix: &str) -> Result<Vec<String>, String> {
     let n: Notification = serde_json::from_slice(body).map_err(|e| format!("not an S3 event notification: {e}"))?;
-    Ok(n.records.iter().any(|r| {
-        r.event_name.contains("ObjectCreated")
-            && r.s3.bucket.name == bucket
-            && decode_key(&r.s3.object.key).starts_with(prefix)
-    }))
+    Ok(n.records
+        .iter()
+        .filter(|r| r.event_name.contains("ObjectCreated") && r.s3.bucket.name == bucket)
+        .map(|r| decode_key(&r.s3.object.key))
+        .filter(|key| key.starts_with(prefix))
+        .collect())
 }
 
-/// Consumes notifications until `cancel`, waking `wake` for each relevant one.
-pub fn spawn(settings: EventSettings, wake: Arc<Notify>, cancel: CancellationToken) -> tokio::task::JoinHandle<()> {
+/// How many announced keys wait for a pass at most; past it, the next pass is full.
+pub const ANNOUNCED_KEYS: usize = 10_000;
+
+/// The keys announced and not yet taken by a pass, and the wake-up for the pass loop.
+pub struct Announced {
+    /// `None` once more than [`ANNOUNCED_KEYS`] wait: a full pass is needed.
+    keys: Mutex<Option<BTreeSet<String>>>,
+    wake: Notify,
+}
+
+impl Default for Announced {
+    fn default() -> Self {
+        Self { keys: Mutex::new(Some(BTreeSet::new())), wake: Notify::new() }
+    }
+}
+
+impl Announced {
+    /// Adds keys for the next pass and wakes it.
+    pub fn add(&self, keys: impl IntoIterator<Item = String>) {
+        self.give_back(keys);
+        self.wake.notify_one();
+    }
+
+    /// Gives keys back after a pass that did not finish with them (no wake-up: the next
+    /// event or the reconcile runs the pass).
+    pub fn give_back(&self, keys: impl IntoIterator<Item = String>) {
+        let mut waiting = self.keys.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(set) = waiting.as_mut() {
+            set.extend(keys);
+            if set.len() > ANNOUNCED_KEYS {
+                *waiting = None;
+            }
+        }
+    }
+
+    /// The keys waiting, emptied; `None` when too many arrived for one look-up each.
+    pub fn take(&self) -> Option<Vec<String>> {
+        let mut waiting = self.keys.lock().unwrap_or_else(PoisonError::into_inner);
+        waiting.replace(BTreeSet::new()).map(|set| set.into_iter().collect())
+    }
+
+    /// Resolves when keys were added since the last call (or a wake is pending).
+    pub async fn woken(&self) {
+        self.wake.notified().await;
+    }
+
+    /// Keeps a wake-up for the next [`Announced::woken`].
+    pub fn wake_again(&self) {
+        self.wake.notify_one();
+    }
+}
+
+/// Consumes notifications until `cancel`, adding the keys of each relevant one.
+pub fn spawn(settings: EventSettings, wake: Arc<Announced>, cancel: CancellationToken) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         while !cancel.is_cancelled() {
             if let Err(e) = listen(&settings, &wake, &cancel).await {
@@ -103,7 +160,7 @@ pub fn spawn(settings: EventSettings, wake: Arc<Notify>, cancel: CancellationTok
     })
 }
 
-async fn listen(s: &EventSettings, wake: &Notify, cancel: &CancellationToken) -> Result<(), String> {
+async fn listen(s: &EventSettings, wake: &Announced, cancel: &CancellationToken) -> Result<(), String> {
     let props = ConnectionProperties::default().with_connection_name("esr-ingest s3 events".into());
     let conn = tokio::time::timeout(Duration::from_secs(10), Connection::connect(&s.url, props))
         .await
@@ -138,12 +195,12 @@ async fn listen(s: &EventSettings, wake: &Notify, cancel: &CancellationToken) ->
             Some(Err(e)) => return Err(e.to_string()),
             None => return Err("the broker ended the consumer".into()),
         };
-        match announces_work(&delivery.data, &s.bucket, &s.prefix) {
-            Ok(true) => {
-                tracing::debug!("S3 event: new object under the prefix; starting a pass");
-                wake.notify_one();
+        match announced_keys(&delivery.data, &s.bucket, &s.prefix) {
+            Ok(keys) if !keys.is_empty() => {
+                tracing::debug!(keys = keys.len(), "S3 event: new object under the prefix; starting a pass");
+                wake.add(keys);
             }
-            Ok(false) => {}
+            Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "ignoring a message on the S3 events queue"),
         }
         delivery.ack(BasicAckOptions::default()).await.map_err(|e| e.to_string())?;
@@ -159,12 +216,27 @@ mod tests {
         let body = br#"{"EventName":"s3:ObjectCreated:Put","Key":"esr/inbox/DE_SEV_RMC_20220730_00001157.DAT",
           "Records":[{"eventVersion":"2.0","eventSource":"minio:s3","eventName":"s3:ObjectCreated:Put",
           "s3":{"bucket":{"name":"esr"},"object":{"key":"inbox%2FDE_SEV_RMC_20220730_00001157.DAT","size":10}}}]}"#;
-        assert_eq!(announces_work(body, "esr", "inbox/"), Ok(true));
-        assert_eq!(announces_work(body, "other", "inbox/"), Ok(false));
-        assert_eq!(announces_work(body, "esr", "elsewhere/"), Ok(false));
+        let key = "inbox/DE_SEV_RMC_20220730_00001157.DAT".to_string();
+        assert_eq!(announced_keys(body, "esr", "inbox/"), Ok(vec![key]));
+        assert_eq!(announced_keys(body, "other", "inbox/"), Ok(vec![]));
+        assert_eq!(announced_keys(body, "esr", "elsewhere/"), Ok(vec![]));
         let removed = String::from_utf8_lossy(body).replace("ObjectCreated:Put", "ObjectRemoved:Delete");
-        assert_eq!(announces_work(removed.as_bytes(), "esr", "inbox/"), Ok(false));
-        assert!(announces_work(b"not json", "esr", "").is_err());
+        assert_eq!(announced_keys(removed.as_bytes(), "esr", "inbox/"), Ok(vec![]));
+        assert!(announced_keys(b"not json", "esr", "").is_err());
         assert_eq!(decode_key("a+b%2Fc%zz"), "a b/c%zz");
+    }
+
+    #[test]
+    fn announced_keys_are_bounded_and_taken_once() {
+        let announced = Announced::default();
+        announced.add(["b".to_string(), "a".to_string(), "a".to_string()]);
+        assert_eq!(announced.take(), Some(vec!["a".to_string(), "b".to_string()]));
+        assert_eq!(announced.take(), Some(vec![]));
+        announced.give_back(vec!["c".into()]);
+        assert_eq!(announced.take(), Some(vec!["c".to_string()]));
+        announced.add((0..=ANNOUNCED_KEYS).map(|i| i.to_string()));
+        assert_eq!(announced.take(), None, "past the bound, a full pass");
+        announced.add(["d".to_string()]);
+        assert_eq!(announced.take(), Some(vec!["d".to_string()]), "the bound starts afresh");
     }
 }

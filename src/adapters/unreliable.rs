@@ -15,7 +15,7 @@ use crate::core::lease::Lease;
 use crate::core::ledger::{FileState, LedgerEntry, Listed};
 use crate::core::record::{Record, Reject, Tally};
 use crate::ports::delivery::{Delivery, DeliveryError, DeliveryProbe, FileDelivery};
-use crate::ports::source::{ObjectReader, ObjectSource, SourceError};
+use crate::ports::source::{ObjectReader, ObjectSource, SettledNames, SourceError};
 use crate::ports::store::{
     AuditEntry, Commit, Counts, DeadLetter, DeliveredBatch, FileTicket, FileTxn, KnownName, RegionHistory, Shared,
     Snapshot, Store, StoreError, StoredRecord,
@@ -373,6 +373,12 @@ impl ObjectSource for UnreliableSource {
     }
     async fn list(&self) -> Result<Vec<Listed>, SourceError> {
         self.plan.around("list", source_fault, || self.inner.list()).await
+    }
+    async fn list_quick(&self, settled: SettledNames) -> Result<Vec<Listed>, SourceError> {
+        self.plan.around("list", source_fault, || self.inner.list_quick(settled.clone())).await
+    }
+    async fn list_keys(&self, keys: &[String]) -> Result<Vec<Listed>, SourceError> {
+        self.plan.around("list", source_fault, || self.inner.list_keys(keys)).await
     }
     async fn ping(&self) -> Result<(), SourceError> {
         self.plan.around("source ping", source_fault, || self.inner.ping()).await

@@ -49,7 +49,7 @@ impl Engine {
         record_new: bool,
         cancel: &CancellationToken,
     ) -> Result<(BackfillPlan, HashMap<String, (LedgerEntry, Listed)>), EngineError> {
-        let loaded = self.load(&mut super::PassReport::default(), cancel).await?;
+        let loaded = self.load(&super::discovery::Scope::Full, &mut super::PassReport::default(), cancel).await?;
         let (objects, mut ledger) = (loaded.objects, loaded.ledger);
         if record_new {
             self.commit_discovered(loaded.discovered, cancel).await?;

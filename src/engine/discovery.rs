@@ -6,10 +6,11 @@ use crate::core::ledger::{
     FileState, LedgerEntry, Listed, Observation, UploadVerdict, judge_second_claim, judge_upload, observe, seq_owner,
 };
 use crate::core::name::{NameVerdict, object_name};
-use crate::ports::source::SourceError;
+use crate::ports::source::{SettledNames, SourceError};
 use crate::ports::store::{Commit, Snapshot};
 use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
 use tokio::io::AsyncReadExt;
 use tokio_util::sync::CancellationToken;
 
@@ -25,16 +26,39 @@ pub(super) struct Loaded {
     pub discovered: BTreeMap<Option<String>, Commit>,
 }
 
+/// Every name the ledger knows, with the fingerprint it knows it by.
+type Known = Arc<HashMap<String, String>>;
+
+/// What a pass looks at in the source (see [`crate::ports::source::ObjectSource`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Scope {
+    /// Every object, each checked ([`list`](crate::ports::source::ObjectSource::list)): the reconcile that nothing
+    /// escapes, whatever else was missed or lost.
+    Full,
+    /// Every object but those of settled names
+    /// ([`list_quick`](crate::ports::source::ObjectSource::list_quick)). A new name is
+    /// found at once; a settled file uploaded again in place, at the next full pass.
+    Quick,
+    /// Only these keys (named by event notifications, [`list_keys`](crate::ports::source::ObjectSource::list_keys)), and
+    /// the files still active, taken as the ledger knows them (reading one checks that it
+    /// is still the object the ledger knows).
+    Keys(Vec<String>),
+}
+
 impl Engine {
-    /// Lists the source, reads the store and reconciles the two.
+    /// Reads the store, lists the source as `scope` says and reconciles the two.
     pub(super) async fn load(
         &self,
+        scope: &Scope,
         report: &mut PassReport,
         cancel: &CancellationToken,
     ) -> Result<Loaded, EngineError> {
-        let listing = retry_transient("listing the source", cancel, || async { Ok(self.source.list().await?) }).await?;
+        let (mut snapshot, known) = self.read_store(cancel).await?;
+        let mut ledger: HashMap<String, LedgerEntry> =
+            std::mem::take(&mut snapshot.ledger).into_iter().map(|e| (e.name.clone(), e)).collect();
+        let listing = self.list_source(scope, &ledger, &known, cancel).await?;
         let objects = self.by_name(listing);
-        let (snapshot, mut ledger, settled) = self.read_ledger(&objects, cancel).await?;
+        let settled = self.read_ledger(&objects, &mut ledger, &known, cancel).await?;
         let mut objects = objects;
         if let Some(ownership) = &self.ownership {
             // Claim every region seen, then look only at the regions held.
@@ -58,26 +82,69 @@ impl Engine {
         Ok(Loaded { objects, ledger, streams: snapshot.streams, settled, discovered })
     }
 
-    /// The ledger entries this pass works on: the active ones (see
-    /// [`LedgerEntry::is_settled`]), plus, for listed objects, those whose upload differs
-    /// from what the ledger knows and those at the SEQ of a new name (a second claimant is
-    /// judged against the first). A settled entry whose object is listed unchanged is
-    /// never read: what a pass costs follows the active state, not the history.
-    async fn read_ledger(
-        &self,
-        objects: &BTreeMap<String, Listed>,
-        cancel: &CancellationToken,
-    ) -> Result<(Snapshot, HashMap<String, LedgerEntry>, HashSet<String>), EngineError> {
+    /// The active state (ledger entries and streams) and every known name's fingerprint.
+    async fn read_store(&self, cancel: &CancellationToken) -> Result<(Snapshot, Known), EngineError> {
         let read = || async {
             let snapshot = self.store.active().await?;
             let known = self.store.known_names().await?;
             Ok::<_, crate::ports::store::StoreError>((snapshot, known))
         };
-        let (mut snapshot, known) =
-            retry_transient("reading the store", cancel, || async { Ok(read().await?) }).await?;
-        let mut ledger: HashMap<String, LedgerEntry> =
-            std::mem::take(&mut snapshot.ledger).into_iter().map(|e| (e.name.clone(), e)).collect();
-        let known: HashMap<String, String> = known.into_iter().map(|k| (k.name, k.fingerprint)).collect();
+        let (snapshot, known) = retry_transient("reading the store", cancel, || async { Ok(read().await?) }).await?;
+        Ok((snapshot, Arc::new(known.into_iter().map(|k| (k.name, k.fingerprint)).collect())))
+    }
+
+    /// The source's objects as `scope` lists them; `active` is the active ledger.
+    async fn list_source(
+        &self,
+        scope: &Scope,
+        active: &HashMap<String, LedgerEntry>,
+        known: &Known,
+        cancel: &CancellationToken,
+    ) -> Result<Vec<Listed>, EngineError> {
+        match scope {
+            Scope::Full => {
+                retry_transient("listing the source", cancel, || async { Ok(self.source.list().await?) }).await
+            }
+            Scope::Quick => {
+                let active: HashSet<String> = active.keys().cloned().collect();
+                let known = known.clone();
+                let settled: SettledNames =
+                    Arc::new(move |name: &str| known.contains_key(name) && !active.contains(name));
+                retry_transient("listing the source", cancel, || async {
+                    Ok(self.source.list_quick(settled.clone()).await?)
+                })
+                .await
+            }
+            Scope::Keys(keys) => {
+                let mut listing =
+                    retry_transient("listing the source", cancel, || async { Ok(self.source.list_keys(keys).await?) })
+                        .await?;
+                let looked_up: HashSet<&str> = keys.iter().map(String::as_str).collect();
+                listing.extend(active.values().filter(|e| !looked_up.contains(e.key.as_str())).map(|e| Listed {
+                    key: e.key.clone(),
+                    size: e.size,
+                    modified: e.first_seen,
+                    fingerprint: e.fingerprint.clone(),
+                    problem: None,
+                }));
+                Ok(listing)
+            }
+        }
+    }
+
+    /// Completes `ledger` (the active entries) with the entries this pass works on: for
+    /// listed objects, those whose upload differs from what the ledger knows and those at
+    /// the SEQ of a new name (a second claimant is judged against the first). Returns the
+    /// listed names whose settled entry was not read (see [`LedgerEntry::is_settled`]): an
+    /// object listed unchanged is never read, so what a pass costs follows the active
+    /// state, not the history.
+    async fn read_ledger(
+        &self,
+        objects: &BTreeMap<String, Listed>,
+        ledger: &mut HashMap<String, LedgerEntry>,
+        known: &Known,
+        cancel: &CancellationToken,
+    ) -> Result<HashSet<String>, EngineError> {
         let (mut names, mut positions, mut settled) = (Vec::new(), Vec::new(), HashSet::new());
         for (name, listed) in objects {
             if !ledger.contains_key(name) {
@@ -105,7 +172,7 @@ impl Engine {
                 ledger.entry(e.name.clone()).or_insert(e);
             }
         }
-        Ok((snapshot, ledger, settled))
+        Ok(settled)
     }
 
     /// Writes each region's discoveries, fenced by its lease. A region whose lease was

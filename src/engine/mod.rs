@@ -24,6 +24,7 @@ pub mod streams;
 
 pub use crate::telemetry::heartbeat::{Heartbeat, WorkerBeat};
 pub use backfill::{BackfillFile, BackfillPlan, BackfillReport};
+pub use discovery::Scope;
 pub use export::export_line;
 pub use process::FileOutcome;
 pub use skip::Skipped;
@@ -119,6 +120,9 @@ pub struct PassReport {
     pub quarantined: Vec<String>,
     /// Files left for a later pass because of a transient error, with the error.
     pub deferred: Vec<(String, String)>,
+    /// A pass over notified keys found a region with no baseline yet: only a full pass
+    /// may set it (see `Scope::Keys`).
+    pub needs_full_listing: bool,
 }
 
 /// Everything a pass needs.

@@ -1,5 +1,6 @@
 //! One discovery-and-apply pass.
 
+use super::discovery::Scope;
 use super::group::{Grouped, file_span, log_applied};
 use super::streams::build_streams;
 use super::{Engine, EngineError, FileOutcome, PassReport};
@@ -15,11 +16,18 @@ use tracing::Instrument;
 const REGIONS_AT_ONCE: usize = 4;
 
 impl Engine {
-    /// Lists the source, records what is new, and applies everything the sequencer allows.
+    /// A full pass: lists every object, records what is new, and applies everything the
+    /// sequencer allows.
     pub async fn pass(&self, cancel: &CancellationToken) -> Result<PassReport, EngineError> {
+        self.pass_over(&Scope::Full, cancel).await
+    }
+
+    /// A pass that lists the source as `scope` says, then records what is new and applies
+    /// everything the sequencer allows.
+    pub async fn pass_over(&self, scope: &Scope, cancel: &CancellationToken) -> Result<PassReport, EngineError> {
         let mut report = PassReport::default();
         let super::discovery::Loaded { objects, ledger, streams, discovered, .. } =
-            self.load(&mut report, cancel).await?;
+            self.load(scope, &mut report, cancel).await?;
         self.commit_discovered(discovered, cancel).await?;
         self.heartbeat.beat();
 
@@ -28,9 +36,16 @@ impl Engine {
         streams.retain(|region, _| self.owns(Some(region)));
         // A baseline is "the lowest SEQ of the first pass": it is saved at once, so a file
         // deferred now cannot let a later pass pick another one.
+        // Only a pass that saw every name may set one: after a pass over notified keys
+        // alone, a new region waits for a full pass, which it asks for.
         let mut baselines = BTreeMap::new();
+        let partial = matches!(scope, Scope::Keys(_));
         for stream in streams.values_mut() {
             let start = self.rules.start.get(stream.region()).copied();
+            if partial && start.is_none() && stream.record().next_seq.is_none() {
+                report.needs_full_listing = true;
+                continue;
+            }
             if stream.ensure_baseline(start) {
                 tracing::info!(region = stream.region(), next_seq = stream.next_seq(), "stream baseline set");
                 let commit = Commit { streams: vec![stream.record().clone()], ..Default::default() };

@@ -107,8 +107,8 @@ pub async fn run(settings: Settings, mode: Mode, cancel: CancellationToken) -> a
             cancel.clone(),
         ));
     }
-    let wake = Arc::new(tokio::sync::Notify::new());
-    tasks.events = settings.s3_events.clone().map(|e| s3_events::spawn(e, wake.clone(), cancel.clone()));
+    let announced = Arc::new(s3_events::Announced::default());
+    tasks.events = settings.s3_events.clone().map(|e| s3_events::spawn(e, announced.clone(), cancel.clone()));
     let served = health::serve(listen, state, cancel.clone()).await;
     match served {
         Ok(server) => tasks.server = Some(server),
@@ -119,7 +119,13 @@ pub async fn run(settings: Settings, mode: Mode, cancel: CancellationToken) -> a
         }
     }
     let rules = settings.status_rules();
-    passes::run(&engine, settings.pass_interval, &rules, tasks.notifier.is_some(), &wake, &cancel).await;
+    let cadence = passes::Cadence {
+        interval: settings.pass_interval,
+        reconcile: settings.reconcile_interval,
+        announced,
+        events: settings.s3_events.is_some(),
+    };
+    passes::run(&engine, &cadence, &rules, tasks.notifier.is_some(), &cancel).await;
     tasks.stop(settings.shutdown_timeout).await;
     close(&engine).await;
     drop(lock);

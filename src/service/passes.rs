@@ -1,28 +1,80 @@
 //! The service's pass loop: a pass, the alert check, then files in flight followed until
 //! the next pass is due.
+//!
+//! Invariant: a full pass (every object listed and checked) runs first and then at least
+//! every `reconcile_interval`; the passes in between look only at new names and active
+//! files, or at the keys event notifications named. So whatever a quick pass cannot see
+//! (a settled file uploaded again in place, a lost notification) is seen within one
+//! `reconcile_interval`.
 
 use super::log_pass;
+use crate::adapters::s3_events::Announced;
 use crate::engine::status::StatusRules;
-use crate::engine::{Engine, EngineError};
-use std::time::Duration;
-use tokio::sync::Notify;
+use crate::engine::{Engine, EngineError, Scope};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
 /// How often files in flight are checked for completion between passes.
 const COMPLETION_CHECK: Duration = Duration::from_millis(500);
 
-/// Runs passes every `interval` (or when `wake` is notified) until `cancel`.
+/// When passes run and what each lists.
+pub(super) struct Cadence {
+    /// The pause between passes that nothing wakes.
+    pub interval: Duration,
+    /// How often a pass is a full one.
+    pub reconcile: Duration,
+    /// The keys event notifications announced, and the wake-up they send.
+    pub announced: Arc<Announced>,
+    /// Whether notifications are configured: passes between reconciles then look only
+    /// at the keys announced.
+    pub events: bool,
+}
+
+impl Cadence {
+    /// The next pass's scope: full first and every `reconcile`; in between, the keys
+    /// announced (with events) or a quick listing.
+    fn scope(&self, last_full: Option<Instant>) -> Scope {
+        let taken = self.announced.take(); // a full pass looks at them too
+        if last_full.is_none_or(|t| t.elapsed() >= self.reconcile) {
+            return Scope::Full;
+        }
+        match (self.events, taken) {
+            (false, _) => Scope::Quick,
+            (true, Some(keys)) => Scope::Keys(keys),
+            (true, None) => Scope::Full, // more keys than one look-up each is worth
+        }
+    }
+}
+
+/// Runs passes every `cadence.interval` (or when an event announces keys) until `cancel`.
 pub(super) async fn run(
     engine: &Engine,
-    interval: Duration,
+    cadence: &Cadence,
     rules: &StatusRules,
     notify: bool,
-    wake: &Notify,
     cancel: &CancellationToken,
 ) {
+    let wake = &cadence.announced;
+    let mut last_full: Option<Instant> = None;
     while !cancel.is_cancelled() {
-        let in_flight = match engine.pass(cancel).await {
+        let scope = cadence.scope(last_full);
+        let started = Instant::now();
+        let result = engine.pass_over(&scope, cancel).await;
+        crate::telemetry::metrics::pass_duration(listing(&scope), started.elapsed().as_secs_f64());
+        if let Scope::Keys(keys) = &scope
+            && !result.as_ref().is_ok_and(|r| r.deferred.is_empty())
+        {
+            wake.give_back(keys.iter().cloned()); // looked at again by the next pass
+        }
+        let in_flight = match result {
             Ok(report) => {
+                if scope == Scope::Full {
+                    last_full = Some(started);
+                } else if report.needs_full_listing {
+                    last_full = None; // a new region's baseline: a full pass now
+                    wake.wake_again();
+                }
                 log_pass(&report);
                 let completed = engine.complete_deliveries(cancel).await;
                 if let Err(e) = &completed {
@@ -39,15 +91,24 @@ pub(super) async fn run(
                 false
             }
         };
-        let next_pass = tokio::time::Instant::now() + interval;
+        let next_pass = tokio::time::Instant::now() + cadence.interval;
         if in_flight {
             follow_deliveries(engine, next_pass, wake, cancel).await;
         }
         tokio::select! {
             () = tokio::time::sleep_until(next_pass) => {}
-            () = wake.notified() => {}
+            () = wake.woken() => {}
             () = cancel.cancelled() => {}
         }
+    }
+}
+
+/// The metric label of a scope.
+fn listing(scope: &Scope) -> &'static str {
+    match scope {
+        Scope::Full => "full",
+        Scope::Quick => "quick",
+        Scope::Keys(_) => "keys",
     }
 }
 
@@ -57,15 +118,15 @@ pub(super) async fn run(
 async fn follow_deliveries(
     engine: &Engine,
     next_pass: tokio::time::Instant,
-    wake: &Notify,
+    wake: &Announced,
     cancel: &CancellationToken,
 ) {
     loop {
         tokio::select! {
             () = tokio::time::sleep(COMPLETION_CHECK) => {}
             () = tokio::time::sleep_until(next_pass) => return,
-            () = wake.notified() => {
-                wake.notify_one(); // keep the request for the caller's wait
+            () = wake.woken() => {
+                wake.wake_again(); // keep the request for the caller's wait
                 return;
             }
             () = cancel.cancelled() => return,

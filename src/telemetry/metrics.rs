@@ -31,6 +31,10 @@ fn describe() {
     use metrics::{describe_counter, describe_gauge};
     describe_counter!("esr_ingest_passes_total", "Discovery passes by result (ok, failed).");
     describe_gauge!("esr_ingest_last_discovery_timestamp_seconds", "When the last successful discovery pass ended.");
+    describe_gauge!(
+        "esr_ingest_last_pass_seconds",
+        "How long the last pass took, by what it listed (full, quick: new names and active files, keys: those notified)."
+    );
     describe_counter!(
         "esr_ingest_files_processed_total",
         "Files this process handled, by outcome (applied, delivered, duplicate, conflict, quarantined, deferred)."
@@ -91,4 +95,9 @@ pub fn pass_finished(ok: bool, at: DateTime<Utc>) {
     if ok {
         gauge!("esr_ingest_last_discovery_timestamp_seconds").set(at.timestamp_millis() as f64 / 1000.0);
     }
+}
+
+/// How long a pass took; `listing` is one of `full`, `quick`, `keys`.
+pub fn pass_duration(listing: &'static str, seconds: f64) {
+    gauge!("esr_ingest_last_pass_seconds", "listing" => listing).set(seconds);
 }

@@ -21,6 +21,17 @@ use std::time::{Duration, SystemTime};
 
 use serde_json::Value;
 
+/// A child process killed (and reaped) when dropped, so a test that fails half-way
+/// leaves no process behind.
+pub struct KillOnDrop(pub std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// The binary under test: the one cargo built for the integration tests, or
 /// `ESR_INGEST_TEST_BIN` (the soak script runs a copy, so a rebuild cannot pull the
 /// binary from under a running soak).

@@ -2,7 +2,10 @@
 //! A fixture gives the source plus a way to put objects into it.
 
 use async_trait::async_trait;
+use esr_ingest::core::ledger::Listed;
+use esr_ingest::core::name::object_name;
 use esr_ingest::ports::source::{ObjectSource, SourceError};
+use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 use tokio::io::AsyncReadExt;
 
@@ -62,6 +65,65 @@ pub async fn ping_answers(source: Arc<dyn ObjectSource>, up: Arc<dyn Uploader>) 
     source.ping().await.expect("a source with objects answers");
 }
 
+fn by_key(listing: Vec<Listed>) -> BTreeMap<String, Listed> {
+    listing.into_iter().map(|l| (l.key.clone(), l)).collect()
+}
+
+/// A quick listing lists what the full listing lists, as it lists it, but may leave out
+/// the objects of settled names that no other key shares.
+pub async fn a_quick_listing_leaves_out_only_settled_names(source: Arc<dyn ObjectSource>, up: Arc<dyn Uploader>) {
+    let (settled, other, nested, shared) = (
+        "DE_SEV_RMC_20220729_00000001.DAT",
+        "DE_SEV_RMC_20220730_00000002.DAT",
+        "deep/er/DE_WES_RMC_20220730_00000007.DAT",
+        "DE_NWS_RMC_20220730_00000003.DAT",
+    );
+    up.put(settled, b"one").await;
+    up.put(other, b"two").await;
+    up.put(nested, b"seven").await;
+    up.put(&format!("a/{shared}"), b"three").await;
+    let names: HashSet<String> = [settled, object_name(nested), shared, "DE_SEV_RMC_20220101_00000009.DAT"]
+        .iter()
+        .map(|n| n.to_string())
+        .collect();
+    // After the look at the ledger: a new name, the same name under a second key, an
+    // object of a settled name uploaded again in place.
+    up.put("DE_SEV_RMC_20220731_00000004.DAT", b"four").await;
+    up.put(&format!("b/{shared}"), b"three again").await;
+    up.put(settled, b"one, rewritten").await;
+    let quick = by_key(source.list_quick(Arc::new(move |name: &str| names.contains(name))).await.unwrap());
+    let full = by_key(source.list().await.unwrap());
+    let may_leave_out = [settled, nested];
+    for (key, listed) in &full {
+        match quick.get(key) {
+            Some(got) => assert_eq!(got, listed, "{key} is listed as the full listing lists it"),
+            None => assert!(may_leave_out.contains(&key.as_str()), "{key} left out of a quick listing"),
+        }
+    }
+    assert!(quick.keys().all(|k| full.contains_key(k)), "a quick listing lists nothing the full one does not");
+}
+
+/// Listing given keys lists exactly those that exist, as the full listing lists them.
+pub async fn listing_keys_lists_exactly_those_as_the_full_listing(
+    source: Arc<dyn ObjectSource>,
+    up: Arc<dyn Uploader>,
+) {
+    let (one, nested) = ("DE_SEV_RMC_20220730_00000001.DAT", "in/DE_SEV_RMC_20220731_00000002.DAT");
+    up.put(one, b"one").await;
+    up.put(&format!("{one}.bak"), b"a longer key under the same prefix").await;
+    up.put(nested, b"two").await;
+    up.put(".DE_SEV_RMC_20220801_00000003.DAT", b"an upload in progress").await;
+    let keys: Vec<String> =
+        [one, nested, "DE_SEV_RMC_2022", "missing.DAT", nested].iter().map(|k| k.to_string()).collect();
+    let got = source.list_keys(&keys).await.unwrap();
+    let full = by_key(source.list().await.unwrap());
+    let got_keys: Vec<&str> = got.iter().map(|l| l.key.as_str()).collect();
+    assert_eq!(got_keys, vec![one, nested], "exactly the keys asked for that exist, once each, in key order");
+    for listed in &got {
+        assert_eq!(listed, &full[&listed.key]);
+    }
+}
+
 #[macro_export]
 macro_rules! source_suite {
     ($name:ident, $factory:expr) => {
@@ -81,6 +143,16 @@ macro_rules! source_suite {
             async fn ping_answers() {
                 let (_guard, source, up) = $factory().await;
                 conformance::source::ping_answers(source, up).await;
+            }
+            #[tokio::test]
+            async fn a_quick_listing_leaves_out_only_settled_names() {
+                let (_guard, source, up) = $factory().await;
+                conformance::source::a_quick_listing_leaves_out_only_settled_names(source, up).await;
+            }
+            #[tokio::test]
+            async fn listing_keys_lists_exactly_those_as_the_full_listing() {
+                let (_guard, source, up) = $factory().await;
+                conformance::source::listing_keys_lists_exactly_those_as_the_full_listing(source, up).await;
             }
             #[tokio::test]
             async fn large_objects_stream() {

@@ -179,3 +179,6 @@ CREATE TABLE IF NOT EXISTS leases (
 CREATE INDEX IF NOT EXISTS objects_open ON objects (name)
     WHERE state <> 'applied' OR conflict_reason IS NOT NULL OR region IS NULL;
 CREATE INDEX IF NOT EXISTS objects_by_arrival ON objects (region, first_seen);
+-- Every name a pass compares its listing with (`known_names`), read from this narrow
+-- index instead of the wide rows.
+CREATE INDEX IF NOT EXISTS objects_known ON objects (name, fingerprint, conflict_fingerprint);
