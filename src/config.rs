@@ -322,8 +322,8 @@ impl Settings {
         let rabbitmq = file.rabbitmq.settings()?;
         let s3_events = match (&file.s3.events_queue, &source) {
             (None, _) => {
-                if file.s3.events_exchange.is_some() || file.s3.reconcile_interval.is_some() {
-                    return err("s3.events_exchange and s3.reconcile_interval need s3.events_queue".into());
+                if file.s3.events_exchange.is_some() {
+                    return err("s3.events_exchange needs s3.events_queue".into());
                 }
                 None
             }

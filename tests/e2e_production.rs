@@ -189,6 +189,9 @@ async fn an_s3_event_notification_starts_work_within_seconds() {
     // announced SEQ 3 is held for it until SEQ 2's own notification arrives.
     let second = upload(2).await;
     let third = upload(3).await;
+    // Announced well after its upload: the pass that applies SEQ 2 must read SEQ 3 as it
+    // is listed now, not as it was when first seen.
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
     announce(third).await;
     eventually("SEQ 3 held", std::time::Duration::from_secs(20), || common::held(&status(), "SEV") == vec![3]);
     std::thread::sleep(std::time::Duration::from_secs(1));

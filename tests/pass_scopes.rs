@@ -280,3 +280,44 @@ async fn a_pass_over_notified_keys_leaves_a_new_regions_baseline_to_a_full_pass(
     let quick = pass(&engine, &Scope::Keys(vec![])).await;
     assert!(!quick.needs_full_listing, "a region with a baseline needs no full pass");
 }
+
+/// A pass over notified keys does not see a file whose notification was lost, so it never
+/// judges a SEQ missing: an automatic skip that falls due asks for a full pass, which
+/// finds the file and applies it in order.
+#[tokio::test]
+async fn a_pass_over_notified_keys_never_skips_a_seq_automatically() {
+    let dir = tempfile::tempdir().unwrap();
+    let inbox = dir.path().join("inbox");
+    std::fs::create_dir_all(&inbox).unwrap();
+    let mut engine = embedded_engine(&inbox, &dir.path().join("s.db")).await;
+    engine.rules.auto_skip_after = Some(chrono::TimeDelta::zero()); // due as soon as a SEQ is awaited
+    let mut clock = 0;
+    write(&inbox, 0, 0, &mut clock); // SEV 1
+    assert_eq!(pass(&engine, &Scope::Full).await.applied, vec![name(0)]);
+    write(&inbox, 2, 0, &mut clock); // SEV 3, notified
+    write(&inbox, 1, 0, &mut clock); // SEV 2, its notification lost
+    let report = pass(&engine, &Scope::Keys(vec![name(2)])).await;
+    assert!(report.applied.is_empty(), "SEQ 2 was skipped from a partial view: {report:?}");
+    assert!(report.needs_full_listing, "the skip that fell due asks for a full pass");
+    assert_eq!(streams(&engine).await, vec![("SEV".to_string(), Some(2))]);
+    let report = pass(&engine, &Scope::Full).await;
+    assert_eq!(report.applied, vec![name(1), name(2)], "in SEQ order, nothing skipped");
+}
+
+/// A new region whose only file is gone again has nothing a baseline could come from: a
+/// pass over notified keys does not ask for full passes over and over for it.
+#[tokio::test]
+async fn a_new_region_with_no_file_left_asks_for_no_full_pass() {
+    let dir = tempfile::tempdir().unwrap();
+    let inbox = dir.path().join("inbox");
+    std::fs::create_dir_all(&inbox).unwrap();
+    let engine = embedded_engine(&inbox, &dir.path().join("s.db")).await;
+    pass(&engine, &Scope::Full).await;
+    let mut clock = 0;
+    write(&inbox, 7, 0, &mut clock); // WES 5, notified
+    assert!(pass(&engine, &Scope::Keys(vec![name(7)])).await.needs_full_listing);
+    std::fs::remove_file(inbox.join(name(7))).unwrap();
+    pass(&engine, &Scope::Full).await;
+    let report = pass(&engine, &Scope::Keys(vec![])).await;
+    assert!(!report.needs_full_listing, "{report:?}");
+}

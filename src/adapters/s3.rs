@@ -23,6 +23,7 @@ use aws_sdk_s3::config::http::HttpResponse;
 use aws_sdk_s3::config::{BehaviorVersion, Region};
 use aws_sdk_s3::error::SdkError;
 use chrono::{DateTime, Utc};
+use futures::{StreamExt, TryStreamExt};
 
 /// Connection settings beyond the bucket and prefix (all optional: the AWS defaults and
 /// environment apply, e.g. `AWS_REGION`, `AWS_ENDPOINT_URL`).
@@ -65,6 +66,9 @@ impl S3Source {
         }
     }
 }
+
+/// How many keys a pass over notified keys looks up at once.
+const LOOK_UPS_AT_ONCE: usize = 8;
 
 /// How long connecting may take.
 const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
@@ -129,15 +133,19 @@ impl ObjectSource for S3Source {
         Ok(out)
     }
 
-    /// One request per key: the first key under the key itself as a prefix is the key,
-    /// when it exists (so it is listed exactly as the full listing lists it).
+    /// One request per key, a few at once: the first key under the key itself as a
+    /// prefix is the key, when it exists (so it is listed exactly as the full listing
+    /// lists it).
     async fn list_keys(&self, keys: &[String]) -> Result<Vec<Listed>, SourceError> {
-        let mut out = Vec::new();
-        for key in keys.iter().filter(|k| k.starts_with(&self.prefix)) {
-            let page = self.client.list_objects_v2().bucket(&self.bucket).prefix(key).max_keys(1).send().await;
-            let page = page.map_err(|e| self.error(key, e))?;
-            out.extend(page.contents().iter().filter_map(listed).filter(|l| &l.key == key));
-        }
+        let look_up = |key: String| async move {
+            let page = self.client.list_objects_v2().bucket(&self.bucket).prefix(&key).max_keys(1).send().await;
+            let page = page.map_err(|e| self.error(&key, e))?;
+            Ok::<_, SourceError>(page.contents().iter().filter_map(listed).filter(|l| l.key == key).collect::<Vec<_>>())
+        };
+        let keys: Vec<String> = keys.iter().filter(|k| k.starts_with(&self.prefix)).cloned().collect();
+        let pages: Vec<Vec<Listed>> =
+            futures::stream::iter(keys).map(look_up).buffer_unordered(LOOK_UPS_AT_ONCE).try_collect().await?;
+        let mut out: Vec<Listed> = pages.into_iter().flatten().collect();
         out.sort_by(|a, b| a.key.cmp(&b.key));
         out.dedup_by(|a, b| a.key == b.key);
         Ok(out)

@@ -97,7 +97,7 @@ pub fn announced_keys(body: &[u8], bucket: &str, prefix: &str) -> Result<Vec<Str
 }
 
 /// How many announced keys wait for a pass at most; past it, the next pass is full.
-pub const ANNOUNCED_KEYS: usize = 10_000;
+pub const ANNOUNCED_KEYS: usize = 1_000;
 
 /// The keys announced and not yet taken by a pass, and the wake-up for the pass loop.
 pub struct Announced {

@@ -107,6 +107,11 @@ impl Stream {
         self.files.entry(seq).or_default().insert(name.to_string(), state);
     }
 
+    /// Whether any file of the region was observed (a baseline needs one, or a start).
+    pub fn has_files(&self) -> bool {
+        !self.files.is_empty()
+    }
+
     /// Gives a stream with no history its baseline. Returns true when it changed.
     pub fn ensure_baseline(&mut self, configured_start: Option<u64>) -> bool {
         if self.record.next_seq.is_some() {

@@ -9,7 +9,7 @@ use crate::core::name::{NameVerdict, object_name};
 use crate::ports::source::{SettledNames, SourceError};
 use crate::ports::store::{Commit, Snapshot};
 use sha2::{Digest, Sha256};
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 use tokio::io::AsyncReadExt;
 use tokio_util::sync::CancellationToken;
@@ -24,6 +24,9 @@ pub(super) struct Loaded {
     pub settled: HashSet<String>,
     /// Ledger changes found by discovery, not yet written, by region (`None`: bad names).
     pub discovered: BTreeMap<Option<String>, Commit>,
+    /// The listing did not look at every name (a pass over notified keys): nothing may be
+    /// decided from a file's absence (a baseline, an automatic skip).
+    pub partial: bool,
 }
 
 /// Every name the ledger knows, with the fingerprint it knows it by.
@@ -39,11 +42,14 @@ pub enum Scope {
     /// ([`list_quick`](crate::ports::source::ObjectSource::list_quick)). A new name is
     /// found at once; a settled file uploaded again in place, at the next full pass.
     Quick,
-    /// Only these keys (named by event notifications, [`list_keys`](crate::ports::source::ObjectSource::list_keys)), and
-    /// the files still active, taken as the ledger knows them (reading one checks that it
-    /// is still the object the ledger knows).
+    /// Only these keys (named by event notifications) and those of the files still
+    /// active, each looked up ([`list_keys`](crate::ports::source::ObjectSource::list_keys));
+    /// past [`KEYS_AT_MOST`] of them, a full listing instead.
     Keys(Vec<String>),
 }
+
+/// The most keys a pass over notified keys looks up one by one; past it, it lists in full.
+pub const KEYS_AT_MOST: usize = 100;
 
 impl Engine {
     /// Reads the store, lists the source as `scope` says and reconciles the two.
@@ -56,7 +62,7 @@ impl Engine {
         let (mut snapshot, known) = self.read_store(cancel).await?;
         let mut ledger: HashMap<String, LedgerEntry> =
             std::mem::take(&mut snapshot.ledger).into_iter().map(|e| (e.name.clone(), e)).collect();
-        let listing = self.list_source(scope, &ledger, &known, cancel).await?;
+        let (listing, partial) = self.list_source(scope, &ledger, &known, cancel).await?;
         let objects = self.by_name(listing);
         let settled = self.read_ledger(&objects, &mut ledger, &known, cancel).await?;
         let mut objects = objects;
@@ -79,7 +85,7 @@ impl Engine {
             objects.retain(|_, l| ownership.owns(region_of(&l.key).as_deref()));
         }
         let discovered = self.discover(&objects, &mut ledger, &settled, report, cancel).await?;
-        Ok(Loaded { objects, ledger, streams: snapshot.streams, settled, discovered })
+        Ok(Loaded { objects, ledger, streams: snapshot.streams, settled, discovered, partial })
     }
 
     /// The active state (ledger entries and streams) and every known name's fingerprint.
@@ -93,41 +99,45 @@ impl Engine {
         Ok((snapshot, Arc::new(known.into_iter().map(|k| (k.name, k.fingerprint)).collect())))
     }
 
-    /// The source's objects as `scope` lists them; `active` is the active ledger.
+    /// The source's objects as `scope` lists them, and whether the listing was partial;
+    /// `active` is the active ledger.
     async fn list_source(
         &self,
         scope: &Scope,
         active: &HashMap<String, LedgerEntry>,
         known: &Known,
         cancel: &CancellationToken,
-    ) -> Result<Vec<Listed>, EngineError> {
+    ) -> Result<(Vec<Listed>, bool), EngineError> {
+        let full = || async {
+            retry_transient("listing the source", cancel, || async { Ok(self.source.list().await?) }).await
+        };
         match scope {
-            Scope::Full => {
-                retry_transient("listing the source", cancel, || async { Ok(self.source.list().await?) }).await
-            }
+            Scope::Full => Ok((full().await?, false)),
             Scope::Quick => {
                 let active: HashSet<String> = active.keys().cloned().collect();
                 let known = known.clone();
                 let settled: SettledNames =
                     Arc::new(move |name: &str| known.contains_key(name) && !active.contains(name));
-                retry_transient("listing the source", cancel, || async {
+                let listing = retry_transient("listing the source", cancel, || async {
                     Ok(self.source.list_quick(settled.clone()).await?)
                 })
-                .await
+                .await?;
+                Ok((listing, false))
             }
             Scope::Keys(keys) => {
-                let mut listing =
-                    retry_transient("listing the source", cancel, || async { Ok(self.source.list_keys(keys).await?) })
-                        .await?;
-                let looked_up: HashSet<&str> = keys.iter().map(String::as_str).collect();
-                listing.extend(active.values().filter(|e| !looked_up.contains(e.key.as_str())).map(|e| Listed {
-                    key: e.key.clone(),
-                    size: e.size,
-                    modified: e.first_seen,
-                    fingerprint: e.fingerprint.clone(),
-                    problem: None,
-                }));
-                Ok(listing)
+                // The active files are looked up too: they are what the pass may apply,
+                // and each must be listed as it is now (replaced, gone) to be read.
+                let wanted: BTreeSet<String> =
+                    keys.iter().cloned().chain(active.values().map(|e| e.key.clone())).collect();
+                if wanted.len() > KEYS_AT_MOST {
+                    return Ok((full().await?, false));
+                }
+                let wanted: Vec<String> = wanted.into_iter().collect();
+                let listing = retry_transient("listing the source", cancel, || async {
+                    Ok(self.source.list_keys(&wanted).await?)
+                })
+                .await?;
+                Ok((listing, true))
             }
         }
     }

@@ -120,8 +120,9 @@ pub struct PassReport {
     pub quarantined: Vec<String>,
     /// Files left for a later pass because of a transient error, with the error.
     pub deferred: Vec<(String, String)>,
-    /// A pass over notified keys found a region with no baseline yet: only a full pass
-    /// may set it (see `Scope::Keys`).
+    /// A pass over notified keys found a region with no baseline yet, or a stream due
+    /// for its automatic skip: only a pass that saw every name may decide either (see
+    /// `Scope::Keys`).
     pub needs_full_listing: bool,
 }
 

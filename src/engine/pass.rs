@@ -5,7 +5,7 @@ use super::group::{Grouped, file_span, log_applied};
 use super::streams::build_streams;
 use super::{Engine, EngineError, FileOutcome, PassReport};
 use crate::core::ledger::{LedgerEntry, Listed};
-use crate::core::sequencer::{Apply, Stream};
+use crate::core::sequencer::{Apply, SequenceRules, Stream};
 use crate::ports::store::{AuditEntry, Commit};
 use futures::StreamExt;
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -26,7 +26,7 @@ impl Engine {
     /// everything the sequencer allows.
     pub async fn pass_over(&self, scope: &Scope, cancel: &CancellationToken) -> Result<PassReport, EngineError> {
         let mut report = PassReport::default();
-        let super::discovery::Loaded { objects, ledger, streams, discovered, .. } =
+        let super::discovery::Loaded { objects, ledger, streams, discovered, partial, .. } =
             self.load(scope, &mut report, cancel).await?;
         self.commit_discovered(discovered, cancel).await?;
         self.heartbeat.beat();
@@ -39,10 +39,9 @@ impl Engine {
         // Only a pass that saw every name may set one: after a pass over notified keys
         // alone, a new region waits for a full pass, which it asks for.
         let mut baselines = BTreeMap::new();
-        let partial = matches!(scope, Scope::Keys(_));
         for stream in streams.values_mut() {
             let start = self.rules.start.get(stream.region()).copied();
-            if partial && start.is_none() && stream.record().next_seq.is_none() {
+            if partial && start.is_none() && stream.record().next_seq.is_none() && stream.has_files() {
                 report.needs_full_listing = true;
                 continue;
             }
@@ -68,7 +67,7 @@ impl Engine {
                 let mut share = shares.remove(stream.region()).unwrap_or_default();
                 async move {
                     let mut part = PassReport::default();
-                    match self.drive_stream(&mut stream, objects, &mut share, &mut part, cancel).await {
+                    match self.drive_stream(&mut stream, (objects, partial), &mut share, &mut part, cancel).await {
                         Ok(()) => Ok(part),
                         Err(e) => Err((stream.region().to_string(), e)),
                     }
@@ -85,6 +84,7 @@ impl Engine {
                 }
                 other => other.map_err(|(_, e)| e)?,
             };
+            report.needs_full_listing |= part.needs_full_listing;
             report.applied.extend(part.applied);
             report.quarantined.extend(part.quarantined);
             report.deferred.extend(part.deferred);
@@ -94,10 +94,12 @@ impl Engine {
 
     /// Applies a region's files in order until it has to wait: several in one unit of work
     /// where the delivery allows it (`engine::group`), otherwise one at a time.
+    /// `partial`: the listing did not look at every name, so no SEQ is judged missing (an
+    /// automatic skip that falls due asks for a full pass instead).
     async fn drive_stream(
         &self,
         stream: &mut Stream,
-        objects: &BTreeMap<String, Listed>,
+        (objects, partial): (&BTreeMap<String, Listed>, bool),
         ledger: &mut HashMap<String, LedgerEntry>,
         report: &mut PassReport,
         cancel: &CancellationToken,
@@ -146,8 +148,17 @@ impl Engine {
             }
             // The stream has to wait: note since when, and apply the automatic skip if due.
             let now = self.clock.now();
-            let auto_skipped = stream.refresh(now, &self.rules);
-            if let Some(width) = stream.auto_skip_refused(now, &self.rules) {
+            let rules = match partial {
+                false => self.rules.clone(),
+                true => {
+                    if !stream.clone().refresh(now, &self.rules).is_empty() {
+                        report.needs_full_listing = true;
+                    }
+                    SequenceRules { auto_skip_after: None, ..self.rules.clone() }
+                }
+            };
+            let auto_skipped = stream.refresh(now, &rules);
+            if let Some(width) = stream.auto_skip_refused(now, &rules) {
                 tracing::warn!(
                     region = %region,
                     next_seq = stream.next_seq(),

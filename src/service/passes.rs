@@ -91,7 +91,11 @@ pub(super) async fn run(
                 false
             }
         };
-        let next_pass = tokio::time::Instant::now() + cadence.interval;
+        // Never later than the next full pass is due, whatever the interval.
+        let mut next_pass = tokio::time::Instant::now() + cadence.interval;
+        if let Some(full_due) = last_full.map(|t| tokio::time::Instant::from_std(t + cadence.reconcile)) {
+            next_pass = next_pass.min(full_due);
+        }
         if in_flight {
             follow_deliveries(engine, next_pass, wake, cancel).await;
         }
