@@ -28,7 +28,7 @@ if [ ! -x /usr/bin/time ]; then
 fi
 cargo build --release --locked -q
 cargo bench --locked -q --bench broker_ceiling --no-run 2>/dev/null
-bin="$PWD/target/release/esr-ingest"
+bin="$(cd "${CARGO_TARGET_DIR:-target}" && pwd)/release/esr-ingest" # where cargo just built it
 rm -rf "$work" && mkdir -p "$work"
 export ESR_AMQP_PORT="${ESR_AMQP_PORT:-26672}" ESR_RABBIT_NODE=esrbench
 trap 'bash scripts/servers.sh stop "$work/servers" >/dev/null 2>&1 || true' EXIT

@@ -43,7 +43,7 @@ section_broker() {
   echo
   if cargo_allowed; then
     log "broker: scripts/bench-broker.sh (it builds with cargo)"
-    echo "Method: \`scripts/bench-broker.sh --days $BROKER_DAYS --records $BROKER_RECORDS\` as it is (it builds the release binary and \`benches/broker_ceiling.rs\` with cargo, measures its own build in target/release rather than ESR_BENCH_BIN, and starts its own RabbitMQ on loopback): \`run --once\` from a folder through RabbitMQ into a fresh SQLite store (2 consumers, prefetch 64, window 256), against the raw broker ceiling (the same messages published with confirms and consumed with acks, no parsing, no store), batched and one record per message."
+    echo "Method: \`scripts/bench-broker.sh --days $BROKER_DAYS --records $BROKER_RECORDS\` as it is (it builds the release binary and \`benches/broker_ceiling.rs\` with cargo, measures its own build in \`\${CARGO_TARGET_DIR:-target}/release\` rather than ESR_BENCH_BIN, and starts its own RabbitMQ on loopback): \`run --once\` from a folder through RabbitMQ into a fresh SQLite store (2 consumers, prefetch 64, window 256), against the raw broker ceiling (the same messages published with confirms and consumed with acks, no parsing, no store), batched and one record per message."
     echo
     ESR_AMQP_PORT="$AMQP_PORT" bash "$ROOT/scripts/bench-broker.sh" --days "$BROKER_DAYS" --records "$BROKER_RECORDS" \
       --workdir "$d" 2> "$RUN/broker.log" || die "bench-broker.sh failed: $(tail -n 3 "$RUN/broker.log")"
