@@ -108,6 +108,14 @@ async fn streams(engine: &Engine) -> Vec<(String, Option<u64>)> {
     streams
 }
 
+/// A fresh folder to read, in a temporary directory that also holds the store.
+fn an_inbox() -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let inbox = dir.path().join("inbox");
+    std::fs::create_dir_all(&inbox).unwrap();
+    (dir, inbox)
+}
+
 async fn pass(engine: &Engine, scope: &Scope) -> esr_ingest::engine::PassReport {
     engine.pass_over(scope, &CancellationToken::new()).await.expect("a pass")
 }
@@ -261,9 +269,7 @@ proptest! {
 /// it asks for a full pass, which sets the lowest SEQ listed.
 #[tokio::test]
 async fn a_pass_over_notified_keys_leaves_a_new_regions_baseline_to_a_full_pass() {
-    let dir = tempfile::tempdir().unwrap();
-    let inbox = dir.path().join("inbox");
-    std::fs::create_dir_all(&inbox).unwrap();
+    let (dir, inbox) = an_inbox();
     let engine = embedded_engine(&inbox, &dir.path().join("s.db")).await;
     pass(&engine, &Scope::Full).await;
     let mut clock = 0;
@@ -286,9 +292,7 @@ async fn a_pass_over_notified_keys_leaves_a_new_regions_baseline_to_a_full_pass(
 /// finds the file and applies it in order.
 #[tokio::test]
 async fn a_pass_over_notified_keys_never_skips_a_seq_automatically() {
-    let dir = tempfile::tempdir().unwrap();
-    let inbox = dir.path().join("inbox");
-    std::fs::create_dir_all(&inbox).unwrap();
+    let (dir, inbox) = an_inbox();
     let mut engine = embedded_engine(&inbox, &dir.path().join("s.db")).await;
     engine.rules.auto_skip_after = Some(chrono::TimeDelta::zero()); // due as soon as a SEQ is awaited
     let mut clock = 0;
@@ -308,9 +312,7 @@ async fn a_pass_over_notified_keys_never_skips_a_seq_automatically() {
 /// pass over notified keys does not ask for full passes over and over for it.
 #[tokio::test]
 async fn a_new_region_with_no_file_left_asks_for_no_full_pass() {
-    let dir = tempfile::tempdir().unwrap();
-    let inbox = dir.path().join("inbox");
-    std::fs::create_dir_all(&inbox).unwrap();
+    let (dir, inbox) = an_inbox();
     let engine = embedded_engine(&inbox, &dir.path().join("s.db")).await;
     pass(&engine, &Scope::Full).await;
     let mut clock = 0;

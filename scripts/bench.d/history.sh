@@ -13,6 +13,21 @@ wait_passes() {
   die "the service at $1 finished no pass in 5 minutes"
 }
 
+# start_service DIR CONFIG_LINE...: `run --listen` over DIR/inbox and DIR/esr.db with these
+# config lines, once its first pass is done; sets url and pid
+start_service() {
+  local h=$1 port
+  shift
+  printf '%s\n' "$@" > "$h/esr.toml"
+  port=$(free_port)
+  url="http://127.0.0.1:$port"
+  "$BIN" --config "$h/esr.toml" --source "$h/inbox" --store "$h/esr.db" run --listen "127.0.0.1:$port" \
+    > "$h/run.log" 2>&1 &
+  pid=$!
+  remember_pid "$pid"
+  wait_passes "$url"
+}
+
 pass_seconds() { # URL LISTING -> the service's last pass of that listing, in seconds
   curl -sf "$1/metrics" | sed -n "s/^esr_ingest_last_pass_seconds{listing=\"$2\"} //p" | grep . ||
     die "no $2 pass in the metrics of $1"
@@ -49,15 +64,8 @@ section_history() {
       find_t+=("$W_SECS")
     done
     # the health server: `run` with a long poll interval, so only its first pass runs
-    local port url pid
-    port=$(free_port)
-    url="http://127.0.0.1:$port"
-    printf 'poll_interval = "1h"\n' > "$h/esr.toml"
-    "$BIN" --config "$h/esr.toml" --source "$h/inbox" --store "$h/esr.db" run --listen "127.0.0.1:$port" \
-      > "$h/run.log" 2>&1 &
-    pid=$!
-    remember_pid "$pid"
-    wait_passes "$url"
+    local url pid
+    start_service "$h" 'poll_interval = "1h"'
     local s_page m_page root_page
     s_page=$(curl_median "$url/status")
     m_page=$(curl_median "$url/metrics")
@@ -66,14 +74,7 @@ section_history() {
     wait "$pid" 2>/dev/null || true
     # the service's own passes: its first (full) and then quick ones, from its gauge
     local quick=() full_pass
-    port=$(free_port)
-    url="http://127.0.0.1:$port"
-    printf 'poll_interval = "500ms"\nreconcile_interval = "1h"\n' > "$h/esr.toml"
-    "$BIN" --config "$h/esr.toml" --source "$h/inbox" --store "$h/esr.db" run --listen "127.0.0.1:$port" \
-      > "$h/run.log" 2>&1 &
-    pid=$!
-    remember_pid "$pid"
-    wait_passes "$url"
+    start_service "$h" 'poll_interval = "500ms"' 'reconcile_interval = "1h"'
     for i in $(seq 1 "$REPEAT"); do
       sleep 0.7
       quick+=("$(pass_seconds "$url" quick)")
