@@ -167,11 +167,14 @@ fn list_shared_names(walk: Walk<'_>) -> Vec<Listed> {
         .filter(|(_, name)| names.get(name.as_str()).is_some_and(|&n| n > 1))
         .map(|(dir, name)| format!("{}{name}", prefixes[*dir]))
         .collect();
-    for key in shared {
-        let path = root.join(&key);
-        out.extend(checked(key, std::fs::metadata(&path), || std::fs::symlink_metadata(&path).is_ok()));
-    }
+    out.extend(shared.into_iter().filter_map(|key| checked_at(root, key)));
     out
+}
+
+/// The listing of the object at `key` under `root`, through any link (see [`checked`]).
+fn checked_at(root: &Path, key: String) -> Option<Listed> {
+    let path = root.join(&key);
+    checked(key, std::fs::metadata(&path), || std::fs::symlink_metadata(&path).is_ok())
 }
 
 /// A listed object that cannot be read; its fingerprint changes when the problem does.
@@ -206,10 +209,7 @@ impl ObjectSource for FolderSource {
             let mut out: Vec<Listed> = keys
                 .into_iter()
                 .filter(|key| !object_name(key).starts_with('.'))
-                .filter_map(|key| {
-                    let path = root.join(&key);
-                    checked(key, std::fs::metadata(&path), || std::fs::symlink_metadata(&path).is_ok())
-                })
+                .filter_map(|key| checked_at(&root, key))
                 .collect();
             out.sort_by(|a, b| a.key.cmp(&b.key));
             out.dedup_by(|a, b| a.key == b.key);

@@ -148,17 +148,19 @@ impl Engine {
             }
             // The stream has to wait: note since when, and apply the automatic skip if due.
             let now = self.clock.now();
+            let never_skip;
             let rules = match partial {
-                false => self.rules.clone(),
+                false => &self.rules,
                 true => {
                     if !stream.clone().refresh(now, &self.rules).is_empty() {
                         report.needs_full_listing = true;
                     }
-                    SequenceRules { auto_skip_after: None, ..self.rules.clone() }
+                    never_skip = SequenceRules { auto_skip_after: None, ..self.rules.clone() };
+                    &never_skip
                 }
             };
-            let auto_skipped = stream.refresh(now, &rules);
-            if let Some(width) = stream.auto_skip_refused(now, &rules) {
+            let auto_skipped = stream.refresh(now, rules);
+            if let Some(width) = stream.auto_skip_refused(now, rules) {
                 tracing::warn!(
                     region = %region,
                     next_seq = stream.next_seq(),

@@ -72,7 +72,7 @@ pub(super) async fn run(
                 if scope == Scope::Full {
                     last_full = Some(started);
                 } else if report.needs_full_listing {
-                    last_full = None; // a new region's baseline: a full pass now
+                    last_full = None; // a baseline or an automatic skip to decide: a full pass now
                     wake.wake_again();
                 }
                 log_pass(&report);
