@@ -26,9 +26,15 @@ case "$mode" in
   production) test_name=production_histories_match_the_model ;;
   *) echo "--mode is embedded or production" >&2; exit 2 ;;
 esac
+# Everything the soak makes is removed when it ends, however it ends.
+servers_dir="" copies="" totals=""
+cleanup() {
+  if [ -n "$servers_dir" ]; then bash scripts/servers.sh stop "$servers_dir" || true; rm -rf "$servers_dir"; fi
+  rm -rf "$copies" "$totals"
+}
+trap cleanup EXIT
 if [ "$mode" = production ] && [ -z "${ESR_TEST_AMQP_URL:-}" ]; then
   servers_dir="$(mktemp -d "${TMPDIR:-/tmp}/esr-ingest-soak.XXXXXX")"
-  trap 'bash scripts/servers.sh stop "$servers_dir" || true; rm -rf "$servers_dir"' EXIT
   server_env="$(bash scripts/servers.sh start "$servers_dir" s3 rabbitmq mongo)"
   eval "$server_env"
 fi

@@ -323,3 +323,33 @@ async fn a_new_region_with_no_file_left_asks_for_no_full_pass() {
     let report = pass(&engine, &Scope::Keys(vec![])).await;
     assert!(!report.needs_full_listing, "{report:?}");
 }
+
+/// What a pass remembers of the known names between full passes can lack what another
+/// process recorded meanwhile (a `run --once`, a second instance): a quick pass then reads
+/// those names from the store instead of judging them new. Here the other instance runs a
+/// newer configuration whose name pattern also accepts kind RMX (a rolling change): for
+/// the service the name is a bad name with no SEQ to look it up by, so only reading it by
+/// name keeps its applied entry from being quarantined.
+#[tokio::test]
+async fn a_quick_pass_judges_names_another_process_recorded_by_the_store() {
+    let (dir, inbox) = an_inbox();
+    let db = dir.path().join("s.db");
+    let service = embedded_engine(&inbox, &db).await;
+    pass(&service, &Scope::Full).await; // remembers the known names: none
+    let mut clock = 0;
+    write(&inbox, 0, 0, &mut clock); // SEV 1
+    let widened = "DE_SEV_RMX_20220711_00000002.DAT";
+    std::fs::write(inbox.join(widened), file_text("SEV", "RMX", "20220711", 2, &[por(1, "C", "X")])).unwrap();
+    let mut other = embedded_engine(&inbox, &db).await;
+    other.profile = esr_ingest::core::name::NameProfile::new(
+        r"^DE_(?P<region>[A-Z]{3})_(?P<kind>RMC|RMF|RMX)_(?P<date>\d{8})_(?P<seq>\d{8})\.DAT$",
+    )
+    .unwrap();
+    let report = pass(&other, &Scope::Full).await;
+    assert_eq!(report.applied, vec![name(0), widened.to_string()], "{report:?}");
+    let before = (end_state(&service).await, service.store.recent_audit(100).await.unwrap());
+    let report = pass(&service, &Scope::Quick).await;
+    assert!(report.applied.is_empty() && report.quarantined.is_empty(), "{report:?}");
+    let after = (end_state(&service).await, service.store.recent_audit(100).await.unwrap());
+    assert_eq!(after, before, "the quick pass judged again what the other instance recorded");
+}

@@ -1,5 +1,6 @@
 //! Discovery: reconcile a full listing with the ledger (see `core::ledger`).
 
+use super::known::Known;
 use super::retry::retry_transient;
 use super::{Engine, EngineError, PassReport};
 use crate::core::ledger::{
@@ -29,9 +30,6 @@ pub(super) struct Loaded {
     pub partial: bool,
 }
 
-/// Every name the ledger knows, with the fingerprint it knows it by.
-type Known = Arc<HashMap<String, String>>;
-
 /// What a pass looks at in the source (see [`crate::ports::source::ObjectSource`]).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Scope {
@@ -59,7 +57,7 @@ impl Engine {
         report: &mut PassReport,
         cancel: &CancellationToken,
     ) -> Result<Loaded, EngineError> {
-        let (mut snapshot, known) = self.read_store(cancel).await?;
+        let (mut snapshot, known) = self.read_store(scope, cancel).await?;
         let mut ledger: HashMap<String, LedgerEntry> =
             std::mem::take(&mut snapshot.ledger).into_iter().map(|e| (e.name.clone(), e)).collect();
         let (listing, partial) = self.list_source(scope, &ledger, &known, cancel).await?;
@@ -88,15 +86,30 @@ impl Engine {
         Ok(Loaded { objects, ledger, streams: snapshot.streams, settled, discovered, partial })
     }
 
-    /// The active state (ledger entries and streams) and every known name's fingerprint.
-    async fn read_store(&self, cancel: &CancellationToken) -> Result<(Snapshot, Known), EngineError> {
+    /// The active state (ledger entries and streams) and every known name's fingerprint:
+    /// read from the store by a full pass (and whenever nothing is remembered), else what
+    /// the engine remembers (`super::known`).
+    async fn read_store(&self, scope: &Scope, cancel: &CancellationToken) -> Result<(Snapshot, Known), EngineError> {
+        let recalled = if *scope == Scope::Full { None } else { self.known.recall() };
+        if recalled.is_none() {
+            self.known.start_full_read();
+        }
         let read = || async {
             let snapshot = self.store.active().await?;
-            let known = self.store.known_names().await?;
-            Ok::<_, crate::ports::store::StoreError>((snapshot, known))
+            let names = if recalled.is_none() { Some(self.store.known_names().await?) } else { None };
+            Ok::<_, crate::ports::store::StoreError>((snapshot, names))
         };
-        let (snapshot, known) = retry_transient("reading the store", cancel, || async { Ok(read().await?) }).await?;
-        Ok((snapshot, Arc::new(known.into_iter().map(|k| (k.name, k.fingerprint)).collect())))
+        let (snapshot, names) = retry_transient("reading the store", cancel, || async { Ok(read().await?) }).await?;
+        let known = match (recalled, names) {
+            (Some(known), _) => known,
+            (None, names) => {
+                let known =
+                    Known::read(names.unwrap_or_default().into_iter().map(|k| (k.name, k.fingerprint)).collect());
+                self.known.keep_full_read(&known);
+                known
+            }
+        };
+        Ok((snapshot, known))
     }
 
     /// The source's objects as `scope` lists them, and whether the listing was partial;
@@ -116,8 +129,7 @@ impl Engine {
             Scope::Quick => {
                 let active: HashSet<String> = active.keys().cloned().collect();
                 let known = known.clone();
-                let settled: SettledNames =
-                    Arc::new(move |name: &str| known.contains_key(name) && !active.contains(name));
+                let settled: SettledNames = Arc::new(move |name: &str| known.contains(name) && !active.contains(name));
                 let listing = retry_transient("listing the source", cancel, || async {
                     Ok(self.source.list_quick(settled.clone()).await?)
                 })
@@ -164,7 +176,9 @@ impl Engine {
                         continue;
                     }
                     Some(_) => names.push(name.clone()), // uploaded again: read its entry
-                    None => {}                           // new
+                    // Not in what was remembered: possibly written by another process since.
+                    None if known.remembered => names.push(name.clone()),
+                    None => {} // new
                 }
             }
             // Whatever discovery may judge (new, uploaded again, a bad name judged again)
@@ -178,6 +192,7 @@ impl Engine {
                 Ok(self.store.ledger_lookup(names.clone(), positions.clone()).await?)
             })
             .await?;
+            self.known.confirmed(&found);
             for e in found {
                 ledger.entry(e.name.clone()).or_insert(e);
             }

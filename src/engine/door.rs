@@ -64,6 +64,9 @@ impl Engine {
         })
         .await;
         self.note_fenced(region.as_deref(), &written);
+        if written.is_ok() {
+            self.known.confirmed(&commit.ledger);
+        }
         written
     }
 
@@ -114,8 +117,12 @@ impl Engine {
         mut commit: Commit,
     ) -> Result<(), EngineError> {
         let region = self.prepare(&mut commit);
+        let ledger = commit.ledger.clone();
         let result = delivery.commit(commit).await.map_err(EngineError::from);
         self.note_fenced(region.as_deref(), &result);
+        if result.is_ok() {
+            self.known.confirmed(&ledger);
+        }
         result
     }
 

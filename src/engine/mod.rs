@@ -13,6 +13,7 @@ mod discovery;
 mod door;
 mod export;
 mod group;
+mod known;
 pub mod ownership;
 mod pass;
 mod process;
@@ -26,6 +27,7 @@ pub use crate::telemetry::heartbeat::{Heartbeat, WorkerBeat};
 pub use backfill::{BackfillFile, BackfillPlan, BackfillReport};
 pub use discovery::Scope;
 pub use export::export_line;
+pub use known::KnownNames;
 pub use process::FileOutcome;
 pub use skip::Skipped;
 
@@ -142,6 +144,8 @@ pub struct Engine {
     /// The region leases, when several instances may share the store (`run`); `None`
     /// drives every region unfenced (backfill, tests).
     pub ownership: Option<Arc<ownership::Ownership>>,
+    /// The names the ledger knows, remembered between passes (`known`).
+    pub known: KnownNames,
 }
 
 impl Engine {

@@ -61,7 +61,9 @@ pub(super) async fn run(
         let scope = cadence.scope(last_full);
         let started = Instant::now();
         let result = engine.pass_over(&scope, cancel).await;
-        crate::telemetry::metrics::pass_duration(listing(&scope), started.elapsed().as_secs_f64());
+        let seconds = started.elapsed().as_secs_f64();
+        crate::telemetry::metrics::pass_duration(listing(&scope), seconds);
+        tracing::debug!(listing = listing(&scope), seconds, "pass over");
         if let Scope::Keys(keys) = &scope
             && !result.as_ref().is_ok_and(|r| r.deferred.is_empty())
         {

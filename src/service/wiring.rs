@@ -121,5 +121,6 @@ fn assemble(
         clock: Arc::new(SystemClock),
         heartbeat: Arc::new(Heartbeat::default()),
         ownership: None,
+        known: Default::default(),
     }
 }

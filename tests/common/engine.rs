@@ -26,6 +26,7 @@ pub async fn embedded_engine(inbox: &Path, db: &Path) -> Engine {
         clock: Arc::new(SystemClock),
         heartbeat: Arc::new(Heartbeat::default()),
         ownership: None,
+        known: Default::default(),
     }
 }
 

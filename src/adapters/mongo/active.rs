@@ -30,10 +30,26 @@ async fn find(
     sort: Document,
     limit: Option<i64>,
 ) -> Result<Vec<Document>, StoreError> {
+    find_fields(db, collection, filter, sort, limit, None).await
+}
+
+/// [`find`] returning only the `fields` named (top-level ones: the MongoDB-wire server in
+/// CI ignores a projection of a nested field).
+async fn find_fields(
+    db: &Database,
+    collection: &str,
+    filter: Document,
+    sort: Document,
+    limit: Option<i64>,
+    fields: Option<Document>,
+) -> Result<Vec<Document>, StoreError> {
     let coll = db.collection::<Document>(collection);
     let mut find = coll.find(filter).sort(sort);
     if let Some(n) = limit {
         find = find.limit(n);
+    }
+    if let Some(fields) = fields {
+        find = find.projection(fields);
     }
     let mut cursor = find.await.map_err(map_err)?;
     let mut out = Vec::new();
@@ -145,22 +161,41 @@ pub(super) async fn region_history(db: &Database, since: DateTime<Utc>) -> Resul
     let processed = [FileState::Applied.as_str(), FileState::Delivered.as_str()];
     let mut out = Vec::new();
     for region in regions(db).await? {
-        let first = find(db, LEDGER, doc! { "batch.region": &region }, doc! { "first_seen": 1 }, Some(1)).await?;
-        let last = find(db, LEDGER, doc! { "batch.region": &region }, doc! { "first_seen": -1 }, Some(1)).await?;
-        let top = find(
+        let arrived = Some(doc! { "first_seen": 1 });
+        let first = find_fields(
+            db,
+            LEDGER,
+            doc! { "batch.region": &region },
+            doc! { "first_seen": 1 },
+            Some(1),
+            arrived.clone(),
+        )
+        .await?;
+        let last = find_fields(
+            db,
+            LEDGER,
+            doc! { "batch.region": &region },
+            doc! { "first_seen": -1 },
+            Some(1),
+            arrived.clone(),
+        )
+        .await?;
+        let top = find_fields(
             db,
             LEDGER,
             doc! { "batch.region": &region, "state": { "$in": processed.to_vec() } },
             doc! { "batch.seq": -1 },
             Some(1),
+            Some(doc! { "batch": 1 }),
         )
         .await?;
-        let recent = find(
+        let recent = find_fields(
             db,
             LEDGER,
             doc! { "batch.region": &region, "first_seen": { "$gt": &since } },
             doc! { "_id": 1 },
             None,
+            arrived,
         )
         .await?;
         let arrival = |d: Option<&Document>| d.map(|d| journal::time(d, "first_seen")).transpose();

@@ -51,10 +51,25 @@ fn bounded<'a>(value: &str, known: &[&'a str]) -> &'a str {
     known.iter().find(|k| **k == value).copied().unwrap_or("other")
 }
 
-/// The event handler that counts every command the client starts.
+/// The event handler that counts every command the client starts, and traces each
+/// finished one with its time (`ESR_INGEST_LOG=esr_ingest::store::commands=trace` shows
+/// where a read spends its round trips).
 pub(super) fn counter() -> EventHandler<CommandEvent> {
     EventHandler::callback(|event: CommandEvent| {
-        let CommandEvent::Started(started) = event else { return };
+        let started = match event {
+            CommandEvent::Started(started) => started,
+            CommandEvent::Succeeded(done) => {
+                tracing::trace!(target: "esr_ingest::store::commands", command = %done.command_name,
+                    micros = micros(done.duration), returned = returned(&done.reply), "store command done");
+                return;
+            }
+            CommandEvent::Failed(failed) => {
+                tracing::trace!(target: "esr_ingest::store::commands", command = %failed.command_name,
+                    micros = micros(failed.duration), "store command failed");
+                return;
+            }
+            _ => return,
+        };
         let name = started.command_name.as_str();
         // Most commands name their collection as their own value; getMore in `collection`.
         let collection = started
@@ -63,7 +78,21 @@ pub(super) fn counter() -> EventHandler<CommandEvent> {
             .or_else(|_| started.command.get_str("collection"))
             .unwrap_or(if started.db == "admin" { "admin" } else { "none" });
         crate::telemetry::metrics::store_command(bounded(name, &COMMANDS), bounded(collection, &COLLECTIONS));
+        tracing::trace!(target: "esr_ingest::store::commands", command = name, collection, "store command started");
     })
+}
+
+fn micros(d: std::time::Duration) -> u64 {
+    u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
+}
+
+/// How many documents a reply carries (a cursor's batch, or the values of `distinct`).
+fn returned(reply: &mongodb::bson::Document) -> usize {
+    let batch = reply
+        .get_document("cursor")
+        .ok()
+        .and_then(|c| c.get_array("firstBatch").or_else(|_| c.get_array("nextBatch")).ok());
+    batch.or_else(|| reply.get_array("values").ok()).map_or(0, Vec::len)
 }
 
 #[cfg(test)]
