@@ -28,6 +28,20 @@ pub(super) struct Loaded {
     /// The listing did not look at every name (a pass over notified keys): nothing may be
     /// decided from a file's absence (a baseline, an automatic skip).
     pub partial: bool,
+    /// The listing checked every object, as a full pass does (a pass over more keys than
+    /// [`KEYS_AT_MOST`] lists in full): it counts as the reconcile.
+    pub everything: bool,
+}
+
+/// How much of the source a listing saw.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Seen {
+    /// Every object, each checked.
+    Everything,
+    /// Every name, but the objects of settled names left out unchecked.
+    AllButSettled,
+    /// Only some keys.
+    SomeKeys,
 }
 
 /// What a pass looks at in the source (see [`crate::ports::source::ObjectSource`]).
@@ -60,7 +74,8 @@ impl Engine {
         let (mut snapshot, known) = self.read_store(scope, cancel).await?;
         let mut ledger: HashMap<String, LedgerEntry> =
             std::mem::take(&mut snapshot.ledger).into_iter().map(|e| (e.name.clone(), e)).collect();
-        let (listing, partial) = self.list_source(scope, &ledger, &known, cancel).await?;
+        let (listing, seen) = self.list_source(scope, &ledger, &known, cancel).await?;
+        let (partial, everything) = (seen == Seen::SomeKeys, seen == Seen::Everything);
         let objects = self.by_name(listing);
         let settled = self.read_ledger(&objects, &mut ledger, &known, cancel).await?;
         let mut objects = objects;
@@ -83,7 +98,7 @@ impl Engine {
             objects.retain(|_, l| ownership.owns(region_of(&l.key).as_deref()));
         }
         let discovered = self.discover(&objects, &mut ledger, &settled, report, cancel).await?;
-        Ok(Loaded { objects, ledger, streams: snapshot.streams, settled, discovered, partial })
+        Ok(Loaded { objects, ledger, streams: snapshot.streams, settled, discovered, partial, everything })
     }
 
     /// The active state (ledger entries and streams) and every known name's fingerprint:
@@ -112,20 +127,20 @@ impl Engine {
         Ok((snapshot, known))
     }
 
-    /// The source's objects as `scope` lists them, and whether the listing was partial;
-    /// `active` is the active ledger.
+    /// The source's objects as `scope` lists them, and how much the listing saw; `active`
+    /// is the active ledger.
     async fn list_source(
         &self,
         scope: &Scope,
         active: &HashMap<String, LedgerEntry>,
         known: &Known,
         cancel: &CancellationToken,
-    ) -> Result<(Vec<Listed>, bool), EngineError> {
+    ) -> Result<(Vec<Listed>, Seen), EngineError> {
         let full = || async {
             retry_transient("listing the source", cancel, || async { Ok(self.source.list().await?) }).await
         };
         match scope {
-            Scope::Full => Ok((full().await?, false)),
+            Scope::Full => Ok((full().await?, Seen::Everything)),
             Scope::Quick => {
                 let active: HashSet<String> = active.keys().cloned().collect();
                 let known = known.clone();
@@ -134,7 +149,7 @@ impl Engine {
                     Ok(self.source.list_quick(settled.clone()).await?)
                 })
                 .await?;
-                Ok((listing, false))
+                Ok((listing, Seen::AllButSettled))
             }
             Scope::Keys(keys) => {
                 // The active files are looked up too: they are what the pass may apply,
@@ -142,14 +157,14 @@ impl Engine {
                 let wanted: BTreeSet<String> =
                     keys.iter().cloned().chain(active.values().map(|e| e.key.clone())).collect();
                 if wanted.len() > KEYS_AT_MOST {
-                    return Ok((full().await?, false));
+                    return Ok((full().await?, Seen::Everything));
                 }
                 let wanted: Vec<String> = wanted.into_iter().collect();
                 let listing = retry_transient("listing the source", cancel, || async {
                     Ok(self.source.list_keys(&wanted).await?)
                 })
                 .await?;
-                Ok((listing, true))
+                Ok((listing, Seen::SomeKeys))
             }
         }
     }

@@ -26,8 +26,9 @@ impl Engine {
     /// everything the sequencer allows.
     pub async fn pass_over(&self, scope: &Scope, cancel: &CancellationToken) -> Result<PassReport, EngineError> {
         let mut report = PassReport::default();
-        let super::discovery::Loaded { objects, ledger, streams, discovered, partial, .. } =
+        let super::discovery::Loaded { objects, ledger, streams, discovered, partial, everything, .. } =
             self.load(scope, &mut report, cancel).await?;
+        report.listed_everything = everything;
         self.commit_discovered(discovered, cancel).await?;
         self.heartbeat.beat();
 

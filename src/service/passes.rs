@@ -34,15 +34,25 @@ pub(super) struct Cadence {
 impl Cadence {
     /// The next pass's scope: full first and every `reconcile`; in between, the keys
     /// announced (with events) or a quick listing.
-    fn scope(&self, last_full: Option<Instant>) -> Scope {
+    fn scope(&self, now: Instant, last_full: Option<Instant>) -> Scope {
         let taken = self.announced.take(); // a full pass looks at them too
-        if last_full.is_none_or(|t| t.elapsed() >= self.reconcile) {
+        if last_full.is_none_or(|t| now.saturating_duration_since(t) >= self.reconcile) {
             return Scope::Full;
         }
         match (self.events, taken) {
             (false, _) => Scope::Quick,
             (true, Some(keys)) => Scope::Keys(keys),
             (true, None) => Scope::Full, // more keys than one look-up each is worth
+        }
+    }
+
+    /// When the next pass runs unless something wakes it: one `interval` after `now`,
+    /// but never later than the next full pass is due, whatever the interval.
+    fn next_pass(&self, now: Instant, last_full: Option<Instant>) -> Instant {
+        let next = now + self.interval;
+        match last_full {
+            Some(t) => next.min(t + self.reconcile),
+            None => next,
         }
     }
 }
@@ -58,7 +68,7 @@ pub(super) async fn run(
     let wake = &cadence.announced;
     let mut last_full: Option<Instant> = None;
     while !cancel.is_cancelled() {
-        let scope = cadence.scope(last_full);
+        let scope = cadence.scope(Instant::now(), last_full);
         let started = Instant::now();
         let result = engine.pass_over(&scope, cancel).await;
         let seconds = started.elapsed().as_secs_f64();
@@ -71,8 +81,8 @@ pub(super) async fn run(
         }
         let in_flight = match result {
             Ok(report) => {
-                if scope == Scope::Full {
-                    last_full = Some(started);
+                if report.listed_everything {
+                    last_full = Some(started); // the reconcile (a full pass, or too many keys)
                 } else if report.needs_full_listing {
                     last_full = None; // a baseline or an automatic skip to decide: a full pass now
                     wake.wake_again();
@@ -93,11 +103,7 @@ pub(super) async fn run(
                 false
             }
         };
-        // Never later than the next full pass is due, whatever the interval.
-        let mut next_pass = tokio::time::Instant::now() + cadence.interval;
-        if let Some(full_due) = last_full.map(|t| tokio::time::Instant::from_std(t + cadence.reconcile)) {
-            next_pass = next_pass.min(full_due);
-        }
+        let next_pass = tokio::time::Instant::from_std(cadence.next_pass(Instant::now(), last_full));
         if in_flight {
             follow_deliveries(engine, next_pass, wake, cancel).await;
         }
@@ -143,5 +149,54 @@ async fn follow_deliveries(
             Err(EngineError::Cancelled) => return,
             Err(e) => tracing::warn!(error = %e, "checking files in flight failed"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cadence(interval: u64, reconcile: u64, events: bool) -> Cadence {
+        Cadence {
+            interval: Duration::from_secs(interval),
+            reconcile: Duration::from_secs(reconcile),
+            announced: Arc::new(Announced::default()),
+            events,
+        }
+    }
+
+    #[test]
+    fn full_passes_are_never_further_apart_than_the_reconcile_interval() {
+        // An interval longer than the reconcile interval, and one that does not divide it.
+        for (interval, reconcile) in [(600, 300), (7, 30), (10, 10), (1, 300)] {
+            let c = cadence(interval, reconcile, false);
+            let start = Instant::now();
+            let (mut now, mut last_full, mut full_at) = (start, None, Vec::new());
+            while now < start + Duration::from_secs(3 * reconcile) {
+                if c.scope(now, last_full) == Scope::Full {
+                    full_at.push(now);
+                    last_full = Some(now);
+                }
+                now = c.next_pass(now, last_full);
+            }
+            assert_eq!(full_at.first(), Some(&start), "the first pass is full");
+            for pair in full_at.windows(2) {
+                assert!(
+                    pair[1] - pair[0] <= c.reconcile,
+                    "interval {interval} s, reconcile {reconcile} s: {full_at:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn between_reconciles_passes_are_quick_or_over_the_keys_announced() {
+        let now = Instant::now();
+        let just_now = Some(now);
+        assert_eq!(cadence(10, 300, false).scope(now, just_now), Scope::Quick);
+        let c = cadence(10, 300, true);
+        c.announced.add(["a/DE_SEV_RMC_20220730_00000001.DAT".to_string()]);
+        assert_eq!(c.scope(now, just_now), Scope::Keys(vec!["a/DE_SEV_RMC_20220730_00000001.DAT".to_string()]));
+        assert_eq!(c.scope(now, None), Scope::Full);
     }
 }
