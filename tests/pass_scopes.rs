@@ -353,3 +353,16 @@ async fn a_quick_pass_judges_names_another_process_recorded_by_the_store() {
     let after = (end_state(&service).await, service.store.recent_audit(100).await.unwrap());
     assert_eq!(after, before, "the quick pass judged again what the other instance recorded");
 }
+
+/// Only a listing that checked every object counts as the reconcile: a full pass, or a
+/// pass over more notified keys than are looked up one by one (it lists in full).
+#[tokio::test]
+async fn only_a_listing_of_everything_counts_as_the_reconcile() {
+    let (dir, inbox) = an_inbox();
+    let engine = embedded_engine(&inbox, &dir.path().join("s.db")).await;
+    assert!(pass(&engine, &Scope::Full).await.listed_everything);
+    assert!(!pass(&engine, &Scope::Quick).await.listed_everything);
+    assert!(!pass(&engine, &Scope::Keys(vec![name(0)])).await.listed_everything);
+    let many: Vec<String> = (0..=esr_ingest::engine::KEYS_AT_MOST).map(|i| format!("k{i}")).collect();
+    assert!(pass(&engine, &Scope::Keys(many)).await.listed_everything);
+}

@@ -2,13 +2,15 @@
 //! rule. It never moves a stream's expected SEQ (stream records are not written), so it is
 //! safe to run at any time: re-applying a line is a no-op.
 
-use super::{Engine, EngineError, FileOutcome};
+use super::group::{FileList, Grouped, Pacing, UnitOrder};
+use super::{Engine, EngineError, FileOutcome, PassReport};
 use crate::core::ledger::{FileState, LedgerEntry, Listed};
 use crate::core::name::NameVerdict;
 use crate::core::record::Tally;
+use crate::core::sequencer::Apply;
 use crate::ports::store::Commit;
 use chrono::NaiveDate;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
@@ -108,7 +110,9 @@ impl Engine {
         Ok((plan, work))
     }
 
-    /// Processes the planned files; `progress` is called after each file.
+    /// Processes the planned files, region by region; `progress` is called after each file.
+    /// A region's consecutive files go into units of work where the delivery allows it
+    /// (`engine::group`), each file counted as it would be alone.
     pub async fn backfill(
         &self,
         plan: &BackfillPlan,
@@ -117,53 +121,112 @@ impl Engine {
         mut progress: impl FnMut(&BackfillFile, &Tally),
     ) -> Result<BackfillReport, EngineError> {
         let mut report = BackfillReport::default();
-        for f in &plan.files {
-            if cancel.is_cancelled() {
-                return Err(EngineError::Cancelled);
-            }
+        for files in plan.files.chunk_by(|a, b| a.region == b.region) {
+            self.backfill_region(files, work, &mut report, cancel, &mut progress).await?;
+        }
+        Ok(report)
+    }
+
+    /// Backfills one region's `files` (in SEQ order).
+    async fn backfill_region(
+        &self,
+        files: &[BackfillFile],
+        work: &HashMap<String, (LedgerEntry, Listed)>,
+        report: &mut BackfillReport,
+        cancel: &CancellationToken,
+        progress: &mut impl FnMut(&BackfillFile, &Tally),
+    ) -> Result<(), EngineError> {
+        let (mut objects, mut ledger, mut order) = (BTreeMap::new(), HashMap::new(), Vec::new());
+        let mut by_name = HashMap::new();
+        for f in files {
             if let Some(why) = &f.excluded {
                 report.excluded.push((f.name.clone(), why.clone()));
                 progress(f, &Tally::default());
                 continue;
             }
             let Some((entry, listed)) = work.get(&f.name) else { continue };
-            let span = tracing::info_span!("backfill", region = %f.region, file = %f.name, seq = f.seq);
-            let tally = async {
-                Ok::<_, EngineError>(match self.process_file(entry, listed, cancel).await? {
-                    FileOutcome::Delivered { delivery, entry: after } => match self
-                        .commit_file(delivery, after, Vec::new())
-                        .await
-                    {
-                        Ok(written) => written.tally,
-                        Err(e) if e.is_superseded() => {
-                            // Applied by `run` meanwhile: its records are there already.
-                            report.excluded.push((f.name.clone(), format!("applied meanwhile by another writer: {e}")));
-                            Tally::default()
-                        }
-                        Err(e) => return Err(e),
-                    },
-                    FileOutcome::Quarantined { entry: after } => {
-                        let reason = after.reason.clone().unwrap_or_default();
-                        tracing::warn!(%reason, "quarantined");
-                        self.commit(Commit { ledger: vec![after], ..Default::default() }, cancel).await?;
-                        report.quarantined.push((f.name.clone(), reason));
-                        Tally::default()
-                    }
-                })
+            objects.insert(f.name.clone(), listed.clone());
+            ledger.insert(f.name.clone(), entry.clone());
+            order.push(Apply { name: f.name.clone(), seq: f.seq, late: false });
+            by_name.insert(f.name.as_str(), f);
+        }
+        let Some(region) = files.first().map(|f| f.region.clone()) else { return Ok(()) };
+        let mut order = FileList::new(region, order);
+        let mut pacing = Pacing::default();
+        while let Some(action) = order.next_action() {
+            if cancel.is_cancelled() {
+                return Err(EngineError::Cancelled);
             }
-            .instrument(span)
-            .await?;
-            report.processed += 1;
-            report.tally += tally;
-            match report.by_region.iter_mut().find(|(r, _, _)| *r == f.region) {
-                Some((_, n, t)) => {
-                    *n += 1;
-                    *t += tally;
+            let Some(f) = by_name.get(action.name.as_str()).copied() else { break };
+            let (most, retrying) = pacing.next();
+            if most > 0 {
+                let mut part = PassReport::default();
+                let grouped = self
+                    .apply_group(&mut order, &action, (&objects, &mut ledger), (most, retrying), &mut part, cancel)
+                    .await?;
+                pacing.after(&grouped);
+                for name in &part.applied {
+                    let (Some(f), Some(entry)) = (by_name.get(name.as_str()), ledger.get(name)) else { continue };
+                    report.add(f, entry.tally);
+                    progress(f, &entry.tally);
                 }
-                None => report.by_region.push((f.region.clone(), 1, tally)),
+                if !matches!(grouped, Grouped::Alone) {
+                    continue;
+                }
             }
+            let Some((entry, listed)) = work.get(&f.name) else { break };
+            let span = tracing::info_span!("backfill", region = %f.region, file = %f.name, seq = f.seq);
+            let tally = self.backfill_one(f, entry, listed, report, cancel).instrument(span).await?;
+            order.applied(&action.name, action.seq);
+            report.add(f, tally);
             progress(f, &tally);
         }
-        Ok(report)
+        Ok(())
+    }
+
+    /// Processes one file on its own; returns its counts.
+    async fn backfill_one(
+        &self,
+        f: &BackfillFile,
+        entry: &LedgerEntry,
+        listed: &Listed,
+        report: &mut BackfillReport,
+        cancel: &CancellationToken,
+    ) -> Result<Tally, EngineError> {
+        Ok(match self.process_file(entry, listed, cancel).await? {
+            FileOutcome::Delivered { delivery, entry: after } => {
+                match self.commit_file(delivery, after, Vec::new()).await {
+                    Ok(written) => written.tally,
+                    Err(e) if e.is_superseded() => {
+                        // Applied by `run` meanwhile: its records are there already.
+                        report.excluded.push((f.name.clone(), format!("applied meanwhile by another writer: {e}")));
+                        Tally::default()
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+            FileOutcome::Quarantined { entry: after } => {
+                let reason = after.reason.clone().unwrap_or_default();
+                tracing::warn!(%reason, "quarantined");
+                self.commit(Commit { ledger: vec![after], ..Default::default() }, cancel).await?;
+                report.quarantined.push((f.name.clone(), reason));
+                Tally::default()
+            }
+        })
+    }
+}
+
+impl BackfillReport {
+    /// Counts one processed file.
+    fn add(&mut self, f: &BackfillFile, tally: Tally) {
+        self.processed += 1;
+        self.tally += tally;
+        match self.by_region.iter_mut().find(|(r, _, _)| *r == f.region) {
+            Some((_, n, t)) => {
+                *n += 1;
+                *t += tally;
+            }
+            None => self.by_region.push((f.region.clone(), 1, tally)),
+        }
     }
 }

@@ -23,6 +23,8 @@
 //!   as usual). When the commit itself fails, every file of the unit goes the one-file way.
 //! - A unit is bounded: about [`Delivery::group_lines`] lines, [`UNIT_BYTES`] of objects,
 //!   and no further file after [`UNIT_TIME`] (the store's single writer waits for it).
+//! - The files come in the order a [`UnitOrder`] gives: a region's stream in a pass (the
+//!   unit's commit carries the stream's advance), or a backfill's list (no stream moves).
 //!
 //! [`Delivery::group_lines`]: crate::ports::delivery::Delivery::group_lines
 
@@ -31,7 +33,7 @@ use super::{Engine, EngineError, PassReport};
 use crate::core::ledger::{LedgerEntry, Listed};
 use crate::core::name::FileName;
 use crate::core::record::Tally;
-use crate::core::sequencer::{Apply, Stream};
+use crate::core::sequencer::{Apply, Stream, StreamRecord};
 use crate::ports::delivery::FileDelivery;
 use crate::ports::source::SourceError;
 use crate::ports::store::{Commit, FileTicket};
@@ -60,6 +62,46 @@ pub(super) enum Grouped {
     Failed { good: usize, alone: usize },
 }
 
+/// How many files the next unit may take: one first (see the module docs), then as many
+/// as the line budget allows; after a failed unit, its good files together again, then the
+/// others one at a time.
+#[derive(Debug)]
+pub(super) struct Pacing {
+    regroup: usize,
+    alone: usize,
+    unit_files: usize,
+}
+
+impl Default for Pacing {
+    fn default() -> Self {
+        Pacing { regroup: 0, alone: 0, unit_files: 1 }
+    }
+}
+
+impl Pacing {
+    /// The most files the next unit may take (0: the next file goes alone), and whether
+    /// they are known to be ready (files of a failed unit, tried again).
+    pub fn next(&mut self) -> (usize, bool) {
+        match (std::mem::take(&mut self.regroup), self.alone) {
+            (0, 0) => (self.unit_files, false),
+            (0, _) => {
+                self.alone -= 1;
+                (0, true)
+            }
+            (good, _) => (good, true),
+        }
+    }
+
+    /// Notes what the unit did.
+    pub fn after(&mut self, grouped: &Grouped) {
+        match grouped {
+            Grouped::Applied => self.unit_files = usize::MAX,
+            Grouped::Alone => {}
+            Grouped::Failed { good, alone } => (self.regroup, self.alone) = (*good, *alone),
+        }
+    }
+}
+
 /// The span of one file's work (the fields every log line of a file carries).
 pub(super) fn file_span(region: &str, action: &Apply) -> tracing::Span {
     tracing::info_span!("file", region = %region, file = %action.name, seq = action.seq, late = action.late)
@@ -80,6 +122,72 @@ pub(super) fn log_applied(tally: &Tally, next_seq: Option<u64>, together: usize)
     );
 }
 
+/// The order in which a unit takes files, advanced on a copy as files join it.
+pub(super) trait UnitOrder: Clone {
+    fn region(&self) -> &str;
+    /// The file to apply next, if any.
+    fn next_action(&self) -> Option<Apply>;
+    /// Notes that `name` (at `seq`) was applied.
+    fn applied(&mut self, name: &str, seq: u64);
+    /// The SEQ expected next, for the log.
+    fn next_seq(&self) -> Option<u64>;
+    /// The stream records a unit's commit writes.
+    fn records(&self) -> Vec<StreamRecord>;
+}
+
+impl UnitOrder for Stream {
+    fn region(&self) -> &str {
+        Stream::region(self)
+    }
+    fn next_action(&self) -> Option<Apply> {
+        Stream::next_action(self)
+    }
+    fn applied(&mut self, name: &str, seq: u64) {
+        Stream::applied(self, name, seq);
+    }
+    fn next_seq(&self) -> Option<u64> {
+        Stream::next_seq(self)
+    }
+    fn records(&self) -> Vec<StreamRecord> {
+        vec![self.record().clone()]
+    }
+}
+
+/// A fixed list of one region's files, applied in its order without moving the stream
+/// (a backfill).
+#[derive(Clone, Debug)]
+pub(super) struct FileList {
+    region: String,
+    files: std::sync::Arc<[Apply]>,
+    at: usize,
+}
+
+impl FileList {
+    pub fn new(region: String, files: Vec<Apply>) -> Self {
+        FileList { region, files: files.into(), at: 0 }
+    }
+}
+
+impl UnitOrder for FileList {
+    fn region(&self) -> &str {
+        &self.region
+    }
+    fn next_action(&self) -> Option<Apply> {
+        self.files.get(self.at).cloned()
+    }
+    fn applied(&mut self, name: &str, _seq: u64) {
+        if self.files.get(self.at).is_some_and(|a| a.name == name) {
+            self.at += 1;
+        }
+    }
+    fn next_seq(&self) -> Option<u64> {
+        None
+    }
+    fn records(&self) -> Vec<StreamRecord> {
+        Vec::new()
+    }
+}
+
 /// One file of a unit, applied and settled in it.
 struct InUnit {
     action: Apply,
@@ -92,9 +200,9 @@ impl Engine {
     /// Applies the stream's next ready files, `first` first, at most `most` of them, in
     /// one unit of work (see the module docs). Unless `retrying` (the files are known to
     /// be ready), a lone pending file is left to the one-file path.
-    pub(super) async fn apply_group(
+    pub(super) async fn apply_group<O: UnitOrder>(
         &self,
-        stream: &mut Stream,
+        stream: &mut O,
         first: &Apply,
         (objects, ledger): (&BTreeMap<String, Listed>, &mut HashMap<String, LedgerEntry>),
         (most, retrying): (usize, bool),
@@ -165,7 +273,7 @@ impl Engine {
             self.heartbeat.beat();
         }
         let Some(delivery) = unit else { return Ok(Grouped::Alone) };
-        commit.streams = vec![plan.record().clone()];
+        commit.streams = plan.records();
         match self.commit_delivery(delivery, commit).await {
             Ok(()) => {}
             Err(EngineError::Cancelled) => return Err(EngineError::Cancelled),
@@ -224,9 +332,9 @@ impl Engine {
 
     /// Starts reading the file the stream would take after `current`, if it can join
     /// the unit (dropped unused when the unit ends before it).
-    async fn read_ahead(
+    async fn read_ahead<O: UnitOrder>(
         &self,
-        plan: &Stream,
+        plan: &O,
         current: &Apply,
         (objects, ledger): (&BTreeMap<String, Listed>, &HashMap<String, LedgerEntry>),
     ) -> Option<(String, Parsing)> {

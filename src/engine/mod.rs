@@ -25,7 +25,7 @@ pub mod streams;
 
 pub use crate::telemetry::heartbeat::{Heartbeat, WorkerBeat};
 pub use backfill::{BackfillFile, BackfillPlan, BackfillReport};
-pub use discovery::Scope;
+pub use discovery::{KEYS_AT_MOST, Scope};
 pub use export::export_line;
 pub use known::KnownNames;
 pub use process::FileOutcome;

@@ -1,7 +1,7 @@
 //! One discovery-and-apply pass.
 
 use super::discovery::Scope;
-use super::group::{Grouped, file_span, log_applied};
+use super::group::{Grouped, Pacing, file_span, log_applied};
 use super::streams::build_streams;
 use super::{Engine, EngineError, FileOutcome, PassReport};
 use crate::core::ledger::{LedgerEntry, Listed};
@@ -107,37 +107,24 @@ impl Engine {
     ) -> Result<(), EngineError> {
         let region = stream.region().to_string();
         let saved = stream.record().clone();
-        // After a unit failed: how many files go together again, then how many alone.
-        let (mut regroup, mut alone) = (0usize, 0usize);
-        // Files the next unit may take: one first (see `engine::group`), then as many as
-        // the delivery's line budget allows.
-        let mut unit_files = 1usize;
+        let mut pacing = Pacing::default();
         loop {
             while let Some(action) = stream.next_action() {
                 if cancel.is_cancelled() {
                     return Err(EngineError::Cancelled);
                 }
-                let (most, retrying) = match (std::mem::take(&mut regroup), alone) {
-                    (0, 0) => (unit_files, false),
-                    (0, _) => {
-                        alone -= 1;
-                        (0, true)
-                    }
-                    (good, _) => (good, true),
-                };
+                let (most, retrying) = pacing.next();
                 if most > 0 {
                     let shares = (objects, &mut *ledger);
-                    match self.apply_group(stream, &action, shares, (most, retrying), report, cancel).await? {
+                    let grouped = self.apply_group(stream, &action, shares, (most, retrying), report, cancel).await?;
+                    pacing.after(&grouped);
+                    match grouped {
                         Grouped::Applied => {
-                            unit_files = usize::MAX;
                             self.heartbeat.beat();
                             continue;
                         }
                         Grouped::Alone => {}
-                        Grouped::Failed { good, alone: after } => {
-                            (regroup, alone) = (good, after);
-                            continue;
-                        }
+                        Grouped::Failed { .. } => continue,
                     }
                 }
                 let span = file_span(&region, &action);

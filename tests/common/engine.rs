@@ -42,3 +42,38 @@ pub async fn export_lines(store: &dyn Store) -> Vec<String> {
     sent.expect("export");
     lines
 }
+
+/// A delivery that never groups files into units of work (`group_lines` 0), so an engine
+/// over it applies every file the one-file way: the reference the units are compared with.
+pub struct OneAtATime(pub Arc<dyn esr_ingest::ports::delivery::Delivery>);
+
+#[async_trait::async_trait]
+impl esr_ingest::ports::delivery::Delivery for OneAtATime {
+    fn describe(&self) -> String {
+        self.0.describe()
+    }
+    fn asynchronous(&self) -> bool {
+        self.0.asynchronous()
+    }
+    async fn open(
+        &self,
+        ticket: esr_ingest::ports::store::FileTicket,
+    ) -> Result<Box<dyn esr_ingest::ports::delivery::FileDelivery>, esr_ingest::ports::delivery::DeliveryError> {
+        self.0.open(ticket).await
+    }
+    fn group_lines(&self) -> u64 {
+        0
+    }
+    async fn probe(
+        &self,
+    ) -> Result<esr_ingest::ports::delivery::DeliveryProbe, esr_ingest::ports::delivery::DeliveryError> {
+        self.0.probe().await
+    }
+}
+
+/// [`embedded_engine`] whose files all go the one-file way ([`OneAtATime`]).
+pub async fn one_file_at_a_time_engine(inbox: &Path, db: &Path) -> Engine {
+    let mut engine = embedded_engine(inbox, db).await;
+    engine.delivery = Arc::new(OneAtATime(engine.delivery.clone()));
+    engine
+}
