@@ -169,15 +169,19 @@ impl ConsumerPool {
         dead_letters: &Channel,
         cancel: &CancellationToken,
     ) -> Result<Handled, String> {
-        let mut decoded = Vec::with_capacity(ready.len());
+        let (mut deliveries, mut batches) = (Vec::with_capacity(ready.len()), Vec::with_capacity(ready.len()));
         let mut done = Vec::with_capacity(ready.len());
         for delivery in ready {
             let id = delivery.properties.message_id().as_ref().map(|s| s.as_str().to_owned()).unwrap_or_default();
             match message::decode(&delivery.data, &self.layouts) {
                 Ok((message, records)) => {
-                    let batch =
-                        DeliveredBatch { receipt: id, file: message.file, generation: message.generation, records };
-                    decoded.push((delivery, batch));
+                    batches.push(DeliveredBatch {
+                        receipt: id,
+                        file: message.file,
+                        generation: message.generation,
+                        records,
+                    });
+                    deliveries.push(delivery);
                 }
                 Err(Poison(reason)) => {
                     tracing::error!(message = %id, %reason, "undecodable message; dead-lettered");
@@ -186,13 +190,12 @@ impl ConsumerPool {
                 }
             }
         }
-        let batches: Vec<DeliveredBatch> = decoded.iter().map(|(_, b)| b.clone()).collect();
-        match self.apply(batches, cancel).await {
-            Applied::Yes => done.extend(decoded.into_iter().map(|(d, _)| d)),
+        match self.apply(&batches, cancel).await {
+            Applied::Yes => done.extend(deliveries),
             Applied::Gave => return Ok(Handled::LetGo),
             Applied::Refused(reason) => {
                 tracing::warn!(%reason, "the store refused a record; applying these messages record by record");
-                for (delivery, batch) in decoded {
+                for (delivery, batch) in deliveries.into_iter().zip(batches) {
                     if !self.apply_split(&delivery, batch, dead_letters, cancel).await? {
                         return Ok(Handled::LetGo);
                     }
@@ -212,7 +215,7 @@ impl ConsumerPool {
         dead_letters: &Channel,
         cancel: &CancellationToken,
     ) -> Result<bool, String> {
-        match self.apply(vec![batch.clone()], cancel).await {
+        match self.apply(std::slice::from_ref(&batch), cancel).await {
             Applied::Yes => return Ok(true),
             Applied::Gave => return Ok(false),
             Applied::Refused(_) => {}
@@ -224,7 +227,7 @@ impl ConsumerPool {
                 generation: batch.generation,
                 records: vec![record.clone()],
             };
-            match self.apply(vec![single.clone()], cancel).await {
+            match self.apply(std::slice::from_ref(&single), cancel).await {
                 Applied::Yes => {}
                 Applied::Gave => return Ok(false),
                 Applied::Refused(reason) => {
@@ -235,7 +238,7 @@ impl ConsumerPool {
         Ok(true)
     }
 
-    async fn apply(&self, batches: Vec<DeliveredBatch>, cancel: &CancellationToken) -> Applied {
+    async fn apply(&self, batches: &[DeliveredBatch], cancel: &CancellationToken) -> Applied {
         let mut backoff = ExponentialBuilder::default()
             .with_jitter()
             .with_min_delay(Duration::from_millis(50))
@@ -244,7 +247,7 @@ impl ConsumerPool {
             .without_max_times()
             .build();
         loop {
-            match self.store.apply_delivered(batches.clone()).await {
+            match self.store.apply_delivered(batches.to_vec()).await {
                 Ok(_) => return Applied::Yes,
                 Err(e) if e.is_transient() => match backoff.next() {
                     Some(wait) if !cancel.is_cancelled() => {

@@ -557,6 +557,10 @@ pub(super) fn apply_delivered(
     let mut clear = conn
         .prepare_cached("DELETE FROM dead_letters WHERE file = ?1 AND generation = ?2 AND line = ?3")
         .map_err(map_err)?;
+    // One probe per message: a delivery rarely has dead letters (a replay's does).
+    let mut any_dead = conn
+        .prepare_cached("SELECT EXISTS (SELECT 1 FROM dead_letters WHERE file = ?1 AND generation = ?2)")
+        .map_err(map_err)?;
     let mut out = Vec::with_capacity(batches.len());
     for ((b, tally), fresh) in batches.iter().zip(tallies).zip(fresh) {
         if !fresh {
@@ -566,8 +570,10 @@ pub(super) fn apply_delivered(
         receipt
             .execute(params![b.receipt, b.file, b.generation, tally.applied, tally.stale, tally.unchanged])
             .map_err(map_err)?;
-        for r in &b.records {
-            clear.execute(params![b.file, b.generation, r.version.line]).map_err(map_err)?;
+        if any_dead.query_row(params![b.file, b.generation], |r| r.get::<_, bool>(0)).map_err(map_err)? {
+            for r in &b.records {
+                clear.execute(params![b.file, b.generation, r.version.line]).map_err(map_err)?;
+            }
         }
         out.push(Some(tally));
     }
