@@ -132,7 +132,7 @@ fn check(sb: &dyn Installation, ops: &[Op]) -> Result<(), TestCaseError> {
                 true
             }
             Op::FaultyRun { seed } => {
-                let faults = format!("seed={seed},rate=0.15,kinds=before+after+delay");
+                let faults = format!("seed={seed},rate=0.15,{}", sb.fault_kinds());
                 let out = sb.command(&["run", "--once"]).env("ESR_INGEST_FAULTS", &faults).output().expect("spawn");
                 add(FAULTY, 1);
                 add_faults(&out.stderr);
@@ -291,6 +291,11 @@ mod production {
         }
         fn per_step_store(&self) -> bool {
             true
+        }
+        /// A pause longer than the lease (2 s) too: the paused run's commits must be
+        /// fenced off once another claim of the region could have happened.
+        fn fault_kinds(&self) -> String {
+            "kinds=before+after+delay+pause,pause_ms=2500".into()
         }
         fn command(&self, args: &[&str]) -> std::process::Command {
             let mut cmd = std::process::Command::new(super::common::bin());

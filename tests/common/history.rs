@@ -516,6 +516,10 @@ pub trait Installation {
     fn per_step_store(&self) -> bool {
         false
     }
+    /// The faults a faulty run injects (`ESR_INGEST_FAULTS` without seed and rate).
+    fn fault_kinds(&self) -> String {
+        "kinds=before+after+delay".into()
+    }
 
     fn run(&self, args: &[&str]) -> std::process::Output {
         self.command(args).stdin(std::process::Stdio::null()).output().expect("spawn the esr-ingest binary")

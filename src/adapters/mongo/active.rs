@@ -23,7 +23,8 @@ pub(super) fn indexes() -> [(&'static str, Document); 2] {
     [(LEDGER, doc! { "batch.region": 1, "batch.seq": 1 }), (LEDGER, doc! { "batch.region": 1, "first_seen": 1 })]
 }
 
-async fn find(
+/// Every document `filter` matches, in `sort` order, at most `limit`.
+pub(super) async fn find(
     db: &Database,
     collection: &str,
     filter: Document,

@@ -130,12 +130,7 @@ impl MongoStore {
     }
 
     async fn all(&self, collection: &str, filter: Document, sort: Document) -> Result<Vec<Document>, StoreError> {
-        let mut cursor = self.db.collection::<Document>(collection).find(filter).sort(sort).await.map_err(map_err)?;
-        let mut out = Vec::new();
-        while cursor.advance().await.map_err(map_err)? {
-            out.push(cursor.deserialize_current().map_err(map_err)?);
-        }
-        Ok(out)
+        active::find(&self.db, collection, filter, sort, None).await
     }
 
     async fn insert_rejects(&self, batch: &[Reject]) -> Result<(), StoreError> {
