@@ -205,35 +205,3 @@ async fn folding_the_journal_keeps_every_count_once() {
     let other = MongoStore::open(&uri).await.expect("open again");
     assert_eq!(other.counts().await.unwrap(), after);
 }
-
-/// A message whose records were written but whose receipt was not (the consumer died, or
-/// the command's reply was lost, in between) is delivered again: its lines count as
-/// applied, since that attempt was never counted. A later delivery of the same lines (a
-/// backfill, the next generation) still counts them unchanged.
-#[tokio::test]
-async fn a_message_whose_receipt_was_lost_counts_its_written_lines_applied_when_redelivered() {
-    use conformance::store::{delivered, record};
-    use esr_ingest::core::record::Tally;
-    let base = std::env::var("ESR_TEST_MONGO_URI").expect("ESR_TEST_MONGO_URI is not set: run scripts/test.sh");
-    let uri = database_uri(&base);
-    let store = MongoStore::open(&uri).await.expect("open");
-    let lines = vec![record("POS", "1", 30, 1, 2, false, "x"), record("POS", "2", 30, 1, 3, false, "y")];
-    let applied = Some(Tally { applied: 2, ..Default::default() });
-    assert_eq!(store.apply_delivered(vec![delivered("m/1", 1, lines.clone())]).await.unwrap(), vec![applied]);
-    let client = mongodb::Client::with_uri_str(&uri).await.expect("a client");
-    let receipts =
-        client.default_database().expect("the test database").collection::<mongodb::bson::Document>("receipts");
-    receipts.delete_one(mongodb::bson::doc! { "_id": "m/1" }).await.expect("delete the receipt");
-    assert_eq!(
-        store.apply_delivered(vec![delivered("m/1", 1, lines.clone())]).await.unwrap(),
-        vec![applied],
-        "the redelivered message's lines were written by its first attempt, which counted nothing"
-    );
-    let progress = store.delivery_progress("DE_SEV_RMC_20220730_00000001.DAT", 1).await.unwrap();
-    assert_eq!(progress, Tally { applied: 2, ..Default::default() });
-    assert_eq!(
-        store.apply_delivered(vec![delivered("m/2", 2, lines)]).await.unwrap(),
-        vec![Some(Tally { unchanged: 2, ..Default::default() })],
-        "a later generation finds the same lines unchanged"
-    );
-}

@@ -28,8 +28,7 @@ pub(super) async fn sweep(db: &Database, s: &Sweep) -> Result<Swept, StoreError>
     let at = version_key(&s.version);
     let shown = |v: &str, version: &Version, file: &str| -> Result<Document, StoreError> {
         Ok(doc! {
-            // `g` cleared: no delivery's line wrote this tombstone (see `records`)
-            "deleted": true, "fields": Bson::Null, "swept": true, "sv": v, "file": file, "g": Bson::Null,
+            "deleted": true, "fields": Bson::Null, "swept": true, "sv": v, "file": file,
             "vd": version.date.format("%Y-%m-%d").to_string(), "vs": as_i64(version.seq, "SEQ")?, "vl": 0_i64,
         })
     };

@@ -280,9 +280,8 @@ impl Store for MongoStore {
         full_files::sweep(&self.db, sweep).await
     }
 
-    async fn begin_file(&self, ticket: FileTicket) -> Result<Box<dyn FileTxn>, StoreError> {
-        let generation = ticket.generation;
-        Ok(Box::new(MongoFileTxn { store: self.clone_handle(), tally: Tally::default(), generation }))
+    async fn begin_file(&self, _ticket: FileTicket) -> Result<Box<dyn FileTxn>, StoreError> {
+        Ok(Box::new(MongoFileTxn { store: self.clone_handle(), tally: Tally::default() }))
     }
 
     async fn counts(&self) -> Result<Counts, StoreError> {
@@ -389,8 +388,7 @@ impl MongoStore {
         }
         let order = crate::ports::store::in_identity_order(batches, &fresh);
         let mut tallies = vec![Tally::default(); batches.len()];
-        let generations: Vec<u32> = batches.iter().map(|b| b.generation).collect();
-        records::apply_slotted(&self.db, &self.write_concern, &order, (&mut tallies, &generations)).await?;
+        records::apply_slotted(&self.db, &self.write_concern, &order, &mut tallies).await?;
         let new: Vec<usize> = (0..batches.len()).filter(|i| fresh[*i]).collect();
         let mut counted = vec![false; batches.len()];
         for chunk in new.chunks(1000) {
@@ -487,15 +485,12 @@ impl MongoStore {
 struct MongoFileTxn {
     store: MongoStore,
     tally: Tally,
-    /// The delivery the file's records belong to (`records`: an earlier attempt's lines).
-    generation: u32,
 }
 
 #[async_trait]
 impl FileTxn for MongoFileTxn {
     async fn apply(&mut self, batch: Vec<Record>) -> Result<(), StoreError> {
-        self.tally +=
-            records::apply_versioned(&self.store.db, &self.store.write_concern, &batch, self.generation).await?;
+        self.tally += records::apply_versioned(&self.store.db, &self.store.write_concern, &batch).await?;
         Ok(())
     }
 

@@ -8,16 +8,6 @@
 //! stored version is then read to tell *stale* from *the same line again*; if it is
 //! older after all, two first inserts raced and the line is tried once more.
 //!
-//! Each document also keeps the delivery that wrote it (`file` and `g`, the generation).
-//! There are no transactions here, so an attempt can write some lines and fail before it
-//! is counted (its receipt not written, its reply lost); the same delivery then tries
-//! again (the engine resumes a file under the same generation). A line that finds its
-//! identity written by its own delivery counts as applied, as it would have in one
-//! clean attempt: that write was this line's or a later line's of the same file, and no
-//! other file's version lies between two lines of one file, so the line was newer than
-//! what was stored before the delivery began. The same line met by a later delivery (a
-//! backfill) is unchanged, as before.
-//!
 //! Writes go out as unordered `update` commands of up to [`CHUNK`] statements (works on
 //! MongoDB 6.0+, unlike the driver's `bulk_write`), with the store's write concern.
 
@@ -53,7 +43,7 @@ pub(super) fn as_i64(n: u64, what: &str) -> Result<i64, StoreError> {
     i64::try_from(n).map_err(|_| StoreError::Rejected(format!("{what} {n} does not fit a 64-bit signed integer")))
 }
 
-fn record_doc(r: &Record, generation: u32) -> Result<Document, StoreError> {
+fn record_doc(r: &Record) -> Result<Document, StoreError> {
     let fields = match &r.fields {
         None => Bson::Null,
         Some(f) => {
@@ -76,7 +66,6 @@ fn record_doc(r: &Record, generation: u32) -> Result<Document, StoreError> {
         "vd": r.version.date.format("%Y-%m-%d").to_string(),
         "vs": as_i64(r.version.seq, "SEQ")?,
         "vl": as_i64(r.version.line, "line")?,
-        "g": i64::from(generation),
         "fields": fields,
         // written by a line: not (or no longer) removed by a full file
         "swept": false,
@@ -84,30 +73,27 @@ fn record_doc(r: &Record, generation: u32) -> Result<Document, StoreError> {
     })
 }
 
-/// Applies records of one delivery (`generation`) under the version rule; returns what
-/// happened to their lines.
+/// Applies records under the version rule; returns what happened to their lines.
 pub(super) async fn apply_versioned(
     db: &Database,
     write_concern: &Document,
     records: &[Record],
-    generation: u32,
 ) -> Result<Tally, StoreError> {
     let mut tally = [Tally::default()];
     let slotted: Vec<(usize, &Record)> = records.iter().map(|r| (0, r)).collect();
-    apply_slotted(db, write_concern, &slotted, (&mut tally, &[generation])).await?;
+    apply_slotted(db, write_concern, &slotted, &mut tally).await?;
     Ok(tally[0])
 }
 
 /// Applies `(slot, record)` pairs under the version rule, in `update` commands of up to
-/// [`CHUNK`] statements, adding each line's outcome to `tallies[slot]`; `generations[slot]`
-/// is the delivery the slot's lines belong to. Pairs of one
+/// [`CHUNK`] statements, adding each line's outcome to `tallies[slot]`. Pairs of one
 /// identity are best given in version order: the server applies a command's statements
 /// in order, so each line then counts as a line-by-line pass would count it.
 pub(super) async fn apply_slotted(
     db: &Database,
     write_concern: &Document,
     records: &[(usize, &Record)],
-    (tallies, generations): (&mut [Tally], &[u32]),
+    tallies: &mut [Tally],
 ) -> Result<(), StoreError> {
     for chunk in records.chunks(CHUNK) {
         let mut pending: Vec<(usize, &Record)> = chunk.to_vec();
@@ -125,7 +111,7 @@ pub(super) async fn apply_slotted(
             if round > 1 {
                 tokio::time::sleep(Duration::from_millis(50 * u64::from(round))).await;
             }
-            pending = upsert_round(db, write_concern, &pending, (&mut *tallies, generations)).await?;
+            pending = upsert_round(db, write_concern, &pending, tallies).await?;
         }
     }
     Ok(())
@@ -136,14 +122,13 @@ async fn upsert_round<'a>(
     db: &Database,
     write_concern: &Document,
     pending: &[(usize, &'a Record)],
-    (tallies, generations): (&mut [Tally], &[u32]),
+    tallies: &mut [Tally],
 ) -> Result<Vec<(usize, &'a Record)>, StoreError> {
-    let generation = |slot: usize| generations.get(slot).copied().unwrap_or_default();
     let mut updates = Vec::with_capacity(pending.len());
-    for (slot, r) in pending {
+    for (_, r) in pending {
         updates.push(doc! {
             "q": { "_id": record_id(&r.record_type, &r.key), "v": { "$lt": version_key(&r.version) } },
-            "u": { "$set": record_doc(r, generation(*slot))? },
+            "u": { "$set": record_doc(r)? },
             "upsert": true,
             "multi": false,
         });
@@ -179,12 +164,8 @@ async fn upsert_round<'a>(
         for (slot, r) in duplicates {
             let incoming = version_key(&r.version);
             match stored.get(&record_id(&r.record_type, &r.key)) {
-                // Written by an earlier attempt of this very delivery, which counted nothing.
-                Some(s) if s.file == *r.file && s.generation == Some(i64::from(generation(slot))) => {
-                    tallies[slot].applied += 1;
-                }
-                Some(s) if s.version == incoming => tallies[slot].unchanged += 1,
-                Some(s) if s.version > incoming => tallies[slot].stale += 1,
+                Some(v) if *v == incoming => tallies[slot].unchanged += 1,
+                Some(v) if *v > incoming => tallies[slot].stale += 1,
                 _ => again.push((slot, r)), // an older first insert won a race: try once more
             }
         }
@@ -206,28 +187,19 @@ pub(super) fn write_errors(reply: &Document) -> HashMap<usize, (i32, String)> {
     failed
 }
 
-/// What is stored of an identity: its version and the delivery that wrote it.
-struct Stored {
-    version: String,
-    file: String,
-    /// `None` for documents written before the generation was kept.
-    generation: Option<i64>,
-}
-
-async fn stored_versions(db: &Database, records: &[&Record]) -> Result<HashMap<String, Stored>, StoreError> {
+async fn stored_versions(db: &Database, records: &[&Record]) -> Result<HashMap<String, String>, StoreError> {
     let ids: Vec<String> = records.iter().map(|r| record_id(&r.record_type, &r.key)).collect();
     let mut cursor = db
         .collection::<Document>(RECORDS)
         .find(doc! { "_id": { "$in": ids } })
-        .projection(doc! { "v": 1, "file": 1, "g": 1 })
+        .projection(doc! { "v": 1 })
         .await
         .map_err(map_err)?;
     let mut out = HashMap::new();
     while cursor.advance().await.map_err(map_err)? {
         let d: Document = cursor.deserialize_current().map_err(map_err)?;
         if let (Ok(id), Ok(v)) = (d.get_str("_id"), d.get_str("v")) {
-            let file = d.get_str("file").unwrap_or_default().to_string();
-            out.insert(id.to_string(), Stored { version: v.to_string(), file, generation: int(d.get("g")) });
+            out.insert(id.to_string(), v.to_string());
         }
     }
     Ok(out)
