@@ -355,7 +355,8 @@ async fn a_quick_pass_judges_names_another_process_recorded_by_the_store() {
 }
 
 /// Only a listing that checked every object counts as the reconcile: a full pass, or a
-/// pass over more notified keys than are looked up one by one (it lists in full).
+/// pass over more notified keys than are looked up one by one (it lists in full, and reads
+/// the known names from the store again rather than judge by what the engine remembers).
 #[tokio::test]
 async fn only_a_listing_of_everything_counts_as_the_reconcile() {
     let (dir, inbox) = an_inbox();

@@ -28,8 +28,9 @@ pub(super) struct Loaded {
     /// The listing did not look at every name (a pass over notified keys): nothing may be
     /// decided from a file's absence (a baseline, an automatic skip).
     pub partial: bool,
-    /// The listing checked every object, as a full pass does (a pass over more keys than
-    /// [`KEYS_AT_MOST`] lists in full): it counts as the reconcile.
+    /// The listing checked every object against the known names read from the store, as
+    /// a full pass does (a pass over more keys than [`KEYS_AT_MOST`] lists in full and
+    /// reads them): it counts as the reconcile.
     pub everything: bool,
 }
 
@@ -75,6 +76,11 @@ impl Engine {
         let mut ledger: HashMap<String, LedgerEntry> =
             std::mem::take(&mut snapshot.ledger).into_iter().map(|e| (e.name.clone(), e)).collect();
         let (listing, seen) = self.list_source(scope, &ledger, &known, cancel).await?;
+        // A listing of everything is judged against every known name as the store has them
+        // (a pass over too many keys listed everything with the names remembered): it is
+        // the reconcile.
+        let known =
+            if seen == Seen::Everything && known.remembered { self.read_known_names(cancel).await? } else { known };
         let (partial, everything) = (seen == Seen::SomeKeys, seen == Seen::Everything);
         let objects = self.by_name(listing);
         let settled = self.read_ledger(&objects, &mut ledger, &known, cancel).await?;
@@ -106,25 +112,23 @@ impl Engine {
     /// the engine remembers (`super::known`).
     async fn read_store(&self, scope: &Scope, cancel: &CancellationToken) -> Result<(Snapshot, Known), EngineError> {
         let recalled = if *scope == Scope::Full { None } else { self.known.recall() };
-        if recalled.is_none() {
-            self.known.start_full_read();
-        }
-        let read = || async {
-            let snapshot = self.store.active().await?;
-            let names = if recalled.is_none() { Some(self.store.known_names().await?) } else { None };
-            Ok::<_, crate::ports::store::StoreError>((snapshot, names))
-        };
-        let (snapshot, names) = retry_transient("reading the store", cancel, || async { Ok(read().await?) }).await?;
-        let known = match (recalled, names) {
-            (Some(known), _) => known,
-            (None, names) => {
-                let known =
-                    Known::read(names.unwrap_or_default().into_iter().map(|k| (k.name, k.fingerprint)).collect());
-                self.known.keep_full_read(&known);
-                known
-            }
+        let snapshot =
+            retry_transient("reading the store", cancel, || async { Ok(self.store.active().await?) }).await?;
+        let known = match recalled {
+            Some(known) => known,
+            None => self.read_known_names(cancel).await?,
         };
         Ok((snapshot, known))
+    }
+
+    /// Every known name from the store, remembered from now on.
+    async fn read_known_names(&self, cancel: &CancellationToken) -> Result<Known, EngineError> {
+        self.known.start_full_read();
+        let names =
+            retry_transient("reading the store", cancel, || async { Ok(self.store.known_names().await?) }).await?;
+        let known = Known::read(names.into_iter().map(|k| (k.name, k.fingerprint)).collect());
+        self.known.keep_full_read(&known);
+        Ok(known)
     }
 
     /// The source's objects as `scope` lists them, and how much the listing saw; `active`

@@ -1,12 +1,20 @@
 //! The names the ledger knows, remembered between passes, so a pass that is not full does
 //! not read every name of the history from the store (see [`super::Scope`]).
 //!
-//! Invariant: what is remembered is never *ahead* of the store. It is filled only by a
-//! full read of the store's known names and by what the store confirmed since (commits
-//! that succeeded, entries read back); ledger entries are never deleted. So it can only
-//! lack a name or hold an older fingerprint, and a pass treats both safely: a name it
-//! lacks is looked up by name before it is judged new, and a fingerprint that differs from
-//! the listing's makes the entry be read. A full pass always reads the store again.
+//! Invariant: what is remembered is not *ahead* of the store. It is filled only by a
+//! full read of the store's known names and by what the store confirmed since: commits
+//! that returned, and entries read back (`ledger_lookup`); ledger entries are never
+//! deleted. So it can lack a name or hold an older fingerprint, and a pass treats both
+//! safely: a name it lacks is looked up by name before it is judged new, and a
+//! fingerprint that differs from the listing's makes the entry be read. A full pass (and
+//! a pass over keys that lists everything) reads the store again.
+//!
+//! Where a returned commit is not what the store keeps, the remembered name can be
+//! ahead until that read: on MongoDB, a fenced copy dropped for a newer owner's entry (a
+//! region this instance no longer drives), or a write acknowledged below a majority and
+//! rolled back (the default write concern is `majority`). A quick pass then leaves that
+//! name out as settled, as it leaves out any settled file uploaded again: until the next
+//! full pass, at most `reconcile_interval`.
 //!
 //! Memory: one entry per known name (the full read holds the same for the length of a
 //! pass); what was added since the last full read is bounded by [`ADDED_AT_MOST`], past

@@ -126,8 +126,9 @@ pub struct PassReport {
     /// for its automatic skip: only a pass that saw every name may decide either (see
     /// `Scope::Keys`).
     pub needs_full_listing: bool,
-    /// The pass listed and checked every object, as the reconcile does: a full pass, or a
-    /// pass over more notified keys than are worth looking up one by one.
+    /// The pass listed and checked every object against the known names read from the
+    /// store, as the reconcile does: a full pass, or a pass over more notified keys than
+    /// are worth looking up one by one.
     pub listed_everything: bool,
 }
 

@@ -46,13 +46,16 @@ impl Cadence {
         }
     }
 
-    /// When the next pass runs unless something wakes it: one `interval` after `now`,
-    /// but never later than the next full pass is due, whatever the interval.
-    fn next_pass(&self, now: Instant, last_full: Option<Instant>) -> Instant {
+    /// When the next pass runs unless something wakes it, after a pass that `failed` or
+    /// not: one `interval` after `now`, but never later than the next full pass is due,
+    /// whatever the interval (a full pass already due runs at once, once: it either
+    /// succeeds and moves the due time on, or fails). After a failure, always one
+    /// `interval`: a pass that keeps failing never runs back to back.
+    fn next_pass(&self, now: Instant, last_full: Option<Instant>, failed: bool) -> Instant {
         let next = now + self.interval;
         match last_full {
-            Some(t) => next.min(t + self.reconcile),
-            None => next,
+            Some(t) if !failed => next.min(t + self.reconcile).max(now),
+            _ => next,
         }
     }
 }
@@ -79,6 +82,7 @@ pub(super) async fn run(
         {
             wake.give_back(keys.iter().cloned()); // looked at again by the next pass
         }
+        let failed = result.is_err();
         let in_flight = match result {
             Ok(report) => {
                 if report.listed_everything {
@@ -103,7 +107,7 @@ pub(super) async fn run(
                 false
             }
         };
-        let next_pass = tokio::time::Instant::from_std(cadence.next_pass(Instant::now(), last_full));
+        let next_pass = tokio::time::Instant::from_std(cadence.next_pass(Instant::now(), last_full, failed));
         if in_flight {
             follow_deliveries(engine, next_pass, wake, cancel).await;
         }
@@ -177,7 +181,7 @@ mod tests {
                     full_at.push(now);
                     last_full = Some(now);
                 }
-                now = c.next_pass(now, last_full);
+                now = c.next_pass(now, last_full, false);
             }
             assert_eq!(full_at.first(), Some(&start), "the first pass is full");
             for pair in full_at.windows(2) {
@@ -187,6 +191,17 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn a_pass_that_failed_or_ran_past_the_due_full_pass_never_starts_the_next_in_the_past() {
+        let c = cadence(10, 30, false);
+        let now = Instant::now();
+        let overdue = Some(now - Duration::from_secs(45)); // the last full pass is 45 s old
+        assert_eq!(c.next_pass(now, overdue, true), now + c.interval, "after a failure: one interval");
+        assert_eq!(c.next_pass(now, overdue, false), now, "a full pass already due: at once");
+        assert_eq!(c.next_pass(now, Some(now - Duration::from_secs(25)), false), now + Duration::from_secs(5));
+        assert_eq!(c.next_pass(now, None, true), now + c.interval);
     }
 
     #[test]
