@@ -241,9 +241,12 @@ impl Engine {
                     Some((name, parsing)) if name == action.name => parsing,
                     _ => self.start_parsing(file_of(entry)?, listed).await?,
                 };
-                // The file after this one is read while this one is written.
-                if files.len() + 1 < most {
-                    next = self.read_ahead(&plan, &action, (objects, ledger)).await;
+                // The file after this one is read while this one is written, if the unit
+                // can still take it (its size and the unit's time are known now; its
+                // lines are not, so the line budget may still end the unit before it).
+                if files.len() + 1 < most && opened.elapsed() < UNIT_TIME {
+                    let room = UNIT_BYTES.saturating_sub(bytes);
+                    next = self.read_ahead(&plan, &action, (objects, ledger), room).await;
                 }
                 let (ready, delivery) = self.add_to_unit(&mut unit, entry, listed, parsing, cancel).await?;
                 let entry = self.delivered_entry(ready);
@@ -331,18 +334,19 @@ impl Engine {
     }
 
     /// Starts reading the file the stream would take after `current`, if it can join
-    /// the unit (dropped unused when the unit ends before it).
+    /// the unit: at most `room` bytes (dropped unused when the unit ends before it).
     async fn read_ahead<O: UnitOrder>(
         &self,
         plan: &O,
         current: &Apply,
         (objects, ledger): (&BTreeMap<String, Listed>, &HashMap<String, LedgerEntry>),
+        room: u64,
     ) -> Option<(String, Parsing)> {
         let mut after = plan.clone();
         after.applied(&current.name, current.seq);
         let action = after.next_action()?;
         let (entry, listed) = (ledger.get(&action.name)?, objects.get(&action.name)?);
-        if !joins_a_unit(entry, listed) {
+        if !joins_a_unit(entry, listed) || listed.size > room {
             return None;
         }
         let parsing = self.start_parsing(entry.batch.as_ref()?, listed).await.ok()?;
