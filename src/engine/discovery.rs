@@ -25,23 +25,21 @@ pub(super) struct Loaded {
     pub settled: HashSet<String>,
     /// Ledger changes found by discovery, not yet written, by region (`None`: bad names).
     pub discovered: BTreeMap<Option<String>, Commit>,
-    /// The listing did not look at every name (a pass over notified keys): nothing may be
-    /// decided from a file's absence (a baseline, an automatic skip).
-    pub partial: bool,
-    /// The listing checked every object against the known names read from the store, as
-    /// a full pass does (a pass over more keys than [`KEYS_AT_MOST`] lists in full and
-    /// reads them): it counts as the reconcile.
-    pub everything: bool,
+    /// How much of the source the listing saw.
+    pub seen: Seen,
 }
 
 /// How much of the source a listing saw.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Seen {
-    /// Every object, each checked.
+pub(super) enum Seen {
+    /// Every object, each checked against the known names read from the store, as a full
+    /// pass does (a pass over more keys than [`KEYS_AT_MOST`] lists in full and reads
+    /// them): the reconcile.
     Everything,
     /// Every name, but the objects of settled names left out unchecked.
     AllButSettled,
-    /// Only some keys.
+    /// Only some keys: nothing may be decided from a file's absence (a baseline, an
+    /// automatic skip).
     SomeKeys,
 }
 
@@ -81,7 +79,6 @@ impl Engine {
         // the reconcile.
         let known =
             if seen == Seen::Everything && known.remembered { self.read_known_names(cancel).await? } else { known };
-        let (partial, everything) = (seen == Seen::SomeKeys, seen == Seen::Everything);
         let objects = self.by_name(listing);
         let settled = self.read_ledger(&objects, &mut ledger, &known, cancel).await?;
         let mut objects = objects;
@@ -104,7 +101,7 @@ impl Engine {
             objects.retain(|_, l| ownership.owns(region_of(&l.key).as_deref()));
         }
         let discovered = self.discover(&objects, &mut ledger, &settled, report, cancel).await?;
-        Ok(Loaded { objects, ledger, streams: snapshot.streams, settled, discovered, partial, everything })
+        Ok(Loaded { objects, ledger, streams: snapshot.streams, settled, discovered, seen })
     }
 
     /// The active state (ledger entries and streams) and every known name's fingerprint:
@@ -211,7 +208,7 @@ impl Engine {
                 Ok(self.store.ledger_lookup(names.clone(), positions.clone()).await?)
             })
             .await?;
-            self.known.confirmed(&found);
+            self.known.confirmed(found.iter().map(|e| (&e.name, &e.fingerprint)));
             for e in found {
                 ledger.entry(e.name.clone()).or_insert(e);
             }

@@ -65,7 +65,7 @@ impl Engine {
         .await;
         self.note_fenced(region.as_deref(), &written);
         if written.is_ok() {
-            self.known.confirmed(&commit.ledger);
+            self.known.confirmed(commit.ledger.iter().map(|e| (&e.name, &e.fingerprint)));
         }
         written
     }
@@ -117,11 +117,13 @@ impl Engine {
         mut commit: Commit,
     ) -> Result<(), EngineError> {
         let region = self.prepare(&mut commit);
-        let ledger = commit.ledger.clone();
+        // Only what the known names need outlives the commit handed to the delivery.
+        let names: Vec<(String, String)> =
+            commit.ledger.iter().map(|e| (e.name.clone(), e.fingerprint.clone())).collect();
         let result = delivery.commit(commit).await.map_err(EngineError::from);
         self.note_fenced(region.as_deref(), &result);
         if result.is_ok() {
-            self.known.confirmed(&ledger);
+            self.known.confirmed(names.iter().map(|(n, f)| (n, f)));
         }
         result
     }

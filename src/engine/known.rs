@@ -20,7 +20,6 @@
 //! pass); what was added since the last full read is bounded by [`ADDED_AT_MOST`], past
 //! which everything is forgotten and the next pass reads the store.
 
-use crate::core::ledger::LedgerEntry;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
@@ -85,14 +84,15 @@ impl KnownNames {
         *self.lock() = Remembered { read: Some(known.read.clone()), added: HashMap::new() };
     }
 
-    /// Remembers ledger entries the store confirmed (written, or read back).
-    pub(super) fn confirmed<'a>(&self, entries: impl IntoIterator<Item = &'a LedgerEntry>) {
+    /// Remembers (name, fingerprint) of ledger entries the store confirmed (written, or
+    /// read back).
+    pub(super) fn confirmed<'a>(&self, entries: impl IntoIterator<Item = (&'a String, &'a String)>) {
         let mut state = self.lock();
         if state.read.is_none() {
             return; // nothing to add to: the next pass that is not full reads the store
         }
-        for e in entries {
-            state.added.insert(e.name.clone(), e.fingerprint.clone());
+        for (name, fingerprint) in entries {
+            state.added.insert(name.clone(), fingerprint.clone());
         }
         if state.added.len() > ADDED_AT_MOST {
             *state = Remembered::default();
@@ -108,6 +108,7 @@ impl KnownNames {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::core::ledger::LedgerEntry;
 
     fn entry(name: &str, fingerprint: &str) -> LedgerEntry {
         let at = chrono::DateTime::UNIX_EPOCH;
@@ -130,10 +131,14 @@ mod tests {
         }
     }
 
+    fn pairs(entries: &[LedgerEntry]) -> impl Iterator<Item = (&String, &String)> {
+        entries.iter().map(|e| (&e.name, &e.fingerprint))
+    }
+
     #[test]
     fn nothing_is_recalled_before_a_full_read() {
         let k = KnownNames::default();
-        k.confirmed([&entry("A", "1")]);
+        k.confirmed(pairs(&[entry("A", "1")]));
         assert!(k.recall().is_none());
     }
 
@@ -142,7 +147,7 @@ mod tests {
         let k = KnownNames::default();
         k.start_full_read();
         k.keep_full_read(&Known::read(HashMap::from([("A".into(), "1".into()), ("B".into(), "2".into())])));
-        k.confirmed([&entry("B", "3"), &entry("C", "4")]);
+        k.confirmed(pairs(&[entry("B", "3"), entry("C", "4")]));
         let known = k.recall().expect("a full read was kept");
         assert!(known.remembered);
         assert_eq!(known.get("A").map(String::as_str), Some("1"));
@@ -157,7 +162,7 @@ mod tests {
         k.start_full_read();
         k.keep_full_read(&Known::read(HashMap::new()));
         let many: Vec<LedgerEntry> = (0..=ADDED_AT_MOST).map(|i| entry(&format!("N{i}"), "f")).collect();
-        k.confirmed(&many);
+        k.confirmed(pairs(&many));
         assert!(k.recall().is_none());
     }
 }

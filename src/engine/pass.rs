@@ -1,6 +1,6 @@
 //! One discovery-and-apply pass.
 
-use super::discovery::Scope;
+use super::discovery::{Scope, Seen};
 use super::group::{Grouped, Pacing, file_span, log_applied};
 use super::streams::build_streams;
 use super::{Engine, EngineError, FileOutcome, PassReport};
@@ -26,9 +26,10 @@ impl Engine {
     /// everything the sequencer allows.
     pub async fn pass_over(&self, scope: &Scope, cancel: &CancellationToken) -> Result<PassReport, EngineError> {
         let mut report = PassReport::default();
-        let super::discovery::Loaded { objects, ledger, streams, discovered, partial, everything, .. } =
+        let super::discovery::Loaded { objects, ledger, streams, discovered, seen, .. } =
             self.load(scope, &mut report, cancel).await?;
-        report.listed_everything = everything;
+        report.listed_everything = seen == Seen::Everything;
+        let partial = seen == Seen::SomeKeys;
         self.commit_discovered(discovered, cancel).await?;
         self.heartbeat.beat();
 

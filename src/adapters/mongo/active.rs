@@ -163,24 +163,12 @@ pub(super) async fn region_history(db: &Database, since: DateTime<Utc>) -> Resul
     let mut out = Vec::new();
     for region in regions(db).await? {
         let arrived = Some(doc! { "first_seen": 1 });
-        let first = find_fields(
-            db,
-            LEDGER,
-            doc! { "batch.region": &region },
-            doc! { "first_seen": 1 },
-            Some(1),
-            arrived.clone(),
-        )
-        .await?;
-        let last = find_fields(
-            db,
-            LEDGER,
-            doc! { "batch.region": &region },
-            doc! { "first_seen": -1 },
-            Some(1),
-            arrived.clone(),
-        )
-        .await?;
+        // The region's first (`1`) or last (`-1`) arrival, from the arrival index.
+        let arrival = |order: i32| {
+            let filter = doc! { "batch.region": &region };
+            find_fields(db, LEDGER, filter, doc! { "first_seen": order }, Some(1), arrived.clone())
+        };
+        let (first, last) = (arrival(1).await?, arrival(-1).await?);
         let top = find_fields(
             db,
             LEDGER,
