@@ -70,6 +70,7 @@ real_mongodb_suite!(
     commit_with_file_is_atomic_and_counted,
     delivered_batches_count_once,
     delivered_batches_obey_the_version_rule,
+    delivered_calls_count_as_line_by_line,
     audit_log_keeps_order,
     shared_documents_compare_and_set,
     leases_fence_out_a_former_owner,

@@ -276,6 +276,69 @@ pub async fn delivered_batches_obey_the_version_rule(store: Arc<dyn Store>) {
     assert!(lines[0].contains(r#""deleted":true"#), "{}", lines[0]);
 }
 
+/// Random calls of broker messages, with lines of one identity in the same and in
+/// different messages, equal versions, tombstones and redelivered messages: every
+/// message's tally, and the records left, are what applying each call's new messages line
+/// by line in identity-then-version order gives (`ports::store::in_identity_order`).
+pub async fn delivered_calls_count_as_line_by_line(store: Arc<dyn Store>) {
+    use std::collections::{HashMap, HashSet};
+    let mut seed: u64 = 0x5eed;
+    let mut draw = |n: u64| {
+        seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        (seed >> 33) % n
+    };
+    let (mut sent, mut seen): (Vec<DeliveredBatch>, HashSet<String>) = (Vec::new(), HashSet::new());
+    let mut stored: HashMap<String, (Version, bool)> = HashMap::new();
+    for round in 0..60 {
+        let mut call = Vec::new();
+        for _ in 0..=draw(4) {
+            if !sent.is_empty() && draw(10) < 3 {
+                call.push(sent[draw(sent.len() as u64) as usize].clone()); // redelivered
+                continue;
+            }
+            let records = (0..=draw(4))
+                .map(|_| {
+                    let (day, seq, line) = (28 + draw(4) as u32, 1 + draw(3), 1 + draw(4));
+                    let key = format!("K{}", draw(5));
+                    record("POS", &key, day, seq, line, draw(5) == 0, &format!("t{day}.{seq}.{line}"))
+                })
+                .collect();
+            let message = delivered(&format!("r{round}/{}", call.len()), 1, records);
+            sent.push(message.clone());
+            call.push(message);
+        }
+        // the model: new messages only (a receipt counts once, in the store or earlier in
+        // the call), their lines in identity-then-version order
+        let fresh: Vec<bool> = call.iter().map(|m| seen.insert(m.receipt.clone())).collect();
+        let mut want: Vec<Option<Tally>> = fresh.iter().map(|f| f.then(Tally::default)).collect();
+        for (i, r) in esr_ingest::ports::store::in_identity_order(&call, &fresh) {
+            let tally = want[i].as_mut().unwrap();
+            match stored.get(&r.key) {
+                Some((v, _)) if *v > r.version => tally.stale += 1,
+                Some((v, _)) if *v == r.version => tally.unchanged += 1,
+                _ => {
+                    tally.applied += 1;
+                    stored.insert(r.key.clone(), (r.version, r.deleted));
+                }
+            }
+        }
+        let got = store.apply_delivered(call.clone()).await.unwrap();
+        assert_eq!(got, want, "round {round}: {call:?}");
+    }
+    let mut want: Vec<_> = stored
+        .into_iter()
+        .map(|(key, (v, deleted))| {
+            use chrono::Datelike;
+            let file = format!("DE_SEV_RMC_202207{:02}_{:08}.DAT", v.date.day(), v.seq);
+            (format!("POS/{key}"), deleted, file, (v.date.day(), v.seq, v.line))
+        })
+        .collect();
+    want.sort();
+    let mut got = shown(store.as_ref()).await;
+    got.sort();
+    assert_eq!(got, want);
+}
+
 pub async fn commit_with_file_is_atomic_and_counted(store: Arc<dyn Store>) {
     let name = "DE_SEV_RMC_20220730_00000001.DAT";
     let mut txn = store.begin_file(ticket(name)).await.unwrap();
@@ -896,6 +959,11 @@ macro_rules! store_suite {
             async fn active_reads_agree_with_the_whole_ledger() {
                 let (_guard, store) = $factory().await;
                 conformance::store::active_reads_agree_with_the_whole_ledger(store).await;
+            }
+            #[tokio::test]
+            async fn delivered_calls_count_as_line_by_line() {
+                let (_guard, store) = $factory().await;
+                conformance::store::delivered_calls_count_as_line_by_line(store).await;
             }
             #[tokio::test]
             async fn full_files_remove_what_they_lack_in_any_order() {

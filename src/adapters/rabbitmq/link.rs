@@ -91,6 +91,11 @@ impl Link {
         self.blocked.lock().unwrap_or_else(|p| p.into_inner()).load(Ordering::Relaxed)
     }
 
+    /// The epoch of the connection opened last (0 before the first).
+    pub fn latest_epoch(&self) -> u64 {
+        self.epochs.load(Ordering::SeqCst)
+    }
+
     /// The live connection (opening one, with the topology declared, if needed).
     pub async fn connection(&self) -> Result<(u64, Arc<Connection>), LinkError> {
         let mut current = self.current.lock().await;

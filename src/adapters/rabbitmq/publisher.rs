@@ -10,8 +10,11 @@
 //!   already hold are recognised by the store's receipts.
 //! - While the broker blocks the connection (memory or disk alarm), publishing waits
 //!   and says so in the log every [`BLOCKED_NOTICE`]; nothing is dropped.
-//! - [`FileDelivery::finish`] returns only when the window is empty, i.e. every record of
+//! - [`FileDelivery::settle`] returns only when the window is empty, i.e. every record of
 //!   the file is confirmed; only then is the file's ledger entry committed as delivered.
+//! - A file's channel is reused by a later file only once everything published on it is
+//!   confirmed ([`IdleChannels`]); a delivery that fails or is dropped takes its channel
+//!   with it.
 
 use super::link::Link;
 use super::message::{self, message_id};
@@ -57,14 +60,45 @@ const BLOCKED_NOTICE: Duration = Duration::from_secs(15);
 /// retries it in a later pass).
 const RECOVERY_LIMIT: Duration = Duration::from_secs(300);
 
+/// Confirm-mode channels kept open between files, at most.
+const IDLE_CHANNELS: usize = 8;
+
 pub struct RabbitDelivery {
     link: Arc<Link>,
     store: Arc<dyn Store>,
+    idle: Arc<IdleChannels>,
 }
 
 impl RabbitDelivery {
     pub fn new(link: Arc<Link>, store: Arc<dyn Store>) -> Self {
-        Self { link, store }
+        Self { link, store, idle: Arc::default() }
+    }
+}
+
+/// Channels a file's delivery handed back with every message confirmed, for the next
+/// file: opening a channel and putting it in confirm mode costs two round trips, closing
+/// it a third. A channel is only kept when nothing of its file is outstanding (its window
+/// is empty and the broker returned nothing), so the next file starts on a clean channel;
+/// one that is no longer open, or of a connection other than the latest, is dropped.
+#[derive(Default)]
+struct IdleChannels(std::sync::Mutex<Vec<(u64, Channel)>>);
+
+impl IdleChannels {
+    /// A kept channel of connection `epoch` that is still open, if any.
+    fn take(&self, epoch: u64) -> Option<(u64, Channel)> {
+        let mut idle = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        idle.retain(|(e, ch)| *e == epoch && ch.status().connected());
+        idle.pop()
+    }
+
+    /// Keeps `channel` unless enough are kept; gives it back otherwise.
+    fn keep(&self, channel: (u64, Channel)) -> Option<(u64, Channel)> {
+        let mut idle = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if idle.len() >= IDLE_CHANNELS || !channel.1.status().connected() {
+            return Some(channel);
+        }
+        idle.push(channel);
+        None
     }
 }
 
@@ -89,14 +123,17 @@ impl Delivery for RabbitDelivery {
             per_message: self.link.settings().records_per_message.max(1),
             max_in_flight: self.link.settings().in_flight.max(1),
             ticket,
-            channel: None,
+            channel: self.idle.take(self.link.latest_epoch()),
+            idle: self.idle.clone(),
             window: VecDeque::new(),
             buffer: Vec::new(),
             rejected: 0,
         };
-        // A broker that is down when a file starts is waited for like one that fails
-        // mid-file (with an empty window, reconnecting only opens the channel).
-        file.reconnect().await?;
+        if file.channel.is_none() {
+            // A broker that is down when a file starts is waited for like one that fails
+            // mid-file (with an empty window, reconnecting only opens the channel).
+            file.reconnect().await?;
+        }
         Ok(Box::new(file))
     }
 }
@@ -115,6 +152,7 @@ struct RabbitFile {
     max_in_flight: usize,
     ticket: FileTicket,
     channel: Option<(u64, Channel)>,
+    idle: Arc<IdleChannels>,
     window: VecDeque<Outgoing>,
     buffer: Vec<Record>,
     rejected: u64,
@@ -373,10 +411,11 @@ impl FileDelivery for RabbitFile {
 
     async fn commit(mut self: Box<Self>, commit: Commit) -> Result<(), DeliveryError> {
         self.settle().await?;
+        // Everything is confirmed: the channel is clean for the next file.
+        let surplus = self.channel.take().and_then(|channel| self.idle.keep(channel));
         self.store.commit(commit).await?;
-        if let Some((_, ch)) = self.channel.take() {
-            // Everything is confirmed; a close that does not go out (a blocked
-            // connection) must not hold the file.
+        if let Some((_, ch)) = surplus {
+            // A close that does not go out (a blocked connection) must not hold the file.
             let _ = tokio::time::timeout(Duration::from_secs(2), ch.close(200, "OK".into())).await;
         }
         Ok(())

@@ -390,33 +390,48 @@ pub(super) fn load_shapes(conn: &Connection) -> Result<HashMap<i64, Vec<String>>
     Ok(out)
 }
 
-/// Applies records one by one under the version rule, as they stream in.
+/// Applies records under the version rule, as they stream in.
 ///
-/// One conditional upsert per record: it writes only when the incoming version is greater
-/// than the stored one — the same comparison as `core::version::decide`, on
-/// `(v_date, v_seq, v_line)`. Only when nothing was written is the stored version read,
-/// to tell a stale line from the same line seen again. The single writer connection makes
-/// each upsert atomic with respect to every other write.
+/// A line alone for its identity in `batch` is one conditional upsert: it writes only
+/// when the incoming version is greater than the stored one — the same comparison as
+/// `core::version::decide`, on `(v_date, v_seq, v_line)` — and only when nothing was
+/// written is the stored version read, to tell a stale line from the same line seen again.
+/// Several lines of one identity are decided in memory against the stored version, read
+/// once, and only the newest applied one is written (see [`apply_each`]). The single
+/// writer connection makes each step atomic with respect to every other write.
 pub(super) fn apply_records(conn: &Connection, shapes: &mut Shapes, batch: &[Record]) -> Result<Tally, StoreError> {
     let mut tally = [Tally::default()];
-    apply_each(conn, shapes, batch.iter().map(|r| (0, r)), &mut tally)?;
+    let order: Vec<(usize, &Record)> = batch.iter().map(|r| (0, r)).collect();
+    apply_each(conn, shapes, &order, &mut tally)?;
     Ok(tally[0])
 }
 
-/// Applies `(slot, record)` pairs in the given order, adding each line's outcome to
-/// `tallies[slot]`.
-fn apply_each<'r>(
+/// Applies `(slot, record)` pairs, adding each line's outcome to `tallies[slot]`.
+/// `records` holds the lines of one identity next to each other, in version order.
+///
+/// Each line gets the outcome a conditional upsert of it, run in that order, would give:
+/// with `S` the stored version, the lines of an identity newer than `S` are applied (each
+/// is newer than the one before it), a line equal to the newest so far is unchanged, an
+/// older one stale. The row left is the newest applied line's, which is what the last of
+/// those upserts would have written (an upsert overwrites every column but the identity).
+fn apply_each(
     conn: &Connection,
     shapes: &mut Shapes,
-    records: impl IntoIterator<Item = (usize, &'r Record)>,
+    records: &[(usize, &Record)],
     tallies: &mut [Tally],
 ) -> Result<(), StoreError> {
     let mut write = conn.prepare_cached(APPLY_ONE).map_err(map_err)?;
     let mut read = conn
         .prepare_cached("SELECT v_date, v_seq, v_line FROM records WHERE rtype = ?1 AND key = ?2")
         .map_err(map_err)?;
-    for (slot, r) in records {
-        let tally = &mut tallies[slot];
+    let same_identity =
+        |(_, a): &(usize, &Record), (_, b): &(usize, &Record)| a.key == b.key && a.record_type == b.record_type;
+    for lines in records.chunk_by(same_identity) {
+        let [(slot, r)] = lines else {
+            apply_together(conn, shapes, (&mut write, &mut read), lines, tallies)?;
+            continue;
+        };
+        let tally = &mut tallies[*slot];
         let written = execute_record(&mut write, shapes, conn, r)?;
         if written == 1 {
             tally.applied += 1;
@@ -435,6 +450,38 @@ fn apply_each<'r>(
         }
     }
     Ok(())
+}
+
+/// Several lines of one identity, in version order: decided against the stored version,
+/// read once; the newest applied line is written once.
+fn apply_together(
+    conn: &Connection,
+    shapes: &mut Shapes,
+    (write, read): (&mut rusqlite::CachedStatement<'_>, &mut rusqlite::CachedStatement<'_>),
+    lines: &[(usize, &Record)],
+    tallies: &mut [Tally],
+) -> Result<(), StoreError> {
+    let Some((_, first)) = lines.first() else { return Ok(()) };
+    let mut newest = stored_version(read, first)?;
+    let mut to_write = None;
+    for (slot, r) in lines {
+        match decide(newest, r.version) {
+            Decision::Apply => {
+                tallies[*slot].applied += 1;
+                newest = Some(r.version);
+                to_write = Some(*r);
+            }
+            Decision::Stale => tallies[*slot].stale += 1,
+            Decision::Same => tallies[*slot].unchanged += 1,
+        }
+    }
+    match to_write {
+        Some(r) if execute_record(write, shapes, conn, r)? != 1 => Err(StoreError::Corrupt(format!(
+            "record {} {}: version {:?} was decided newer but not written",
+            r.record_type, r.key, r.version
+        ))),
+        _ => Ok(()),
+    }
 }
 
 /// The stored version of `r`'s identity, with `read` the statement
@@ -541,14 +588,15 @@ pub(super) fn apply_delivered(
 ) -> Result<Vec<Option<Tally>>, StoreError> {
     let mut seen_stmt = conn.prepare_cached("SELECT 1 FROM receipts WHERE id = ?1").map_err(map_err)?;
     let mut fresh = vec![false; batches.len()];
+    let mut taken = std::collections::HashSet::with_capacity(batches.len());
     for (i, b) in batches.iter().enumerate() {
         let seen: Option<i64> = seen_stmt.query_row(params![b.receipt], |r| r.get(0)).optional().map_err(map_err)?;
         // the same id twice in one call counts once
-        fresh[i] = seen.is_none() && !batches[..i].iter().zip(&fresh).any(|(o, f)| *f && o.receipt == b.receipt);
+        fresh[i] = seen.is_none() && taken.insert(b.receipt.as_str());
     }
     let order = crate::ports::store::in_identity_order(batches, &fresh);
     let mut tallies = vec![Tally::default(); batches.len()];
-    apply_each(conn, shapes, order, &mut tallies)?;
+    apply_each(conn, shapes, &order, &mut tallies)?;
     let mut receipt = conn
         .prepare_cached(
             "INSERT INTO receipts (id, file, generation, applied, stale, unchanged) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
