@@ -60,18 +60,25 @@ ensure_venv() {
 # --- measuring ---------------------------------------------------------------------------
 
 # measure CMD...: runs CMD under /usr/bin/time. Sets M_SECS (wall, from bash's
-# microsecond clock), M_KB (peak RSS in KiB) and M_RC (exit code). Never fails itself.
+# microsecond clock), M_KB (peak RSS in KiB), M_CPU (user + system CPU seconds) and M_RC
+# (exit code). Never fails itself.
 measure() {
   local tf t0 t1
   tf="$(mktemp "$RUN/.time.XXXXXX")"
   M_RC=0
   t0=$EPOCHREALTIME
-  /usr/bin/time -f '%M' -o "$tf" "$@" || M_RC=$?
+  /usr/bin/time -f '%M %U %S' -o "$tf" "$@" || M_RC=$?
   t1=$EPOCHREALTIME
   M_SECS=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.4f", b - a }')
-  M_KB=$(tail -n 1 "$tf")
+  read -r M_KB M_CPU <<< "$(tail -n 1 "$tf" | awk 'NF == 3 { printf "%s %.2f", $1, $2 + $3 }')"
   case "$M_KB" in '' | *[!0-9]*) M_KB=0 ;; esac
+  case "$M_CPU" in '' | *[!0-9.]*) M_CPU=0 ;; esac
   rm -f "$tf"
+}
+
+# cpu_of PID: the CPU seconds (user + system) a running process has used so far.
+cpu_of() {
+  awk -v hz="$(getconf CLK_TCK)" '{ printf "%.2f", ($14 + $15) / hz }' "/proc/$1/stat" 2>/dev/null || echo 0
 }
 
 # measure_ok CMD...: measure, and fail (with the command) when it exits non-zero.
