@@ -81,7 +81,7 @@ pub enum ParseError {
 }
 
 /// One record line's outcome.
-#[derive(Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Line {
     Record(Record),
     Reject(Reject),
@@ -225,10 +225,18 @@ impl<R: Read> FileParser<R> {
     /// Reads the whole file without building records: the validation pass. The file is
     /// always read to its end, so a faulty file still gets its sha256 and size (a
     /// re-upload of the same bad bytes is then recognised as a duplicate).
-    pub fn validate(mut self) -> Result<Validation, io::Error> {
+    pub fn validate(self) -> Result<Validation, io::Error> {
+        self.validate_keeping(false, |_| {})
+    }
+
+    /// The validation pass, also building every line and handing it to `keep` as it is
+    /// read when `build` is set: a caller can keep a small file's lines instead of
+    /// reading the file again. The validation is the same either way. When it finds a
+    /// fault, lines before the fault were handed over already; they must not be used.
+    pub fn validate_keeping(mut self, build: bool, mut keep: impl FnMut(Line)) -> Result<Validation, io::Error> {
         let fault = loop {
-            match self.advance(false) {
-                Ok(Some(_)) => continue,
+            match self.advance(build) {
+                Ok(Some(line)) => keep(line),
                 Ok(None) => break self.end_fault(),
                 Err(ParseError::Read(e)) => return Err(e),
                 Err(ParseError::Fault(fault)) => break Some(fault),

@@ -2,9 +2,11 @@
 //!
 //! Invariant: nothing of a file is delivered before a full validation pass found no
 //! file-level fault, and the delivery pass must read the same bytes (same sha256) or it is
-//! abandoned — so a file that changes while being read is never half-applied. (In a unit
-//! of work of several files, nothing is visible before the commit, so a file is read once
-//! and a fault discards the unit: `engine::group`.)
+//! abandoned — so a file that changes while being read is never half-applied. A file of
+//! at most [`KEEP_BYTES`] keeps the lines its validation pass built and delivers exactly
+//! those, without a second read (a retried delivery reads it again, under the same
+//! check). (In a unit of work of several files, nothing is visible before the commit, so
+//! a file is read once and a fault discards the unit: `engine::group`.)
 
 use super::retry::retry_transient;
 use super::{Engine, EngineError};
@@ -21,6 +23,12 @@ use tokio_util::sync::CancellationToken;
 
 /// Records handed to the delivery at a time.
 const BATCH_RECORDS: usize = 500;
+/// A file of at most this many bytes keeps its lines from the validation pass (a few MB
+/// of records while it waits for its delivery) instead of being read a second time.
+const KEEP_BYTES: u64 = 1 << 20;
+/// What the kept lines of one file may hold in memory (see `held_size`); past it they are
+/// dropped and the file is read again for its delivery.
+const KEPT_AT_MOST: u64 = 4 * KEEP_BYTES;
 /// Batches buffered between the parser thread and the delivery.
 const BATCHES_IN_FLIGHT: usize = 8;
 
@@ -44,6 +52,22 @@ pub(super) struct Parsing {
     parser: tokio::task::JoinHandle<Result<FileSummary, ParseError>>,
 }
 
+impl Parsing {
+    /// The lines a validation pass kept, handed out like a parser's (bounded queue).
+    fn kept(chunks: Vec<Chunk>, summary: FileSummary) -> Self {
+        let (tx, rx) = mpsc::channel::<Chunk>(BATCHES_IN_FLIGHT);
+        let parser = tokio::spawn(async move {
+            for chunk in chunks {
+                if tx.send(chunk).await.is_err() {
+                    return Err(ParseError::Read(std::io::Error::other("the delivery stopped")));
+                }
+            }
+            Ok(summary)
+        });
+        Parsing { rx, parser }
+    }
+}
+
 fn read_failed(listed: &Listed, e: impl std::fmt::Display) -> EngineError {
     EngineError::Source(SourceError::Unavailable { location: listed.key.clone(), detail: e.to_string() })
 }
@@ -55,6 +79,8 @@ pub(super) struct Ready {
     after: LedgerEntry,
     expected: FileSummary,
     reapply: bool,
+    /// The lines the validation pass built, in batches (a small file only).
+    kept: Option<Vec<Chunk>>,
 }
 
 /// What the validation of a file decided.
@@ -72,14 +98,19 @@ impl Engine {
         listed: &Listed,
         cancel: &CancellationToken,
     ) -> Result<FileOutcome, EngineError> {
-        let ready = match self.check_file(entry, listed, cancel).await? {
+        let mut ready = match self.check_file(entry, listed, cancel).await? {
             Checked::Ready(ready) => ready,
             Checked::Quarantined(entry) => return Ok(FileOutcome::Quarantined { entry }),
         };
+        let kept = std::cell::Cell::new(ready.kept.take());
         let delivery = retry_transient("delivering a file", cancel, || async {
             // The parser starts first and fills its bounded queue while the delivery opens
-            // (a store may make the file wait for its turn).
-            let parsing = self.start_parsing(&ready.file, listed).await?;
+            // (a store may make the file wait for its turn). The lines the validation kept
+            // serve the first attempt; a retry reads the file again.
+            let parsing = match kept.take() {
+                Some(chunks) => Parsing::kept(chunks, ready.expected.clone()),
+                None => self.start_parsing(&ready.file, listed).await?,
+            };
             let mut delivery = self.delivery.open(self.ticket(&ready, listed)).await?;
             match self.pump(&mut *delivery, parsing, listed, cancel).await? {
                 Ok(summary) if summary.sha256 == ready.expected.sha256 => Ok(delivery),
@@ -141,7 +172,7 @@ impl Engine {
             after.updated_at = self.clock.now();
             return Ok(Checked::Quarantined(after));
         }
-        let validation = retry_transient("validating a file", cancel, || self.validate(&file, listed)).await?;
+        let (validation, kept) = retry_transient("validating a file", cancel, || self.validate(&file, listed)).await?;
         let mut after = self.read_entry(entry, &validation.summary);
         if let Some(fault) = validation.fault {
             after.state = FileState::Quarantined;
@@ -167,7 +198,7 @@ impl Engine {
                 }
             }
         }
-        Ok(Checked::Ready(Ready { file, after, expected, reapply }))
+        Ok(Checked::Ready(Ready { file, after, expected, reapply, kept }))
     }
 
     /// `entry` with what a complete read of its object established.
@@ -186,7 +217,7 @@ impl Engine {
     pub(super) fn read_once(&self, entry: &LedgerEntry, file: FileName, summary: FileSummary) -> Ready {
         let mut after = self.read_entry(entry, &summary);
         after.generation = entry.generation.saturating_add(1);
-        Ready { file, after, expected: summary, reapply: entry.state.is_processed() }
+        Ready { file, after, expected: summary, reapply: entry.state.is_processed(), kept: None }
     }
 
     /// Whether a delivery that stops half-way can leave effects behind: records handed to
@@ -210,13 +241,34 @@ impl Engine {
         self.commit(commit, cancel).await
     }
 
-    async fn validate(&self, file: &FileName, listed: &Listed) -> Result<Validation, EngineError> {
+    /// The validation pass; a file of at most [`KEEP_BYTES`] also keeps its lines, in
+    /// batches, when it has no fault.
+    async fn validate(
+        &self,
+        file: &FileName,
+        listed: &Listed,
+    ) -> Result<(Validation, Option<Vec<Chunk>>), EngineError> {
         let reader = SyncIoBridge::new(self.source.open(listed).await?);
         let (file, layout) = (file.clone(), self.layouts.for_kind(&file.kind).clone());
-        tokio::task::spawn_blocking(move || FileParser::new(reader, &file, layout).validate())
-            .await
-            .map_err(|e| read_failed(listed, e))?
-            .map_err(|e| read_failed(listed, e))
+        let keep = listed.size <= KEEP_BYTES;
+        tokio::task::spawn_blocking(move || {
+            let (mut batches, mut chunks, mut held, mut keeping) = (Batches::default(), Vec::new(), 0, keep);
+            let validation = FileParser::new(reader, &file, layout).validate_keeping(keep, |line| {
+                held += held_size(&line);
+                if held > KEPT_AT_MOST {
+                    // The object is larger than listed (replaced meanwhile): read it again.
+                    (keeping, chunks, batches) = (false, Vec::new(), Batches::default());
+                } else if keeping {
+                    chunks.extend(batches.add(line));
+                }
+            })?;
+            chunks.extend(batches.rest());
+            let kept = (keeping && validation.fault.is_none()).then_some(chunks);
+            Ok::<_, std::io::Error>((validation, kept))
+        })
+        .await
+        .map_err(|e| read_failed(listed, e))?
+        .map_err(|e| read_failed(listed, e))
     }
 
     /// Starts reading a validated file again, on a parser thread that fills a bounded
@@ -260,6 +312,41 @@ impl Engine {
     }
 }
 
+/// What a kept line holds in memory, about: its text and a fixed cost.
+fn held_size(line: &Line) -> u64 {
+    let text = match line {
+        Line::Record(r) => r.key.len() + r.fields.as_ref().map_or(0, |f| f.values_json.len()),
+        Line::Reject(r) => r.raw.len() + r.reason.len(),
+        Line::Ignored { .. } => 0,
+    };
+    text as u64 + 128
+}
+
+/// Lines gathered into batches of [`BATCH_RECORDS`].
+#[derive(Default)]
+struct Batches {
+    chunk: Option<Chunk>,
+}
+
+impl Batches {
+    /// Adds a line; returns a batch once one is full.
+    fn add(&mut self, line: Line) -> Option<Chunk> {
+        let chunk =
+            self.chunk.get_or_insert_with(|| Chunk { records: Vec::with_capacity(BATCH_RECORDS), rejects: Vec::new() });
+        match line {
+            Line::Record(r) => chunk.records.push(r),
+            Line::Reject(r) => chunk.rejects.push(r),
+            Line::Ignored { .. } => {} // counted in the file's summary
+        }
+        if chunk.records.len() + chunk.rejects.len() >= BATCH_RECORDS { self.chunk.take() } else { None }
+    }
+
+    /// The last batch, if it holds anything.
+    fn rest(self) -> Option<Chunk> {
+        self.chunk.filter(|c| !c.records.is_empty() || !c.rejects.is_empty())
+    }
+}
+
 /// The parser thread: reads lines and sends them in bounded batches.
 fn parse_into(
     reader: impl std::io::Read,
@@ -268,20 +355,14 @@ fn parse_into(
     tx: mpsc::Sender<Chunk>,
 ) -> Result<FileSummary, ParseError> {
     let mut parser = FileParser::new(reader, file, layout);
-    let fresh = || Chunk { records: Vec::with_capacity(BATCH_RECORDS), rejects: Vec::new() };
-    let mut chunk = fresh();
+    let mut batches = Batches::default();
     let gone = || ParseError::Read(std::io::Error::other("the delivery stopped"));
     while let Some(line) = parser.next_line()? {
-        match line {
-            Line::Record(r) => chunk.records.push(r),
-            Line::Reject(r) => chunk.rejects.push(r),
-            Line::Ignored { .. } => {} // counted in the file's summary
-        }
-        if chunk.records.len() + chunk.rejects.len() >= BATCH_RECORDS {
-            tx.blocking_send(std::mem::replace(&mut chunk, fresh())).map_err(|_| gone())?;
+        if let Some(chunk) = batches.add(line) {
+            tx.blocking_send(chunk).map_err(|_| gone())?;
         }
     }
-    if !chunk.records.is_empty() || !chunk.rejects.is_empty() {
+    if let Some(chunk) = batches.rest() {
         tx.blocking_send(chunk).map_err(|_| gone())?;
     }
     parser.finish()

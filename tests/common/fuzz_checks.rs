@@ -49,12 +49,21 @@ pub fn file_with(data: &[u8], file: &FileName, layout: &Arc<Layout>) {
     assert_eq!(validation.summary.sha256, hex::encode(Sha256::digest(data)));
     assert_eq!(validation.summary.size, data.len() as u64);
 
+    // The validation pass that keeps the lines validates the same.
+    let mut kept = Vec::new();
+    let keeping = FileParser::new(data, file, layout.clone())
+        .validate_keeping(true, |line| kept.push(line))
+        .expect("reading a slice cannot fail");
+    assert_eq!(keeping, validation);
+
     let mut parser = FileParser::new(data, file, layout.clone());
     let mut outcomes = 0u64;
     let mut last_line = 0u64;
+    let mut read = Vec::new();
     let delivered = loop {
         match parser.next_line() {
             Ok(Some(line)) => {
+                read.push(line.clone());
                 outcomes += 1;
                 let number = match &line {
                     Line::Record(r) => r.version.line,
@@ -72,6 +81,7 @@ pub fn file_with(data: &[u8], file: &FileName, layout: &Arc<Layout>) {
         (None, Ok(summary)) => {
             assert_eq!(summary, validation.summary);
             assert_eq!(outcomes, summary.record_lines);
+            assert_eq!(kept, read, "the lines kept by validation are the lines read again");
         }
         (Some(fault), Err(ParseError::Fault(found))) => assert_eq!(fault, &found),
         (fault, other) => panic!("the validation pass said {fault:?}, the delivery pass {other:?}"),
