@@ -102,16 +102,23 @@ impl Engine {
             Checked::Ready(ready) => ready,
             Checked::Quarantined(entry) => return Ok(FileOutcome::Quarantined { entry }),
         };
-        let kept = std::cell::Cell::new(ready.kept.take());
+        // The lines the validation kept serve the first attempt that opens the delivery; a
+        // later attempt reads the file again.
+        let kept = std::sync::Mutex::new(ready.kept.take());
+        let take_kept = || kept.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take();
         let delivery = retry_transient("delivering a file", cancel, || async {
-            // The parser starts first and fills its bounded queue while the delivery opens
-            // (a store may make the file wait for its turn). The lines the validation kept
-            // serve the first attempt; a retry reads the file again.
-            let parsing = match kept.take() {
-                Some(chunks) => Parsing::kept(chunks, ready.expected.clone()),
-                None => self.start_parsing(&ready.file, listed).await?,
+            let (parsing, mut delivery) = if kept.lock().unwrap_or_else(std::sync::PoisonError::into_inner).is_some() {
+                let delivery = self.delivery.open(self.ticket(&ready, listed)).await?;
+                match take_kept() {
+                    Some(chunks) => (Parsing::kept(chunks, ready.expected.clone()), delivery),
+                    None => (self.start_parsing(&ready.file, listed).await?, delivery),
+                }
+            } else {
+                // The parser starts first and fills its bounded queue while the delivery
+                // opens (a store may make the file wait for its turn).
+                let parsing = self.start_parsing(&ready.file, listed).await?;
+                (parsing, self.delivery.open(self.ticket(&ready, listed)).await?)
             };
-            let mut delivery = self.delivery.open(self.ticket(&ready, listed)).await?;
             match self.pump(&mut *delivery, parsing, listed, cancel).await? {
                 Ok(summary) if summary.sha256 == ready.expected.sha256 => Ok(delivery),
                 // Not the bytes validated: the object changed meanwhile.
@@ -319,7 +326,7 @@ fn held_size(line: &Line) -> u64 {
         Line::Reject(r) => r.raw.len() + r.reason.len(),
         Line::Ignored { .. } => 0,
     };
-    text as u64 + 128
+    (text + std::mem::size_of::<Line>() + 64) as u64 // the line, and its heap blocks' overhead
 }
 
 /// Lines gathered into batches of [`BATCH_RECORDS`].

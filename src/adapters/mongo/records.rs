@@ -14,7 +14,7 @@
 use super::errors::{DUPLICATE_KEY, is_transient_code, map_err};
 use super::numbers::int;
 use crate::core::record::{Record, Tally, fields_json};
-use crate::core::version::Version;
+use crate::core::version::{Decision, Version};
 use crate::ports::store::{StoreError, StoredRecord};
 use chrono::NaiveDate;
 use mongodb::Database;
@@ -86,9 +86,14 @@ pub(super) async fn apply_versioned(
 }
 
 /// Applies `(slot, record)` pairs under the version rule, in `update` commands of up to
-/// [`CHUNK`] statements, adding each line's outcome to `tallies[slot]`. Pairs of one
-/// identity are best given in version order: the server applies a command's statements
-/// in order, so each line then counts as a line-by-line pass would count it.
+/// [`CHUNK`] statements, adding each line's outcome to `tallies[slot]`, as a line-by-line
+/// pass in identity-then-version order would count it.
+///
+/// An identity with several lines in a chunk is decided in memory against its stored
+/// version, read before the command: only its newest applied line is sent. Judging such
+/// lines after the command would compare them with a later line of the same call (an
+/// equal version seen again would count as stale). When that one statement does not
+/// apply (another writer came first), the identity is read and decided again.
 pub(super) async fn apply_slotted(
     db: &Database,
     write_concern: &Document,
@@ -96,42 +101,136 @@ pub(super) async fn apply_slotted(
     tallies: &mut [Tally],
 ) -> Result<(), StoreError> {
     for chunk in records.chunks(CHUNK) {
-        let mut pending: Vec<(usize, &Record)> = chunk.to_vec();
+        let mut pending = work_of(chunk);
         let mut round = 0;
         while !pending.is_empty() {
             round += 1;
             if round > ROUNDS {
+                let (_, first) = first_line(&pending[0]);
                 return Err(StoreError::Io(format!(
                     "{} record writes still failing after {ROUNDS} rounds (first: {} {})",
                     pending.len(),
-                    pending[0].1.record_type,
-                    pending[0].1.key
+                    first.record_type,
+                    first.key
                 )));
             }
             if round > 1 {
                 tokio::time::sleep(Duration::from_millis(50 * u64::from(round))).await;
             }
-            pending = upsert_round(db, write_concern, &pending, tallies).await?;
+            pending = upsert_round(db, write_concern, pending, tallies).await?;
         }
     }
     Ok(())
 }
 
-/// One unordered `update` command; returns the lines to try again.
+/// The lines of one identity in a chunk: alone, or several (two or more, in version
+/// order; `work_of` builds them so, which makes `lines[0]` safe).
+enum Work<'a> {
+    One(usize, &'a Record),
+    Several(Vec<(usize, &'a Record)>),
+}
+
+/// The chunk grouped by identity, in order of first appearance; several lines of one
+/// identity sorted by version (stably: equal versions keep their order).
+fn work_of<'a>(chunk: &[(usize, &'a Record)]) -> Vec<Work<'a>> {
+    let mut at: HashMap<(&str, &str), usize> = HashMap::new();
+    let mut groups: Vec<Vec<(usize, &'a Record)>> = Vec::new();
+    for &(slot, r) in chunk {
+        let i = *at.entry((&*r.record_type, r.key.as_str())).or_insert_with(|| {
+            groups.push(Vec::new());
+            groups.len() - 1
+        });
+        groups[i].push((slot, r));
+    }
+    groups
+        .into_iter()
+        .map(|mut lines| match lines.as_slice() {
+            [(slot, r)] => Work::One(*slot, r),
+            _ => {
+                lines.sort_by_key(|(_, r)| r.version);
+                Work::Several(lines)
+            }
+        })
+        .collect()
+}
+
+/// The outcome of each line of one identity against `stored`, in version order, and the
+/// newest line applied, if any.
+fn decide_lines<'a>(stored: Option<&str>, lines: &[(usize, &'a Record)]) -> (Vec<Decision>, Option<&'a Record>) {
+    let mut newest = stored.map(str::to_string);
+    let mut to_write = None;
+    let decisions = lines
+        .iter()
+        .map(|(_, r)| {
+            let incoming = version_key(&r.version);
+            match newest.as_deref() {
+                Some(v) if v == incoming => Decision::Same,
+                Some(v) if v > incoming.as_str() => Decision::Stale,
+                _ => {
+                    newest = Some(incoming);
+                    to_write = Some(*r);
+                    Decision::Apply
+                }
+            }
+        })
+        .collect();
+    (decisions, to_write)
+}
+
+fn count(tallies: &mut [Tally], lines: &[(usize, &Record)], decisions: &[Decision]) {
+    for ((slot, _), d) in lines.iter().zip(decisions) {
+        match d {
+            Decision::Apply => tallies[*slot].applied += 1,
+            Decision::Stale => tallies[*slot].stale += 1,
+            Decision::Same => tallies[*slot].unchanged += 1,
+        }
+    }
+}
+
+/// One unordered `update` command; returns the work to try again.
 async fn upsert_round<'a>(
     db: &Database,
     write_concern: &Document,
-    pending: &[(usize, &'a Record)],
+    pending: Vec<Work<'a>>,
     tallies: &mut [Tally],
-) -> Result<Vec<(usize, &'a Record)>, StoreError> {
+) -> Result<Vec<Work<'a>>, StoreError> {
+    // identities with several lines: their stored versions, read before the command
+    let several: Vec<&Record> = pending
+        .iter()
+        .filter_map(|w| match w {
+            Work::Several(lines) => Some(lines[0].1),
+            Work::One(..) => None,
+        })
+        .collect();
+    let stored_before = if several.is_empty() { HashMap::new() } else { stored_versions(db, &several).await? };
+    // each statement's work item, with the decisions of a `Several` one
+    let mut sent: Vec<(Work<'a>, Vec<Decision>)> = Vec::with_capacity(pending.len());
     let mut updates = Vec::with_capacity(pending.len());
-    for (_, r) in pending {
+    for work in pending {
+        let (decisions, line) = match &work {
+            Work::One(_, r) => (Vec::new(), *r),
+            Work::Several(lines) => {
+                let id = record_id(&lines[0].1.record_type, &lines[0].1.key);
+                let (decisions, to_write) = decide_lines(stored_before.get(&id).map(String::as_str), lines);
+                match to_write {
+                    Some(r) => (decisions, r),
+                    None => {
+                        count(tallies, lines, &decisions); // nothing to write: all stale or the same
+                        continue;
+                    }
+                }
+            }
+        };
         updates.push(doc! {
-            "q": { "_id": record_id(&r.record_type, &r.key), "v": { "$lt": version_key(&r.version) } },
-            "u": { "$set": record_doc(r)? },
+            "q": { "_id": record_id(&line.record_type, &line.key), "v": { "$lt": version_key(&line.version) } },
+            "u": { "$set": record_doc(line)? },
             "upsert": true,
             "multi": false,
         });
+        sent.push((work, decisions));
+    }
+    if updates.is_empty() {
+        return Ok(Vec::new());
     }
     let reply = db
         .run_command(
@@ -145,12 +244,16 @@ async fn upsert_round<'a>(
     let failed = write_errors(&reply);
     let mut duplicates = Vec::new();
     let mut again = Vec::new();
-    for (i, (slot, r)) in pending.iter().enumerate() {
-        match failed.get(&i) {
-            None => tallies[*slot].applied += 1,
-            Some((DUPLICATE_KEY, _)) => duplicates.push((*slot, *r)),
-            Some((code, _)) if is_transient_code(*code) => again.push((*slot, *r)),
-            Some((code, message)) => {
+    for (i, (work, decisions)) in sent.into_iter().enumerate() {
+        match (failed.get(&i), work) {
+            (None, Work::One(slot, _)) => tallies[slot].applied += 1,
+            (None, Work::Several(lines)) => count(tallies, &lines, &decisions),
+            (Some((DUPLICATE_KEY, _)), Work::One(slot, r)) => duplicates.push((slot, r)),
+            // another writer came first: read and decide again
+            (Some((DUPLICATE_KEY, _)), work @ Work::Several(_)) => again.push(work),
+            (Some((code, _)), work) if is_transient_code(*code) => again.push(work),
+            (Some((code, message)), work) => {
+                let (_, r) = first_line(&work);
                 return Err(StoreError::Rejected(format!(
                     "mongodb refused record {} {} (code {code}): {message}",
                     r.record_type, r.key
@@ -166,11 +269,19 @@ async fn upsert_round<'a>(
             match stored.get(&record_id(&r.record_type, &r.key)) {
                 Some(v) if *v == incoming => tallies[slot].unchanged += 1,
                 Some(v) if *v > incoming => tallies[slot].stale += 1,
-                _ => again.push((slot, r)), // an older first insert won a race: try once more
+                _ => again.push(Work::One(slot, r)), // an older first insert won a race: try once more
             }
         }
     }
     Ok(again)
+}
+
+/// The first line of a work item (for an error message).
+fn first_line<'a>(work: &Work<'a>) -> (usize, &'a Record) {
+    match work {
+        Work::One(slot, r) => (*slot, r),
+        Work::Several(lines) => lines[0],
+    }
 }
 
 /// The `writeErrors` of a write command's reply: statement index → (code, message).

@@ -46,6 +46,8 @@ pub struct Link {
     settings: RabbitSettings,
     current: Mutex<Option<Current>>,
     epochs: std::sync::atomic::AtomicU64,
+    /// The epoch of the live connection; 0 once a failure dropped it (until the next).
+    live: std::sync::atomic::AtomicU64,
     /// The blocked flag of the current connection (a replaced connection's late notices
     /// land in its own flag, never in this one).
     blocked: std::sync::Mutex<Arc<AtomicBool>>,
@@ -73,6 +75,7 @@ impl Link {
             settings,
             current: Mutex::new(None),
             epochs: 0.into(),
+            live: 0.into(),
             blocked: std::sync::Mutex::new(Arc::new(AtomicBool::new(false))),
         }
     }
@@ -91,9 +94,10 @@ impl Link {
         self.blocked.lock().unwrap_or_else(|p| p.into_inner()).load(Ordering::Relaxed)
     }
 
-    /// The epoch of the connection opened last (0 before the first).
-    pub fn latest_epoch(&self) -> u64 {
-        self.epochs.load(Ordering::SeqCst)
+    /// The epoch of the live connection: 0 before the first, and from a failure seen on
+    /// it ([`Link::failed`]) until the next one is opened.
+    pub fn live_epoch(&self) -> u64 {
+        self.live.load(Ordering::SeqCst)
     }
 
     /// The live connection (opening one, with the topology declared, if needed).
@@ -125,6 +129,7 @@ impl Link {
         metrics::broker_blocked(&self.name, false);
         let conn = Arc::new(conn);
         *current = Some(Current { epoch, conn: conn.clone() });
+        self.live.store(epoch, Ordering::SeqCst);
         tracing::info!(broker = %redact(&self.url), connection = %self.name, "connected to the broker");
         Ok((epoch, conn))
     }
@@ -158,6 +163,7 @@ impl Link {
         if current.as_ref().is_some_and(|c| c.epoch == epoch)
             && let Some(Current { conn, .. }) = current.take()
         {
+            self.live.store(0, Ordering::SeqCst);
             tokio::spawn(async move {
                 let _ = tokio::time::timeout(Duration::from_secs(2), conn.close(320, "reconnecting".into())).await;
             });

@@ -79,7 +79,8 @@ impl RabbitDelivery {
 /// file: opening a channel and putting it in confirm mode costs two round trips, closing
 /// it a third. A channel is only kept when nothing of its file is outstanding (its window
 /// is empty and the broker returned nothing), so the next file starts on a clean channel;
-/// one that is no longer open, or of a connection other than the latest, is dropped.
+/// one that is no longer open, or of a connection other than the live one (none while a
+/// failure is being recovered from), is dropped.
 #[derive(Default)]
 struct IdleChannels(std::sync::Mutex<Vec<(u64, Channel)>>);
 
@@ -123,7 +124,7 @@ impl Delivery for RabbitDelivery {
             per_message: self.link.settings().records_per_message.max(1),
             max_in_flight: self.link.settings().in_flight.max(1),
             ticket,
-            channel: self.idle.take(self.link.latest_epoch()),
+            channel: self.idle.take(self.link.live_epoch()),
             idle: self.idle.clone(),
             window: VecDeque::new(),
             buffer: Vec::new(),
