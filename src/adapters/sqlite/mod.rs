@@ -135,27 +135,36 @@ const V3_COLUMNS: &str = "ALTER TABLE objects ADD COLUMN counted INTEGER NOT NUL
      UPDATE objects SET counted = (state = 'applied' OR generation > 1);
      UPDATE meta SET value = '3' WHERE key = 'schema_version';";
 
+/// Creates what is missing and moves the schema to [`SCHEMA_VERSION`].
+///
+/// The version is read and moved in one `BEGIN IMMEDIATE` transaction: processes opening
+/// the same store at once (a service starting while an operator runs `status`) take turns
+/// there, and each later one finds the work done.
 fn migrate(conn: &Connection) -> Result<(), StoreError> {
     conn.execute_batch(SCHEMA).map_err(map_err)?;
-    let found: Option<String> = conn
-        .query_row("SELECT value FROM meta WHERE key = 'schema_version'", [], |r| r.get(0))
-        .optional()
-        .map_err(map_err)?;
-    if found.as_deref() == Some("1") {
-        conn.execute_batch(&format!("BEGIN IMMEDIATE; {V2_COLUMNS} COMMIT;")).map_err(map_err)?;
+    conn.execute_batch("BEGIN IMMEDIATE").map_err(map_err)?;
+    match migrate_in_transaction(conn).and_then(|()| conn.execute_batch("COMMIT").map_err(map_err)) {
+        Ok(()) => Ok(()),
+        Err(e) => {
+            let _ = conn.execute_batch("ROLLBACK");
+            Err(e)
+        }
     }
-    let found: Option<String> = conn
-        .query_row("SELECT value FROM meta WHERE key = 'schema_version'", [], |r| r.get(0))
-        .optional()
-        .map_err(map_err)?;
-    if found.as_deref() == Some("2") {
-        conn.execute_batch(&format!("BEGIN IMMEDIATE; {V3_COLUMNS} COMMIT;")).map_err(map_err)?;
+}
+
+fn migrate_in_transaction(conn: &Connection) -> Result<(), StoreError> {
+    let version = || -> Result<Option<String>, StoreError> {
+        conn.query_row("SELECT value FROM meta WHERE key = 'schema_version'", [], |r| r.get(0))
+            .optional()
+            .map_err(map_err)
+    };
+    if version()?.as_deref() == Some("1") {
+        conn.execute_batch(V2_COLUMNS).map_err(map_err)?;
     }
-    let found: Option<String> = conn
-        .query_row("SELECT value FROM meta WHERE key = 'schema_version'", [], |r| r.get(0))
-        .optional()
-        .map_err(map_err)?;
-    match found {
+    if version()?.as_deref() == Some("2") {
+        conn.execute_batch(V3_COLUMNS).map_err(map_err)?;
+    }
+    match version()? {
         None => {
             conn.execute("INSERT INTO meta (key, value) VALUES ('schema_version', ?1)", params![SCHEMA_VERSION])
                 .map_err(map_err)?;
@@ -435,6 +444,22 @@ mod tests {
             panic!("a new name is observed as new");
         };
         LedgerEntry { state, generation, ..e }
+    }
+
+    /// Several processes opening the same fresh store at once (a service starting while
+    /// an operator runs `status`) all open it: none fails on the schema version row.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_fresh_store_opened_at_once_by_several_opens_every_time() {
+        for round in 0..20 {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("store.db");
+            let opens: Vec<_> = (0..6).map(|_| tokio::spawn(SqliteStore::open(path.clone()))).collect();
+            for open in opens {
+                if let Err(e) = open.await.unwrap() {
+                    panic!("round {round}: {e}");
+                }
+            }
+        }
     }
 
     /// A version 2 store gets the `counted` flag derived from what its rows say: applied,
