@@ -114,6 +114,16 @@ pub struct Tally {
 }
 
 impl Tally {
+    /// Counts one line the version rule decided.
+    pub fn count(&mut self, decision: crate::core::version::Decision) {
+        use crate::core::version::Decision;
+        match decision {
+            Decision::Apply => self.applied += 1,
+            Decision::Stale => self.stale += 1,
+            Decision::Same => self.unchanged += 1,
+        }
+    }
+
     /// Lines accounted for.
     pub fn total(&self) -> u64 {
         self.applied + self.stale + self.unchanged + self.rejected + self.dead_lettered + self.ignored

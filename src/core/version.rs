@@ -38,6 +38,29 @@ pub fn decide(stored: Option<Version>, incoming: Version) -> Decision {
     }
 }
 
+/// Decides the lines of one identity, given in version order, against the stored
+/// version: each gets what [`decide`] says at its turn, when every line applied before it
+/// is stored. Returns the decisions and the index of the newest applied line (the one a
+/// store writes: it leaves the row the whole sequence of writes would), if any.
+pub fn decide_in_order(
+    stored: Option<Version>,
+    lines: impl IntoIterator<Item = Version>,
+) -> (Vec<Decision>, Option<usize>) {
+    let (mut newest, mut to_write) = (stored, None);
+    let decisions = lines
+        .into_iter()
+        .enumerate()
+        .map(|(i, incoming)| {
+            let d = decide(newest, incoming);
+            if d == Decision::Apply {
+                (newest, to_write) = (Some(incoming), Some(i));
+            }
+            d
+        })
+        .collect();
+    (decisions, to_write)
+}
+
 impl Version {
     /// The date as the integer `YYYYMMDD`, convenient for stores that index it.
     pub fn date_number(&self) -> u32 {
@@ -91,6 +114,22 @@ mod tests {
                 }
             }
             prop_assert_eq!(stored, Some(max));
+        }
+
+        /// Deciding a run in order is deciding line by line with each applied line
+        /// stored; the line to write is the last applied one.
+        #[test]
+        fn a_run_decided_in_order_is_the_line_by_line_rule(stored in proptest::option::of(arb_version()), mut vs in proptest::collection::vec(arb_version(), 0..8)) {
+            vs.sort();
+            let (decisions, to_write) = decide_in_order(stored, vs.iter().copied());
+            let mut current = stored;
+            let mut last_applied = None;
+            for (i, incoming) in vs.iter().enumerate() {
+                let d = decide(current, *incoming);
+                prop_assert_eq!(decisions[i], d);
+                if d == Decision::Apply { current = Some(*incoming); last_applied = Some(i); }
+            }
+            prop_assert_eq!(to_write, last_applied);
         }
 
         #[test]

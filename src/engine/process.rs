@@ -105,19 +105,23 @@ impl Engine {
         // The lines the validation kept serve the first attempt that opens the delivery; a
         // later attempt reads the file again.
         let kept = std::sync::Mutex::new(ready.kept.take());
-        let take_kept = || kept.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take();
+        let kept_lines = || kept.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let delivery = retry_transient("delivering a file", cancel, || async {
-            let (parsing, mut delivery) = if kept.lock().unwrap_or_else(std::sync::PoisonError::into_inner).is_some() {
-                let delivery = self.delivery.open(self.ticket(&ready, listed)).await?;
-                match take_kept() {
-                    Some(chunks) => (Parsing::kept(chunks, ready.expected.clone()), delivery),
-                    None => (self.start_parsing(&ready.file, listed).await?, delivery),
+            let taken = kept_lines().take();
+            let (parsing, mut delivery) = match taken {
+                Some(chunks) => match self.delivery.open(self.ticket(&ready, listed)).await {
+                    Ok(delivery) => (Parsing::kept(chunks, ready.expected.clone()), delivery),
+                    Err(e) => {
+                        *kept_lines() = Some(chunks); // for the next attempt
+                        return Err(e.into());
+                    }
+                },
+                None => {
+                    // The parser starts first and fills its bounded queue while the delivery
+                    // opens (a store may make the file wait for its turn).
+                    let parsing = self.start_parsing(&ready.file, listed).await?;
+                    (parsing, self.delivery.open(self.ticket(&ready, listed)).await?)
                 }
-            } else {
-                // The parser starts first and fills its bounded queue while the delivery
-                // opens (a store may make the file wait for its turn).
-                let parsing = self.start_parsing(&ready.file, listed).await?;
-                (parsing, self.delivery.open(self.ticket(&ready, listed)).await?)
             };
             match self.pump(&mut *delivery, parsing, listed, cancel).await? {
                 Ok(summary) if summary.sha256 == ready.expected.sha256 => Ok(delivery),

@@ -14,7 +14,7 @@
 use super::errors::{DUPLICATE_KEY, is_transient_code, map_err};
 use super::numbers::int;
 use crate::core::record::{Record, Tally, fields_json};
-use crate::core::version::{Decision, Version};
+use crate::core::version::{Decision, Version, decide_in_order};
 use crate::ports::store::{StoreError, StoredRecord};
 use chrono::NaiveDate;
 use mongodb::Database;
@@ -154,36 +154,30 @@ fn work_of<'a>(chunk: &[(usize, &'a Record)]) -> Vec<Work<'a>> {
         .collect()
 }
 
-/// The outcome of each line of one identity against `stored`, in version order, and the
-/// newest line applied, if any.
-fn decide_lines<'a>(stored: Option<&str>, lines: &[(usize, &'a Record)]) -> (Vec<Decision>, Option<&'a Record>) {
-    let mut newest = stored.map(str::to_string);
-    let mut to_write = None;
-    let decisions = lines
-        .iter()
-        .map(|(_, r)| {
-            let incoming = version_key(&r.version);
-            match newest.as_deref() {
-                Some(v) if v == incoming => Decision::Same,
-                Some(v) if v > incoming.as_str() => Decision::Stale,
-                _ => {
-                    newest = Some(incoming);
-                    to_write = Some(*r);
-                    Decision::Apply
-                }
-            }
-        })
-        .collect();
-    (decisions, to_write)
+/// The lines of one identity decided against `stored` (a [`version_key`]), in version
+/// order, and the newest line applied, if any.
+fn decide_lines<'a>(
+    stored: Option<&str>,
+    lines: &[(usize, &'a Record)],
+) -> Result<(Vec<Decision>, Option<&'a Record>), StoreError> {
+    let stored = stored.map(version_of_key).transpose()?;
+    let (decisions, newest) = decide_in_order(stored, lines.iter().map(|(_, r)| r.version));
+    Ok((decisions, newest.and_then(|i| lines.get(i)).map(|(_, r)| *r)))
+}
+
+/// Inverse of [`version_key`].
+fn version_of_key(key: &str) -> Result<Version, StoreError> {
+    let corrupt = || StoreError::Corrupt(format!("records: bad version {key:?}"));
+    let mut parts = key.split('.');
+    let mut number = || parts.next().and_then(|p| p.parse::<u64>().ok()).ok_or_else(corrupt);
+    let (date, seq, line) = (number()?, number()?, number()?);
+    let date = u32::try_from(date).ok().and_then(Version::date_from_number).ok_or_else(corrupt)?;
+    Ok(Version { date, seq, line })
 }
 
 fn count(tallies: &mut [Tally], lines: &[(usize, &Record)], decisions: &[Decision]) {
     for ((slot, _), d) in lines.iter().zip(decisions) {
-        match d {
-            Decision::Apply => tallies[*slot].applied += 1,
-            Decision::Stale => tallies[*slot].stale += 1,
-            Decision::Same => tallies[*slot].unchanged += 1,
-        }
+        tallies[*slot].count(*d);
     }
 }
 
@@ -211,7 +205,7 @@ async fn upsert_round<'a>(
             Work::One(_, r) => (Vec::new(), *r),
             Work::Several(lines) => {
                 let id = record_id(&lines[0].1.record_type, &lines[0].1.key);
-                let (decisions, to_write) = decide_lines(stored_before.get(&id).map(String::as_str), lines);
+                let (decisions, to_write) = decide_lines(stored_before.get(&id).map(String::as_str), lines)?;
                 match to_write {
                     Some(r) => (decisions, r),
                     None => {
@@ -367,6 +361,10 @@ mod tests {
         for w in vs.windows(2) {
             assert!(version_key(&w[0]) < version_key(&w[1]), "{:?} {:?}", w[0], w[1]);
         }
+        for v in &vs {
+            assert_eq!(version_of_key(&version_key(v)).unwrap(), *v);
+        }
+        assert!(version_of_key("20220730.x.1").is_err());
         assert!(record_id("POR", "99") < record_id("POS", "1"));
         assert!(record_id("POS", "10") < record_id("POS", "9"), "text order of keys, like SQLite");
     }

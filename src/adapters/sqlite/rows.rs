@@ -5,7 +5,7 @@ use crate::core::ledger::{Conflict, FileState, LedgerEntry};
 use crate::core::name::FileName;
 use crate::core::record::{FieldNames, Record, Reject, Tally, object_json};
 use crate::core::sequencer::StreamRecord;
-use crate::core::version::{Decision, Version, decide};
+use crate::core::version::{Decision, Version, decide, decide_in_order};
 use crate::ports::store::{AuditEntry, Commit, DeadLetter, DeliveredBatch, FileTicket, StoreError, StoredRecord};
 use chrono::{DateTime, Utc};
 use rusqlite::{Connection, OptionalExtension, Row, params};
@@ -462,19 +462,12 @@ fn apply_together(
     tallies: &mut [Tally],
 ) -> Result<(), StoreError> {
     let Some((_, first)) = lines.first() else { return Ok(()) };
-    let mut newest = stored_version(read, first)?;
-    let mut to_write = None;
-    for (slot, r) in lines {
-        match decide(newest, r.version) {
-            Decision::Apply => {
-                tallies[*slot].applied += 1;
-                newest = Some(r.version);
-                to_write = Some(*r);
-            }
-            Decision::Stale => tallies[*slot].stale += 1,
-            Decision::Same => tallies[*slot].unchanged += 1,
-        }
+    let stored = stored_version(read, first)?;
+    let (decisions, newest) = decide_in_order(stored, lines.iter().map(|(_, r)| r.version));
+    for ((slot, _), d) in lines.iter().zip(decisions) {
+        tallies[*slot].count(d);
     }
+    let to_write = newest.and_then(|i| lines.get(i)).map(|(_, r)| *r);
     match to_write {
         Some(r) if execute_record(write, shapes, conn, r)? != 1 => Err(StoreError::Corrupt(format!(
             "record {} {}: version {:?} was decided newer but not written",
