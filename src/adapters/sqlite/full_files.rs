@@ -1,5 +1,6 @@
 //! Full files in SQLite (`core::full`): the sweep after a file.
 
+use super::lows::{Lows, any_below, raise};
 use super::rows::map_err;
 use crate::core::full::{Sweep, Swept};
 use crate::ports::store::StoreError;
@@ -22,14 +23,32 @@ fn types_at_or_above(conn: &Connection, s: &Sweep) -> Result<Vec<String>, StoreE
         .map_err(map_err)
 }
 
+/// The version of the newest full file of `region` that covers `rtype`.
+fn newest_full(conn: &Connection, region: &str, rtype: &str) -> Result<Option<(u32, u64)>, StoreError> {
+    conn.prepare_cached(
+        "SELECT v_date, v_seq FROM full_files WHERE region = ?1 AND rtype = ?2 ORDER BY v_date DESC, v_seq DESC LIMIT 1",
+    )
+    .map_err(map_err)?
+    .query_row(params![region, rtype], |r| Ok((r.get(0)?, r.get(1)?)))
+    .optional()
+    .map_err(map_err)
+}
+
 /// Sweeps a region after a file (`core::full`), inside the caller's transaction.
 ///
 /// A record a full file removed keeps its last write (the version rule compares with it)
 /// and shows as a tombstone of the earliest full file of its region after that write:
 /// exactly what applying every file in version order would leave, whatever order the
 /// files came in.
-pub(super) fn sweep(conn: &Connection, s: &Sweep) -> Result<Swept, StoreError> {
+///
+/// Live records are read only for a type whose low (`lows`) says the region may have one
+/// below the version compared with; the tombstones of a region are read through the
+/// index of removed records. So a full file costs what its region holds of it, not what
+/// the whole store holds.
+pub(super) fn sweep(conn: &Connection, lows: &mut Lows, s: &Sweep) -> Result<Swept, StoreError> {
+    lows.write(conn)?; // the lows read below cover every record written so far
     let date = s.version.date_number();
+    let here = (date, s.version.seq);
     if let Some(full) = s.raises_floor() {
         let mut register = conn
             .prepare_cached(
@@ -41,7 +60,7 @@ pub(super) fn sweep(conn: &Connection, s: &Sweep) -> Result<Swept, StoreError> {
         // order this one removed them.
         let mut earlier = conn
             .prepare_cached(
-                "UPDATE records SET s_date = ?3, s_seq = ?4, s_file = ?5
+                "UPDATE records INDEXED BY records_removed SET s_date = ?3, s_seq = ?4, s_file = ?5
                  WHERE rtype = ?1 AND region = ?2 AND s_date IS NOT NULL
                    AND (s_date, s_seq) > (?3, ?4) AND (v_date, v_seq) < (?3, ?4)",
             )
@@ -60,8 +79,11 @@ pub(super) fn sweep(conn: &Connection, s: &Sweep) -> Result<Swept, StoreError> {
             )
             .map_err(map_err)?;
         for t in &full.record_types {
-            let n: u64 = count.query_row(params![t, s.region, date, s.version.seq], |r| r.get(0)).map_err(map_err)?;
-            swept.reported += n;
+            if any_below(conn, &s.region, t, here)? {
+                let n: u64 =
+                    count.query_row(params![t, s.region, date, s.version.seq], |r| r.get(0)).map_err(map_err)?;
+                swept.reported += n;
+            }
         }
     }
     let types = types_at_or_above(conn, s)?;
@@ -79,7 +101,12 @@ pub(super) fn sweep(conn: &Connection, s: &Sweep) -> Result<Swept, StoreError> {
         .map_err(map_err)?;
     let mut removed = 0u64;
     for t in types {
-        removed += remove.execute(params![t, s.region]).map_err(map_err)? as u64;
+        // Every live record below the type's newest full file goes.
+        let Some(top) = newest_full(conn, &s.region, &t)? else { continue };
+        if any_below(conn, &s.region, &t, top)? {
+            removed += remove.execute(params![t, s.region]).map_err(map_err)? as u64;
+            raise(conn, &s.region, &t, top)?;
+        }
     }
     if removed > 0 {
         conn.prepare_cached(

@@ -13,6 +13,7 @@
 mod active;
 mod checkpointer;
 mod full_files;
+mod lows;
 mod newest;
 mod rows;
 mod writer;
@@ -38,7 +39,7 @@ use tokio::sync::{mpsc, oneshot};
 use writer::{SqliteFileTxn, WriterCmd};
 
 const SCHEMA: &str = include_str!("schema.sql");
-const SCHEMA_VERSION: &str = "3";
+const SCHEMA_VERSION: &str = "4";
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 const EXPORT_BATCH: usize = 1000;
 
@@ -135,6 +136,14 @@ const V3_COLUMNS: &str = "ALTER TABLE objects ADD COLUMN counted INTEGER NOT NUL
      UPDATE objects SET counted = (state = 'applied' OR generation > 1);
      UPDATE meta SET value = '3' WHERE key = 'schema_version';";
 
+/// What version 4 added: the index of removed records by region, and the lows
+/// (`lows.rs`; the table is created by `SCHEMA`), each region and type of a store from
+/// before them at a low of zero.
+const V4_ADDITIONS: &str = concat!(
+    "CREATE INDEX IF NOT EXISTS records_removed ON records (region, rtype) WHERE s_date IS NOT NULL;",
+    "UPDATE meta SET value = '4' WHERE key = 'schema_version';"
+);
+
 /// Creates what is missing and moves the schema to [`SCHEMA_VERSION`].
 ///
 /// The version is read and moved in one `BEGIN IMMEDIATE` transaction: processes opening
@@ -164,11 +173,15 @@ fn migrate_in_transaction(conn: &Connection) -> Result<(), StoreError> {
     if version()?.as_deref() == Some("2") {
         conn.execute_batch(V3_COLUMNS).map_err(map_err)?;
     }
+    if version()?.as_deref() == Some("3") {
+        conn.execute_batch(lows::LOWS_FROM_RECORDS).map_err(map_err)?;
+        conn.execute_batch(V4_ADDITIONS).map_err(map_err)?;
+    }
     match version()? {
         None => {
             conn.execute("INSERT INTO meta (key, value) VALUES ('schema_version', ?1)", params![SCHEMA_VERSION])
                 .map_err(map_err)?;
-            Ok(())
+            conn.execute_batch(V4_ADDITIONS).map_err(map_err)
         }
         Some(v) if v == SCHEMA_VERSION => Ok(()),
         Some(v) => Err(StoreError::SchemaVersion { found: v, expected: SCHEMA_VERSION.into() }),
@@ -437,6 +450,7 @@ mod tests {
     use super::*;
     use crate::core::ledger::{FileState, LedgerEntry, Listed, Observation, observe};
     use crate::core::name::NameProfile;
+    use crate::core::record::Record;
 
     fn entry(name: &str, state: FileState, generation: u32) -> LedgerEntry {
         let listed = Listed { key: name.into(), size: 1, modified: Utc::now(), fingerprint: "f".into(), problem: None };
@@ -483,6 +497,7 @@ mod tests {
         conn.execute_batch(
             "ALTER TABLE objects DROP COLUMN counted; ALTER TABLE objects DROP COLUMN records_removed;
              ALTER TABLE objects DROP COLUMN records_ignored;
+             DROP INDEX records_removed; DROP TABLE lows;
              ALTER TABLE records DROP COLUMN s_date; ALTER TABLE records DROP COLUMN s_seq;
              ALTER TABLE records DROP COLUMN s_file; DROP TABLE full_files; DROP TABLE sweeps;
              UPDATE meta SET value = '2' WHERE key = 'schema_version';",
@@ -494,5 +509,76 @@ mod tests {
         let found: Vec<(String, bool)> = ledger.into_iter().map(|e| (e.name, e.counted)).collect();
         let expected: Vec<(String, bool)> = rows.iter().map(|(n, _, _, c)| (n.to_string(), *c)).collect();
         assert_eq!(found, expected);
+    }
+
+    fn pos(key: &str, day: u32, seq: u64, line: u64) -> crate::core::record::Record {
+        use crate::core::record::{Fields, Record};
+        use crate::core::version::Version;
+        Record {
+            record_type: "POS".into(),
+            key: key.into(),
+            deleted: false,
+            version: Version { date: chrono::NaiveDate::from_ymd_opt(2022, 7, day).unwrap(), seq, line },
+            region: "SEV".into(),
+            file: format!("DE_SEV_RMC_202207{day:02}_{seq:08}.DAT").into(),
+            fields: Some(Fields::new(vec![Arc::from("position_title")].into(), ["t"])),
+        }
+    }
+
+    fn full_file_sweep(day: u32, seq: u64) -> Sweep {
+        use crate::core::full::{FullFile, FullFileMode};
+        use crate::core::version::Version;
+        Sweep {
+            region: "SEV".into(),
+            file: format!("DE_SEV_RMF_202207{day:02}_{seq:08}.DAT"),
+            generation: 1,
+            version: Version { date: chrono::NaiveDate::from_ymd_opt(2022, 7, day).unwrap(), seq, line: 0 },
+            full: Some(FullFile { mode: FullFileMode::Tombstone, record_types: vec!["POS".into()] }),
+        }
+    }
+
+    /// A store from before the lows (version 3) still has its full files' sweeps read the
+    /// records they must: its regions and types start at a low of zero.
+    #[tokio::test]
+    async fn version_3_records_are_swept_by_the_next_full_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("store.db");
+        let deliver = |receipt: &str, records| DeliveredBatch {
+            receipt: receipt.into(),
+            file: "f".into(),
+            generation: 1,
+            records,
+        };
+        {
+            let store = SqliteStore::open(&path).await.unwrap();
+            let c1 = deliver("c1", vec![pos("1", 30, 1, 2), pos("2", 30, 1, 3)]);
+            store.apply_delivered(vec![c1]).await.unwrap();
+        }
+        let conn = Connection::open(&path).unwrap();
+        conn.execute_batch(
+            "DROP INDEX records_removed; DROP TABLE lows; UPDATE meta SET value = '3' WHERE key = 'schema_version';",
+        )
+        .unwrap();
+        drop(conn);
+        let store = SqliteStore::open(&path).await.unwrap();
+        // the full file holds POS/1 only: POS/2, written before the upgrade, goes
+        let f3 = Record { file: "DE_SEV_RMF_20220731_00000003.DAT".into(), ..pos("1", 31, 3, 2) };
+        store.apply_delivered(vec![deliver("f3", vec![f3])]).await.unwrap();
+        assert_eq!(store.sweep(&full_file_sweep(31, 3)).await.unwrap().removed, 1);
+        let conn = Connection::open(&path).unwrap();
+        assert_eq!(lows_broken(&conn), 0);
+    }
+
+    /// Live records below their region's and type's low (or with no low): none while the
+    /// lows hold (`lows.rs`).
+    pub(crate) fn lows_broken(conn: &Connection) -> u64 {
+        conn.query_row(
+            "SELECT count(*) FROM records r LEFT JOIN lows l ON l.region = r.region AND l.rtype = r.rtype
+             WHERE r.deleted = 0 AND r.s_date IS NULL
+               AND (l.region IS NULL OR (r.v_date, r.v_seq) < (l.v_date, l.v_seq))",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap()
     }
 }

@@ -14,7 +14,7 @@
 //! Memory: one entry per identity seen since the last flush, and a flush comes once
 //! there are [`NEWEST_KEPT`] of them or the lines held add up to [`NEWEST_BYTES`].
 
-use super::rows::{APPLY_ONE, Shapes, execute_record, map_err, stored_version};
+use super::rows::{APPLY_ONE, Writes, execute_record, map_err, stored_version};
 use crate::core::record::{Record, Tally};
 use crate::core::version::{Decision, Version, decide};
 use crate::ports::store::StoreError;
@@ -59,7 +59,7 @@ impl Newest {
     pub(super) fn decide(
         &mut self,
         conn: &Connection,
-        shapes: &mut Shapes,
+        writes: &mut Writes,
         batch: Vec<Record>,
         tally: &mut Tally,
     ) -> Result<(), StoreError> {
@@ -86,20 +86,20 @@ impl Newest {
         }
         drop(read);
         if self.known.len() > NEWEST_KEPT || self.held_bytes > NEWEST_BYTES {
-            self.flush(conn, shapes)?;
+            self.flush(conn, writes)?;
         }
         Ok(())
     }
 
     /// Writes the newest applied line of every identity, in identity order (a forward
     /// walk through the records B-tree), and forgets what it knew.
-    pub(super) fn flush(&mut self, conn: &Connection, shapes: &mut Shapes) -> Result<(), StoreError> {
+    pub(super) fn flush(&mut self, conn: &Connection, writes: &mut Writes) -> Result<(), StoreError> {
         let mut lines: Vec<Record> = self.known.drain().filter_map(|(_, k)| k.write).collect();
         self.held_bytes = 0;
         lines.sort_unstable_by(|a, b| (&a.record_type, &a.key).cmp(&(&b.record_type, &b.key)));
         let mut write = conn.prepare_cached(APPLY_ONE).map_err(map_err)?;
         for r in &lines {
-            if execute_record(&mut write, shapes, conn, r)? != 1 {
+            if execute_record(&mut write, writes, conn, r)? != 1 {
                 return Err(StoreError::Corrupt(format!(
                     "record {} {}: version {:?} was decided newer but not written",
                     r.record_type, r.key, r.version

@@ -1,5 +1,6 @@
 //! Mapping between store rows and core types, and the statements every write shares.
 
+use super::lows::Lows;
 use crate::core::lease::{Fence, Lease};
 use crate::core::ledger::{Conflict, FileState, LedgerEntry};
 use crate::core::name::FileName;
@@ -316,14 +317,16 @@ const MERGE_STAGED: &str = concat!(
     upsert_when_newer!()
 );
 
-/// Runs an INSERT whose ten parameters are a record's columns, in table order.
+/// Runs an INSERT whose ten parameters are a record's columns, in table order, and notes
+/// the record's low (see [`Writes`]).
 pub(super) fn execute_record(
     stmt: &mut rusqlite::CachedStatement<'_>,
-    shapes: &mut Shapes,
+    writes: &mut Writes,
     conn: &Connection,
     r: &Record,
 ) -> Result<usize, StoreError> {
-    let shape = r.fields.as_ref().map(|f| shapes.id(conn, &r.record_type, &f.names)).transpose()?;
+    let shape = r.fields.as_ref().map(|f| writes.id(conn, &r.record_type, &f.names)).transpose()?;
+    writes.lows.note(r);
     stmt.execute(params![
         &*r.record_type,
         r.key,
@@ -339,18 +342,27 @@ pub(super) fn execute_record(
     .map_err(map_err)
 }
 
-/// Shape ids of field-name lists, cached by the identity of the shared names (a layout
-/// lives as long as the process, and the cache keeps each list alive, so an address is
-/// never reused for another list). Cleared on every rollback: a shape row written inside
-/// a rolled-back transaction is gone.
+/// What the writer carries from one statement to the next.
+///
+/// - Shape ids of field-name lists, cached by the identity of the shared names (a layout
+///   lives as long as the process, and the cache keeps each list alive, so an address is
+///   never reused for another list).
+/// - The lows of the records written and not yet recorded (`lows`): every record bound
+///   for writing by [`execute_record`] is noted here.
+///
+/// Cleared on every rollback: a shape row written inside a rolled-back transaction is
+/// gone, and so are its records. (Where a rollback does not clear it, notes left over
+/// only lower a low, which keeps it true.)
 #[derive(Default)]
-pub(super) struct Shapes {
+pub(super) struct Writes {
     by_names: HashMap<usize, (FieldNames, i64)>,
+    pub(super) lows: Lows,
 }
 
-impl Shapes {
+impl Writes {
     pub(super) fn clear(&mut self) {
         self.by_names.clear();
+        self.lows.clear();
     }
 
     fn id(&mut self, conn: &Connection, rtype: &str, names: &FieldNames) -> Result<i64, StoreError> {
@@ -399,10 +411,10 @@ pub(super) fn load_shapes(conn: &Connection) -> Result<HashMap<i64, Vec<String>>
 /// Several lines of one identity are decided in memory against the stored version, read
 /// once, and only the newest applied one is written (see [`apply_each`]). The single
 /// writer connection makes each step atomic with respect to every other write.
-pub(super) fn apply_records(conn: &Connection, shapes: &mut Shapes, batch: &[Record]) -> Result<Tally, StoreError> {
+pub(super) fn apply_records(conn: &Connection, writes: &mut Writes, batch: &[Record]) -> Result<Tally, StoreError> {
     let mut tally = [Tally::default()];
     let order: Vec<(usize, &Record)> = batch.iter().map(|r| (0, r)).collect();
-    apply_each(conn, shapes, &order, &mut tally)?;
+    apply_each(conn, writes, &order, &mut tally)?;
     Ok(tally[0])
 }
 
@@ -416,7 +428,7 @@ pub(super) fn apply_records(conn: &Connection, shapes: &mut Shapes, batch: &[Rec
 /// those upserts would have written (an upsert overwrites every column but the identity).
 fn apply_each(
     conn: &Connection,
-    shapes: &mut Shapes,
+    writes: &mut Writes,
     records: &[(usize, &Record)],
     tallies: &mut [Tally],
 ) -> Result<(), StoreError> {
@@ -428,11 +440,11 @@ fn apply_each(
         |(_, a): &(usize, &Record), (_, b): &(usize, &Record)| a.key == b.key && a.record_type == b.record_type;
     for lines in records.chunk_by(same_identity) {
         let [(slot, r)] = lines else {
-            apply_together(conn, shapes, (&mut write, &mut read), lines, tallies)?;
+            apply_together(conn, writes, (&mut write, &mut read), lines, tallies)?;
             continue;
         };
         let tally = &mut tallies[*slot];
-        let written = execute_record(&mut write, shapes, conn, r)?;
+        let written = execute_record(&mut write, writes, conn, r)?;
         if written == 1 {
             tally.applied += 1;
             continue;
@@ -456,7 +468,7 @@ fn apply_each(
 /// read once; the newest applied line is written once.
 fn apply_together(
     conn: &Connection,
-    shapes: &mut Shapes,
+    writes: &mut Writes,
     (write, read): (&mut rusqlite::CachedStatement<'_>, &mut rusqlite::CachedStatement<'_>),
     lines: &[(usize, &Record)],
     tallies: &mut [Tally],
@@ -469,7 +481,7 @@ fn apply_together(
     }
     let to_write = newest.and_then(|i| lines.get(i)).map(|(_, r)| *r);
     match to_write {
-        Some(r) if execute_record(write, shapes, conn, r)? != 1 => Err(StoreError::Corrupt(format!(
+        Some(r) if execute_record(write, writes, conn, r)? != 1 => Err(StoreError::Corrupt(format!(
             "record {} {}: version {:?} was decided newer but not written",
             r.record_type, r.key, r.version
         ))),
@@ -507,7 +519,7 @@ pub(super) const STAGING: &str = "CREATE TEMP TABLE IF NOT EXISTS staging (
   DELETE FROM temp.staging;";
 
 /// Appends records to the staging table (cheap: append order, no lookups).
-pub(super) fn stage_records(conn: &Connection, shapes: &mut Shapes, batch: &[Record]) -> Result<(), StoreError> {
+pub(super) fn stage_records(conn: &Connection, writes: &mut Writes, batch: &[Record]) -> Result<(), StoreError> {
     let mut stage = conn
         .prepare_cached(
             "INSERT INTO temp.staging (rtype, key, deleted, region, file, v_date, v_seq, v_line, shape, field_values)
@@ -515,7 +527,7 @@ pub(super) fn stage_records(conn: &Connection, shapes: &mut Shapes, batch: &[Rec
         )
         .map_err(map_err)?;
     for r in batch {
-        execute_record(&mut stage, shapes, conn, r)?;
+        execute_record(&mut stage, writes, conn, r)?;
     }
     Ok(())
 }
@@ -576,7 +588,7 @@ pub(super) fn applied_before(conn: &Connection, name: &str) -> Result<bool, Stor
 /// caller owns the transaction.
 pub(super) fn apply_delivered(
     conn: &Connection,
-    shapes: &mut Shapes,
+    writes: &mut Writes,
     batches: &[DeliveredBatch],
 ) -> Result<Vec<Option<Tally>>, StoreError> {
     let mut seen_stmt = conn.prepare_cached("SELECT 1 FROM receipts WHERE id = ?1").map_err(map_err)?;
@@ -589,7 +601,7 @@ pub(super) fn apply_delivered(
     }
     let order = crate::ports::store::in_identity_order(batches, &fresh);
     let mut tallies = vec![Tally::default(); batches.len()];
-    apply_each(conn, shapes, &order, &mut tallies)?;
+    apply_each(conn, writes, &order, &mut tallies)?;
     let mut receipt = conn
         .prepare_cached(
             "INSERT INTO receipts (id, file, generation, applied, stale, unchanged) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",

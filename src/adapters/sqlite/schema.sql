@@ -1,5 +1,6 @@
--- esr-ingest SQLite store, schema version 3 (version 1 lacked the broker columns and tables,
--- version 2 the `counted` flag; `migrate` adds them).
+-- esr-ingest SQLite store, schema version 4 (version 1 lacked the broker columns and tables,
+-- version 2 the `counted` flag, version 3 the lows and the index of removed records;
+-- `migrate` adds them).
 CREATE TABLE IF NOT EXISTS meta (
     key   TEXT PRIMARY KEY,
     value TEXT NOT NULL
@@ -101,6 +102,19 @@ CREATE TABLE IF NOT EXISTS full_files (
     v_seq  INTEGER NOT NULL,
     file   TEXT NOT NULL,
     PRIMARY KEY (region, rtype, v_date, v_seq)
+) WITHOUT ROWID;
+
+-- Per region and record type, a version (date, SEQ) at or below that of every live
+-- record of that region and type (`lows.rs`): a full file's sweep reads the records of a
+-- type only where its region may have one below the version it compares with. A few
+-- rows per region. (The index `records_removed`, of the records full files removed, is
+-- created by `migrate`: a store from before version 3 has no `s_date` yet.)
+CREATE TABLE IF NOT EXISTS lows (
+    region TEXT NOT NULL,
+    rtype  TEXT NOT NULL,
+    v_date INTEGER NOT NULL,
+    v_seq  INTEGER NOT NULL,
+    PRIMARY KEY (region, rtype)
 ) WITHOUT ROWID;
 
 -- Records a sweep removed, per file and delivery (only when it removed any), so a retried

@@ -18,7 +18,7 @@
 use super::full_files::{sweep, touches_records};
 use super::newest::Newest;
 use super::rows::{
-    STAGING, Shapes, apply_delivered, apply_records, insert_rejects, load_lease, map_err, mark_dead_lettered,
+    STAGING, Writes, apply_delivered, apply_records, insert_rejects, load_lease, map_err, mark_dead_lettered,
     merge_staged, stage_records, store_lease, write_commit,
 };
 use crate::core::full::{Sweep, Swept};
@@ -64,24 +64,22 @@ pub(super) enum TxnCmd {
 
 /// Runs until every sender of `commands` is gone.
 pub(super) fn run(conn: Connection, mut commands: mpsc::Receiver<WriterCmd>) {
-    let mut shapes = Shapes::default();
+    let mut writes = Writes::default();
     while let Some(cmd) = commands.blocking_recv() {
         match cmd {
             WriterCmd::Commit(c, reply) => {
-                let _ = reply.send(in_transaction(&conn, |conn| write_commit(conn, &c)));
+                let _ = reply.send(in_transaction(&conn, &mut writes, |conn, _| write_commit(conn, &c)));
             }
             WriterCmd::Delivered(batches, reply) => {
-                let applied = in_transaction(&conn, |conn| apply_delivered(conn, &mut shapes, &batches));
-                if applied.is_err() {
-                    shapes.clear();
-                }
-                let _ = reply.send(applied);
+                let _ = reply
+                    .send(in_transaction(&conn, &mut writes, |conn, writes| apply_delivered(conn, writes, &batches)));
             }
             WriterCmd::Lease(name, owner, ttl, now, reply) => {
-                let _ = reply.send(in_transaction(&conn, |conn| lease(conn, &name, &owner, ttl, now)));
+                let _ = reply.send(in_transaction(&conn, &mut writes, |conn, _| lease(conn, &name, &owner, ttl, now)));
             }
             WriterCmd::Shared(key, expected, value, reply) => {
-                let _ = reply.send(in_transaction(&conn, |conn| write_shared(conn, &key, expected, &value)));
+                let _ = reply
+                    .send(in_transaction(&conn, &mut writes, |conn, _| write_shared(conn, &key, expected, &value)));
             }
             WriterCmd::Truncate(reply) => {
                 // Busy (a reader in a transaction) only means the WAL stays for now.
@@ -89,13 +87,14 @@ pub(super) fn run(conn: Connection, mut commands: mpsc::Receiver<WriterCmd>) {
                 let _ = reply.send(done);
             }
             WriterCmd::Sweep(s, reply) => {
-                let _ = reply.send(in_transaction(&conn, |conn| sweep(conn, &s)));
+                let _ =
+                    reply.send(in_transaction(&conn, &mut writes, |conn, writes| sweep(conn, &mut writes.lows, &s)));
             }
             WriterCmd::Rejects(batch, reply) => {
-                let _ = reply.send(in_transaction(&conn, |conn| insert_rejects(conn, &batch)));
+                let _ = reply.send(in_transaction(&conn, &mut writes, |conn, _| insert_rejects(conn, &batch)));
             }
             WriterCmd::DeadLetters(marks, reply) => {
-                let _ = reply.send(in_transaction(&conn, |conn| mark_dead_lettered(conn, &marks)));
+                let _ = reply.send(in_transaction(&conn, &mut writes, |conn, _| mark_dead_lettered(conn, &marks)));
             }
             WriterCmd::BeginFile(mut ticket, txn, reply) => {
                 // Whether the file was applied before is read inside the transaction, from
@@ -110,8 +109,8 @@ pub(super) fn run(conn: Connection, mut commands: mpsc::Receiver<WriterCmd>) {
                     Ok(applied_before) => {
                         let _ = reply.send(Ok(()));
                         ticket.reapply |= applied_before;
-                        if !file_transaction(&conn, &mut shapes, &ticket, txn) {
-                            shapes.clear();
+                        if !file_transaction(&conn, &mut writes, &ticket, txn) {
+                            writes.clear();
                         }
                     }
                     Err(e) => {
@@ -124,18 +123,24 @@ pub(super) fn run(conn: Connection, mut commands: mpsc::Receiver<WriterCmd>) {
     }
 }
 
+/// Runs `work` in an immediate transaction; before the commit, the lows it noted are
+/// written (see `lows`). On failure everything is rolled back and `writes` forgets what
+/// the transaction left in it.
 fn in_transaction<T>(
     conn: &Connection,
-    work: impl FnOnce(&Connection) -> Result<T, StoreError>,
+    writes: &mut Writes,
+    work: impl FnOnce(&Connection, &mut Writes) -> Result<T, StoreError>,
 ) -> Result<T, StoreError> {
     conn.execute_batch("BEGIN IMMEDIATE").map_err(map_err)?;
-    match work(conn).and_then(|t| conn.execute_batch("COMMIT").map_err(map_err).map(|()| t)) {
-        Ok(t) => Ok(t),
-        Err(e) => {
-            let _ = conn.execute_batch("ROLLBACK");
-            Err(e)
-        }
+    let done = work(conn, writes).and_then(|t| {
+        writes.lows.write(conn)?;
+        conn.execute_batch("COMMIT").map_err(map_err).map(|()| t)
+    });
+    if done.is_err() {
+        let _ = conn.execute_batch("ROLLBACK");
+        writes.clear();
     }
+    done
 }
 
 /// One file's records on their way into the store.
@@ -162,13 +167,13 @@ impl Pending {
     fn add(
         &mut self,
         conn: &Connection,
-        shapes: &mut Shapes,
+        writes: &mut Writes,
         newest: Option<&mut Newest>,
         mut batch: Vec<Record>,
     ) -> Result<(), StoreError> {
         if let (None, Some(newest)) = (&self.staged, newest) {
             // Decided in line order; written in identity order at the flush.
-            return newest.decide(conn, shapes, batch, &mut self.tally);
+            return newest.decide(conn, writes, batch, &mut self.tally);
         }
         // In identity order the B-tree is walked forwards (line order kept per identity).
         batch.sort_unstable_by(|a, b| {
@@ -176,10 +181,10 @@ impl Pending {
         });
         match &mut self.staged {
             Some(n) => {
-                stage_records(conn, shapes, &batch)?;
+                stage_records(conn, writes, &batch)?;
                 *n += batch.len() as u64;
             }
-            None => self.tally += apply_records(conn, shapes, &batch)?,
+            None => self.tally += apply_records(conn, writes, &batch)?,
         }
         Ok(())
     }
@@ -199,7 +204,7 @@ impl Pending {
 /// its commit or until its handle is dropped. Returns whether the transaction committed.
 fn file_transaction(
     conn: &Connection,
-    shapes: &mut Shapes,
+    writes: &mut Writes,
     first: &FileTicket,
     mut txn: mpsc::Receiver<TxnCmd>,
 ) -> bool {
@@ -213,7 +218,7 @@ fn file_transaction(
     while let Some(cmd) = txn.blocking_recv() {
         match cmd {
             TxnCmd::Apply(batch, reply) => {
-                let _ = reply.send(step(&mut failed, || pending.add(conn, shapes, newest.as_mut(), batch)));
+                let _ = reply.send(step(&mut failed, || pending.add(conn, writes, newest.as_mut(), batch)));
             }
             TxnCmd::Reject(batch, reply) => {
                 let r = step(&mut failed, || {
@@ -230,9 +235,9 @@ fn file_transaction(
                     if let Some(newest) = newest.as_mut().filter(|n| !n.is_empty())
                         && touches_records(conn, &s)?
                     {
-                        newest.flush(conn, shapes)?;
+                        newest.flush(conn, writes)?;
                     }
-                    sweep(conn, &s)
+                    sweep(conn, &mut writes.lows, &s)
                 });
                 let _ = reply.send(r);
             }
@@ -245,7 +250,7 @@ fn file_transaction(
                     pending = Pending::new(conn, &ticket)?;
                     let newest = newest.get_or_insert_with(Newest::default);
                     if pending.staged.is_some() {
-                        newest.flush(conn, shapes)?; // the merge reads the records table
+                        newest.flush(conn, writes)?; // the merge reads the records table
                     }
                     Ok(())
                 });
@@ -256,8 +261,9 @@ fn file_transaction(
                     Some(why) => Err(aborted(why)),
                     None => pending.settle(conn, &ticket).and_then(|_| {
                         if let Some(newest) = newest.as_mut() {
-                            newest.flush(conn, shapes)?;
+                            newest.flush(conn, writes)?;
                         }
+                        writes.lows.write(conn)?;
                         write_commit(conn, &c)?;
                         conn.execute_batch("COMMIT").map_err(map_err)
                     }),
