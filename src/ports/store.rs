@@ -384,7 +384,9 @@ pub trait Store: Send + Sync {
 /// any order: their versions differ, so the version rule gives the same result.
 #[async_trait]
 pub trait FileTxn: Send {
-    /// Takes records to apply under the version rule.
+    /// Takes records to apply under the version rule. It may return before they are
+    /// applied: a failure to apply them is then the answer of a later call of the unit
+    /// of work (at the latest [`FileTxn::settle`] or [`FileTxn::commit`]).
     async fn apply(&mut self, batch: Vec<Record>) -> Result<(), StoreError>;
     /// Keeps rejected lines with file, line and reason.
     async fn reject(&mut self, batch: Vec<Reject>) -> Result<(), StoreError>;

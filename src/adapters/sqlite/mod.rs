@@ -264,7 +264,9 @@ impl Store for SqliteStore {
     }
 
     async fn begin_file(&self, ticket: FileTicket) -> Result<Box<dyn FileTxn>, StoreError> {
-        let (txn_tx, txn_rx) = mpsc::channel(2);
+        // A few batches queued, so the writer has the next one at hand (`FileTxn::apply`
+        // does not wait for a batch to be applied).
+        let (txn_tx, txn_rx) = mpsc::channel(4);
         let (tx, rx) = oneshot::channel();
         self.writer.send(WriterCmd::BeginFile(ticket, txn_rx, tx)).await.map_err(|_| StoreError::Closed)?;
         rx.await.map_err(|_| StoreError::Closed)??;
@@ -567,6 +569,41 @@ mod tests {
         assert_eq!(store.sweep(&full_file_sweep(31, 3)).await.unwrap().removed, 1);
         let conn = Connection::open(&path).unwrap();
         assert_eq!(lows_broken(&conn), 0);
+    }
+
+    /// A batch that fails to apply has no reply of its own (`FileTxn::apply` does not
+    /// wait): the failure is the answer to the file's next call, its commit fails too,
+    /// and nothing of the file is written.
+    #[tokio::test]
+    async fn a_batch_that_fails_is_answered_later_and_nothing_commits() {
+        use crate::core::name::NameVerdict;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("store.db");
+        let store = SqliteStore::open(&path).await.unwrap();
+        let conn = Connection::open(&path).unwrap();
+        conn.execute_batch(
+            "CREATE TRIGGER refuse BEFORE INSERT ON records WHEN NEW.key = 'boom'
+             BEGIN SELECT RAISE(ABORT, 'refused by the test'); END;",
+        )
+        .unwrap();
+        let name = "DE_SEV_RMC_20220730_00000001.DAT";
+        let NameVerdict::Batch(file) = NameProfile::default().classify(name) else { panic!("{name}") };
+        let ticket =
+            FileTicket { file, key: name.into(), reapply: false, record_lines: 3, generation: 1, together: false };
+        let mut txn = store.begin_file(ticket).await.unwrap();
+        txn.apply(vec![pos("1", 30, 1, 2)]).await.unwrap();
+        txn.apply(vec![pos("boom", 30, 1, 3)]).await.unwrap(); // queued: no answer yet
+        txn.apply(vec![pos("2", 30, 1, 4)]).await.unwrap();
+        // the batch's own error, not that of a step refused after it
+        let settled = txn.settle().await.map_err(|e| e.to_string());
+        assert!(
+            settled.as_ref().is_err_and(|e| e.contains("refused by the test") && !e.contains("aborted")),
+            "{settled:?}"
+        );
+        let committed = txn.commit(Commit::default()).await;
+        assert!(committed.is_err_and(|e| e.to_string().contains("aborted")));
+        let written: u64 = conn.query_row("SELECT count(*) FROM records", [], |r| r.get(0)).unwrap();
+        assert_eq!(written, 0);
     }
 
     /// Live records below their region's and type's low (or with no low): none while the

@@ -18,9 +18,9 @@ use super::rows::{APPLY_ONE, Writes, execute_record, map_err, stored_version};
 use crate::core::record::{Record, Tally};
 use crate::core::version::{Decision, Version, decide};
 use crate::ports::store::StoreError;
+use hashbrown::hash_map::EntryRef;
 use rusqlite::Connection;
-use std::collections::HashMap;
-use std::collections::hash_map::Entry;
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 /// Identities kept in memory before they are written anyway...
@@ -38,10 +38,13 @@ struct Known {
     write: Option<Record>,
 }
 
-/// The newest known version of each identity seen since the last flush.
+/// The newest known version of each identity seen since the last flush, by record type
+/// and key (a line is looked up by its key as it is: only a new identity's key is copied).
 #[derive(Default)]
 pub(super) struct Newest {
-    known: HashMap<(Arc<str>, String), Known>,
+    known: BTreeMap<Arc<str>, hashbrown::HashMap<String, Known>>,
+    /// How many identities `known` holds.
+    identities: usize,
     /// What the lines to write take, about.
     held_bytes: usize,
 }
@@ -52,7 +55,7 @@ fn held_size(r: &Record) -> usize {
 
 impl Newest {
     pub(super) fn is_empty(&self) -> bool {
-        self.known.is_empty()
+        self.identities == 0
     }
 
     /// Decides each line of `batch` in order, adding its outcome to `tally`.
@@ -67,9 +70,16 @@ impl Newest {
             .prepare_cached("SELECT v_date, v_seq, v_line FROM records WHERE rtype = ?1 AND key = ?2")
             .map_err(map_err)?;
         for r in batch {
-            let known = match self.known.entry((r.record_type.clone(), r.key.clone())) {
-                Entry::Occupied(o) => o.into_mut(),
-                Entry::Vacant(v) => v.insert(Known { version: stored_version(&mut read, &r)?, write: None }),
+            let by_key = match self.known.get_mut(&*r.record_type) {
+                Some(by_key) => by_key,
+                None => self.known.entry(r.record_type.clone()).or_default(),
+            };
+            let known = match by_key.entry_ref(r.key.as_str()) {
+                EntryRef::Occupied(o) => o.into_mut(),
+                EntryRef::Vacant(v) => {
+                    self.identities += 1;
+                    v.insert(Known { version: stored_version(&mut read, &r)?, write: None })
+                }
             };
             match decide(known.version, r.version) {
                 Decision::Apply => {
@@ -85,7 +95,7 @@ impl Newest {
             }
         }
         drop(read);
-        if self.known.len() > NEWEST_KEPT || self.held_bytes > NEWEST_BYTES {
+        if self.identities > NEWEST_KEPT || self.held_bytes > NEWEST_BYTES {
             self.flush(conn, writes)?;
         }
         Ok(())
@@ -94,18 +104,21 @@ impl Newest {
     /// Writes the newest applied line of every identity, in identity order (a forward
     /// walk through the records B-tree), and forgets what it knew.
     pub(super) fn flush(&mut self, conn: &Connection, writes: &mut Writes) -> Result<(), StoreError> {
-        let mut lines: Vec<Record> = self.known.drain().filter_map(|(_, k)| k.write).collect();
-        self.held_bytes = 0;
-        lines.sort_unstable_by(|a, b| (&a.record_type, &a.key).cmp(&(&b.record_type, &b.key)));
         let mut write = conn.prepare_cached(APPLY_ONE).map_err(map_err)?;
-        for r in &lines {
-            if execute_record(&mut write, writes, conn, r)? != 1 {
-                return Err(StoreError::Corrupt(format!(
-                    "record {} {}: version {:?} was decided newer but not written",
-                    r.record_type, r.key, r.version
-                )));
+        // Types in order, then keys in order within each: identity order.
+        for by_key in std::mem::take(&mut self.known).into_values() {
+            let mut lines: Vec<Record> = by_key.into_values().filter_map(|k| k.write).collect();
+            lines.sort_unstable_by(|a, b| a.key.cmp(&b.key));
+            for r in &lines {
+                if execute_record(&mut write, writes, conn, r)? != 1 {
+                    return Err(StoreError::Corrupt(format!(
+                        "record {} {}: version {:?} was decided newer but not written",
+                        r.record_type, r.key, r.version
+                    )));
+                }
             }
         }
+        (self.identities, self.held_bytes) = (0, 0);
         Ok(())
     }
 }

@@ -54,7 +54,8 @@ pub(super) enum WriterCmd {
 }
 
 pub(super) enum TxnCmd {
-    Apply(Vec<Record>, Reply<()>),
+    /// No reply: a failure is the answer to the next command (see `Failure`).
+    Apply(Vec<Record>),
     Reject(Vec<Reject>, Reply<()>),
     Settle(Reply<Tally>),
     Sweep(Sweep, Reply<Swept>),
@@ -209,28 +210,33 @@ fn file_transaction(
     mut txn: mpsc::Receiver<TxnCmd>,
 ) -> bool {
     let mut ticket = first.clone();
-    let (mut pending, mut failed) = match Pending::new(conn, &ticket) {
-        Ok(p) => (p, None),
-        Err(e) => (Pending { staged: None, tally: Tally::default(), settled: false }, Some(e.to_string())),
+    let mut failure = Failure::default();
+    let mut pending = match failure.step(|| Pending::new(conn, &ticket)) {
+        Ok(p) => p,
+        Err(e) => {
+            failure.unanswered = Some(e);
+            Pending { staged: None, tally: Tally::default(), settled: false }
+        }
     };
     // In a unit that may take several files: what is decided in memory and not written yet.
     let mut newest: Option<Newest> = ticket.together.then(Newest::default);
     while let Some(cmd) = txn.blocking_recv() {
         match cmd {
-            TxnCmd::Apply(batch, reply) => {
-                let _ = reply.send(step(&mut failed, || pending.add(conn, writes, newest.as_mut(), batch)));
+            TxnCmd::Apply(batch) => {
+                let applied = failure.step(|| pending.add(conn, writes, newest.as_mut(), batch));
+                failure.hold(applied);
             }
             TxnCmd::Reject(batch, reply) => {
-                let r = step(&mut failed, || {
-                    insert_rejects(conn, &batch).map(|()| pending.tally.rejected += batch.len() as u64)
-                });
-                let _ = reply.send(r);
+                let r = failure
+                    .step(|| insert_rejects(conn, &batch).map(|()| pending.tally.rejected += batch.len() as u64));
+                let _ = reply.send(failure.answer(r));
             }
             TxnCmd::Settle(reply) => {
-                let _ = reply.send(step(&mut failed, || pending.settle(conn, &ticket)));
+                let r = failure.step(|| pending.settle(conn, &ticket));
+                let _ = reply.send(failure.answer(r));
             }
             TxnCmd::Sweep(s, reply) => {
-                let r = step(&mut failed, || {
+                let r = failure.step(|| {
                     pending.settle(conn, &ticket)?;
                     if let Some(newest) = newest.as_mut().filter(|n| !n.is_empty())
                         && touches_records(conn, &s)?
@@ -239,10 +245,10 @@ fn file_transaction(
                     }
                     sweep(conn, &mut writes.lows, &s)
                 });
-                let _ = reply.send(r);
+                let _ = reply.send(failure.answer(r));
             }
             TxnCmd::NextFile(next, reply) => {
-                let r = step(&mut failed, || {
+                let r = failure.step(|| {
                     pending.settle(conn, &ticket)?;
                     ticket = next;
                     // As for the first file: read inside the transaction (see `run`).
@@ -254,20 +260,19 @@ fn file_transaction(
                     }
                     Ok(())
                 });
-                let _ = reply.send(r);
+                let _ = reply.send(failure.answer(r));
             }
             TxnCmd::Commit(c, reply) => {
-                let r = match &failed {
-                    Some(why) => Err(aborted(why)),
-                    None => pending.settle(conn, &ticket).and_then(|_| {
-                        if let Some(newest) = newest.as_mut() {
-                            newest.flush(conn, writes)?;
-                        }
-                        writes.lows.write(conn)?;
-                        write_commit(conn, &c)?;
-                        conn.execute_batch("COMMIT").map_err(map_err)
-                    }),
-                };
+                let r = failure.step(|| {
+                    pending.settle(conn, &ticket)?;
+                    if let Some(newest) = newest.as_mut() {
+                        newest.flush(conn, writes)?;
+                    }
+                    writes.lows.write(conn)?;
+                    write_commit(conn, &c)?;
+                    conn.execute_batch("COMMIT").map_err(map_err)
+                });
+                let r = failure.answer(r);
                 let committed = r.is_ok();
                 if !committed {
                     let _ = conn.execute_batch("ROLLBACK");
@@ -282,22 +287,49 @@ fn file_transaction(
     false
 }
 
+/// How a file's transaction failed: once a step has failed, every later step is refused
+/// (the transaction is rolled back at the end). A batch of records has no reply of its
+/// own, so its failure is the answer to the next command that has one.
+#[derive(Default)]
+struct Failure {
+    /// The first failure, as text.
+    why: Option<String>,
+    /// A failure nobody has been told of yet.
+    unanswered: Option<StoreError>,
+}
+
+impl Failure {
+    /// Runs one step, unless a step failed before; remembers its failure.
+    fn step<T>(&mut self, work: impl FnOnce() -> Result<T, StoreError>) -> Result<T, StoreError> {
+        if let Some(why) = &self.why {
+            return Err(aborted(why));
+        }
+        let r = work();
+        if let Err(e) = &r {
+            self.why = Some(e.to_string());
+        }
+        r
+    }
+
+    /// Keeps the failure of a step that has no reply, for the next one that has.
+    fn hold(&mut self, r: Result<(), StoreError>) {
+        if let Err(e) = r {
+            self.unanswered.get_or_insert(e);
+        }
+    }
+
+    /// The reply to a command: a failure nobody was told of comes first.
+    fn answer<T>(&mut self, r: Result<T, StoreError>) -> Result<T, StoreError> {
+        match self.unanswered.take() {
+            Some(e) => Err(e),
+            None => r,
+        }
+    }
+}
+
 /// The error of a step after an earlier step of the file's transaction failed.
 fn aborted(why: &str) -> StoreError {
     StoreError::Io(format!("the file's transaction was aborted: {why}"))
-}
-
-/// One step of a file's transaction: refused once a step has failed (the transaction is
-/// rolled back at the end), and its own failure remembered.
-fn step<T>(failed: &mut Option<String>, work: impl FnOnce() -> Result<T, StoreError>) -> Result<T, StoreError> {
-    if let Some(why) = failed {
-        return Err(aborted(why));
-    }
-    let r = work();
-    if let Err(e) = &r {
-        *failed = Some(e.to_string());
-    }
-    r
 }
 
 /// The async handle of one file's transaction.
@@ -315,8 +347,10 @@ impl SqliteFileTxn {
 
 #[async_trait]
 impl FileTxn for SqliteFileTxn {
+    /// Queues the batch and returns: the writer goes on with it while the next one is
+    /// read, and a failure to apply it is the answer to the next call that waits.
     async fn apply(&mut self, batch: Vec<Record>) -> Result<(), StoreError> {
-        self.call(|r| TxnCmd::Apply(batch, r)).await
+        self.commands.send(TxnCmd::Apply(batch)).await.map_err(|_| StoreError::Closed)
     }
 
     async fn reject(&mut self, batch: Vec<Reject>) -> Result<(), StoreError> {
