@@ -224,7 +224,7 @@ impl Engine {
         let mut commit = Commit::default();
         let mut files: Vec<InUnit> = Vec::new();
         let (mut lines, mut bytes, opened) = (0u64, 0u64, std::time::Instant::now());
-        let mut next: Option<(String, Parsing)> = None;
+        let mut ahead = ReadAhead::default();
         while files.len() < most
             && lines < self.delivery.group_lines()
             && opened.elapsed() < UNIT_TIME
@@ -237,18 +237,23 @@ impl Engine {
             bytes += listed.size;
             let span = file_span(stream.region(), &action);
             let settled = async {
-                let parsing = match next.take() {
-                    Some((name, parsing)) if name == action.name => parsing,
-                    _ => self.start_parsing(file_of(entry)?, listed).await?,
+                let parsing = match ahead.take(&action.name) {
+                    Some(parsing) => parsing,
+                    None => self.start_parsing(file_of(entry)?, listed).await?,
                 };
-                // The file after this one is read while this one is written, if the unit
-                // can still take it (its size and the unit's time are known now; its
-                // lines are not, so the line budget may still end the unit before it).
-                if files.len() + 1 < most && opened.elapsed() < UNIT_TIME {
-                    let room = UNIT_BYTES.saturating_sub(bytes);
-                    next = self.read_ahead(&plan, &action, (objects, ledger), room).await;
-                }
-                let (ready, delivery) = self.add_to_unit(&mut unit, entry, listed, parsing, cancel).await?;
+                // The files after this one are read while this one is written, as far as
+                // the unit can still take them (their sizes and the unit's time are known
+                // now; their lines are not, so the line budget may still end the unit
+                // before them). Opening them goes along with this file's delivery.
+                let read_ahead = async {
+                    if opened.elapsed() < UNIT_TIME {
+                        let room = (most - files.len() - 1, UNIT_BYTES.saturating_sub(bytes));
+                        self.read_ahead(&mut ahead, &plan, &action, (objects, &*ledger), room).await;
+                    }
+                };
+                let added = self.add_to_unit(&mut unit, entry, listed, parsing, cancel);
+                let ((), added) = tokio::join!(read_ahead, added);
+                let (ready, delivery) = added?;
                 let entry = self.delivered_entry(ready);
                 self.settle_file(delivery, entry).await
             }
@@ -333,24 +338,62 @@ impl Engine {
         }
     }
 
-    /// Starts reading the file the stream would take after `current`, if it can join
-    /// the unit: at most `room` bytes (dropped unused when the unit ends before it).
+    /// Starts reading the files the stream would take after `current` (and after those
+    /// already read ahead), up to [`READ_AHEAD_FILES`] of them, `files` more at most and
+    /// `room` bytes in all (dropped unused when the unit ends before them).
     async fn read_ahead<O: UnitOrder>(
         &self,
+        ahead: &mut ReadAhead,
         plan: &O,
         current: &Apply,
         (objects, ledger): (&BTreeMap<String, Listed>, &HashMap<String, LedgerEntry>),
-        room: u64,
-    ) -> Option<(String, Parsing)> {
+        (files, room): (usize, u64),
+    ) {
         let mut after = plan.clone();
         after.applied(&current.name, current.seq);
-        let action = after.next_action()?;
-        let (entry, listed) = (ledger.get(&action.name)?, objects.get(&action.name)?);
-        if !joins_a_unit(entry, listed) || listed.size > room {
-            return None;
+        let mut room = room;
+        for (action, size, _) in &ahead.files {
+            after.applied(&action.name, action.seq);
+            room = room.saturating_sub(*size);
         }
-        let parsing = self.start_parsing(entry.batch.as_ref()?, listed).await.ok()?;
-        Some((action.name, parsing))
+        while ahead.files.len() < READ_AHEAD_FILES.min(files) {
+            let Some(action) = after.next_action() else { return };
+            let (Some(entry), Some(listed)) = (ledger.get(&action.name), objects.get(&action.name)) else { return };
+            let Some(file) = entry.batch.as_ref() else { return };
+            if !joins_a_unit(entry, listed) || listed.size > room {
+                return;
+            }
+            let Ok(parsing) = self.start_parsing(file, listed).await else { return };
+            after.applied(&action.name, action.seq);
+            room -= listed.size;
+            ahead.files.push_back((action, listed.size, parsing));
+        }
+    }
+}
+
+/// How many files of a unit are read ahead of the one being written: a small file takes
+/// a parser longer than the writer takes to decide its lines, so several are read at
+/// once. Each holds at most its parser's bounded queue.
+const READ_AHEAD_FILES: usize = 3;
+
+/// The files of a unit read ahead, in the order the unit takes them: the file, its
+/// listed size, its parser.
+#[derive(Default)]
+struct ReadAhead {
+    files: std::collections::VecDeque<(Apply, u64, Parsing)>,
+}
+
+impl ReadAhead {
+    /// The parser of `name` if it is the next file read ahead; otherwise every file read
+    /// ahead is dropped (the order changed), and `None`.
+    fn take(&mut self, name: &str) -> Option<Parsing> {
+        match self.files.pop_front() {
+            Some((action, _, parsing)) if action.name == name => Some(parsing),
+            _ => {
+                self.files.clear();
+                None
+            }
+        }
     }
 }
 

@@ -405,7 +405,8 @@ pub trait FileTxn: Send {
     /// work: one [`FileTxn::commit`] makes every file's records durable, or none.
     /// [`FileTxn::settle`] then answers for the new file alone, with exactly the counts
     /// it would have had in a unit of its own after the files before it. Only where
-    /// [`Store::group_lines`] is above 0.
+    /// [`Store::group_lines`] is above 0. Like [`FileTxn::apply`], it may return before
+    /// it is done, a failure being the answer of a later call.
     async fn next_file(&mut self, ticket: FileTicket) -> Result<(), StoreError> {
         Err(StoreError::Rejected(format!("{}: this store takes one file per unit of work", ticket.file.name)))
     }

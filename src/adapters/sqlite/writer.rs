@@ -60,7 +60,8 @@ pub(super) enum TxnCmd {
     Settle(Reply<Tally>),
     Sweep(Sweep, Reply<Swept>),
     Commit(Commit, Reply<()>),
-    NextFile(FileTicket, Reply<()>),
+    /// No reply, as `Apply`.
+    NextFile(FileTicket),
 }
 
 /// Runs until every sender of `commands` is gone.
@@ -247,7 +248,7 @@ fn file_transaction(
                 });
                 let _ = reply.send(failure.answer(r));
             }
-            TxnCmd::NextFile(next, reply) => {
+            TxnCmd::NextFile(next) => {
                 let r = failure.step(|| {
                     pending.settle(conn, &ticket)?;
                     ticket = next;
@@ -260,7 +261,7 @@ fn file_transaction(
                     }
                     Ok(())
                 });
-                let _ = reply.send(failure.answer(r));
+                failure.hold(r);
             }
             TxnCmd::Commit(c, reply) => {
                 let r = failure.step(|| {
@@ -370,8 +371,9 @@ impl FileTxn for SqliteFileTxn {
         self.call(|r| TxnCmd::Commit(commit, r)).await
     }
 
+    /// Queues the next file and returns, as [`FileTxn::apply`] does.
     async fn next_file(&mut self, ticket: FileTicket) -> Result<(), StoreError> {
-        self.call(|r| TxnCmd::NextFile(ticket, r)).await
+        self.commands.send(TxnCmd::NextFile(ticket)).await.map_err(|_| StoreError::Closed)
     }
 }
 
