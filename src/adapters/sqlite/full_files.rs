@@ -42,9 +42,9 @@ fn newest_full(conn: &Connection, region: &str, rtype: &str) -> Result<Option<(u
 /// files came in.
 ///
 /// Live records are read only for a type whose low (`lows`) says the region may have one
-/// below the version compared with; the tombstones of a region are read through the
-/// index of removed records. So a full file costs what its region holds of it, not what
-/// the whole store holds.
+/// below the version compared with, and tombstones only when a later full file of the
+/// region (one that came first) exists. So a full file that comes in order costs what
+/// its region holds of it, not what the whole store holds.
 pub(super) fn sweep(conn: &Connection, lows: &mut Lows, s: &Sweep) -> Result<Swept, StoreError> {
     lows.write(conn)?; // the lows read below cover every record written so far
     let date = s.version.date_number();
@@ -60,14 +60,18 @@ pub(super) fn sweep(conn: &Connection, lows: &mut Lows, s: &Sweep) -> Result<Swe
         // order this one removed them.
         let mut earlier = conn
             .prepare_cached(
-                "UPDATE records INDEXED BY records_removed SET s_date = ?3, s_seq = ?4, s_file = ?5
+                "UPDATE records SET s_date = ?3, s_seq = ?4, s_file = ?5
                  WHERE rtype = ?1 AND region = ?2 AND s_date IS NOT NULL
                    AND (s_date, s_seq) > (?3, ?4) AND (v_date, v_seq) < (?3, ?4)",
             )
             .map_err(map_err)?;
         for t in &full.record_types {
             register.execute(params![s.region, t, date, s.version.seq, s.file]).map_err(map_err)?;
-            earlier.execute(params![t, s.region, date, s.version.seq, s.file]).map_err(map_err)?;
+            // Only a later full file can have removed a record (its tombstone carries
+            // that file's version).
+            if newest_full(conn, &s.region, t)?.is_some_and(|newest| newest > here) {
+                earlier.execute(params![t, s.region, date, s.version.seq, s.file]).map_err(map_err)?;
+            }
         }
     }
     let mut swept = Swept::default();

@@ -103,8 +103,3 @@ pub(super) fn raise(conn: &Connection, region: &str, rtype: &str, version: FileV
     .map_err(map_err)?;
     Ok(())
 }
-
-/// The migration of a store from before the table: a low of zero for every region and
-/// type that has records.
-pub(super) const LOWS_FROM_RECORDS: &str =
-    "INSERT OR IGNORE INTO lows (region, rtype, v_date, v_seq) SELECT DISTINCT region, rtype, 0, 0 FROM records;";

@@ -136,11 +136,10 @@ const V3_COLUMNS: &str = "ALTER TABLE objects ADD COLUMN counted INTEGER NOT NUL
      UPDATE objects SET counted = (state = 'applied' OR generation > 1);
      UPDATE meta SET value = '3' WHERE key = 'schema_version';";
 
-/// What version 4 added: the index of removed records by region, and the lows
-/// (`lows.rs`; the table is created by `SCHEMA`), each region and type of a store from
-/// before them at a low of zero.
-const V4_ADDITIONS: &str = concat!(
-    "CREATE INDEX IF NOT EXISTS records_removed ON records (region, rtype) WHERE s_date IS NOT NULL;",
+/// What version 4 added: the lows (`lows.rs`; the table is created by `SCHEMA`), each
+/// region and type of a store from before them at a low of zero.
+const V4_LOWS: &str = concat!(
+    "INSERT OR IGNORE INTO lows (region, rtype, v_date, v_seq) SELECT DISTINCT region, rtype, 0, 0 FROM records;",
     "UPDATE meta SET value = '4' WHERE key = 'schema_version';"
 );
 
@@ -174,14 +173,13 @@ fn migrate_in_transaction(conn: &Connection) -> Result<(), StoreError> {
         conn.execute_batch(V3_COLUMNS).map_err(map_err)?;
     }
     if version()?.as_deref() == Some("3") {
-        conn.execute_batch(lows::LOWS_FROM_RECORDS).map_err(map_err)?;
-        conn.execute_batch(V4_ADDITIONS).map_err(map_err)?;
+        conn.execute_batch(V4_LOWS).map_err(map_err)?;
     }
     match version()? {
         None => {
             conn.execute("INSERT INTO meta (key, value) VALUES ('schema_version', ?1)", params![SCHEMA_VERSION])
                 .map_err(map_err)?;
-            conn.execute_batch(V4_ADDITIONS).map_err(map_err)
+            Ok(())
         }
         Some(v) if v == SCHEMA_VERSION => Ok(()),
         Some(v) => Err(StoreError::SchemaVersion { found: v, expected: SCHEMA_VERSION.into() }),
@@ -499,7 +497,7 @@ mod tests {
         conn.execute_batch(
             "ALTER TABLE objects DROP COLUMN counted; ALTER TABLE objects DROP COLUMN records_removed;
              ALTER TABLE objects DROP COLUMN records_ignored;
-             DROP INDEX records_removed; DROP TABLE lows;
+             DROP TABLE lows;
              ALTER TABLE records DROP COLUMN s_date; ALTER TABLE records DROP COLUMN s_seq;
              ALTER TABLE records DROP COLUMN s_file; DROP TABLE full_files; DROP TABLE sweeps;
              UPDATE meta SET value = '2' WHERE key = 'schema_version';",
@@ -557,10 +555,7 @@ mod tests {
             store.apply_delivered(vec![c1]).await.unwrap();
         }
         let conn = Connection::open(&path).unwrap();
-        conn.execute_batch(
-            "DROP INDEX records_removed; DROP TABLE lows; UPDATE meta SET value = '3' WHERE key = 'schema_version';",
-        )
-        .unwrap();
+        conn.execute_batch("DROP TABLE lows; UPDATE meta SET value = '3' WHERE key = 'schema_version';").unwrap();
         drop(conn);
         let store = SqliteStore::open(&path).await.unwrap();
         // the full file holds POS/1 only: POS/2, written before the upgrade, goes

@@ -1,6 +1,5 @@
 -- esr-ingest SQLite store, schema version 4 (version 1 lacked the broker columns and tables,
--- version 2 the `counted` flag, version 3 the lows and the index of removed records;
--- `migrate` adds them).
+-- version 2 the `counted` flag, version 3 the lows; `migrate` adds them).
 CREATE TABLE IF NOT EXISTS meta (
     key   TEXT PRIMARY KEY,
     value TEXT NOT NULL
@@ -107,8 +106,7 @@ CREATE TABLE IF NOT EXISTS full_files (
 -- Per region and record type, a version (date, SEQ) at or below that of every live
 -- record of that region and type (`lows.rs`): a full file's sweep reads the records of a
 -- type only where its region may have one below the version it compares with. A few
--- rows per region. (The index `records_removed`, of the records full files removed, is
--- created by `migrate`: a store from before version 3 has no `s_date` yet.)
+-- rows per region.
 CREATE TABLE IF NOT EXISTS lows (
     region TEXT NOT NULL,
     rtype  TEXT NOT NULL,
