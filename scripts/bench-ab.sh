@@ -11,20 +11,21 @@ set -euo pipefail
 rounds=9 days=30 records=2000
 work="${TMPDIR:-/tmp}/esr-ingest-bench-ab"
 bins=()
+usage() {
+  echo "usage: $0 [--rounds N] [--days N] [--records N] [--workdir DIR] BIN [BIN...]" >&2
+  exit 2
+}
 while [ $# -gt 0 ]; do
   case "$1" in
     --rounds) rounds="$2"; shift 2 ;;
     --days) days="$2"; shift 2 ;;
     --records) records="$2"; shift 2 ;;
     --workdir) work="$2"; shift 2 ;;
-    -*) echo "usage: $0 [--rounds N] [--days N] [--records N] [--workdir DIR] BIN [BIN...]" >&2; exit 2 ;;
+    -*) usage ;;
     *) bins+=("$(realpath "$1")"); shift ;;
   esac
 done
-if [ ${#bins[@]} -eq 0 ]; then
-  echo "usage: $0 [--rounds N] [--days N] [--records N] [--workdir DIR] BIN [BIN...]" >&2
-  exit 2
-fi
+[ ${#bins[@]} -gt 0 ] || usage
 if [ ! -x /usr/bin/time ]; then
   apt-get update -qq && apt-get install -y -qq time >/dev/null
 fi

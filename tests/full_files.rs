@@ -158,16 +158,8 @@ proptest! {
         let in_ledger: u64 = snapshot.ledger.iter().map(|e| e.tally.removed).sum();
         prop_assert_eq!(counts.records_removed, in_ledger);
         // the sweeps' lows hold: no live record below its region's and type's low
-        let conn = rusqlite::Connection::open(dir.path().join("s.db")).unwrap();
-        let below_low: u64 = conn
-            .query_row(
-                "SELECT count(*) FROM records r LEFT JOIN lows l ON l.region = r.region AND l.rtype = r.rtype
-                 WHERE r.deleted = 0 AND r.s_date IS NULL
-                   AND (l.region IS NULL OR (r.v_date, r.v_seq) < (l.v_date, l.v_seq))",
-                [],
-                |r| r.get(0),
-            )
-            .unwrap();
+        let store = rt.block_on(esr_ingest::adapters::sqlite::SqliteStore::open(dir.path().join("s.db"))).unwrap();
+        let below_low = rt.block_on(store.records_below_their_low()).unwrap();
         prop_assert_eq!(below_low, 0);
     }
 }

@@ -359,10 +359,10 @@ impl Engine {
         while ahead.files.len() < READ_AHEAD_FILES.min(files) {
             let Some(action) = after.next_action() else { return };
             let (Some(entry), Some(listed)) = (ledger.get(&action.name), objects.get(&action.name)) else { return };
-            let Some(file) = entry.batch.as_ref() else { return };
             if !joins_a_unit(entry, listed) || listed.size > room {
                 return;
             }
+            let Ok(file) = file_of(entry) else { return };
             let Ok(parsing) = self.start_parsing(file, listed).await else { return };
             after.applied(&action.name, action.seq);
             room -= listed.size;

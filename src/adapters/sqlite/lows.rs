@@ -33,9 +33,8 @@ pub(super) struct Lows {
 }
 
 impl Lows {
-    /// Notes that `r` is (about to be) written.
-    pub(super) fn note(&mut self, r: &Record) {
-        let version = (r.version.date_number(), r.version.seq);
+    /// Notes that `r`, at `version` (its date number and SEQ), is (about to be) written.
+    pub(super) fn note(&mut self, r: &Record, version: FileVersion) {
         let same = |(region, rtype, _): &&mut (Arc<str>, Arc<str>, FileVersion)| {
             (Arc::ptr_eq(region, &r.region) || *region == r.region)
                 && (Arc::ptr_eq(rtype, &r.record_type) || *rtype == r.record_type)
@@ -72,24 +71,35 @@ impl Lows {
     }
 }
 
-/// The stored low of `region` and `rtype`: `None` when it has no live record. Only true
-/// once the notes are written ([`Lows::write`]).
-pub(super) fn low(conn: &Connection, region: &str, rtype: &str) -> Result<Option<FileVersion>, StoreError> {
-    conn.prepare_cached("SELECT v_date, v_seq FROM lows WHERE region = ?1 AND rtype = ?2")
-        .map_err(map_err)?
-        .query_row(params![region, rtype], |r| Ok((r.get(0)?, r.get(1)?)))
-        .optional()
-        .map_err(map_err)
-}
-
-/// Whether `region` and `rtype` may have a live record below `version`.
+/// Whether `region` and `rtype` may have a live record below `version`: their stored low
+/// is below it (no low: no live record). Only true once the notes are written
+/// ([`Lows::write`]).
 pub(super) fn any_below(
     conn: &Connection,
     region: &str,
     rtype: &str,
     version: FileVersion,
 ) -> Result<bool, StoreError> {
-    Ok(low(conn, region, rtype)?.is_some_and(|low| low < version))
+    let low: Option<FileVersion> = conn
+        .prepare_cached("SELECT v_date, v_seq FROM lows WHERE region = ?1 AND rtype = ?2")
+        .map_err(map_err)?
+        .query_row(params![region, rtype], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()
+        .map_err(map_err)?;
+    Ok(low.is_some_and(|low| low < version))
+}
+
+/// Live records below their region's and type's low, or with no low: 0 while the lows
+/// hold (a full scan of the records, for tests and diagnosis).
+pub(super) fn records_below_their_low(conn: &Connection) -> Result<u64, StoreError> {
+    conn.query_row(
+        "SELECT count(*) FROM records r LEFT JOIN lows l ON l.region = r.region AND l.rtype = r.rtype
+         WHERE r.deleted = 0 AND r.s_date IS NULL
+           AND (l.region IS NULL OR (r.v_date, r.v_seq) < (l.v_date, l.v_seq))",
+        [],
+        |r| r.get(0),
+    )
+    .map_err(map_err)
 }
 
 /// Raises the low of `region` and `rtype` to `version`: for the sweep that has just

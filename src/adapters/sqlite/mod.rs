@@ -103,6 +103,12 @@ impl SqliteStore {
         Ok(Self { path, writer: tx, reader: Arc::new(Mutex::new(read_conn)), _checkpointer: checkpointer })
     }
 
+    /// Live records below their region's and type's low (`lows.rs`), or with none: 0 while
+    /// the lows hold. Reads every record: for tests and diagnosis.
+    pub async fn records_below_their_low(&self) -> Result<u64, StoreError> {
+        self.read(lows::records_below_their_low).await
+    }
+
     async fn read<T: Send + 'static>(
         &self,
         f: impl FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
@@ -562,8 +568,7 @@ mod tests {
         let f3 = Record { file: "DE_SEV_RMF_20220731_00000003.DAT".into(), ..pos("1", 31, 3, 2) };
         store.apply_delivered(vec![deliver("f3", vec![f3])]).await.unwrap();
         assert_eq!(store.sweep(&full_file_sweep(31, 3)).await.unwrap().removed, 1);
-        let conn = Connection::open(&path).unwrap();
-        assert_eq!(lows_broken(&conn), 0);
+        assert_eq!(store.records_below_their_low().await.unwrap(), 0);
     }
 
     /// A batch that fails to apply has no reply of its own (`FileTxn::apply` does not
@@ -599,18 +604,5 @@ mod tests {
         assert!(committed.is_err_and(|e| e.to_string().contains("aborted")));
         let written: u64 = conn.query_row("SELECT count(*) FROM records", [], |r| r.get(0)).unwrap();
         assert_eq!(written, 0);
-    }
-
-    /// Live records below their region's and type's low (or with no low): none while the
-    /// lows hold (`lows.rs`).
-    pub(crate) fn lows_broken(conn: &Connection) -> u64 {
-        conn.query_row(
-            "SELECT count(*) FROM records r LEFT JOIN lows l ON l.region = r.region AND l.rtype = r.rtype
-             WHERE r.deleted = 0 AND r.s_date IS NULL
-               AND (l.region IS NULL OR (r.v_date, r.v_seq) < (l.v_date, l.v_seq))",
-            [],
-            |r| r.get(0),
-        )
-        .unwrap()
     }
 }

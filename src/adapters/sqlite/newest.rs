@@ -43,8 +43,6 @@ struct Known {
 #[derive(Default)]
 pub(super) struct Newest {
     known: BTreeMap<Arc<str>, hashbrown::HashMap<String, Known>>,
-    /// How many identities `known` holds.
-    identities: usize,
     /// What the lines to write take, about.
     held_bytes: usize,
 }
@@ -55,7 +53,7 @@ fn held_size(r: &Record) -> usize {
 
 impl Newest {
     pub(super) fn is_empty(&self) -> bool {
-        self.identities == 0
+        self.known.is_empty() // a type's map is made with its first identity
     }
 
     /// Decides each line of `batch` in order, adding its outcome to `tally`.
@@ -76,10 +74,7 @@ impl Newest {
             };
             let known = match by_key.entry_ref(r.key.as_str()) {
                 EntryRef::Occupied(o) => o.into_mut(),
-                EntryRef::Vacant(v) => {
-                    self.identities += 1;
-                    v.insert(Known { version: stored_version(&mut read, &r)?, write: None })
-                }
+                EntryRef::Vacant(v) => v.insert(Known { version: stored_version(&mut read, &r)?, write: None }),
             };
             match decide(known.version, r.version) {
                 Decision::Apply => {
@@ -95,7 +90,8 @@ impl Newest {
             }
         }
         drop(read);
-        if self.identities > NEWEST_KEPT || self.held_bytes > NEWEST_BYTES {
+        let identities: usize = self.known.values().map(hashbrown::HashMap::len).sum();
+        if identities > NEWEST_KEPT || self.held_bytes > NEWEST_BYTES {
             self.flush(conn, writes)?;
         }
         Ok(())
@@ -118,7 +114,7 @@ impl Newest {
                 }
             }
         }
-        (self.identities, self.held_bytes) = (0, 0);
+        self.held_bytes = 0;
         Ok(())
     }
 }

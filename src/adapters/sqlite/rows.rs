@@ -326,14 +326,15 @@ pub(super) fn execute_record(
     r: &Record,
 ) -> Result<usize, StoreError> {
     let shape = r.fields.as_ref().map(|f| writes.id(conn, &r.record_type, &f.names)).transpose()?;
-    writes.lows.note(r);
+    let date = r.version.date_number();
+    writes.lows.note(r, (date, r.version.seq));
     stmt.execute(params![
         &*r.record_type,
         r.key,
         r.deleted,
         &*r.region,
         &*r.file,
-        r.version.date_number(),
+        date,
         r.version.seq,
         r.version.line,
         shape,
