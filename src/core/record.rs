@@ -76,7 +76,8 @@ pub fn fields_json<'a>(fields: impl IntoIterator<Item = (&'a str, &'a str)>) -> 
     out
 }
 
-fn push_json_string(out: &mut String, s: &str) {
+/// Appends `s` as a JSON string (quoted, escaped where needed).
+pub fn push_json_string(out: &mut String, s: &str) {
     if s.bytes().all(|b| (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\') {
         out.push('"');
         out.push_str(s);

@@ -6,7 +6,7 @@
 //! split out of a message by a consumer (to dead-letter one poison line) gets the id
 //! `FILE/GENERATION/LINE/1`.
 
-use crate::core::record::{Fields, Record};
+use crate::core::record::{Fields, Record, push_json_string};
 use crate::core::schema::Layouts;
 use crate::core::version::Version;
 use chrono::NaiveDate;
@@ -44,13 +44,29 @@ pub struct WireRecord {
     pub values: Option<Box<RawValue>>,
 }
 
-/// One value, borrowed from the message text unless it has escapes.
-#[derive(Deserialize)]
-struct Value<'a>(
-    #[serde(borrow)]
-    #[allow(dead_code)]
-    std::borrow::Cow<'a, str>,
-);
+/// The number of values in a JSON array of strings (each value is checked to be a
+/// string, and none is copied unless it has escapes).
+struct StringCount(usize);
+
+impl<'de> Deserialize<'de> for StringCount {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Counter;
+        impl<'de> serde::de::Visitor<'de> for Counter {
+            type Value = StringCount;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("an array of strings")
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<StringCount, A::Error> {
+                let mut n = 0;
+                while seq.next_element::<std::borrow::Cow<'de, str>>()?.is_some() {
+                    n += 1;
+                }
+                Ok(StringCount(n))
+            }
+        }
+        d.deserialize_seq(Counter)
+    }
+}
 
 /// A message that cannot be applied whatever happens to the store: dead-lettered.
 #[derive(Debug, thiserror::Error)]
@@ -65,21 +81,23 @@ pub fn single_record_id(file: &str, generation: u32, line: u64) -> String {
     format!("{file}/{generation}/{line}/1")
 }
 
-fn json_string(s: &str) -> String {
-    serde_json::Value::String(s.to_string()).to_string()
-}
-
 /// Encodes records of one file (the caller keeps them to one file, in line order).
 pub fn encode(records: &[Record], generation: u32) -> Result<Vec<u8>, Poison> {
+    use std::fmt::Write;
     let first = records.first().ok_or_else(|| Poison("an empty message".into()))?;
-    let mut out = String::with_capacity(records.len() * 200 + 400);
-    out.push_str(&format!(
-        "{{\"schema\":\"{SCHEMA}\",\"file\":{},\"region\":{},\"date\":\"{}\",\"seq\":{},\"generation\":{generation},\"fields\":{{",
-        json_string(&first.file),
-        json_string(&first.region),
+    let values: usize = records.iter().filter_map(|r| r.fields.as_ref()).map(|f| f.values_json.len()).sum();
+    let mut out = String::with_capacity(values + records.len() * 64 + 400);
+    // Writing to a String cannot fail.
+    let _ = write!(out, "{{\"schema\":\"{SCHEMA}\",\"file\":");
+    push_json_string(&mut out, &first.file);
+    out.push_str(",\"region\":");
+    push_json_string(&mut out, &first.region);
+    let _ = write!(
+        out,
+        ",\"date\":\"{}\",\"seq\":{},\"generation\":{generation},\"fields\":{{",
         first.version.date.format("%Y-%m-%d"),
         first.version.seq
-    ));
+    );
     let mut named: Vec<&str> = Vec::new();
     for r in records {
         if let Some(f) = &r.fields
@@ -89,10 +107,15 @@ pub fn encode(records: &[Record], generation: u32) -> Result<Vec<u8>, Poison> {
                 out.push(',');
             }
             named.push(&r.record_type);
-            let names: Vec<&str> = f.names.iter().map(|n| &**n).collect();
-            out.push_str(&json_string(&r.record_type));
-            out.push(':');
-            out.push_str(&serde_json::to_string(&names).map_err(|e| Poison(e.to_string()))?);
+            push_json_string(&mut out, &r.record_type);
+            out.push_str(":[");
+            for (i, name) in f.names.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                push_json_string(&mut out, name);
+            }
+            out.push(']');
         }
     }
     out.push_str("},\"records\":[");
@@ -100,13 +123,11 @@ pub fn encode(records: &[Record], generation: u32) -> Result<Vec<u8>, Poison> {
         if i > 0 {
             out.push(',');
         }
-        out.push_str(&format!(
-            "{{\"line\":{},\"type\":{},\"key\":{},\"deleted\":{}",
-            r.version.line,
-            json_string(&r.record_type),
-            json_string(&r.key),
-            r.deleted
-        ));
+        let _ = write!(out, "{{\"line\":{},\"type\":", r.version.line);
+        push_json_string(&mut out, &r.record_type);
+        out.push_str(",\"key\":");
+        push_json_string(&mut out, &r.key);
+        out.push_str(if r.deleted { ",\"deleted\":true" } else { ",\"deleted\":false" });
         if let Some(f) = &r.fields {
             out.push_str(",\"values\":");
             out.push_str(&f.values_json);
@@ -118,9 +139,11 @@ pub fn encode(records: &[Record], generation: u32) -> Result<Vec<u8>, Poison> {
 }
 
 /// Decodes a message and checks it against the layouts (a record type's fields must be
-/// those of one of them).
+/// those of one of them). The records move out of the message: the returned
+/// [`Message`] has its header only (`records` empty).
 pub fn decode(body: &[u8], layouts: &Layouts) -> Result<(Message, Vec<Record>), Poison> {
-    let message: Message = serde_json::from_slice(body).map_err(|e| Poison(format!("not a record message: {e}")))?;
+    let mut message: Message =
+        serde_json::from_slice(body).map_err(|e| Poison(format!("not a record message: {e}")))?;
     if message.schema != SCHEMA {
         return Err(Poison(format!("message schema {:?}; this build reads {SCHEMA:?}", message.schema)));
     }
@@ -134,23 +157,23 @@ pub fn decode(body: &[u8], layouts: &Layouts) -> Result<(Message, Vec<Record>), 
         by_type.insert(rtype.as_str(), rl);
     }
     let (file, region): (Arc<str>, Arc<str>) = (message.file.as_str().into(), message.region.as_str().into());
-    let mut records = Vec::with_capacity(message.records.len());
-    for w in &message.records {
+    let wire = std::mem::take(&mut message.records);
+    let mut records = Vec::with_capacity(wire.len());
+    for w in wire {
         let rl = by_type
             .get(w.record_type.as_str())
             .copied()
             .or_else(|| layouts.any_record(&w.record_type))
             .ok_or_else(|| Poison(format!("line {}: unknown record type {:?}", w.line, w.record_type)))?;
-        let fields = match (&w.values, w.deleted) {
+        let fields = match (w.values, w.deleted) {
             (_, true) => None,
             (None, false) => return Err(Poison(format!("line {}: a change without values", w.line))),
             (Some(values), false) => {
                 if !message.fields.contains_key(&w.record_type) {
                     return Err(Poison(format!("line {}: no field names for {}", w.line, w.record_type)));
                 }
-                let count = serde_json::from_str::<Vec<Value<'_>>>(values.get())
-                    .map_err(|e| Poison(format!("line {}: values are not an array of strings: {e}", w.line)))?
-                    .len();
+                let StringCount(count) = serde_json::from_str(values.get())
+                    .map_err(|e| Poison(format!("line {}: values are not an array of strings: {e}", w.line)))?;
                 if count != rl.payload_names.len() {
                     return Err(Poison(format!(
                         "line {}: {count} values, the layout of {} has {}",
@@ -159,12 +182,12 @@ pub fn decode(body: &[u8], layouts: &Layouts) -> Result<(Message, Vec<Record>), 
                         rl.payload_names.len()
                     )));
                 }
-                Some(Fields { names: rl.payload_names.clone(), values_json: values.get().to_string() })
+                Some(Fields { names: rl.payload_names.clone(), values_json: Box::<str>::from(values).into_string() })
             }
         };
         records.push(Record {
             record_type: rl.record_type.clone(),
-            key: w.key.clone(),
+            key: w.key,
             deleted: w.deleted,
             version: Version { date: message.date, seq: message.seq, line: w.line },
             region: region.clone(),

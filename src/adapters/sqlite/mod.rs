@@ -571,26 +571,34 @@ mod tests {
         assert_eq!(store.records_below_their_low().await.unwrap(), 0);
     }
 
-    /// A batch that fails to apply has no reply of its own (`FileTxn::apply` does not
-    /// wait): the failure is the answer to the file's next call, its commit fails too,
-    /// and nothing of the file is written.
-    #[tokio::test]
-    async fn a_batch_that_fails_is_answered_later_and_nothing_commits() {
-        use crate::core::name::NameVerdict;
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("store.db");
-        let store = SqliteStore::open(&path).await.unwrap();
-        let conn = Connection::open(&path).unwrap();
+    /// A connection to the store at `path` that has made it refuse every record keyed `boom`.
+    fn refusing_boom(path: &Path) -> Connection {
+        let conn = Connection::open(path).unwrap();
         conn.execute_batch(
             "CREATE TRIGGER refuse BEFORE INSERT ON records WHEN NEW.key = 'boom'
              BEGIN SELECT RAISE(ABORT, 'refused by the test'); END;",
         )
         .unwrap();
-        let name = "DE_SEV_RMC_20220730_00000001.DAT";
+        conn
+    }
+
+    /// The ticket of the first generation of the batch file `name`.
+    fn ticket(name: &str, record_lines: u64) -> FileTicket {
+        use crate::core::name::NameVerdict;
         let NameVerdict::Batch(file) = NameProfile::default().classify(name) else { panic!("{name}") };
-        let ticket =
-            FileTicket { file, key: name.into(), reapply: false, record_lines: 3, generation: 1, together: false };
-        let mut txn = store.begin_file(ticket).await.unwrap();
+        FileTicket { file, key: name.into(), reapply: false, record_lines, generation: 1, together: false }
+    }
+
+    /// A batch that fails to apply has no reply of its own (`FileTxn::apply` does not
+    /// wait): the failure is the answer to the file's next call, its commit fails too,
+    /// and nothing of the file is written.
+    #[tokio::test]
+    async fn a_batch_that_fails_is_answered_later_and_nothing_commits() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("store.db");
+        let store = SqliteStore::open(&path).await.unwrap();
+        let conn = refusing_boom(&path);
+        let mut txn = store.begin_file(ticket("DE_SEV_RMC_20220730_00000001.DAT", 3)).await.unwrap();
         txn.apply(vec![pos("1", 30, 1, 2)]).await.unwrap();
         txn.apply(vec![pos("boom", 30, 1, 3)]).await.unwrap(); // queued: no answer yet
         txn.apply(vec![pos("2", 30, 1, 4)]).await.unwrap();
@@ -604,5 +612,51 @@ mod tests {
         assert!(committed.is_err_and(|e| e.to_string().contains("aborted")));
         let written: u64 = conn.query_row("SELECT count(*) FROM records", [], |r| r.get(0)).unwrap();
         assert_eq!(written, 0);
+    }
+
+    /// Deliveries that queue while the writer is busy are written together; a call whose
+    /// record the store refuses gets its own error, and the calls beside it their tallies.
+    #[tokio::test]
+    async fn deliveries_written_together_answer_each_call_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("store.db");
+        let store = Arc::new(SqliteStore::open(&path).await.unwrap());
+        let conn = refusing_boom(&path);
+        let deliver = |receipt: &str, records| DeliveredBatch {
+            receipt: receipt.into(),
+            file: "DE_SEV_RMC_20220730_00000001.DAT".into(),
+            generation: 1,
+            records,
+        };
+        // a file's transaction holds the writer while the calls queue
+        let mut txn = store.begin_file(ticket("DE_SEV_RMC_20220729_00000001.DAT", 1)).await.unwrap();
+        txn.apply(vec![pos("0", 29, 1, 2)]).await.unwrap();
+        let call = |batches: Vec<DeliveredBatch>| {
+            let store = store.clone();
+            tokio::spawn(async move { store.apply_delivered(batches).await })
+        };
+        let first = call(vec![deliver("m1", vec![pos("1", 30, 1, 2)]), deliver("m2", vec![pos("1", 30, 1, 3)])]);
+        let refused = call(vec![deliver("m3", vec![pos("2", 30, 1, 4), pos("boom", 30, 1, 5)])]);
+        let last = call(vec![deliver("m4", vec![pos("3", 30, 1, 6)])]);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        txn.settle().await.unwrap();
+        txn.commit(Commit::default()).await.unwrap();
+
+        let first = first.await.unwrap().unwrap();
+        let applied: Vec<u64> = first.iter().map(|t| t.as_ref().map_or(0, |t| t.applied)).collect();
+        assert_eq!(applied, [1, 1]);
+        let refused = refused.await.unwrap().map_err(|e| e.to_string());
+        assert!(refused.as_ref().is_err_and(|e| e.contains("refused by the test")), "{refused:?}");
+        assert_eq!(last.await.unwrap().unwrap().iter().map(|t| t.as_ref().map_or(0, |t| t.applied)).sum::<u64>(), 1);
+        let keys: Vec<String> = conn
+            .prepare("SELECT key FROM records ORDER BY key")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(keys, ["0", "1", "3"]);
+        let receipts: u64 = conn.query_row("SELECT count(*) FROM receipts", [], |r| r.get(0)).unwrap();
+        assert_eq!(receipts, 3);
     }
 }

@@ -65,61 +65,166 @@ pub(super) enum TxnCmd {
 }
 
 /// Runs until every sender of `commands` is gone.
+///
+/// Consumers' deliveries wait while other commands are queued: they are taken together
+/// once nothing else waits (or once [`DELIVERIES_TOGETHER`] messages wait, or
+/// [`PASSED_AT_MOST`] other commands ran ahead of them) and written in one transaction.
+/// The engine's commands (a file's ledger entries, a lease) are each awaited by one caller
+/// and are short, so they do not queue behind the consumers' larger transactions; and a
+/// transaction rewrites every page it touches, so deliveries written together cost fewer
+/// page writes than the same written apart. Commands of one caller keep their order:
+/// every command is answered before its caller sends another.
 pub(super) fn run(conn: Connection, mut commands: mpsc::Receiver<WriterCmd>) {
     let mut writes = Writes::default();
-    while let Some(cmd) = commands.blocking_recv() {
+    let mut deliveries = Deliveries::default();
+    loop {
+        let cmd = match commands.try_recv() {
+            Ok(cmd) => cmd,
+            Err(mpsc::error::TryRecvError::Empty) if !deliveries.calls.is_empty() => {
+                deliveries.apply(&conn, &mut writes);
+                continue;
+            }
+            Err(_) => match commands.blocking_recv() {
+                Some(cmd) => cmd,
+                None => break,
+            },
+        };
         match cmd {
-            WriterCmd::Commit(c, reply) => {
-                let _ = reply.send(in_transaction(&conn, &mut writes, |conn, _| write_commit(conn, &c)));
-            }
             WriterCmd::Delivered(batches, reply) => {
-                let _ = reply
-                    .send(in_transaction(&conn, &mut writes, |conn, writes| apply_delivered(conn, writes, &batches)));
+                deliveries.push(batches, reply);
+                if deliveries.messages >= DELIVERIES_TOGETHER {
+                    deliveries.apply(&conn, &mut writes);
+                }
             }
-            WriterCmd::Lease(name, owner, ttl, now, reply) => {
-                let _ = reply.send(in_transaction(&conn, &mut writes, |conn, _| lease(conn, &name, &owner, ttl, now)));
+            other => {
+                execute(&conn, &mut writes, other);
+                deliveries.passed += usize::from(!deliveries.calls.is_empty());
+                if deliveries.passed >= PASSED_AT_MOST {
+                    deliveries.apply(&conn, &mut writes);
+                }
             }
-            WriterCmd::Shared(key, expected, value, reply) => {
-                let _ = reply
-                    .send(in_transaction(&conn, &mut writes, |conn, _| write_shared(conn, &key, expected, &value)));
-            }
-            WriterCmd::Truncate(reply) => {
-                // Busy (a reader in a transaction) only means the WAL stays for now.
-                let done = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(())).map_err(map_err);
-                let _ = reply.send(done);
-            }
-            WriterCmd::Sweep(s, reply) => {
-                let _ =
-                    reply.send(in_transaction(&conn, &mut writes, |conn, writes| sweep(conn, &mut writes.lows, &s)));
-            }
-            WriterCmd::Rejects(batch, reply) => {
-                let _ = reply.send(in_transaction(&conn, &mut writes, |conn, _| insert_rejects(conn, &batch)));
-            }
-            WriterCmd::DeadLetters(marks, reply) => {
-                let _ = reply.send(in_transaction(&conn, &mut writes, |conn, _| mark_dead_lettered(conn, &marks)));
-            }
-            WriterCmd::BeginFile(mut ticket, txn, reply) => {
-                // Whether the file was applied before is read inside the transaction, from
-                // the stored ledger row: another process (a backfill) may have applied it
-                // since it was planned, and its lines are then found unchanged (the merge
-                // of a staged file counts them so).
-                let begun = conn
-                    .execute_batch("BEGIN IMMEDIATE")
-                    .map_err(map_err)
-                    .and_then(|()| super::rows::applied_before(&conn, &ticket.file.name));
-                match begun {
-                    Ok(applied_before) => {
-                        let _ = reply.send(Ok(()));
-                        ticket.reapply |= applied_before;
-                        if !file_transaction(&conn, &mut writes, &ticket, txn) {
-                            writes.clear();
-                        }
-                    }
-                    Err(e) => {
-                        let _ = conn.execute_batch("ROLLBACK");
-                        let _ = reply.send(Err(e));
+        }
+    }
+    // the senders are gone, but deliveries taken before still have their callers
+    deliveries.apply(&conn, &mut writes);
+}
+
+/// Runs one command in its own transaction ([`run`] gathers deliveries first).
+fn execute(conn: &Connection, writes: &mut Writes, cmd: WriterCmd) {
+    match cmd {
+        WriterCmd::Commit(c, reply) => {
+            let _ = reply.send(in_transaction(conn, writes, |conn, _| write_commit(conn, &c)));
+        }
+        WriterCmd::Delivered(batches, reply) => {
+            let _ = reply.send(in_transaction(conn, writes, |conn, writes| apply_delivered(conn, writes, &batches)));
+        }
+        WriterCmd::Lease(name, owner, ttl, now, reply) => {
+            let _ = reply.send(in_transaction(conn, writes, |conn, _| lease(conn, &name, &owner, ttl, now)));
+        }
+        WriterCmd::Shared(key, expected, value, reply) => {
+            let _ = reply.send(in_transaction(conn, writes, |conn, _| write_shared(conn, &key, expected, &value)));
+        }
+        WriterCmd::Truncate(reply) => {
+            // Busy (a reader in a transaction) only means the WAL stays for now.
+            let done = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(())).map_err(map_err);
+            let _ = reply.send(done);
+        }
+        WriterCmd::Sweep(s, reply) => {
+            let _ = reply.send(in_transaction(conn, writes, |conn, writes| sweep(conn, &mut writes.lows, &s)));
+        }
+        WriterCmd::Rejects(batch, reply) => {
+            let _ = reply.send(in_transaction(conn, writes, |conn, _| insert_rejects(conn, &batch)));
+        }
+        WriterCmd::DeadLetters(marks, reply) => {
+            let _ = reply.send(in_transaction(conn, writes, |conn, _| mark_dead_lettered(conn, &marks)));
+        }
+        WriterCmd::BeginFile(mut ticket, txn, reply) => {
+            // Whether the file was applied before is read inside the transaction, from
+            // the stored ledger row: another process (a backfill) may have applied it
+            // since it was planned, and its lines are then found unchanged (the merge
+            // of a staged file counts them so).
+            let begun = conn
+                .execute_batch("BEGIN IMMEDIATE")
+                .map_err(map_err)
+                .and_then(|()| super::rows::applied_before(conn, &ticket.file.name));
+            match begun {
+                Ok(applied_before) => {
+                    let _ = reply.send(Ok(()));
+                    ticket.reapply |= applied_before;
+                    if !file_transaction(conn, writes, &ticket, txn) {
+                        writes.clear();
                     }
                 }
+                Err(e) => {
+                    let _ = conn.execute_batch("ROLLBACK");
+                    let _ = reply.send(Err(e));
+                }
+            }
+        }
+    }
+}
+
+/// Deliveries taken in one transaction at most (messages, whoever sent them).
+const DELIVERIES_TOGETHER: usize = 512;
+
+type DeliveryCall = (Vec<DeliveredBatch>, Reply<Vec<Option<Tally>>>);
+
+/// Other commands that may run ahead of waiting deliveries before they are written
+/// anyway (however busy the other callers keep the writer, consumers get their turn).
+const PASSED_AT_MOST: usize = 16;
+
+/// Consumers' deliveries waiting to be written together (see [`run`]).
+#[derive(Default)]
+struct Deliveries {
+    calls: Vec<DeliveryCall>,
+    /// Their messages.
+    messages: usize,
+    /// Other commands run while they waited.
+    passed: usize,
+}
+
+impl Deliveries {
+    fn push(&mut self, batches: Vec<DeliveredBatch>, reply: Reply<Vec<Option<Tally>>>) {
+        self.messages += batches.len();
+        self.calls.push((batches, reply));
+    }
+
+    /// Applies the deliveries waiting, if any.
+    fn apply(&mut self, conn: &Connection, writes: &mut Writes) {
+        (self.messages, self.passed) = (0, 0);
+        apply_deliveries(conn, writes, std::mem::take(&mut self.calls));
+    }
+}
+
+/// Applies the deliveries of several calls in one transaction and answers each call with
+/// its own messages' outcomes. When that transaction fails, nothing of it is written and
+/// each call is applied alone, so a call is refused only for its own records, and a
+/// transient failure reaches each caller, whose retry does the rest.
+fn apply_deliveries(conn: &Connection, writes: &mut Writes, calls: Vec<DeliveryCall>) {
+    let alone = |(batches, reply): DeliveryCall, writes: &mut Writes| {
+        let _ = reply.send(in_transaction(conn, writes, |conn, writes| apply_delivered(conn, writes, &batches)));
+    };
+    if calls.len() < 2 {
+        calls.into_iter().for_each(|call| alone(call, writes));
+        return;
+    }
+    let mut replies = Vec::with_capacity(calls.len());
+    let mut all = Vec::new();
+    for (batches, reply) in calls {
+        replies.push((batches.len(), reply));
+        all.extend(batches);
+    }
+    match in_transaction(conn, writes, |conn, writes| apply_delivered(conn, writes, &all)) {
+        Ok(outcomes) => {
+            let mut outcomes = outcomes.into_iter();
+            for (count, reply) in replies {
+                let _ = reply.send(Ok(outcomes.by_ref().take(count).collect()));
+            }
+        }
+        Err(_) => {
+            let mut all = all.into_iter();
+            for (count, reply) in replies {
+                alone((all.by_ref().take(count).collect(), reply), writes);
             }
         }
     }
