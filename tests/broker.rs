@@ -182,3 +182,88 @@ fn a_backfill_leaves_files_in_flight_to_their_first_delivery() {
     assert_eq!(count(&st, "applied_files"), 4, "{st}");
     assert_eq!(count(&st, "records_applied") + count(&st, "records_stale"), 200, "{st}");
 }
+
+/// Runs `work` with a channel of its own to the broker.
+fn with_channel(work: impl AsyncFnOnce(&lapin::Channel)) {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let conn = lapin::Connection::connect(&amqp_url(), lapin::ConnectionProperties::default()).await.unwrap();
+        let channel = conn.create_channel().await.unwrap();
+        work(&channel).await;
+        let _ = channel.close(200, "done".into()).await;
+    });
+}
+
+/// Takes every message out of the records queue of `names` (acknowledged: gone for good).
+fn take_messages(names: &str) -> Vec<Vec<u8>> {
+    use lapin::options::{BasicAckOptions, BasicGetOptions};
+    let mut bodies = Vec::new();
+    with_channel(async |channel| {
+        let queue = format!("{names}.q");
+        while let Some(m) = channel.basic_get(queue.as_str().into(), BasicGetOptions { no_ack: false }).await.unwrap() {
+            assert!(m.delivery.properties.message_id().is_some());
+            bodies.push(m.delivery.data.clone());
+            m.delivery.ack(BasicAckOptions::default()).await.unwrap();
+        }
+    });
+    bodies
+}
+
+/// Files published by a `run --once` with no consumers, and left in flight.
+fn in_flight(days: u32, records: u64, extra: &str) -> (Sandbox, String) {
+    let inbox = tempfile::tempdir().unwrap();
+    generate(inbox.path(), "SEV", days, records, 5);
+    let names = unique("esr-flight");
+    let s = Sandbox::with_config(&broker_config(&amqp_url(), &names, &format!("consumers = 0\n{extra}")));
+    copy_inbox(inbox.path(), &s);
+    s.run_once();
+    std::fs::write(s.config.as_ref().unwrap(), broker_config(&amqp_url(), &names, "consumers = 2")).unwrap();
+    (s, names)
+}
+
+/// A message without a message id cannot be applied exactly once (its receipt would be
+/// every such message's): it is dead-lettered with that reason, never acknowledged unread.
+#[test]
+fn messages_without_a_message_id_are_dead_lettered() {
+    use lapin::options::BasicPublishOptions;
+    let (s, names) = in_flight(1, 4, "records_per_message = 2");
+    let bodies = take_messages(&names);
+    assert_eq!(bodies.len(), 2, "the file's two messages");
+    with_channel(async |channel| {
+        let exchange = format!("{names}.x");
+        for body in &bodies {
+            let properties = lapin::BasicProperties::default().with_delivery_mode(2);
+            let options = BasicPublishOptions::default();
+            channel.basic_publish(exchange.as_str().into(), "records".into(), options, body, properties).await.unwrap();
+        }
+    });
+    let mut service =
+        s.command(&["run", "--listen", "127.0.0.1:0"]).stderr(std::process::Stdio::null()).spawn().unwrap();
+    let dead = || {
+        let list = s.run_ok(&["dlq", "list", "--json"]);
+        serde_json::from_slice::<serde_json::Value>(&list.stdout).unwrap_or_default()
+    };
+    eventually("both messages dead-lettered", Duration::from_secs(60), || dead()["total"] == 2);
+    let _ = std::process::Command::new("kill").arg("-TERM").arg(service.id().to_string()).status();
+    assert!(service.wait().unwrap().success());
+    let listed = dead();
+    for m in listed["messages"].as_array().unwrap() {
+        assert!(m["reason"].as_str().unwrap_or_default().contains("no message id"), "{listed}");
+    }
+    assert_eq!(count(&s.status_json(), "records_applied"), 0, "nothing applied without an id");
+}
+
+/// A shutdown request while `run --once` waits for files in flight ends it at once, saying
+/// so (not after the stall limit, with a stall's error).
+#[test]
+fn a_shutdown_while_draining_ends_the_run_at_once() {
+    let (s, names) = in_flight(1, 4, "");
+    assert_eq!(take_messages(&names).len(), 1, "the file's message, gone: the file stays in flight");
+    let (mut child, log) = spawn_run_once(&s, &[]);
+    std::thread::sleep(Duration::from_secs(3)); // the pass is over; the drain waits
+    let _ = std::process::Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
+    let status = wait_with_limit(&mut child, Duration::from_secs(20));
+    let text = log_text(&log);
+    assert!(!status.success(), "{text}");
+    assert!(text.contains("stopped by a shutdown request with files in flight"), "{text}");
+}

@@ -41,7 +41,7 @@ pub async fn drain(engine: &Engine, cancel: &CancellationToken) -> anyhow::Resul
         }
         tokio::select! {
             () = tokio::time::sleep(DRAIN_CHECK.max(checked.elapsed())) => {}
-            () = cancel.cancelled() => {}
+            () = cancel.cancelled() => anyhow::bail!("stopped by a shutdown request with files in flight"),
         }
     }
 }

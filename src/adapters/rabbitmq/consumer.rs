@@ -178,7 +178,17 @@ impl ConsumerPool {
         let (mut deliveries, mut batches) = (Vec::with_capacity(ready.len()), Vec::with_capacity(ready.len()));
         let mut done = Vec::with_capacity(ready.len());
         for delivery in ready {
-            let id = delivery.properties.message_id().as_ref().map(|s| s.as_str().to_owned()).unwrap_or_default();
+            // The id is the message's receipt: without one, every such message would
+            // share the empty receipt, and all but the first would be taken as applied.
+            let Some(id) =
+                delivery.properties.message_id().as_ref().map(|s| s.as_str().to_owned()).filter(|id| !id.is_empty())
+            else {
+                let reason = "no message id: it cannot be applied exactly once";
+                tracing::error!(%reason, "message dead-lettered");
+                self.dead_letter(dead_letters, &delivery, &delivery.data, "", reason).await?;
+                done.push(delivery);
+                continue;
+            };
             match message::decode(&delivery.data, &self.layouts) {
                 Ok((message, records)) => {
                     batches.push(DeliveredBatch {

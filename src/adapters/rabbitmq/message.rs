@@ -48,6 +48,14 @@ pub struct WireRecord {
 /// string, and none is copied unless it has escapes).
 struct StringCount(usize);
 
+/// One value, borrowed from the message text unless it has escapes.
+#[derive(Deserialize)]
+struct Value<'a>(
+    #[serde(borrow)]
+    #[allow(dead_code)]
+    std::borrow::Cow<'a, str>,
+);
+
 impl<'de> Deserialize<'de> for StringCount {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         struct Counter;
@@ -58,7 +66,7 @@ impl<'de> Deserialize<'de> for StringCount {
             }
             fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<StringCount, A::Error> {
                 let mut n = 0;
-                while seq.next_element::<std::borrow::Cow<'de, str>>()?.is_some() {
+                while seq.next_element::<Value<'de>>()?.is_some() {
                     n += 1;
                 }
                 Ok(StringCount(n))

@@ -97,6 +97,11 @@ pub(super) fn run(conn: Connection, mut commands: mpsc::Receiver<WriterCmd>) {
                 }
             }
             other => {
+                // A file's transaction holds the writer until the file commits: what
+                // waits goes first.
+                if matches!(other, WriterCmd::BeginFile(..)) {
+                    deliveries.apply(&conn, &mut writes);
+                }
                 execute(&conn, &mut writes, other);
                 deliveries.passed += usize::from(!deliveries.calls.is_empty());
                 if deliveries.passed >= PASSED_AT_MOST {
@@ -197,9 +202,10 @@ impl Deliveries {
 }
 
 /// Applies the deliveries of several calls in one transaction and answers each call with
-/// its own messages' outcomes. When that transaction fails, nothing of it is written and
-/// each call is applied alone, so a call is refused only for its own records, and a
-/// transient failure reaches each caller, whose retry does the rest.
+/// its own messages' outcomes. When that transaction fails, nothing of it is written: a
+/// transient failure (the store busy) is every caller's answer, and each retries with
+/// its backoff; after any other failure each call is applied alone, so a call is refused
+/// only for its own records.
 fn apply_deliveries(conn: &Connection, writes: &mut Writes, calls: Vec<DeliveryCall>) {
     let alone = |(batches, reply): DeliveryCall, writes: &mut Writes| {
         let _ = reply.send(in_transaction(conn, writes, |conn, writes| apply_delivered(conn, writes, &batches)));
@@ -221,7 +227,14 @@ fn apply_deliveries(conn: &Connection, writes: &mut Writes, calls: Vec<DeliveryC
                 let _ = reply.send(Ok(outcomes.by_ref().take(count).collect()));
             }
         }
-        Err(_) => {
+        Err(e) if e.is_transient() => {
+            tracing::debug!(calls = replies.len(), error = %e, "consumers' deliveries not written; each caller retries");
+            for (_, reply) in replies {
+                let _ = reply.send(Err(e.clone()));
+            }
+        }
+        Err(e) => {
+            tracing::debug!(calls = replies.len(), error = %e, "deliveries written together failed; writing each call alone");
             let mut all = all.into_iter();
             for (count, reply) in replies {
                 alone((all.by_ref().take(count).collect(), reply), writes);
