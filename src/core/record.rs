@@ -33,14 +33,7 @@ pub struct Fields {
 impl Fields {
     pub fn new<'a>(names: FieldNames, values: impl IntoIterator<Item = &'a str>) -> Self {
         let mut out = String::with_capacity(160);
-        out.push('[');
-        for (i, value) in values.into_iter().enumerate() {
-            if i > 0 {
-                out.push(',');
-            }
-            push_json_string(&mut out, value);
-        }
-        out.push(']');
+        push_json_strings(&mut out, values);
         Self { names, values_json: out }
     }
 
@@ -74,6 +67,18 @@ pub fn fields_json<'a>(fields: impl IntoIterator<Item = (&'a str, &'a str)>) -> 
     }
     out.push('}');
     out
+}
+
+/// Appends `items` as a JSON array of strings.
+pub fn push_json_strings<'a>(out: &mut String, items: impl IntoIterator<Item = &'a str>) {
+    out.push('[');
+    for (i, item) in items.into_iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        push_json_string(out, item);
+    }
+    out.push(']');
 }
 
 /// Appends `s` as a JSON string (quoted, escaped where needed).

@@ -15,6 +15,9 @@ const STALL_LIMIT: Duration = Duration::from_secs(60);
 /// so checking never takes more than half of the store's time.
 const DRAIN_CHECK: Duration = Duration::from_millis(20);
 
+/// The error of a drain that a shutdown request ends.
+const STOPPED: &str = "stopped by a shutdown request with files in flight";
+
 /// Waits until every file delivered to the broker is applied by the consumers; fails
 /// when the in-flight files make no progress for [`STALL_LIMIT`].
 pub async fn drain(engine: &Engine, cancel: &CancellationToken) -> anyhow::Result<()> {
@@ -22,7 +25,7 @@ pub async fn drain(engine: &Engine, cancel: &CancellationToken) -> anyhow::Resul
     loop {
         let checked = Instant::now();
         let waiting = match engine.complete_deliveries(cancel).await {
-            Err(EngineError::Cancelled) => anyhow::bail!("stopped by a shutdown request with files in flight"),
+            Err(EngineError::Cancelled) => anyhow::bail!(STOPPED),
             other => other?,
         };
         let Some(first) = waiting.first() else { return Ok(()) };
@@ -41,7 +44,7 @@ pub async fn drain(engine: &Engine, cancel: &CancellationToken) -> anyhow::Resul
         }
         tokio::select! {
             () = tokio::time::sleep(DRAIN_CHECK.max(checked.elapsed())) => {}
-            () = cancel.cancelled() => anyhow::bail!("stopped by a shutdown request with files in flight"),
+            () = cancel.cancelled() => anyhow::bail!(STOPPED),
         }
     }
 }

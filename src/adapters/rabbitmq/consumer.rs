@@ -180,16 +180,13 @@ impl ConsumerPool {
         for delivery in ready {
             // The id is the message's receipt: without one, every such message would
             // share the empty receipt, and all but the first would be taken as applied.
-            let Some(id) =
-                delivery.properties.message_id().as_ref().map(|s| s.as_str().to_owned()).filter(|id| !id.is_empty())
-            else {
-                let reason = "no message id: it cannot be applied exactly once";
-                tracing::error!(%reason, "message dead-lettered");
-                self.dead_letter(dead_letters, &delivery, &delivery.data, "", reason).await?;
-                done.push(delivery);
-                continue;
+            let id = delivery.properties.message_id().as_ref().map(|s| s.as_str()).filter(|id| !id.is_empty());
+            let decoded = match id {
+                Some(_) => message::decode(&delivery.data, &self.layouts),
+                None => Err(Poison("no message id: it cannot be applied exactly once".into())),
             };
-            match message::decode(&delivery.data, &self.layouts) {
+            let id = id.unwrap_or_default().to_owned();
+            match decoded {
                 Ok((message, records)) => {
                     batches.push(DeliveredBatch {
                         receipt: id,
@@ -200,7 +197,7 @@ impl ConsumerPool {
                     deliveries.push(delivery);
                 }
                 Err(Poison(reason)) => {
-                    tracing::error!(message = %id, %reason, "undecodable message; dead-lettered");
+                    tracing::error!(message = %id, %reason, "message that cannot be applied; dead-lettered");
                     self.dead_letter(dead_letters, &delivery, &delivery.data, &id, &reason).await?;
                     done.push(delivery);
                 }

@@ -6,7 +6,7 @@
 //! split out of a message by a consumer (to dead-letter one poison line) gets the id
 //! `FILE/GENERATION/LINE/1`.
 
-use crate::core::record::{Fields, Record, push_json_string};
+use crate::core::record::{Fields, Record, push_json_string, push_json_strings};
 use crate::core::schema::Layouts;
 use crate::core::version::Version;
 use chrono::NaiveDate;
@@ -116,14 +116,8 @@ pub fn encode(records: &[Record], generation: u32) -> Result<Vec<u8>, Poison> {
             }
             named.push(&r.record_type);
             push_json_string(&mut out, &r.record_type);
-            out.push_str(":[");
-            for (i, name) in f.names.iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                push_json_string(&mut out, name);
-            }
-            out.push(']');
+            out.push(':');
+            push_json_strings(&mut out, f.names.iter().map(|n| &**n));
         }
     }
     out.push_str("},\"records\":[");

@@ -91,8 +91,8 @@ pub(super) fn run(conn: Connection, mut commands: mpsc::Receiver<WriterCmd>) {
         };
         match cmd {
             WriterCmd::Delivered(batches, reply) => {
-                deliveries.push(batches, reply);
-                if deliveries.messages >= DELIVERIES_TOGETHER {
+                deliveries.calls.push((batches, reply));
+                if deliveries.messages() >= DELIVERIES_TOGETHER {
                     deliveries.apply(&conn, &mut writes);
                 }
             }
@@ -120,9 +120,7 @@ fn execute(conn: &Connection, writes: &mut Writes, cmd: WriterCmd) {
         WriterCmd::Commit(c, reply) => {
             let _ = reply.send(in_transaction(conn, writes, |conn, _| write_commit(conn, &c)));
         }
-        WriterCmd::Delivered(batches, reply) => {
-            let _ = reply.send(in_transaction(conn, writes, |conn, writes| apply_delivered(conn, writes, &batches)));
-        }
+        WriterCmd::Delivered(batches, reply) => apply_call(conn, writes, (batches, reply)),
         WriterCmd::Lease(name, owner, ttl, now, reply) => {
             let _ = reply.send(in_transaction(conn, writes, |conn, _| lease(conn, &name, &owner, ttl, now)));
         }
@@ -181,24 +179,27 @@ const PASSED_AT_MOST: usize = 16;
 /// Consumers' deliveries waiting to be written together (see [`run`]).
 #[derive(Default)]
 struct Deliveries {
+    /// One call per consumer at most: each awaits its answer before it sends again.
     calls: Vec<DeliveryCall>,
-    /// Their messages.
-    messages: usize,
     /// Other commands run while they waited.
     passed: usize,
 }
 
 impl Deliveries {
-    fn push(&mut self, batches: Vec<DeliveredBatch>, reply: Reply<Vec<Option<Tally>>>) {
-        self.messages += batches.len();
-        self.calls.push((batches, reply));
+    fn messages(&self) -> usize {
+        self.calls.iter().map(|(batches, _)| batches.len()).sum()
     }
 
     /// Applies the deliveries waiting, if any.
     fn apply(&mut self, conn: &Connection, writes: &mut Writes) {
-        (self.messages, self.passed) = (0, 0);
+        self.passed = 0;
         apply_deliveries(conn, writes, std::mem::take(&mut self.calls));
     }
+}
+
+/// Applies one call's deliveries in a transaction of their own and answers it.
+fn apply_call(conn: &Connection, writes: &mut Writes, (batches, reply): DeliveryCall) {
+    let _ = reply.send(in_transaction(conn, writes, |conn, writes| apply_delivered(conn, writes, &batches)));
 }
 
 /// Applies the deliveries of several calls in one transaction and answers each call with
@@ -207,11 +208,8 @@ impl Deliveries {
 /// its backoff; after any other failure each call is applied alone, so a call is refused
 /// only for its own records.
 fn apply_deliveries(conn: &Connection, writes: &mut Writes, calls: Vec<DeliveryCall>) {
-    let alone = |(batches, reply): DeliveryCall, writes: &mut Writes| {
-        let _ = reply.send(in_transaction(conn, writes, |conn, writes| apply_delivered(conn, writes, &batches)));
-    };
     if calls.len() < 2 {
-        calls.into_iter().for_each(|call| alone(call, writes));
+        calls.into_iter().for_each(|call| apply_call(conn, writes, call));
         return;
     }
     let mut replies = Vec::with_capacity(calls.len());
@@ -237,7 +235,7 @@ fn apply_deliveries(conn: &Connection, writes: &mut Writes, calls: Vec<DeliveryC
             tracing::debug!(calls = replies.len(), error = %e, "deliveries written together failed; writing each call alone");
             let mut all = all.into_iter();
             for (count, reply) in replies {
-                alone((all.by_ref().take(count).collect(), reply), writes);
+                apply_call(conn, writes, (all.by_ref().take(count).collect(), reply));
             }
         }
     }
