@@ -194,19 +194,42 @@ fn with_channel(work: impl AsyncFnOnce(&lapin::Channel)) {
     });
 }
 
-/// Takes every message out of the records queue of `names` (acknowledged: gone for good).
-fn take_messages(names: &str) -> Vec<Vec<u8>> {
+/// Takes every message out of the records queue of `names` (acknowledged: gone for good),
+/// in queue order: its properties and its body.
+fn take_messages(names: &str) -> Vec<(lapin::BasicProperties, Vec<u8>)> {
     use lapin::options::{BasicAckOptions, BasicGetOptions};
-    let mut bodies = Vec::new();
+    let mut messages = Vec::new();
     with_channel(async |channel| {
         let queue = format!("{names}.q");
         while let Some(m) = channel.basic_get(queue.as_str().into(), BasicGetOptions { no_ack: false }).await.unwrap() {
             assert!(m.delivery.properties.message_id().is_some());
-            bodies.push(m.delivery.data.clone());
+            messages.push((m.delivery.properties.clone(), m.delivery.data.clone()));
             m.delivery.ack(BasicAckOptions::default()).await.unwrap();
         }
     });
-    bodies
+    messages
+}
+
+/// Publishes messages to the exchange of `names` as the service does (routing key
+/// `records`).
+fn publish_messages(names: &str, messages: &[(lapin::BasicProperties, Vec<u8>)]) {
+    use lapin::options::BasicPublishOptions;
+    with_channel(async |channel| {
+        let exchange = format!("{names}.x");
+        for (properties, body) in messages {
+            let options = BasicPublishOptions::default();
+            channel
+                .basic_publish(exchange.as_str().into(), "records".into(), options, body, properties.clone())
+                .await
+                .unwrap();
+        }
+    });
+}
+
+/// The file a message belongs to, from its id (`FILE/GENERATION/FIRST_LINE`).
+fn message_file(properties: &lapin::BasicProperties) -> String {
+    let id = properties.message_id().as_ref().map(|id| id.to_string()).unwrap_or_default();
+    id.split('/').next().unwrap_or_default().to_string()
 }
 
 /// Files published by a `run --once` with no consumers, and left in flight.
@@ -225,18 +248,12 @@ fn in_flight(days: u32, records: u64, extra: &str) -> (Sandbox, String) {
 /// every such message's): it is dead-lettered with that reason, never acknowledged unread.
 #[test]
 fn messages_without_a_message_id_are_dead_lettered() {
-    use lapin::options::BasicPublishOptions;
     let (s, names) = in_flight(1, 4, "records_per_message = 2");
-    let bodies = take_messages(&names);
-    assert_eq!(bodies.len(), 2, "the file's two messages");
-    with_channel(async |channel| {
-        let exchange = format!("{names}.x");
-        for body in &bodies {
-            let properties = lapin::BasicProperties::default().with_delivery_mode(2);
-            let options = BasicPublishOptions::default();
-            channel.basic_publish(exchange.as_str().into(), "records".into(), options, body, properties).await.unwrap();
-        }
-    });
+    let messages = take_messages(&names);
+    assert_eq!(messages.len(), 2, "the file's two messages");
+    let without_ids: Vec<_> =
+        messages.into_iter().map(|(_, body)| (lapin::BasicProperties::default().with_delivery_mode(2), body)).collect();
+    publish_messages(&names, &without_ids);
     let mut service =
         s.command(&["run", "--listen", "127.0.0.1:0"]).stderr(std::process::Stdio::null()).spawn().unwrap();
     let dead = || {
@@ -266,4 +283,112 @@ fn a_shutdown_while_draining_ends_the_run_at_once() {
     let text = log_text(&log);
     assert!(!status.success(), "{text}");
     assert!(text.contains("stopped by a shutdown request with files in flight"), "{text}");
+}
+
+/// A region's ready files go out as one unit (one intent commit, one channel, one commit),
+/// each file's messages under its own id and headers; the unit ends before a file with a
+/// file-level fault, and nothing of that file or of any file after it is published.
+#[test]
+fn a_region_s_ready_files_go_out_together_and_nothing_of_a_faulty_file() {
+    let names = unique("esr-unit");
+    let s = Sandbox::with_config(&broker_config(&amqp_url(), &names, "consumers = 0\nrecords_per_message = 2"));
+    let file =
+        |seq: u32, records: &[String]| common::esr_file("SEV", "RMC", &format!("202207{}", 20 + seq), seq, records);
+    let mut reference = Vec::new();
+    for seq in 1..=3 {
+        let records: Vec<String> =
+            (1..=3).map(|k| common::por(k + u64::from(seq), "C", &format!("v{seq} {k}"))).collect();
+        reference.push(file(seq, &records));
+        s.deliver(reference.last().unwrap());
+    }
+    let (bad, content) = file(4, &[common::por(1, "C", "bad")]);
+    s.write_file(&bad, content.replace("TRL,1", "TRL,5"));
+    s.deliver(&file(5, &[common::por(1, "C", "after the fault")]));
+
+    let out = s.run_once();
+    let log = describe(&out);
+    // The first file of a pass goes alone; the two after it together.
+    assert_eq!(log.matches("together=2").count(), 2, "{log}");
+    let messages = take_messages(&names);
+    let mut per_file = std::collections::BTreeMap::<String, usize>::new();
+    for (properties, body) in &messages {
+        let message: serde_json::Value = serde_json::from_slice(body).unwrap();
+        assert_eq!(message["file"].as_str(), Some(message_file(properties).as_str()), "{message}");
+        *per_file.entry(message_file(properties)).or_default() += 1;
+    }
+    let expected: std::collections::BTreeMap<String, usize> = reference.iter().map(|(n, _)| (n.clone(), 2)).collect();
+    assert_eq!(per_file, expected, "two messages of each good file, nothing of {bad} or after it");
+    let st = s.status_json();
+    assert!(common::quarantine_reason(&st, &bad).is_some(), "{st:#}");
+    assert_eq!(common::next_seq(&st, "SEV"), Some(4), "{st:#}");
+
+    // The consumers apply what was published: the three files, exactly as embedded.
+    std::fs::write(s.config.as_ref().unwrap(), broker_config(&amqp_url(), &names, "consumers = 2")).unwrap();
+    publish_messages(&names, &messages);
+    s.run_once();
+    let good = tempfile::tempdir().unwrap();
+    for (name, content) in &reference {
+        std::fs::write(good.path().join(name), content).unwrap();
+    }
+    assert_eq!(s.export_raw(), embedded_export(good.path()));
+    let st = s.status_json();
+    assert_eq!(count(&st, "applied_files"), 3, "{st:#}");
+    assert_eq!(count(&st, "records_applied") + count(&st, "records_stale"), 9, "{st:#}");
+}
+
+/// A publisher stopped inside a unit, with one of its files confirmed and not committed
+/// and the next one half-way: the next run resumes each file, every line counted exactly
+/// once, and the result is the embedded one.
+#[test]
+fn a_publisher_stopped_inside_a_unit_resumes_each_file_exactly_once() {
+    let inbox = tempfile::tempdir().unwrap();
+    generate(inbox.path(), "SEV", 4, 300, 13);
+    let s = sandbox("records_per_message = 10");
+    copy_inbox(inbox.path(), &s);
+    // 30 messages a file: the first file goes alone and is committed; the unit of the
+    // other three stops half-way through its second file.
+    let (mut child, log) = spawn_run_once(&s, &[("ESR_INGEST_FAULT", "publisher-exit-after-confirms:75")]);
+    let status = wait_with_limit(&mut child, Duration::from_secs(120));
+    assert_eq!(status.code(), Some(70), "the fault hook ends the process\n{}", log_text(&log));
+    assert_eq!(log_text(&log).matches("file applied").count(), 1, "{}", log_text(&log));
+
+    s.run_once();
+    assert_eq!(s.export_raw(), embedded_export(inbox.path()));
+    let st = s.status_json();
+    assert_eq!(count(&st, "applied_files"), 4, "{st:#}");
+    assert_eq!(
+        count(&st, "records_applied") + count(&st, "records_stale") + count(&st, "records_unchanged"),
+        1200,
+        "every line counted exactly once: {st}"
+    );
+}
+
+/// Faults at every port (calls failing before they take effect, or after it with the
+/// reply lost) while units of files go out: the files settled before a failure are
+/// committed, the others resume alone, and a clean run then leaves exactly the embedded
+/// result, every line counted once.
+#[test]
+fn faults_inside_units_lose_and_double_nothing() {
+    let inbox = tempfile::tempdir().unwrap();
+    generate(inbox.path(), "SEV,WES", 5, 60, 17);
+    let reference = embedded_export(inbox.path());
+    for seed in 1..=3 {
+        let s = sandbox("records_per_message = 10");
+        copy_inbox(inbox.path(), &s);
+        for round in 0..2 {
+            let faults = format!("seed={},rate=0.15,kinds=before+after", seed * 10 + round);
+            let out = s.command(&["run", "--once"]).env("ESR_INGEST_FAULTS", &faults).output().unwrap();
+            assert!(matches!(out.status.code(), Some(0 | 1)), "with faults {faults}:\n{}", describe(&out));
+            assert!(!String::from_utf8_lossy(&out.stderr).contains("panicked"), "{}", describe(&out));
+        }
+        s.run_once();
+        assert!(s.export_raw() == reference, "seed {seed}: the export differs from the embedded one");
+        let st = s.status_json();
+        assert_eq!(count(&st, "applied_files"), 10, "seed {seed}: {st:#}");
+        assert_eq!(
+            count(&st, "records_applied") + count(&st, "records_stale") + count(&st, "records_unchanged"),
+            600,
+            "seed {seed}: every line counted exactly once: {st}"
+        );
+    }
 }

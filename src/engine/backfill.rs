@@ -174,7 +174,8 @@ impl Engine {
                     continue;
                 }
             }
-            let Some((entry, listed)) = work.get(&f.name) else { break };
+            // As the unit left it: a broker unit that failed wrote intents its files resume.
+            let (Some(entry), Some(listed)) = (ledger.get(&f.name), objects.get(&f.name)) else { break };
             let span = tracing::info_span!("backfill", region = %f.region, file = %f.name, seq = f.seq);
             let tally = self.backfill_one(f, entry, listed, report, cancel).instrument(span).await?;
             order.applied(&action.name, action.seq);

@@ -2,7 +2,8 @@
 //!
 //! After an outage a region has many files ready in a row, and each day's file updates
 //! mostly the same records. Where the delivery allows it ([`Delivery::group_lines`]: the
-//! in-process delivery over SQLite), they go into one unit of work: each file is read
+//! in-process delivery over SQLite; a broker's delivery takes units of its own, whose
+//! files are validated first, `engine::broker_unit`), they go into one unit of work: each file is read
 //! once (validated while its records go in), the store writes each record once per unit
 //! instead of once per line, and the unit commits once.
 //!
@@ -45,10 +46,10 @@ use tracing::Instrument;
 /// store, which needs its line count up front).
 const UNIT_FILE_BYTES: u64 = 8 << 20;
 /// A unit takes no further file once its objects add up to this many bytes...
-const UNIT_BYTES: u64 = 16 << 20;
+pub(super) const UNIT_BYTES: u64 = 16 << 20;
 /// ...or once it has been open this long: the store's writer (lease renewals, other
 /// regions, other processes) waits for it, and a crash loses at most this much work.
-const UNIT_TIME: std::time::Duration = std::time::Duration::from_secs(2);
+pub(super) const UNIT_TIME: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// What [`Engine::apply_group`] did.
 pub(super) enum Grouped {
@@ -189,11 +190,11 @@ impl UnitOrder for FileList {
 }
 
 /// One file of a unit, applied and settled in it.
-struct InUnit {
-    action: Apply,
-    entry: LedgerEntry,
+pub(super) struct InUnit {
+    pub action: Apply,
+    pub entry: LedgerEntry,
     /// The stream's expected SEQ once the file is applied.
-    next_seq: Option<u64>,
+    pub next_seq: Option<u64>,
 }
 
 impl Engine {
@@ -209,7 +210,7 @@ impl Engine {
         report: &mut PassReport,
         cancel: &CancellationToken,
     ) -> Result<Grouped, EngineError> {
-        if self.delivery.group_lines() == 0 || self.partial_effects_possible() {
+        if self.delivery.group_lines() == 0 {
             return Ok(Grouped::Alone);
         }
         if !retrying {
@@ -218,6 +219,12 @@ impl Engine {
             if after.next_action().is_none() {
                 return Ok(Grouped::Alone);
             }
+        }
+        if self.delivery.asynchronous() {
+            return self.deliver_unit(stream, (objects, ledger), most, report, cancel).await;
+        }
+        if self.partial_effects_possible() {
+            return Ok(Grouped::Alone);
         }
         let mut plan = stream.clone();
         let mut unit: Option<Box<dyn FileDelivery>> = None;
@@ -404,7 +411,7 @@ pub(super) fn file_of(entry: &LedgerEntry) -> Result<&FileName, EngineError> {
 
 /// Whether a file can be read once into a unit: a readable batch object of moderate size
 /// with no unfinished delivery (those are judged by the one-file path).
-fn joins_a_unit(entry: &LedgerEntry, listed: &Listed) -> bool {
+pub(super) fn joins_a_unit(entry: &LedgerEntry, listed: &Listed) -> bool {
     entry.batch.is_some()
         && listed.problem.is_none()
         && listed.size <= UNIT_FILE_BYTES

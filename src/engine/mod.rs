@@ -8,6 +8,7 @@
 pub mod alerts;
 pub mod audit;
 mod backfill;
+mod broker_unit;
 pub mod completion;
 mod discovery;
 mod door;

@@ -25,7 +25,7 @@ use tokio_util::sync::CancellationToken;
 const BATCH_RECORDS: usize = 500;
 /// A file of at most this many bytes keeps its lines from the validation pass (a few MB
 /// of records while it waits for its delivery) instead of being read a second time.
-const KEEP_BYTES: u64 = 1 << 20;
+pub(super) const KEEP_BYTES: u64 = 1 << 20;
 /// What the kept lines of one file may hold in memory (see `held_size`); past it they are
 /// dropped and the file is read again for its delivery.
 const KEPT_AT_MOST: u64 = 4 * KEEP_BYTES;
@@ -83,6 +83,31 @@ pub(super) struct Ready {
     kept: Option<Vec<Chunk>>,
 }
 
+impl Ready {
+    /// The intent a delivery of it records before its first record goes out, when it
+    /// needs one (see [`delivery_intent`]): a pending file's. A file applied before and
+    /// applied again needs none.
+    pub(super) fn intent(&self) -> Option<LedgerEntry> {
+        (self.after.state == FileState::Pending).then(|| delivery_intent(&self.after))
+    }
+
+    /// Its record lines, as the validation counted them.
+    pub(super) fn record_lines(&self) -> u64 {
+        self.expected.record_lines
+    }
+}
+
+/// The ledger entry that records which content (sha256) and generation the delivery of
+/// `starting` (validated, with its next generation) is about to deliver: pending, with
+/// them set. Read back, it is the file's unfinished delivery
+/// ([`LedgerEntry::unfinished_delivery`]).
+fn delivery_intent(starting: &LedgerEntry) -> LedgerEntry {
+    let mut intent = starting.clone();
+    intent.state = FileState::Pending;
+    intent.reason = None;
+    intent
+}
+
 /// What the validation of a file decided.
 pub(super) enum Checked {
     Ready(Ready),
@@ -133,7 +158,7 @@ impl Engine {
         Ok(FileOutcome::Delivered { delivery, entry: self.delivered_entry(ready) })
     }
 
-    fn ticket(&self, ready: &Ready, listed: &Listed) -> FileTicket {
+    pub(super) fn ticket(&self, ready: &Ready, listed: &Listed) -> FileTicket {
         FileTicket {
             file: ready.file.clone(),
             key: listed.key.clone(),
@@ -245,11 +270,29 @@ impl Engine {
         starting: &LedgerEntry,
         cancel: &CancellationToken,
     ) -> Result<(), EngineError> {
-        let mut intent = starting.clone();
-        intent.state = FileState::Pending;
-        intent.reason = None;
-        let commit = Commit { ledger: vec![intent], fence: self.fence(starting.region()), ..Default::default() };
+        let commit = Commit {
+            ledger: vec![delivery_intent(starting)],
+            fence: self.fence(starting.region()),
+            ..Default::default()
+        };
         self.commit(commit, cancel).await
+    }
+
+    /// Validates a file for a unit of files delivered to a broker (`engine::broker_unit`):
+    /// ready to deliver the lines its validation kept, or `None` when it must go the
+    /// one-file way (a file-level fault, or lines too many to keep). Only for a file with
+    /// no unfinished delivery, like [`Engine::read_once`].
+    pub(super) async fn check_for_unit(
+        &self,
+        entry: &LedgerEntry,
+        listed: &Listed,
+        cancel: &CancellationToken,
+    ) -> Result<Option<(Ready, Parsing)>, EngineError> {
+        let file = super::group::file_of(entry)?.clone();
+        let (validation, kept) = retry_transient("validating a file", cancel, || self.validate(&file, listed)).await?;
+        let (None, Some(chunks)) = (validation.fault, kept) else { return Ok(None) };
+        let ready = self.read_once(entry, file, validation.summary.clone());
+        Ok(Some((ready, Parsing::kept(chunks, validation.summary))))
     }
 
     /// The validation pass; a file of at most [`KEEP_BYTES`] also keeps its lines, in

@@ -60,6 +60,10 @@ const BLOCKED_NOTICE: Duration = Duration::from_secs(15);
 /// retries it in a later pass).
 const RECOVERY_LIMIT: Duration = Duration::from_secs(300);
 
+/// Record lines one delivery takes over a region's consecutive files at most (the
+/// engine's broker unit, `engine::broker_unit`, bounds it further by bytes).
+const UNIT_LINES: u64 = 100_000;
+
 /// Confirm-mode channels kept open between files, at most.
 const IDLE_CHANNELS: usize = 8;
 
@@ -111,6 +115,10 @@ impl Delivery for RabbitDelivery {
 
     fn asynchronous(&self) -> bool {
         true
+    }
+
+    fn group_lines(&self) -> u64 {
+        UNIT_LINES
     }
 
     async fn probe(&self) -> Result<DeliveryProbe, DeliveryError> {
@@ -408,6 +416,16 @@ impl FileDelivery for RabbitFile {
 
     async fn sweep(&mut self, _sweep: &Sweep) -> Result<Option<Swept>, DeliveryError> {
         Ok(None) // the consumers apply the records; the engine sweeps once they all are
+    }
+
+    /// The next file goes out on the same channel once everything of the current one is
+    /// confirmed: each message carries its own file's headers and id, so a window that is
+    /// published again after a reconnect stays right.
+    async fn next_file(&mut self, ticket: FileTicket) -> Result<(), DeliveryError> {
+        self.settle().await?;
+        self.ticket = ticket;
+        self.rejected = 0;
+        Ok(())
     }
 
     async fn commit(mut self: Box<Self>, commit: Commit) -> Result<(), DeliveryError> {

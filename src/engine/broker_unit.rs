@@ -1,0 +1,261 @@
+//! A region's consecutive ready files delivered to a broker together.
+//!
+//! A broker's consumers apply records as they arrive, so nothing of a file may go out
+//! before a validation of the whole file found no file-level fault (`engine::process`).
+//! An in-process unit (`engine::group`) reads each file once and discards itself on a
+//! fault, because nothing of it is visible before its commit; a broker unit instead
+//! validates each file before it goes out and ends before the first one that is not ready
+//! (a fault, an object it cannot read, lines too many to keep): that file goes the
+//! one-file way. The next file is validated, and its intent written, while the current
+//! one is published.
+//!
+//! What a unit saves is round trips, which bound how fast a region's files go out (each
+//! waits for the one before it): one broker channel for all of them, and one commit of
+//! every file's ledger entry with the stream's advance, instead of a channel and a commit
+//! per file. The consumers also receive a region's files in a row, so their transactions
+//! touch fewer pages.
+//!
+//! Invariants:
+//! - A file's records go out only once its whole validation passed and its intent
+//!   (content and generation) is durable; what goes out is exactly the lines its
+//!   validation kept. A file whose intent is not written ends the unit before it.
+//! - Each file is settled (every message confirmed) before the next one starts, and gets
+//!   the ledger entry and counts it would get alone; the unit's commit writes them all
+//!   with the stream's advance, or nothing.
+//! - When a file cannot be delivered, the files settled before it are committed as they
+//!   are (with the stream's advance up to them), and the pass's ledger learns the intents
+//!   of the others: they go the one-file way as unfinished deliveries, under the same
+//!   generation, whose receipts still count. When the unit's commit fails, every file
+//!   does.
+//! - A unit holds the kept lines of two files at most (the one going out, the next one),
+//!   and is bounded like an in-process unit: [`UNIT_BYTES`] of objects, [`UNIT_TIME`],
+//!   and [`Delivery::group_lines`] lines.
+//!
+//! [`Delivery::group_lines`]: crate::ports::delivery::Delivery::group_lines
+
+use super::group::{Grouped, InUnit, UNIT_BYTES, UNIT_TIME, UnitOrder, file_span, joins_a_unit, log_applied};
+use super::process::{KEEP_BYTES, Parsing, Ready};
+use super::{Engine, EngineError, PassReport};
+use crate::core::ledger::{LedgerEntry, Listed};
+use crate::core::sequencer::Apply;
+use crate::ports::delivery::FileDelivery;
+use crate::ports::source::SourceError;
+use crate::ports::store::{Commit, FileTicket};
+use std::collections::{BTreeMap, HashMap};
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+/// A file validated for the unit, its intent written, waiting for its turn to go out.
+struct Checked<'a, O> {
+    action: Apply,
+    ready: Ready,
+    parsing: Parsing,
+    listed: &'a Listed,
+    /// The order once the file is applied.
+    after: O,
+}
+
+/// How much a unit has taken, against its bounds.
+struct Taken {
+    files: usize,
+    most: usize,
+    lines: u64,
+    bytes: u64,
+    opened: std::time::Instant,
+}
+
+impl Taken {
+    /// Whether a further file of `size` bytes may join.
+    fn room_for(&self, size: u64, group_lines: u64) -> bool {
+        self.files < self.most
+            && self.lines < group_lines
+            && (self.files == 0 || self.bytes + size <= UNIT_BYTES)
+            && self.opened.elapsed() < UNIT_TIME
+    }
+}
+
+/// What a unit has settled and not yet committed.
+struct Settled<O> {
+    commit: Commit,
+    files: Vec<InUnit>,
+    /// The order after the last file settled.
+    plan: O,
+}
+
+impl Engine {
+    /// Delivers the stream's next ready files, at most `most` of them, as one unit (see
+    /// the module docs). `Alone` when the first file is not ready for it.
+    pub(super) async fn deliver_unit<O: UnitOrder>(
+        &self,
+        stream: &mut O,
+        (objects, ledger): (&BTreeMap<String, Listed>, &mut HashMap<String, LedgerEntry>),
+        most: usize,
+        report: &mut PassReport,
+        cancel: &CancellationToken,
+    ) -> Result<Grouped, EngineError> {
+        let region = stream.region().to_string();
+        let mut taken = Taken { files: 0, most, lines: 0, bytes: 0, opened: std::time::Instant::now() };
+        let (mut plan, mut intents) = (stream.clone(), Vec::new());
+        let first = self.next_in_unit(&mut plan, (objects, &*ledger), &mut taken, &mut intents, cancel).await?;
+        let mut current = match first {
+            Some(first) => first,
+            None => return Ok(Grouped::Alone),
+        };
+        let mut delivery: Option<Box<dyn FileDelivery>> = None;
+        let mut settled = Settled { commit: Commit::default(), files: Vec::new(), plan: stream.clone() };
+        loop {
+            let Checked { action, ready, parsing, listed, after } = current;
+            let out = async {
+                let into = self.open_or_next(&mut delivery, self.ticket(&ready, listed)).await?;
+                if let Err(fault) = self.pump(into, parsing, listed, cancel).await? {
+                    // The kept lines were validated: a fault here is a broken promise.
+                    let detail = format!("kept lines no longer valid: {fault}");
+                    return Err(SourceError::Invalid { location: listed.key.clone(), detail }.into());
+                }
+                self.settle_file(into, self.delivered_entry(ready)).await
+            }
+            .instrument(file_span(&region, &action));
+            let next = self.next_in_unit(&mut plan, (objects, &*ledger), &mut taken, &mut intents, cancel);
+            let (out, next) = tokio::join!(out, next);
+            let next = next?; // cancelled, or refused by the fence
+            match out {
+                Ok(commit) => {
+                    let entry = commit.ledger[0].clone(); // `settle_file` builds exactly one entry
+                    settled.commit.absorb(commit);
+                    settled.files.push(InUnit { action, entry, next_seq: after.next_seq() });
+                    settled.plan = after;
+                    self.heartbeat.beat();
+                }
+                Err(EngineError::Cancelled) => return Err(EngineError::Cancelled),
+                Err(e) => {
+                    tracing::warn!(region = %region, file = %action.name, error = %e,
+                        "file of a unit not delivered; the files settled before it are committed, the others go alone");
+                    learn(ledger, &intents);
+                    if !settled.files.is_empty() {
+                        let Settled { mut commit, files, plan } = settled;
+                        commit.streams = plan.records();
+                        match self.commit(commit, cancel).await {
+                            Ok(()) => self.applied_unit(stream, plan, files, ledger, report),
+                            Err(e) if matches!(e, EngineError::Cancelled) || e.is_fenced() => return Err(e),
+                            Err(e) => {
+                                tracing::warn!(region = %region, error = %e, "settled files of a unit not committed")
+                            }
+                        }
+                    }
+                    return Ok(Grouped::Failed { good: 0, alone: 1 });
+                }
+            }
+            match next {
+                Some(next) => current = next,
+                None => break,
+            }
+        }
+        let Some(delivery) = delivery else { return Ok(Grouped::Alone) }; // a file went out
+        let Settled { mut commit, files, plan } = settled;
+        commit.streams = plan.records();
+        match self.commit_delivery(delivery, commit).await {
+            Ok(()) => {}
+            Err(e) if matches!(e, EngineError::Cancelled) || e.is_fenced() => return Err(e),
+            Err(e) => {
+                tracing::warn!(region = %region, files = files.len(), error = %e, "unit of files not committed; each goes alone, resuming its delivery");
+                learn(ledger, &intents);
+                return Ok(Grouped::Failed { good: 0, alone: 1 });
+            }
+        }
+        self.applied_unit(stream, plan, files, ledger, report);
+        Ok(Grouped::Applied)
+    }
+
+    /// Notes the files of a unit as committed: the stream moves to `plan`, each file's
+    /// entry goes into the pass's ledger and report.
+    fn applied_unit<O: UnitOrder>(
+        &self,
+        stream: &mut O,
+        plan: O,
+        files: Vec<InUnit>,
+        ledger: &mut HashMap<String, LedgerEntry>,
+        report: &mut PassReport,
+    ) {
+        *stream = plan;
+        let together = files.len();
+        for InUnit { action, entry, next_seq } in files {
+            file_span(stream.region(), &action).in_scope(|| log_applied(&entry.tally, next_seq, together));
+            ledger.insert(action.name.clone(), entry);
+            report.applied.push(action.name);
+        }
+    }
+
+    /// The next file the unit takes, validated, with its intent written (advancing `plan`
+    /// past it, and noting the intent in `intents`); `None` when the unit ends before it
+    /// (a bound, a file not ready for a unit, an intent not written).
+    async fn next_in_unit<'a, O: UnitOrder>(
+        &self,
+        plan: &mut O,
+        (objects, ledger): (&'a BTreeMap<String, Listed>, &HashMap<String, LedgerEntry>),
+        taken: &mut Taken,
+        intents: &mut Vec<LedgerEntry>,
+        cancel: &CancellationToken,
+    ) -> Result<Option<Checked<'a, O>>, EngineError> {
+        let Some(action) = plan.next_action() else { return Ok(None) };
+        let (Some(entry), Some(listed)) = (ledger.get(&action.name), objects.get(&action.name)) else {
+            return Ok(None);
+        };
+        if !joins_a_unit(entry, listed)
+            || listed.size > KEEP_BYTES
+            || !taken.room_for(listed.size, self.delivery.group_lines())
+        {
+            return Ok(None);
+        }
+        let span = file_span(plan.region(), &action);
+        let (ready, parsing) = match self.check_for_unit(entry, listed, cancel).instrument(span.clone()).await {
+            Ok(Some(ready)) => ready,
+            Ok(None) => return Ok(None), // a fault: the one-file way quarantines it
+            Err(EngineError::Cancelled) => return Err(EngineError::Cancelled),
+            Err(e) => {
+                span.in_scope(|| tracing::info!(error = %e, "file left out of a unit; it goes the one-file way"));
+                return Ok(None);
+            }
+        };
+        if let Some(intent) = ready.intent() {
+            let commit =
+                Commit { ledger: vec![intent.clone()], fence: self.fence(Some(plan.region())), ..Default::default() };
+            match self.commit(commit, cancel).instrument(span.clone()).await {
+                Ok(()) => intents.push(intent),
+                Err(e) if matches!(e, EngineError::Cancelled) || e.is_fenced() => return Err(e),
+                Err(e) => {
+                    // Nothing of it went out; the one-file way writes its intent again.
+                    span.in_scope(|| tracing::warn!(error = %e, "intent not written; the file goes the one-file way"));
+                    return Ok(None);
+                }
+            }
+        }
+        (taken.files, taken.lines, taken.bytes) =
+            (taken.files + 1, taken.lines + ready.record_lines(), taken.bytes + listed.size);
+        plan.applied(&action.name, action.seq);
+        self.heartbeat.beat();
+        Ok(Some(Checked { action, ready, parsing, listed, after: plan.clone() }))
+    }
+
+    /// The unit's delivery, opened for `ticket`'s file, or moved on to it.
+    async fn open_or_next<'d>(
+        &self,
+        slot: &'d mut Option<Box<dyn FileDelivery>>,
+        ticket: FileTicket,
+    ) -> Result<&'d mut dyn FileDelivery, EngineError> {
+        match slot {
+            Some(delivery) => {
+                delivery.next_file(ticket).await?;
+                Ok(&mut **delivery)
+            }
+            None => Ok(&mut **slot.insert(self.delivery.open(ticket).await?)),
+        }
+    }
+}
+
+/// The pass's ledger learns the intents written: their files are unfinished deliveries,
+/// resumed under the same generation by the one-file way.
+fn learn(ledger: &mut HashMap<String, LedgerEntry>, intents: &[LedgerEntry]) {
+    for intent in intents {
+        ledger.insert(intent.name.clone(), intent.clone());
+    }
+}
