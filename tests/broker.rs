@@ -350,7 +350,7 @@ fn a_publisher_stopped_inside_a_unit_resumes_each_file_exactly_once() {
     let (mut child, log) = spawn_run_once(&s, &[("ESR_INGEST_FAULT", "publisher-exit-after-confirms:75")]);
     let status = wait_with_limit(&mut child, Duration::from_secs(120));
     assert_eq!(status.code(), Some(70), "the fault hook ends the process\n{}", log_text(&log));
-    assert_eq!(log_text(&log).matches("file applied").count(), 1, "{}", log_text(&log));
+    assert_eq!(log_text(&log).matches("together=").count(), 1, "only the first file committed\n{}", log_text(&log));
 
     s.run_once();
     assert_eq!(s.export_raw(), embedded_export(inbox.path()));
@@ -391,4 +391,40 @@ fn faults_inside_units_lose_and_double_nothing() {
             "seed {seed}: every line counted exactly once: {st}"
         );
     }
+}
+
+/// A unit whose delivery fails half-way, the process going on: the files settled before
+/// the failure are committed (the stream moves past them), the region waits, and the
+/// next run resumes the rest, every line counted once.
+#[test]
+fn a_unit_that_fails_half_way_commits_what_it_settled() {
+    let inbox = tempfile::tempdir().unwrap();
+    generate(inbox.path(), "SEV", 4, 300, 19);
+    let mut names: Vec<String> = std::fs::read_dir(inbox.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort_by_key(|n| n.rsplit('_').next().unwrap_or_default().to_string()); // by SEQ
+    let s = sandbox("records_per_message = 10");
+    copy_inbox(inbox.path(), &s);
+    // 30 messages a file: the first file goes alone; the unit of the other three fails in
+    // its second file, once its first is settled.
+    let out =
+        s.command(&["run", "--once"]).env("ESR_INGEST_FAULT", "publisher-fail-after-confirms:75").output().unwrap();
+    let log = describe(&out);
+    assert_eq!(out.status.code(), Some(1), "the failed file is deferred\n{log}");
+    assert!(log.contains("the files settled before it are committed"), "{log}");
+    let st = s.status_json();
+    let seq = |name: &str| name.trim_end_matches(".DAT").rsplit('_').next().unwrap().parse::<u64>().unwrap();
+    assert_eq!(common::next_seq(&st, "SEV"), Some(seq(&names[2])), "the stream is past the settled files: {st:#}");
+
+    s.run_once();
+    assert_eq!(s.export_raw(), embedded_export(inbox.path()));
+    let st = s.status_json();
+    assert_eq!(count(&st, "applied_files"), 4, "{st:#}");
+    assert_eq!(
+        count(&st, "records_applied") + count(&st, "records_stale") + count(&st, "records_unchanged"),
+        1200,
+        "every line counted exactly once: {st}"
+    );
 }

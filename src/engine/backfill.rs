@@ -170,12 +170,14 @@ impl Engine {
                     report.add(f, entry.tally);
                     progress(f, &entry.tally);
                 }
+                if let Grouped::Deferred { error, .. } = grouped {
+                    return Err(error);
+                }
                 if !matches!(grouped, Grouped::Alone) {
                     continue;
                 }
             }
-            // As the unit left it: a broker unit that failed wrote intents its files resume.
-            let (Some(entry), Some(listed)) = (ledger.get(&f.name), objects.get(&f.name)) else { break };
+            let Some((entry, listed)) = work.get(&f.name) else { break };
             let span = tracing::info_span!("backfill", region = %f.region, file = %f.name, seq = f.seq);
             let tally = self.backfill_one(f, entry, listed, report, cancel).instrument(span).await?;
             order.applied(&action.name, action.seq);

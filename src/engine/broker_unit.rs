@@ -5,9 +5,9 @@
 //! An in-process unit (`engine::group`) reads each file once and discards itself on a
 //! fault, because nothing of it is visible before its commit; a broker unit instead
 //! validates each file before it goes out and ends before the first one that is not ready
-//! (a fault, an object it cannot read, lines too many to keep): that file goes the
-//! one-file way. The next file is validated, and its intent written, while the current
-//! one is published.
+//! (a fault, an object it cannot read, lines too many to keep, an intent not written):
+//! that file goes the one-file way. The next file is validated while the current one is
+//! published.
 //!
 //! What a unit saves is round trips, which bound how fast a region's files go out (each
 //! waits for the one before it): one broker channel for all of them, and one commit of
@@ -18,15 +18,16 @@
 //! Invariants:
 //! - A file's records go out only once its whole validation passed and its intent
 //!   (content and generation) is durable; what goes out is exactly the lines its
-//!   validation kept. A file whose intent is not written ends the unit before it.
+//!   validation kept. Its intent is written only once the file before it is settled, so
+//!   at most one file of a unit counts as started without being whole at the broker.
 //! - Each file is settled (every message confirmed) before the next one starts, and gets
 //!   the ledger entry and counts it would get alone; the unit's commit writes them all
 //!   with the stream's advance, or nothing.
 //! - When a file cannot be delivered, the files settled before it are committed as they
-//!   are (with the stream's advance up to them), and the pass's ledger learns the intents
-//!   of the others: they go the one-file way as unfinished deliveries, under the same
-//!   generation, whose receipts still count. When the unit's commit fails, every file
-//!   does.
+//!   are (with the stream's advance up to them), and the region waits for a later pass,
+//!   as a file deferred on the one-file way does: that pass reads the intent back from the
+//!   store and resumes the file under the same generation, whose receipts still count.
+//!   When the unit's commit fails (perhaps after taking effect), the region waits too.
 //! - A unit holds the kept lines of two files at most (the one going out, the next one),
 //!   and is bounded like an in-process unit: [`UNIT_BYTES`] of objects, [`UNIT_TIME`],
 //!   and [`Delivery::group_lines`] lines.
@@ -45,7 +46,7 @@ use std::collections::{BTreeMap, HashMap};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-/// A file validated for the unit, its intent written, waiting for its turn to go out.
+/// A file validated for the unit, waiting for its intent and its turn to go out.
 struct Checked<'a, O> {
     action: Apply,
     ready: Ready,
@@ -95,11 +96,11 @@ impl Engine {
     ) -> Result<Grouped, EngineError> {
         let region = stream.region().to_string();
         let mut taken = Taken { files: 0, most, lines: 0, bytes: 0, opened: std::time::Instant::now() };
-        let (mut plan, mut intents) = (stream.clone(), Vec::new());
-        let first = self.next_in_unit(&mut plan, (objects, &*ledger), &mut taken, &mut intents, cancel).await?;
+        let mut plan = stream.clone();
+        let first = self.validate_next(&mut plan, (objects, &*ledger), &mut taken, cancel).await?;
         let mut current = match first {
-            Some(first) => first,
-            None => return Ok(Grouped::Alone),
+            Some(first) if self.write_intent(&first, cancel).await? => first,
+            _ => return Ok(Grouped::Alone), // nothing went out: the one-file way takes it
         };
         let mut delivery: Option<Box<dyn FileDelivery>> = None;
         let mut settled = Settled { commit: Commit::default(), files: Vec::new(), plan: stream.clone() };
@@ -115,9 +116,8 @@ impl Engine {
                 self.settle_file(into, self.delivered_entry(ready)).await
             }
             .instrument(file_span(&region, &action));
-            let next = self.next_in_unit(&mut plan, (objects, &*ledger), &mut taken, &mut intents, cancel);
+            let next = self.validate_next(&mut plan, (objects, &*ledger), &mut taken, cancel);
             let (out, next) = tokio::join!(out, next);
-            let next = next?; // cancelled, or refused by the fence
             match out {
                 Ok(commit) => {
                     let entry = commit.ledger[0].clone(); // `settle_file` builds exactly one entry
@@ -127,43 +127,69 @@ impl Engine {
                     self.heartbeat.beat();
                 }
                 Err(EngineError::Cancelled) => return Err(EngineError::Cancelled),
-                Err(e) => {
-                    tracing::warn!(region = %region, file = %action.name, error = %e,
-                        "file of a unit not delivered; the files settled before it are committed, the others go alone");
-                    learn(ledger, &intents);
-                    if !settled.files.is_empty() {
-                        let Settled { mut commit, files, plan } = settled;
-                        commit.streams = plan.records();
-                        match self.commit(commit, cancel).await {
-                            Ok(()) => self.applied_unit(stream, plan, files, ledger, report),
-                            Err(e) if matches!(e, EngineError::Cancelled) || e.is_fenced() => return Err(e),
-                            Err(e) => {
-                                tracing::warn!(region = %region, error = %e, "settled files of a unit not committed")
-                            }
-                        }
-                    }
-                    return Ok(Grouped::Failed { good: 0, alone: 1 });
+                Err(error) => {
+                    tracing::warn!(region = %region, file = %action.name, error = %error,
+                        "file of a unit not delivered; the files settled before it are committed, the region waits for a later pass");
+                    return self.unit_deferred(stream, settled, (action.name, error), (ledger, report), cancel).await;
                 }
             }
-            match next {
-                Some(next) => current = next,
-                None => break,
-            }
+            // The next file's intent only now that this one is settled: a file counts as
+            // started only once every file before it went out whole.
+            current = match next? {
+                Some(next) if self.write_intent(&next, cancel).await? => next,
+                _ => break,
+            };
         }
         let Some(delivery) = delivery else { return Ok(Grouped::Alone) }; // a file went out
         let Settled { mut commit, files, plan } = settled;
+        let first = files.first().map(|f| f.action.name.clone()).unwrap_or_default();
         commit.streams = plan.records();
         match self.commit_delivery(delivery, commit).await {
             Ok(()) => {}
             Err(e) if matches!(e, EngineError::Cancelled) || e.is_fenced() => return Err(e),
-            Err(e) => {
-                tracing::warn!(region = %region, files = files.len(), error = %e, "unit of files not committed; each goes alone, resuming its delivery");
-                learn(ledger, &intents);
-                return Ok(Grouped::Failed { good: 0, alone: 1 });
+            // As on the one-file way, any other refusal ends the pass.
+            Err(e) if !e.is_transient() && !e.is_superseded() => return Err(e),
+            Err(error) => {
+                // The commit may have taken effect with its reply lost: only the store
+                // knows, and a later pass reads it back.
+                tracing::warn!(region = %region, files = files.len(), error = %error,
+                    "unit of files not committed; the region waits for a later pass, which resumes their deliveries");
+                return Ok(Grouped::Deferred { file: first, error });
             }
         }
         self.applied_unit(stream, plan, files, ledger, report);
         Ok(Grouped::Applied)
+    }
+
+    /// A unit whose file `file` could not be delivered: the files settled before it are
+    /// committed (with the stream's advance up to them), and the region waits for a later
+    /// pass, which reads the intent written back from the store.
+    async fn unit_deferred<O: UnitOrder>(
+        &self,
+        stream: &mut O,
+        settled: Settled<O>,
+        (file, error): (String, EngineError),
+        (ledger, report): (&mut HashMap<String, LedgerEntry>, &mut PassReport),
+        cancel: &CancellationToken,
+    ) -> Result<Grouped, EngineError> {
+        if !settled.files.is_empty() {
+            let Settled { mut commit, files, plan } = settled;
+            commit.streams = plan.records();
+            match self.commit(commit, cancel).await {
+                Ok(()) => self.applied_unit(stream, plan, files, ledger, report),
+                Err(e) if matches!(e, EngineError::Cancelled) || e.is_fenced() => return Err(e),
+                Err(e) => {
+                    tracing::warn!(region = %stream.region(), error = %e, "files settled in a unit not committed")
+                }
+            }
+        }
+        // As on the one-file way: only a transient error or one of the file's own object
+        // defers it; any other ends the pass.
+        if error.is_transient() || matches!(error, EngineError::Source(_)) {
+            Ok(Grouped::Deferred { file, error })
+        } else {
+            Err(error)
+        }
     }
 
     /// Notes the files of a unit as committed: the stream moves to `plan`, each file's
@@ -185,15 +211,13 @@ impl Engine {
         }
     }
 
-    /// The next file the unit takes, validated, with its intent written (advancing `plan`
-    /// past it, and noting the intent in `intents`); `None` when the unit ends before it
-    /// (a bound, a file not ready for a unit, an intent not written).
-    async fn next_in_unit<'a, O: UnitOrder>(
+    /// The next file the unit takes, validated (advancing `plan` past it); `None` when
+    /// the unit ends before it (a bound, or a file not ready for a unit).
+    async fn validate_next<'a, O: UnitOrder>(
         &self,
         plan: &mut O,
         (objects, ledger): (&'a BTreeMap<String, Listed>, &HashMap<String, LedgerEntry>),
         taken: &mut Taken,
-        intents: &mut Vec<LedgerEntry>,
         cancel: &CancellationToken,
     ) -> Result<Option<Checked<'a, O>>, EngineError> {
         let Some(action) = plan.next_action() else { return Ok(None) };
@@ -216,24 +240,35 @@ impl Engine {
                 return Ok(None);
             }
         };
-        if let Some(intent) = ready.intent() {
-            let commit =
-                Commit { ledger: vec![intent.clone()], fence: self.fence(Some(plan.region())), ..Default::default() };
-            match self.commit(commit, cancel).instrument(span.clone()).await {
-                Ok(()) => intents.push(intent),
-                Err(e) if matches!(e, EngineError::Cancelled) || e.is_fenced() => return Err(e),
-                Err(e) => {
-                    // Nothing of it went out; the one-file way writes its intent again.
-                    span.in_scope(|| tracing::warn!(error = %e, "intent not written; the file goes the one-file way"));
-                    return Ok(None);
-                }
-            }
-        }
         (taken.files, taken.lines, taken.bytes) =
             (taken.files + 1, taken.lines + ready.record_lines(), taken.bytes + listed.size);
         plan.applied(&action.name, action.seq);
-        self.heartbeat.beat();
         Ok(Some(Checked { action, ready, parsing, listed, after: plan.clone() }))
+    }
+
+    /// Writes the intent of a validated file, if it needs one; `false` when it could not
+    /// be written (nothing of the file goes out in this unit: the one-file way writes it
+    /// again, under the same generation).
+    async fn write_intent<O: UnitOrder>(
+        &self,
+        file: &Checked<'_, O>,
+        cancel: &CancellationToken,
+    ) -> Result<bool, EngineError> {
+        let Some(intent) = file.ready.intent() else { return Ok(true) };
+        let commit =
+            Commit { ledger: vec![intent], fence: self.fence(Some(file.after.region())), ..Default::default() };
+        let span = file_span(file.after.region(), &file.action);
+        match self.commit(commit, cancel).instrument(span.clone()).await {
+            Ok(()) => {
+                self.heartbeat.beat();
+                Ok(true)
+            }
+            Err(e) if matches!(e, EngineError::Cancelled) || e.is_fenced() => Err(e),
+            Err(e) => {
+                span.in_scope(|| tracing::warn!(error = %e, "intent not written; the file goes the one-file way"));
+                Ok(false)
+            }
+        }
     }
 
     /// The unit's delivery, opened for `ticket`'s file, or moved on to it.
@@ -249,13 +284,5 @@ impl Engine {
             }
             None => Ok(&mut **slot.insert(self.delivery.open(ticket).await?)),
         }
-    }
-}
-
-/// The pass's ledger learns the intents written: their files are unfinished deliveries,
-/// resumed under the same generation by the one-file way.
-fn learn(ledger: &mut HashMap<String, LedgerEntry>, intents: &[LedgerEntry]) {
-    for intent in intents {
-        ledger.insert(intent.name.clone(), intent.clone());
     }
 }

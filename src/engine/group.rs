@@ -61,6 +61,10 @@ pub(super) enum Grouped {
     /// again, then the `alone` files after them go one at a time (the one that failed;
     /// every file of the unit when its commit failed).
     Failed { good: usize, alone: usize },
+    /// A broker unit failed after a file's intent was written (`engine::broker_unit`):
+    /// the files settled before it may be committed, and the region waits for a later
+    /// pass, which reads the intents back from the store.
+    Deferred { file: String, error: EngineError },
 }
 
 /// How many files the next unit may take: one first (see the module docs), then as many
@@ -97,7 +101,7 @@ impl Pacing {
     pub fn after(&mut self, grouped: &Grouped) {
         match grouped {
             Grouped::Applied => self.unit_files = usize::MAX,
-            Grouped::Alone => {}
+            Grouped::Alone | Grouped::Deferred { .. } => {}
             Grouped::Failed { good, alone } => (self.regroup, self.alone) = (*good, *alone),
         }
     }

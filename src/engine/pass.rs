@@ -126,6 +126,10 @@ impl Engine {
                         }
                         Grouped::Alone => {}
                         Grouped::Failed { .. } => continue,
+                        Grouped::Deferred { file, error } => {
+                            report.deferred.push((file, error.to_string()));
+                            return Ok(());
+                        }
                     }
                 }
                 let span = file_span(&region, &action);

@@ -34,22 +34,34 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// Test hook: `ESR_INGEST_FAULT=publisher-exit-after-confirms:N` makes the process exit
-/// (code 70) once N messages are confirmed: a delivery stopped half-way, with part of the
-/// file at the consumers. Read once; inert unless set.
-fn exit_after_confirms() {
+/// Test hooks, counting confirmed messages. `ESR_INGEST_FAULT=publisher-exit-after-confirms:N`
+/// makes the process exit (code 70) once N messages are confirmed: a delivery stopped
+/// half-way, with part of the file at the consumers. `publisher-fail-after-confirms:N`
+/// makes the delivery fail once, right after the Nth confirm, with the process going on.
+/// Read once; inert unless set.
+fn after_confirm() -> Result<(), DeliveryError> {
     use std::sync::atomic::{AtomicU64, Ordering};
-    static LIMIT: std::sync::OnceLock<Option<u64>> = std::sync::OnceLock::new();
+    static HOOK: std::sync::OnceLock<Option<(bool, u64)>> = std::sync::OnceLock::new();
     static CONFIRMED: AtomicU64 = AtomicU64::new(0);
-    let limit = LIMIT.get_or_init(|| {
-        std::env::var("ESR_INGEST_FAULT").ok()?.strip_prefix("publisher-exit-after-confirms:")?.parse().ok()
+    let hook = HOOK.get_or_init(|| {
+        let fault = std::env::var("ESR_INGEST_FAULT").ok()?;
+        let (exit, n) = match fault.strip_prefix("publisher-exit-after-confirms:") {
+            Some(n) => (true, n),
+            None => (false, fault.strip_prefix("publisher-fail-after-confirms:")?),
+        };
+        Some((exit, n.parse().ok()?))
     });
-    if let Some(limit) = limit
-        && CONFIRMED.fetch_add(1, Ordering::SeqCst) + 1 >= *limit
-    {
-        tracing::error!(confirmed = *limit, "ESR_INGEST_FAULT: exiting with the file half delivered");
+    let Some((exit, limit)) = *hook else { return Ok(()) };
+    let confirmed = CONFIRMED.fetch_add(1, Ordering::SeqCst) + 1;
+    if exit && confirmed >= limit {
+        tracing::error!(confirmed = limit, "ESR_INGEST_FAULT: exiting with the file half delivered");
         std::process::exit(70);
     }
+    if !exit && confirmed == limit {
+        tracing::error!(confirmed = limit, "ESR_INGEST_FAULT: failing the delivery half-way");
+        return Err(DeliveryError::Unavailable(format!("ESR_INGEST_FAULT: failed after {limit} confirms")));
+    }
+    Ok(())
 }
 
 /// How long a confirm may take before the connection is presumed dead (unless blocked).
@@ -279,9 +291,8 @@ impl RabbitFile {
             match tokio::time::timeout(BLOCKED_NOTICE, &mut confirm).await {
                 Ok(Ok(Confirmation::Ack(None))) | Ok(Ok(Confirmation::NotRequested)) => {
                     metrics::confirms("ack", 1);
-                    exit_after_confirms();
                     self.window.pop_front();
-                    return Ok(());
+                    return after_confirm();
                 }
                 Ok(Ok(Confirmation::Ack(Some(returned)))) => {
                     return Err(DeliveryError::Unroutable(format!(
