@@ -12,6 +12,19 @@ fn sandbox(extra: &str) -> Sandbox {
     Sandbox::with_config(&broker_config(&amqp_url(), &unique("esr-test"), extra))
 }
 
+/// The store holds exactly `reference` (an embedded run's export), with `files` files
+/// applied and each of `lines` lines counted exactly once.
+fn assert_exactly_once(s: &Sandbox, reference: &[u8], files: u64, lines: u64, what: &str) {
+    assert!(s.export_raw() == reference, "{what}: the export differs from the embedded one");
+    let st = s.status_json();
+    assert_eq!(count(&st, "applied_files"), files, "{what}: {st:#}");
+    assert_eq!(
+        count(&st, "records_applied") + count(&st, "records_stale") + count(&st, "records_unchanged"),
+        lines,
+        "{what}: every line counted exactly once: {st}"
+    );
+}
+
 #[test]
 fn the_broker_path_exports_what_the_embedded_mode_exports() {
     let inbox = tempfile::tempdir().unwrap();
@@ -39,14 +52,7 @@ fn a_consumer_killed_between_store_write_and_ack_loses_and_doubles_nothing() {
     assert_eq!(status.code(), Some(70), "the fault hook ends the process\n{}", log_text(&log));
     // The written-but-unacknowledged message comes back; its receipt makes it a no-op.
     s.run_once();
-    assert_eq!(s.export_raw(), embedded_export(inbox.path()));
-    let st = s.status_json();
-    assert_eq!(count(&st, "applied_files"), 4);
-    assert_eq!(
-        count(&st, "records_applied") + count(&st, "records_stale") + count(&st, "records_unchanged"),
-        1600,
-        "every line counted exactly once: {st}"
-    );
+    assert_exactly_once(&s, &embedded_export(inbox.path()), 4, 1600, "after the clean run");
 }
 
 #[test]
@@ -353,14 +359,7 @@ fn a_publisher_stopped_inside_a_unit_resumes_each_file_exactly_once() {
     assert_eq!(log_text(&log).matches("together=").count(), 1, "only the first file committed\n{}", log_text(&log));
 
     s.run_once();
-    assert_eq!(s.export_raw(), embedded_export(inbox.path()));
-    let st = s.status_json();
-    assert_eq!(count(&st, "applied_files"), 4, "{st:#}");
-    assert_eq!(
-        count(&st, "records_applied") + count(&st, "records_stale") + count(&st, "records_unchanged"),
-        1200,
-        "every line counted exactly once: {st}"
-    );
+    assert_exactly_once(&s, &embedded_export(inbox.path()), 4, 1200, "after the clean run");
 }
 
 /// Faults at every port (calls failing before they take effect, or after it with the
@@ -382,14 +381,7 @@ fn faults_inside_units_lose_and_double_nothing() {
             assert!(!String::from_utf8_lossy(&out.stderr).contains("panicked"), "{}", describe(&out));
         }
         s.run_once();
-        assert!(s.export_raw() == reference, "seed {seed}: the export differs from the embedded one");
-        let st = s.status_json();
-        assert_eq!(count(&st, "applied_files"), 10, "seed {seed}: {st:#}");
-        assert_eq!(
-            count(&st, "records_applied") + count(&st, "records_stale") + count(&st, "records_unchanged"),
-            600,
-            "seed {seed}: every line counted exactly once: {st}"
-        );
+        assert_exactly_once(&s, &reference, 10, 600, &format!("seed {seed}"));
     }
 }
 
@@ -419,12 +411,5 @@ fn a_unit_that_fails_half_way_commits_what_it_settled() {
     assert_eq!(common::next_seq(&st, "SEV"), Some(seq(&names[2])), "the stream is past the settled files: {st:#}");
 
     s.run_once();
-    assert_eq!(s.export_raw(), embedded_export(inbox.path()));
-    let st = s.status_json();
-    assert_eq!(count(&st, "applied_files"), 4, "{st:#}");
-    assert_eq!(
-        count(&st, "records_applied") + count(&st, "records_stale") + count(&st, "records_unchanged"),
-        1200,
-        "every line counted exactly once: {st}"
-    );
+    assert_exactly_once(&s, &embedded_export(inbox.path()), 4, 1200, "after the clean run");
 }

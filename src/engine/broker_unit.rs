@@ -34,14 +34,14 @@
 //!
 //! [`Delivery::group_lines`]: crate::ports::delivery::Delivery::group_lines
 
-use super::group::{Grouped, InUnit, UNIT_BYTES, UNIT_TIME, UnitOrder, file_span, joins_a_unit, log_applied};
+use super::group::{Grouped, InUnit, UNIT_BYTES, UNIT_TIME, UnitOrder, file_span, joins_a_unit};
 use super::process::{KEEP_BYTES, Parsing, Ready};
 use super::{Engine, EngineError, PassReport};
 use crate::core::ledger::{LedgerEntry, Listed};
 use crate::core::sequencer::Apply;
 use crate::ports::delivery::FileDelivery;
 use crate::ports::source::SourceError;
-use crate::ports::store::{Commit, FileTicket};
+use crate::ports::store::Commit;
 use std::collections::{BTreeMap, HashMap};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
@@ -192,25 +192,6 @@ impl Engine {
         }
     }
 
-    /// Notes the files of a unit as committed: the stream moves to `plan`, each file's
-    /// entry goes into the pass's ledger and report.
-    fn applied_unit<O: UnitOrder>(
-        &self,
-        stream: &mut O,
-        plan: O,
-        files: Vec<InUnit>,
-        ledger: &mut HashMap<String, LedgerEntry>,
-        report: &mut PassReport,
-    ) {
-        *stream = plan;
-        let together = files.len();
-        for InUnit { action, entry, next_seq } in files {
-            file_span(stream.region(), &action).in_scope(|| log_applied(&entry.tally, next_seq, together));
-            ledger.insert(action.name.clone(), entry);
-            report.applied.push(action.name);
-        }
-    }
-
     /// The next file the unit takes, validated (advancing `plan` past it); `None` when
     /// the unit ends before it (a bound, or a file not ready for a unit).
     async fn validate_next<'a, O: UnitOrder>(
@@ -255,10 +236,8 @@ impl Engine {
         cancel: &CancellationToken,
     ) -> Result<bool, EngineError> {
         let Some(intent) = file.ready.intent() else { return Ok(true) };
-        let commit =
-            Commit { ledger: vec![intent], fence: self.fence(Some(file.after.region())), ..Default::default() };
         let span = file_span(file.after.region(), &file.action);
-        match self.commit(commit, cancel).instrument(span.clone()).await {
+        match self.commit_intent(intent, cancel).instrument(span.clone()).await {
             Ok(()) => {
                 self.heartbeat.beat();
                 Ok(true)
@@ -268,21 +247,6 @@ impl Engine {
                 span.in_scope(|| tracing::warn!(error = %e, "intent not written; the file goes the one-file way"));
                 Ok(false)
             }
-        }
-    }
-
-    /// The unit's delivery, opened for `ticket`'s file, or moved on to it.
-    async fn open_or_next<'d>(
-        &self,
-        slot: &'d mut Option<Box<dyn FileDelivery>>,
-        ticket: FileTicket,
-    ) -> Result<&'d mut dyn FileDelivery, EngineError> {
-        match slot {
-            Some(delivery) => {
-                delivery.next_file(ticket).await?;
-                Ok(&mut **delivery)
-            }
-            None => Ok(&mut **slot.insert(self.delivery.open(ticket).await?)),
         }
     }
 }

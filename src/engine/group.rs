@@ -307,6 +307,20 @@ impl Engine {
                 return Ok(Grouped::Failed { good: 0, alone: files.len() });
             }
         }
+        self.applied_unit(stream, plan, files, ledger, report);
+        Ok(Grouped::Applied)
+    }
+
+    /// Notes the files of a unit as committed: the stream moves to `plan`, each file's
+    /// entry goes into the pass's ledger and report.
+    pub(super) fn applied_unit<O: UnitOrder>(
+        &self,
+        stream: &mut O,
+        plan: O,
+        files: Vec<InUnit>,
+        ledger: &mut HashMap<String, LedgerEntry>,
+        report: &mut PassReport,
+    ) {
         *stream = plan;
         let together = files.len();
         for InUnit { action, entry, next_seq } in files {
@@ -314,7 +328,21 @@ impl Engine {
             ledger.insert(action.name.clone(), entry);
             report.applied.push(action.name);
         }
-        Ok(Grouped::Applied)
+    }
+
+    /// The unit's delivery, opened for `ticket`'s file, or moved on to it.
+    pub(super) async fn open_or_next<'d>(
+        &self,
+        slot: &'d mut Option<Box<dyn FileDelivery>>,
+        ticket: FileTicket,
+    ) -> Result<&'d mut dyn FileDelivery, EngineError> {
+        match slot {
+            Some(delivery) => {
+                delivery.next_file(ticket).await?;
+                Ok(&mut **delivery)
+            }
+            None => Ok(&mut **slot.insert(self.delivery.open(ticket).await?)),
+        }
     }
 
     /// Reads a file once into the unit (opening it with the first file). Returns the file
@@ -336,15 +364,9 @@ impl Engine {
             generation: entry.generation.saturating_add(1),
             together: true,
         };
-        let delivery = match unit {
-            Some(delivery) => {
-                delivery.next_file(ticket).await?;
-                delivery
-            }
-            None => unit.insert(self.delivery.open(ticket).await?),
-        };
-        match self.pump(&mut **delivery, parsing, listed, cancel).await? {
-            Ok(summary) => Ok((self.read_once(entry, file, summary), &mut **delivery)),
+        let delivery = self.open_or_next(unit, ticket).await?;
+        match self.pump(delivery, parsing, listed, cancel).await? {
+            Ok(summary) => Ok((self.read_once(entry, file, summary), delivery)),
             Err(fault) => Err(SourceError::Invalid { location: listed.key.clone(), detail: fault.to_string() }.into()),
         }
     }

@@ -270,12 +270,17 @@ impl Engine {
         starting: &LedgerEntry,
         cancel: &CancellationToken,
     ) -> Result<(), EngineError> {
-        let commit = Commit {
-            ledger: vec![delivery_intent(starting)],
-            fence: self.fence(starting.region()),
-            ..Default::default()
-        };
-        self.commit(commit, cancel).await
+        self.commit_intent(delivery_intent(starting), cancel).await
+    }
+
+    /// Commits an intent (see [`delivery_intent`]) under its region's fence.
+    pub(super) async fn commit_intent(
+        &self,
+        intent: LedgerEntry,
+        cancel: &CancellationToken,
+    ) -> Result<(), EngineError> {
+        let fence = self.fence(intent.region());
+        self.commit(Commit { ledger: vec![intent], fence, ..Default::default() }, cancel).await
     }
 
     /// Validates a file for a unit of files delivered to a broker (`engine::broker_unit`):
