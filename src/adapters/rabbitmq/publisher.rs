@@ -10,6 +10,10 @@
 //!   already hold are recognised by the store's receipts.
 //! - While the broker blocks the connection (memory or disk alarm), publishing waits
 //!   and says so in the log every [`BLOCKED_NOTICE`]; nothing is dropped.
+//! - A message is handed to the connection's writer in window order, and the next one
+//!   follows without waiting for the writer to have sent it ([`Sending`]): the wait for
+//!   that, like the wait for the confirm, happens when the message leaves the window.
+//!   A message whose hand-over fails is published again with the rest of the window.
 //! - [`FileDelivery::settle`] returns only when the window is empty, i.e. every record of
 //!   the file is confirmed; only then is the file's ledger entry committed as delivered.
 //! - A file's channel is reused by a later file only once everything published on it is
@@ -163,8 +167,16 @@ struct Outgoing {
     id: String,
     body: Arc<Vec<u8>>,
     properties: BasicProperties,
+    /// Handed to the connection's writer, not yet sent (see [`Sending`]).
+    sending: Option<Sending>,
     confirm: Option<PublisherConfirm>,
 }
+
+/// A publish whose frames are queued on the channel (its first poll queues them, in the
+/// order of the calls) and that resolves, with the confirm to wait for, once the
+/// connection's writer sent them. Awaiting each publish before queueing the next would
+/// cost a round trip to that writer per message.
+type Sending = std::pin::Pin<Box<dyn std::future::Future<Output = lapin::Result<PublisherConfirm>> + Send>>;
 
 struct RabbitFile {
     link: Arc<Link>,
@@ -243,7 +255,7 @@ impl RabbitFile {
         while self.window.len() >= self.max_in_flight {
             self.settle_oldest().await?;
         }
-        self.window.push_back(Outgoing { id, body: Arc::new(body), properties, confirm: None });
+        self.window.push_back(Outgoing { id, body: Arc::new(body), properties, sending: None, confirm: None });
         let last = self.window.len() - 1;
         if let Err(e) = self.publish(last).await {
             tracing::warn!(error = %e, "publish failed; reconnecting");
@@ -252,29 +264,51 @@ impl RabbitFile {
         Ok(())
     }
 
-    /// Publishes `window[i]` on the current channel.
+    /// Publishes `window[i]` on the current channel: queues its frames and goes on (see
+    /// [`Sending`]); [`Self::sent`] waits for them to go out.
     async fn publish(&mut self, i: usize) -> Result<(), DeliveryError> {
         let ch = self.ensure_channel().await?;
-        let (exchange, blocked_link) = (self.link.settings().exchange.clone(), self.link.clone());
+        let exchange = self.link.settings().exchange.clone();
         let out = &mut self.window[i];
+        out.confirm = None;
+        let (body, properties) = (out.body.clone(), out.properties.clone());
+        let mut sending: Sending = Box::pin(async move {
+            let options = BasicPublishOptions { mandatory: true, ..Default::default() };
+            ch.basic_publish(exchange.as_str().into(), ROUTING_KEY.into(), options, &body, properties).await
+        });
+        // The first poll queues the frames, so messages go out in the order of the calls.
+        match futures::poll!(sending.as_mut()) {
+            std::task::Poll::Ready(Ok(confirm)) => out.confirm = Some(confirm),
+            std::task::Poll::Ready(Err(e)) => return Err(unavailable(e)),
+            std::task::Poll::Pending => out.sending = Some(sending),
+        }
+        Ok(())
+    }
+
+    /// Waits until the oldest message's frames are sent, so its confirm can be awaited;
+    /// `false` when they could not be (the connection failed, or the broker took nothing
+    /// for [`BLOCKED_NOTICE`] without blocking the connection).
+    async fn sent(&mut self) -> bool {
+        let blocked_link = self.link.clone();
+        let Some(front) = self.window.front_mut() else { return true };
+        let Some(mut sending) = front.sending.take() else { return true };
         loop {
-            let publish = ch.basic_publish(
-                exchange.as_str().into(),
-                ROUTING_KEY.into(),
-                BasicPublishOptions { mandatory: true, ..Default::default() },
-                &out.body,
-                out.properties.clone(),
-            );
-            match tokio::time::timeout(BLOCKED_NOTICE, publish).await {
+            match tokio::time::timeout(BLOCKED_NOTICE, sending.as_mut()).await {
                 Ok(Ok(confirm)) => {
-                    out.confirm = Some(confirm);
-                    return Ok(());
+                    front.confirm = Some(confirm);
+                    return true;
                 }
-                Ok(Err(e)) => return Err(unavailable(e)),
+                Ok(Err(e)) => {
+                    tracing::warn!(message = %front.id, error = %e, "publish failed; reconnecting");
+                    return false;
+                }
                 Err(_) if blocked_link.blocked() => {
-                    tracing::warn!(message = %out.id, "broker blocks publishing (resource alarm); waiting");
+                    tracing::warn!(message = %front.id, "broker blocks publishing (resource alarm); waiting");
                 }
-                Err(_) => return Err(unavailable("the broker did not take a message")),
+                Err(_) => {
+                    tracing::warn!(message = %front.id, "the broker did not take a message; reconnecting");
+                    return false;
+                }
             }
         }
     }
@@ -283,6 +317,10 @@ impl RabbitFile {
     async fn settle_oldest(&mut self) -> Result<(), DeliveryError> {
         let mut waited = Duration::ZERO;
         loop {
+            if !self.sent().await {
+                self.recover().await?;
+                continue;
+            }
             let Some(front) = self.window.front_mut() else { return Ok(()) };
             let Some(mut confirm) = front.confirm.take() else {
                 self.recover().await?;
