@@ -35,9 +35,15 @@ use tokio_util::sync::CancellationToken;
 /// message (unacknowledged, so the broker hands it out again).
 const STORE_RETRY_LIMIT: Duration = Duration::from_secs(120);
 
-/// How long a consumer gathers messages after the first before writing them together
-/// (fewer, larger transactions under load; at most this much added latency when quiet).
-const GATHER: Duration = Duration::from_millis(20);
+/// A consumer gathers messages into one store call while they keep coming: until none
+/// arrived for this long (the added latency when messages are few)...
+const GATHER_QUIET: Duration = Duration::from_millis(20);
+
+/// ...or this long after the first (the added latency under load), or until it holds
+/// `prefetch` messages. A backlog thus goes to the store in calls of hundreds of messages:
+/// one transaction rewrites each page it touches once, and an identity updated by several
+/// of the messages is written once.
+const GATHER_AT_MOST: Duration = Duration::from_millis(500);
 
 /// An idle consumer beats this often.
 const IDLE_BEAT: Duration = Duration::from_secs(5);
@@ -130,11 +136,10 @@ impl ConsumerPool {
                 Some(Err(e)) => return Err(fail(e)),
                 None => return Err(ConsumeError::new(Some(epoch), "the broker ended the consumer")),
             };
-            // What arrives within `GATHER` (up to the prefetch) goes into the same store
-            // call: one transaction for many messages, which rewrites each page it
-            // touches once.
-            let until = tokio::time::Instant::now() + GATHER;
+            // What keeps arriving goes into the same store call (see `GATHER_QUIET`).
+            let at_most = tokio::time::Instant::now() + GATHER_AT_MOST;
             while ready.len() < usize::from(s.prefetch) {
+                let until = (tokio::time::Instant::now() + GATHER_QUIET).min(at_most);
                 match tokio::time::timeout_at(until, deliveries.next()).await {
                     Ok(Some(Ok(d))) => ready.push(d),
                     Ok(Some(Err(e))) => return Err(fail(e)),
