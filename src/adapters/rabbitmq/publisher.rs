@@ -13,7 +13,9 @@
 //! - A message is handed to the connection's writer in window order, and the next one
 //!   follows without waiting for the writer to have sent it ([`Sending`]): the wait for
 //!   that, like the wait for the confirm, happens when the message leaves the window.
-//!   A message whose hand-over fails is published again with the rest of the window.
+//!   A message whose hand-over fails is published again with the rest of the window;
+//!   after a reconnect, the window published again is waited for until it is all sent,
+//!   so a connection that takes nothing counts against the reconnect's time limit.
 //! - [`FileDelivery::settle`] returns only when the window is empty, i.e. every record of
 //!   the file is confirmed; only then is the file's ledger entry committed as delivered.
 //! - A file's channel is reused by a later file only once everything published on it is
@@ -270,7 +272,8 @@ impl RabbitFile {
         let ch = self.ensure_channel().await?;
         let exchange = self.link.settings().exchange.clone();
         let out = &mut self.window[i];
-        out.confirm = None;
+        // A publish of this message on an earlier channel no longer counts.
+        (out.confirm, out.sending) = (None, None);
         let (body, properties) = (out.body.clone(), out.properties.clone());
         let mut sending: Sending = Box::pin(async move {
             let options = BasicPublishOptions { mandatory: true, ..Default::default() };
@@ -285,12 +288,12 @@ impl RabbitFile {
         Ok(())
     }
 
-    /// Waits until the oldest message's frames are sent, so its confirm can be awaited;
+    /// Waits until the frames of `window[i]` are sent, so its confirm can be awaited;
     /// `false` when they could not be (the connection failed, or the broker took nothing
     /// for [`BLOCKED_NOTICE`] without blocking the connection).
-    async fn sent(&mut self) -> bool {
+    async fn sent(&mut self, i: usize) -> bool {
         let blocked_link = self.link.clone();
-        let Some(front) = self.window.front_mut() else { return true };
+        let Some(front) = self.window.get_mut(i) else { return true };
         let Some(mut sending) = front.sending.take() else { return true };
         loop {
             match tokio::time::timeout(BLOCKED_NOTICE, sending.as_mut()).await {
@@ -317,7 +320,7 @@ impl RabbitFile {
     async fn settle_oldest(&mut self) -> Result<(), DeliveryError> {
         let mut waited = Duration::ZERO;
         loop {
-            if !self.sent().await {
+            if !self.sent(0).await {
                 self.recover().await?;
                 continue;
             }
@@ -405,18 +408,32 @@ impl RabbitFile {
         }
     }
 
+    /// Publishes the window again on a new channel, and waits until all of it is sent: a
+    /// connection that takes nothing fails here, within [`Self::reconnect`]'s limit.
     async fn republish_all(&mut self) -> Result<(), DeliveryError> {
         self.channel = None;
         self.ensure_channel().await?;
+        let mut done = Ok(());
         for i in 0..self.window.len() {
             if let Err(e) = self.publish(i).await {
-                if let Some((epoch, _)) = self.channel.take() {
-                    self.link.failed(epoch).await;
-                }
-                return Err(e);
+                done = Err(e);
+                break;
             }
         }
-        Ok(())
+        for i in 0..self.window.len() {
+            if done.is_err() {
+                break;
+            }
+            if !self.sent(i).await {
+                done = Err(unavailable("the broker did not take the messages published again"));
+            }
+        }
+        if done.is_err()
+            && let Some((epoch, _)) = self.channel.take()
+        {
+            self.link.failed(epoch).await;
+        }
+        done
     }
 }
 
