@@ -21,7 +21,11 @@ pub fn init(format: LogFormat, default_level: &str) {
         .ok()
         .or_else(|| std::env::var("RUST_LOG").ok())
         .and_then(|s| EnvFilter::try_new(s).ok())
-        .unwrap_or_else(|| EnvFilter::new(default_level));
+        // lapin logs, from its own thread, errors its caller gets too (a refused
+        // declaration, a closed channel): those reach the log once, with their context,
+        // from the code that handles them, and a failing command keeps its one error
+        // line last. `ESR_INGEST_LOG=...,lapin=debug` shows them.
+        .unwrap_or_else(|| EnvFilter::new(format!("{default_level},lapin=off")));
     use std::io::IsTerminal;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
