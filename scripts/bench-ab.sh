@@ -9,7 +9,7 @@
 # the medians of one run of this script, never across runs.
 #
 # --broker runs each through RabbitMQ instead (100 records a message, 2 consumers,
-# prefetch 64: the defaults), started here by scripts/servers.sh on loopback port
+# prefetch 256: the defaults), started here by scripts/servers.sh on loopback port
 # ESR_BENCH_AMQP_PORT (26692), a fresh queue for every run.
 #   scripts/bench-ab.sh [--broker] [--rounds N] [--days N] [--records N] [--workdir DIR] BIN [BIN...]
 set -euo pipefail

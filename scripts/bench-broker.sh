@@ -49,7 +49,7 @@ dead_letter_exchange = "bench$per.dlx"
 dead_letter_queue = "bench$per.dlq"
 records_per_message = $per
 consumers = 2
-prefetch = 64
+prefetch = 256
 in_flight = 256
 TOML
   ESR_INGEST_LOG=warn /usr/bin/time -f '%e' -o "$dir/time" "$bin" --config "$dir/esr.toml" \
@@ -58,7 +58,7 @@ TOML
 }
 
 ceiling() { # per_message -> "messages records bytes seconds"
-  cargo bench --locked -q --bench broker_ceiling -- "$url" "$work/inbox" "$1" 2 64 256 2>/dev/null | tail -1
+  cargo bench --locked -q --bench broker_ceiling -- "$url" "$work/inbox" "$1" 2 256 256 2>/dev/null | tail -1
 }
 
 echo "| records per message | messages | records | pipeline | pipeline records/s | ceiling | ceiling records/s | pipeline / ceiling |"

@@ -43,7 +43,7 @@ section_broker() {
   echo
   if cargo_allowed; then
     log "broker: scripts/bench-broker.sh (it builds with cargo)"
-    echo "Method: \`scripts/bench-broker.sh --days $BROKER_DAYS --records $BROKER_RECORDS\` as it is (it builds the release binary and \`benches/broker_ceiling.rs\` with cargo, measures its own build in \`\${CARGO_TARGET_DIR:-target}/release\` rather than ESR_BENCH_BIN, and starts its own RabbitMQ on loopback): \`run --once\` from a folder through RabbitMQ into a fresh SQLite store (2 consumers, prefetch 64, window 256), against the raw broker ceiling (the same messages published with confirms and consumed with acks, no parsing, no store), batched and one record per message."
+    echo "Method: \`scripts/bench-broker.sh --days $BROKER_DAYS --records $BROKER_RECORDS\` as it is (it builds the release binary and \`benches/broker_ceiling.rs\` with cargo, measures its own build in \`\${CARGO_TARGET_DIR:-target}/release\` rather than ESR_BENCH_BIN, and starts its own RabbitMQ on loopback): \`run --once\` from a folder through RabbitMQ into a fresh SQLite store (2 consumers, prefetch 256, window 256), against the raw broker ceiling (the same messages published with confirms and consumed with acks, no parsing, no store), batched and one record per message."
     echo
     ESR_AMQP_PORT="$AMQP_PORT" bash "$ROOT/scripts/bench-broker.sh" --days "$BROKER_DAYS" --records "$BROKER_RECORDS" \
       --workdir "$d" 2> "$RUN/broker.log" || die "bench-broker.sh failed: $(tail -n 3 "$RUN/broker.log")"
@@ -73,7 +73,7 @@ dead_letter_exchange = "benchall$per.dlx"
 dead_letter_queue = "benchall$per.dlq"
 records_per_message = $per
 consumers = 2
-prefetch = 64
+prefetch = 256
 in_flight = 256
 TOML
     # The batched pipeline runs REPEAT times, each beside an embedded run of the same set
@@ -103,7 +103,7 @@ TOML
     check=$(PY compare "$d/oracle.tsv" "$d/p$per/state.tsv" --short)
     if [ -n "${ESR_BENCH_CEILING_BIN:-}" ]; then
       local messages _records bytes csecs
-      read -r messages _records bytes csecs <<< "$("$ESR_BENCH_CEILING_BIN" "$url" "$d/inbox" "$per" 2 64 256 2>/dev/null | tail -n 1)"
+      read -r messages _records bytes csecs <<< "$("$ESR_BENCH_CEILING_BIN" "$url" "$d/inbox" "$per" 2 256 256 2>/dev/null | tail -n 1)"
       c_cells=("$(int_fmt "$messages") ($(calc "\"%.1f MiB\", $bytes / 1048576"))" "$(secs_fmt "$csecs")" "$(rate_fmt "$total" "$csecs")" \
         "$(calc "\"%.0f %%\", 100 * $csecs / $p_secs")")
     else
@@ -119,10 +119,10 @@ TOML
   else
     ceiling_note="the raw ceiling skipped: it is \`benches/broker_ceiling.rs\`, built by cargo, which this run may not call (\`--no-build\`, or no cargo); set ESR_BENCH_CEILING_BIN to a built one"
   fi
-  echo "Method: the pipeline half of \`scripts/bench-broker.sh\` with this binary: 13 regions × $BROKER_DAYS days × $BROKER_RECORDS records (seed 42), \`run --once\` from a folder through RabbitMQ (started by \`scripts/servers.sh\` on 127.0.0.1:$AMQP_PORT) into a fresh SQLite store, 2 consumers, prefetch 64, window 256; $ceiling_note. The batched pipeline runs $REPEAT times, each after an embedded \`run --once\` of the same set into a fresh store; times and CPU are medians (peak RSS the highest). One record per message runs once."
+  echo "Method: the pipeline half of \`scripts/bench-broker.sh\` with this binary: 13 regions × $BROKER_DAYS days × $BROKER_RECORDS records (seed 42), \`run --once\` from a folder through RabbitMQ (started by \`scripts/servers.sh\` on 127.0.0.1:$AMQP_PORT) into a fresh SQLite store, 2 consumers, prefetch 256, window 256; $ceiling_note. The batched pipeline runs $REPEAT times, each after an embedded \`run --once\` of the same set into a fresh store; times and CPU are medians (peak RSS the highest). One record per message runs once."
   echo
   echo
-  echo "CPU is user + system seconds: esr-ingest (from /usr/bin/time) + the RabbitMQ node (from /proc, over the run); the embedded run took $(calc "\"%.2f\", $e_cpu") s. On this machine's $(nproc) cores a run cannot take less wall time than its CPU ÷ $(nproc), so \"best ÷ embedded\" is the highest ratio the pipeline could reach at that CPU cost, with perfect overlap."
+  echo "CPU is user + system seconds: esr-ingest (from /usr/bin/time) + the RabbitMQ node (from /proc, over the run); the embedded run took $(calc "\"%.2f\", $e_cpu") CPU-seconds. On this machine's $(nproc) cores a run cannot take less wall time than its CPU ÷ $(nproc), so \"best ÷ embedded\" is the highest ratio the pipeline could reach at that CPU cost, with perfect overlap."
   echo
   md_header "records per message:" "records:" "pipeline:" "pipeline records/s:" "peak RSS:" "÷ embedded rate (same set, $(secs_fmt "$e_secs")):" "CPU (esr-ingest + RabbitMQ):" "best ÷ embedded at that CPU:" "ceiling messages:" "ceiling:" "ceiling records/s:" "pipeline ÷ ceiling rate:" "final state"
   printf '%s\n' "${rows[@]}"

@@ -23,7 +23,7 @@ dead_letter_exchange = "benchmongo.dlx"
 dead_letter_queue = "benchmongo.dlq"
 records_per_message = 100
 consumers = 2
-prefetch = 64
+prefetch = 256
 in_flight = 256
 TOML
   log "mongo: $files files, $total records, S3-less folder -> RabbitMQ -> MongoDB-wire store"
@@ -63,7 +63,7 @@ PYEOF
 )
   echo "## 5d. MongoDB commands per record"
   echo
-  echo "Method: \`generate --days $MONGO_DAYS --records $MONGO_RECORDS --seed 42\` ($files files), \`run\` from a folder through RabbitMQ (100 records per message, 2 consumers, prefetch 64) into the MongoDB-wire server the tests use (nx-27017, via \`scripts/servers.sh\`), until \`/status\` shows every file applied; then the store's command counter (\`esr_ingest_store_commands_total\`, from the driver's command monitoring) read from \`/metrics\`. Commands, not seconds: the stand-in's speed is not MongoDB's. \"Records, receipts and dead letters\" are the consumers' writes plus the completion checks that read receipts and dead-letter marks; \"every command\" adds discovery, the ledger journal, leases, alerts and the pass loop of the whole run."
+  echo "Method: \`generate --days $MONGO_DAYS --records $MONGO_RECORDS --seed 42\` ($files files), \`run\` from a folder through RabbitMQ (100 records per message, 2 consumers, prefetch 256) into the MongoDB-wire server the tests use (nx-27017, via \`scripts/servers.sh\`), until \`/status\` shows every file applied; then the store's command counter (\`esr_ingest_store_commands_total\`, from the driver's command monitoring) read from \`/metrics\`. Commands, not seconds: the stand-in's speed is not MongoDB's. \"Records, receipts and dead letters\" are the consumers' writes plus the completion checks that read receipts and dead-letter marks; \"every command\" adds discovery, the ledger journal, leases, alerts and the pass loop of the whole run."
   echo
   md_header "records:" "commands on records:" "on records, receipts and dead letters:" "per 100 records:" "every command:" "per 100 records:"
   md_row "$(int_fmt "$total")" "$(int_fmt "$records_cmds")" "$(int_fmt "$consumer")" "$(calc "\"%.2f\", 100 * $consumer / $total")" \

@@ -53,7 +53,7 @@ impl Default for RabbitSettings {
             records_per_message: 100,
             in_flight: 256,
             consumers: 2,
-            prefetch: 512,
+            prefetch: 256,
         }
     }
 }
