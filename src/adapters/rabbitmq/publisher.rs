@@ -288,30 +288,24 @@ impl RabbitFile {
         Ok(())
     }
 
-    /// Waits until the frames of `window[i]` are sent, so its confirm can be awaited;
-    /// `false` when they could not be (the connection failed, or the broker took nothing
-    /// for [`BLOCKED_NOTICE`] without blocking the connection).
-    async fn sent(&mut self, i: usize) -> bool {
-        let blocked_link = self.link.clone();
-        let Some(front) = self.window.get_mut(i) else { return true };
-        let Some(mut sending) = front.sending.take() else { return true };
+    /// Waits until the frames of `window[i]` are sent, so its confirm can be awaited; an
+    /// error when they could not be (the connection failed, or the broker took nothing for
+    /// [`BLOCKED_NOTICE`] without blocking the connection).
+    async fn sent(&mut self, i: usize) -> Result<(), DeliveryError> {
+        let (window, link) = (&mut self.window, &self.link);
+        let Some(out) = window.get_mut(i) else { return Ok(()) };
+        let Some(mut sending) = out.sending.take() else { return Ok(()) };
         loop {
             match tokio::time::timeout(BLOCKED_NOTICE, sending.as_mut()).await {
                 Ok(Ok(confirm)) => {
-                    front.confirm = Some(confirm);
-                    return true;
+                    out.confirm = Some(confirm);
+                    return Ok(());
                 }
-                Ok(Err(e)) => {
-                    tracing::warn!(message = %front.id, error = %e, "publish failed; reconnecting");
-                    return false;
+                Ok(Err(e)) => return Err(unavailable(format!("message {}: {e}", out.id))),
+                Err(_) if link.blocked() => {
+                    tracing::warn!(message = %out.id, "broker blocks publishing (resource alarm); waiting");
                 }
-                Err(_) if blocked_link.blocked() => {
-                    tracing::warn!(message = %front.id, "broker blocks publishing (resource alarm); waiting");
-                }
-                Err(_) => {
-                    tracing::warn!(message = %front.id, "the broker did not take a message; reconnecting");
-                    return false;
-                }
+                Err(_) => return Err(unavailable(format!("the broker did not take message {}", out.id))),
             }
         }
     }
@@ -320,7 +314,8 @@ impl RabbitFile {
     async fn settle_oldest(&mut self) -> Result<(), DeliveryError> {
         let mut waited = Duration::ZERO;
         loop {
-            if !self.sent(0).await {
+            if let Err(e) = self.sent(0).await {
+                tracing::warn!(error = %e, "publish failed; reconnecting");
                 self.recover().await?;
                 continue;
             }
@@ -408,26 +403,23 @@ impl RabbitFile {
         }
     }
 
+    /// Publishes every message of the window, then waits until all of them are sent.
+    async fn publish_window(&mut self) -> Result<(), DeliveryError> {
+        for i in 0..self.window.len() {
+            self.publish(i).await?;
+        }
+        for i in 0..self.window.len() {
+            self.sent(i).await?;
+        }
+        Ok(())
+    }
+
     /// Publishes the window again on a new channel, and waits until all of it is sent: a
     /// connection that takes nothing fails here, within [`Self::reconnect`]'s limit.
     async fn republish_all(&mut self) -> Result<(), DeliveryError> {
         self.channel = None;
         self.ensure_channel().await?;
-        let mut done = Ok(());
-        for i in 0..self.window.len() {
-            if let Err(e) = self.publish(i).await {
-                done = Err(e);
-                break;
-            }
-        }
-        for i in 0..self.window.len() {
-            if done.is_err() {
-                break;
-            }
-            if !self.sent(i).await {
-                done = Err(unavailable("the broker did not take the messages published again"));
-            }
-        }
+        let done = self.publish_window().await;
         if done.is_err()
             && let Some((epoch, _)) = self.channel.take()
         {
