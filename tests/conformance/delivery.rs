@@ -10,15 +10,15 @@ use esr_ingest::ports::delivery::Delivery;
 use esr_ingest::ports::store::{Commit, FileTicket, Store};
 use std::sync::Arc;
 
-const NAME: &str = "DE_SEV_RMC_20220730_00000001.DAT";
+pub const NAME: &str = "DE_SEV_RMC_20220730_00000001.DAT";
 
-fn ticket() -> FileTicket {
+pub fn ticket() -> FileTicket {
     let NameVerdict::Batch(file) = NameProfile::default().classify(NAME) else { unreachable!() };
     FileTicket { file, key: NAME.into(), reapply: false, record_lines: 0, generation: 1, together: false }
 }
 
 /// POS records with the default layout's fields (a broker's consumers check them).
-fn records(n: u64) -> Vec<Record> {
+pub fn records(n: u64) -> Vec<Record> {
     let layout = esr_ingest::core::schema::Layout::default_esr();
     let names = layout.record("POS").unwrap().payload_names.clone();
     (0..n)

@@ -49,8 +49,10 @@ const GATHER_AT_MOST: Duration = Duration::from_millis(500);
 const IDLE_BEAT: Duration = Duration::from_secs(5);
 
 /// A consumer silent this long is wedged: longer than a store retry, a reconnect
-/// backoff and a dead-lettering together.
-const WEDGED_AFTER: Duration = Duration::from_secs(240);
+/// backoff and a dead-lettering together. A consumer beats at each turn of its loop and,
+/// when a store call is refused and its messages are applied one by one, at each message
+/// and each record split out: every step between two beats is one such call.
+pub const WEDGED_AFTER: Duration = Duration::from_secs(240);
 
 /// Test hook: `ESR_INGEST_FAULT=consumer-exit-after-write` makes the process exit right
 /// after a message was written to the store and before it is acknowledged — the window
@@ -146,7 +148,7 @@ impl ConsumerPool {
                     Ok(None) | Err(_) => break,
                 }
             }
-            match self.handle(ready, &dead_letters, cancel).await {
+            match self.handle(ready, &dead_letters, cancel, beat).await {
                 Ok(Handled::Done(done)) => {
                     if exit_after_write() {
                         tracing::error!("ESR_INGEST_FAULT: exiting after the store write, before the ack");
@@ -179,6 +181,7 @@ impl ConsumerPool {
         ready: Vec<Delivery>,
         dead_letters: &Channel,
         cancel: &CancellationToken,
+        beat: &WorkerBeat,
     ) -> Result<Handled, String> {
         let (mut deliveries, mut batches) = (Vec::with_capacity(ready.len()), Vec::with_capacity(ready.len()));
         let mut done = Vec::with_capacity(ready.len());
@@ -213,8 +216,10 @@ impl ConsumerPool {
             Applied::Gave => return Ok(Handled::LetGo),
             Applied::Refused(reason) => {
                 tracing::warn!(%reason, "the store refused a record; applying these messages record by record");
+                // Each message is a store call or more: the consumer beats at each, so
+                // a long fallback is progress, not a wedge.
                 for (delivery, batch) in deliveries.into_iter().zip(batches) {
-                    if !self.apply_split(&delivery, batch, dead_letters, cancel).await? {
+                    if !self.apply_split(&delivery, batch, dead_letters, cancel, beat).await? {
                         return Ok(Handled::LetGo);
                     }
                     done.push(delivery);
@@ -232,13 +237,16 @@ impl ConsumerPool {
         batch: DeliveredBatch,
         dead_letters: &Channel,
         cancel: &CancellationToken,
+        beat: &WorkerBeat,
     ) -> Result<bool, String> {
+        beat.beat();
         match self.apply(std::slice::from_ref(&batch), cancel).await {
             Applied::Yes => return Ok(true),
             Applied::Gave => return Ok(false),
             Applied::Refused(_) => {}
         }
         for record in &batch.records {
+            beat.beat();
             let single = DeliveredBatch {
                 receipt: single_record_id(&batch.file, batch.generation, record.version.line),
                 file: batch.file.clone(),

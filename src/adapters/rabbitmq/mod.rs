@@ -17,7 +17,7 @@ pub mod message;
 mod publisher;
 pub mod topology;
 
-pub use consumer::ConsumerPool;
+pub use consumer::{ConsumerPool, WEDGED_AFTER as CONSUMER_WEDGED_AFTER};
 pub use link::{Link, LinkError};
 pub use publisher::RabbitDelivery;
 
