@@ -371,6 +371,34 @@ fn a_publisher_stopped_inside_a_unit_resumes_each_file_exactly_once() {
     }
 }
 
+/// A shutdown inside a unit commits the files the unit settled: they went out whole and
+/// confirmed, so the next start resumes only the file the shutdown cut.
+#[test]
+fn a_shutdown_inside_a_unit_commits_the_files_it_settled() {
+    let inbox = tempfile::tempdir().unwrap();
+    generate(inbox.path(), "SEV", 4, 300, 17);
+    let names = names_by_seq(inbox.path());
+    let s = sandbox("records_per_message = 10");
+    copy_inbox(inbox.path(), &s);
+    // 30 messages a file: the first file goes alone and is committed; the shutdown lands
+    // half-way through the unit's second file, once its first is settled.
+    let out =
+        s.command(&["run", "--once"]).env("ESR_INGEST_FAULT", "publisher-stop-after-confirms:75").output().unwrap();
+    let log = describe(&out);
+    assert!(log.contains("committing the files it settled"), "{log}");
+    let st = s.status_json();
+    let seq = |name: &str| name.trim_end_matches(".DAT").rsplit('_').next().unwrap().parse::<u64>().unwrap();
+    assert!(
+        common::next_seq(&st, "SEV") >= Some(seq(&names[2])),
+        "the stream is past the file the unit settled before the shutdown: {st:#}\n{log}"
+    );
+    let cut = ledger_entry(&s, &names[2]).generation;
+
+    s.run_once();
+    assert_exactly_once(&s, &embedded_export(inbox.path()), 4, 1200, "after the next start");
+    assert_resumed_under(&s, &names[2], cut, 300);
+}
+
 #[test]
 fn faults_inside_units_lose_and_double_nothing() {
     let inbox = tempfile::tempdir().unwrap();

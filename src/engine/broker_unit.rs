@@ -23,9 +23,10 @@
 //! - Each file is settled (every message confirmed) before the next one starts, and gets
 //!   the ledger entry and counts it would get alone; the unit's commit writes them all
 //!   with the stream's advance, or nothing.
-//! - When a file cannot be delivered, the files settled before it are committed as they
-//!   are (with the stream's advance up to them), and the region waits for a later pass,
-//!   as a file deferred on the one-file way does: that pass reads the intent back from the
+//! - When a file cannot be delivered, or the shutdown stops the unit, the files settled
+//!   before it are committed as they are (with the stream's advance up to them). After a
+//!   failure the region waits for a later pass, as a file deferred on the one-file way
+//!   does: that pass (or after a shutdown, the next start) reads the intent back from the
 //!   store and resumes the file under the same generation, whose receipts still count.
 //!   When the unit's commit fails (perhaps after taking effect), the region waits too.
 //! - A unit holds the kept lines of two files at most (the one going out, the next one),
@@ -126,7 +127,7 @@ impl Engine {
                     settled.plan = after;
                     self.heartbeat.beat();
                 }
-                Err(EngineError::Cancelled) => return Err(EngineError::Cancelled),
+                Err(EngineError::Cancelled) => return self.unit_stopped(stream, settled, (ledger, report)).await,
                 Err(error) => {
                     tracing::warn!(region = %region, file = %action.name, error = %error,
                         "file of a unit not delivered; the files settled before it are committed, the region waits for a later pass");
@@ -135,9 +136,15 @@ impl Engine {
             }
             // The next file's intent only now that this one is settled: a file counts as
             // started only once every file before it went out whole.
-            current = match next? {
-                Some(next) if self.write_intent(&next, cancel).await? => next,
-                _ => break,
+            let intent = match next {
+                Ok(Some(next)) => self.write_intent(&next, cancel).await.map(|written| written.then_some(next)),
+                other => other,
+            };
+            current = match intent {
+                Ok(Some(next)) => next,
+                Ok(None) => break,
+                Err(EngineError::Cancelled) => return self.unit_stopped(stream, settled, (ledger, report)).await,
+                Err(e) => return Err(e),
             };
         }
         let Some(delivery) = delivery else { return Ok(Grouped::Alone) }; // a file went out
@@ -172,17 +179,7 @@ impl Engine {
         (ledger, report): (&mut HashMap<String, LedgerEntry>, &mut PassReport),
         cancel: &CancellationToken,
     ) -> Result<Grouped, EngineError> {
-        if !settled.files.is_empty() {
-            let Settled { mut commit, files, plan } = settled;
-            commit.streams = plan.records();
-            match self.commit(commit, cancel).await {
-                Ok(()) => self.applied_unit(stream, plan, files, ledger, report),
-                Err(e) if matches!(e, EngineError::Cancelled) || e.is_fenced() => return Err(e),
-                Err(e) => {
-                    tracing::warn!(region = %stream.region(), error = %e, "files settled in a unit not committed")
-                }
-            }
-        }
+        self.commit_settled(stream, settled, (ledger, report), cancel).await?;
         // As on the one-file way: only a transient error or one of the file's own object
         // defers it; any other ends the pass.
         if error.is_transient() || matches!(error, EngineError::Source(_)) {
@@ -190,6 +187,48 @@ impl Engine {
         } else {
             Err(error)
         }
+    }
+
+    /// A unit stopped by the shutdown: the files it settled went out whole and confirmed,
+    /// so they are committed (with the stream's advance up to them) before the
+    /// cancellation goes on; without that, the next start would publish them again. That
+    /// commit does not watch the cancelled token: `shutdown_timeout` bounds it, as it bounds
+    /// the whole shutdown.
+    async fn unit_stopped<O: UnitOrder>(
+        &self,
+        stream: &mut O,
+        settled: Settled<O>,
+        (ledger, report): (&mut HashMap<String, LedgerEntry>, &mut PassReport),
+    ) -> Result<Grouped, EngineError> {
+        if !settled.files.is_empty() {
+            tracing::info!(region = %stream.region(), files = settled.files.len(),
+                "shutdown inside a unit of files: committing the files it settled");
+            self.commit_settled(stream, settled, (ledger, report), &CancellationToken::new()).await?;
+        }
+        Err(EngineError::Cancelled)
+    }
+
+    /// Commits the files a unit settled, if any, with the stream's advance up to them. A
+    /// commit refused for another reason than a cancellation or a lost lease is logged:
+    /// the files are resumed by a later pass, under the same generations.
+    async fn commit_settled<O: UnitOrder>(
+        &self,
+        stream: &mut O,
+        settled: Settled<O>,
+        (ledger, report): (&mut HashMap<String, LedgerEntry>, &mut PassReport),
+        cancel: &CancellationToken,
+    ) -> Result<(), EngineError> {
+        if settled.files.is_empty() {
+            return Ok(());
+        }
+        let Settled { mut commit, files, plan } = settled;
+        commit.streams = plan.records();
+        match self.commit(commit, cancel).await {
+            Ok(()) => self.applied_unit(stream, plan, files, ledger, report),
+            Err(e) if matches!(e, EngineError::Cancelled) || e.is_fenced() => return Err(e),
+            Err(e) => tracing::warn!(region = %stream.region(), error = %e, "files settled in a unit not committed"),
+        }
+        Ok(())
     }
 
     /// The next file the unit takes, validated (advancing `plan` past it); `None` when

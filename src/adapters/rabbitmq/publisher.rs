@@ -44,28 +44,46 @@ use std::time::Duration;
 /// makes the process exit (code 70) once N messages are confirmed: a delivery stopped
 /// half-way, with part of the file at the consumers. `publisher-fail-after-confirms:N`
 /// makes the delivery fail once, right after the Nth confirm, with the process going on.
+/// `publisher-stop-after-confirms:N` sends the process a SIGTERM at the Nth confirm and
+/// holds the publisher 300 ms, so the shutdown lands inside the file.
 /// Read once; inert unless set.
 fn after_confirm() -> Result<(), DeliveryError> {
     use std::sync::atomic::{AtomicU64, Ordering};
-    static HOOK: std::sync::OnceLock<Option<(bool, u64)>> = std::sync::OnceLock::new();
+    enum Hook {
+        Exit,
+        Fail,
+        Stop,
+    }
+    static HOOK: std::sync::OnceLock<Option<(Hook, u64)>> = std::sync::OnceLock::new();
     static CONFIRMED: AtomicU64 = AtomicU64::new(0);
     let hook = HOOK.get_or_init(|| {
         let fault = std::env::var("ESR_INGEST_FAULT").ok()?;
-        let (exit, n) = match fault.strip_prefix("publisher-exit-after-confirms:") {
-            Some(n) => (true, n),
-            None => (false, fault.strip_prefix("publisher-fail-after-confirms:")?),
-        };
-        Some((exit, n.parse().ok()?))
+        let (hook, n) = [
+            (Hook::Exit, "publisher-exit-after-confirms:"),
+            (Hook::Fail, "publisher-fail-after-confirms:"),
+            (Hook::Stop, "publisher-stop-after-confirms:"),
+        ]
+        .into_iter()
+        .find_map(|(hook, prefix)| Some((hook, fault.strip_prefix(prefix)?)))?;
+        Some((hook, n.parse().ok()?))
     });
-    let Some((exit, limit)) = *hook else { return Ok(()) };
+    let Some((hook, limit)) = hook else { return Ok(()) };
     let confirmed = CONFIRMED.fetch_add(1, Ordering::SeqCst) + 1;
-    if exit && confirmed >= limit {
-        tracing::error!(confirmed = limit, "ESR_INGEST_FAULT: exiting with the file half delivered");
-        std::process::exit(70);
-    }
-    if !exit && confirmed == limit {
-        tracing::error!(confirmed = limit, "ESR_INGEST_FAULT: failing the delivery half-way");
-        return Err(DeliveryError::Unavailable(format!("ESR_INGEST_FAULT: failed after {limit} confirms")));
+    match hook {
+        Hook::Exit if confirmed >= *limit => {
+            tracing::error!(confirmed = limit, "ESR_INGEST_FAULT: exiting with the file half delivered");
+            std::process::exit(70);
+        }
+        Hook::Fail if confirmed == *limit => {
+            tracing::error!(confirmed = limit, "ESR_INGEST_FAULT: failing the delivery half-way");
+            return Err(DeliveryError::Unavailable(format!("ESR_INGEST_FAULT: failed after {limit} confirms")));
+        }
+        Hook::Stop if confirmed == *limit => {
+            tracing::error!(confirmed = limit, "ESR_INGEST_FAULT: sending this process a SIGTERM");
+            let _ = std::process::Command::new("kill").args(["-TERM", &std::process::id().to_string()]).status();
+            std::thread::sleep(Duration::from_millis(300)); // a test hook: the signal's task runs meanwhile
+        }
+        _ => {}
     }
     Ok(())
 }
