@@ -371,34 +371,65 @@ fn a_publisher_stopped_inside_a_unit_resumes_each_file_exactly_once() {
     }
 }
 
-/// A shutdown inside a unit commits the files the unit settled: they went out whole and
-/// confirmed, so the next start resumes only the file the shutdown cut.
+/// A shutdown half-way through a unit's file (its pump sees the cancellation between two
+/// chunks) commits the files the unit settled before it; the next start resumes only the
+/// cut file, under its first generation.
 #[test]
-fn a_shutdown_inside_a_unit_commits_the_files_it_settled() {
-    let inbox = tempfile::tempdir().unwrap();
-    generate(inbox.path(), "SEV", 4, 300, 17);
-    let names = names_by_seq(inbox.path());
-    let s = sandbox("records_per_message = 10");
-    copy_inbox(inbox.path(), &s);
-    // 30 messages a file: the first file goes alone and is committed; the shutdown lands
-    // half-way through the unit's second file, once its first is settled.
-    let out =
-        s.command(&["run", "--once"]).env("ESR_INGEST_FAULT", "publisher-stop-after-confirms:75").output().unwrap();
-    let log = describe(&out);
-    assert!(log.contains("committing the files it settled"), "{log}");
+fn a_shutdown_inside_a_unit_s_file_commits_the_files_settled_before_it() {
+    // 120 messages a file, 8 in flight, so confirms come while a file is still being
+    // published: the first file goes alone; the shutdown lands in the unit's second file.
+    let (inbox, names, s) = stopped_inside_a_unit(1200, "records_per_message = 10\nin_flight = 8", 120 + 120 + 20);
     let st = s.status_json();
-    let seq = |name: &str| name.trim_end_matches(".DAT").rsplit('_').next().unwrap().parse::<u64>().unwrap();
-    assert!(
-        common::next_seq(&st, "SEV") >= Some(seq(&names[2])),
-        "the stream is past the file the unit settled before the shutdown: {st:#}\n{log}"
-    );
-    let cut = ledger_entry(&s, &names[2]).generation;
+    assert_eq!(common::next_seq(&st, "SEV"), Some(seq_of(&names[2])), "the stream is at the cut file: {st:#}");
+    let cut = ledger_entry(&s, &names[2]);
+    let counted = with_store(&s, |store| async move { store.delivery_progress(&cut.name, cut.generation).await });
+    assert!(counted.unwrap().total() < 1200, "the cut file was not whole at the consumers");
+
+    s.run_once();
+    assert_exactly_once(&s, &embedded_export(inbox.path()), 4, 4800, "after the next start");
+    let first = ledger_entry(&s, &names[1]).generation;
+    assert_resumed_under(&s, &names[1], first, 1200); // committed before the shutdown, not sent again
+    assert_resumed_under(&s, &names[2], cut.generation, 1200);
+}
+
+/// A shutdown between two files of a unit (the next file's intent not yet written)
+/// commits every file the unit settled.
+#[test]
+fn a_shutdown_between_a_unit_s_files_commits_the_files_it_settled() {
+    // 30 messages a file, all published before the first confirm: the hook fires while
+    // the unit's second file settles, and the shutdown is seen at the third file's intent.
+    let (inbox, names, s) = stopped_inside_a_unit(300, "records_per_message = 10", 30 + 30 + 15);
+    let st = s.status_json();
+    assert_eq!(common::next_seq(&st, "SEV"), Some(seq_of(&names[3])), "the stream is past the settled files: {st:#}");
 
     s.run_once();
     assert_exactly_once(&s, &embedded_export(inbox.path()), 4, 1200, "after the next start");
-    assert_resumed_under(&s, &names[2], cut, 300);
 }
 
+/// Four files of SEV with `lines` records each, run once with a SIGTERM at the `stop_at`th
+/// confirm; asserts the shutdown committed what the unit settled, in time.
+fn stopped_inside_a_unit(lines: u64, extra: &str, stop_at: u64) -> (tempfile::TempDir, Vec<String>, Sandbox) {
+    let inbox = tempfile::tempdir().unwrap();
+    generate(inbox.path(), "SEV", 4, lines, 17);
+    let names = names_by_seq(inbox.path());
+    let s = sandbox(extra);
+    copy_inbox(inbox.path(), &s);
+    let hook = format!("publisher-stop-after-confirms:{stop_at}");
+    let out = s.command(&["run", "--once"]).env("ESR_INGEST_FAULT", hook).output().unwrap();
+    let log = describe(&out);
+    assert!(log.contains("committing the files it settled"), "{log}");
+    assert!(!log.contains("passed before the shutdown finished"), "the shutdown finished in time: {log}");
+    (inbox, names, s)
+}
+
+fn seq_of(name: &str) -> u64 {
+    name.trim_end_matches(".DAT").rsplit('_').next().unwrap().parse().unwrap()
+}
+
+/// Faults at every port (calls failing before they take effect, or after it with the
+/// reply lost) while units of files go out: the files settled before a failure are
+/// committed, the others resume alone, and a clean run then leaves exactly the embedded
+/// result, every line counted once.
 #[test]
 fn faults_inside_units_lose_and_double_nothing() {
     let inbox = tempfile::tempdir().unwrap();
@@ -436,8 +467,7 @@ fn a_unit_that_fails_half_way_commits_what_it_settled() {
     assert_eq!(out.status.code(), Some(1), "the failed file is deferred\n{log}");
     assert!(log.contains("the files settled before it are committed"), "{log}");
     let st = s.status_json();
-    let seq = |name: &str| name.trim_end_matches(".DAT").rsplit('_').next().unwrap().parse::<u64>().unwrap();
-    assert_eq!(common::next_seq(&st, "SEV"), Some(seq(&names[2])), "the stream is past the settled files: {st:#}");
+    assert_eq!(common::next_seq(&st, "SEV"), Some(seq_of(&names[2])), "the stream is past the settled files: {st:#}");
 
     let first = ledger_entry(&s, &names[2]).generation;
 

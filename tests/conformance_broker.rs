@@ -76,7 +76,7 @@ async fn a_consumer_beats_while_it_applies_a_refused_call_message_by_message() {
              BEGIN SELECT RAISE(ABORT, 'refused by a test trigger'); END;",
         )
         .unwrap();
-    const MESSAGES: u64 = 200;
+    const MESSAGES: u64 = 100;
     let publisher = Arc::new(Link::new(&url, "beat publisher", settings.clone()));
     let delivery = RabbitDelivery::new(publisher, sqlite.clone());
     let mut d = delivery.open(conformance::delivery::ticket()).await.unwrap();
@@ -84,8 +84,8 @@ async fn a_consumer_beats_while_it_applies_a_refused_call_message_by_message() {
     d.settle().await.unwrap();
     drop(d);
 
-    // Every store call of the consumers takes 40 ms: the fallback takes seconds.
-    let plan = Arc::new(FaultPlan::new(1, 1.0, vec![FaultKind::Pause], Duration::from_millis(40)));
+    // Every store call of the consumers takes 100 ms: the fallback takes over 10 s.
+    let plan = Arc::new(FaultPlan::new(1, 1.0, vec![FaultKind::Pause], Duration::from_millis(100)));
     let slow: Arc<dyn Store> = Arc::new(UnreliableStore { inner: sqlite.clone(), plan });
     let heartbeat = esr_ingest::engine::Heartbeat::default();
     let cancel = CancellationToken::new();
@@ -94,9 +94,9 @@ async fn a_consumer_beats_while_it_applies_a_refused_call_message_by_message() {
     let layouts = esr_ingest::core::schema::Layouts::single(Arc::new(Layout::default_esr()));
     ConsumerPool::new(consumer, slow, layouts).spawn(cancel.clone(), &heartbeat);
 
-    // Watch the consumer while the fallback runs: silent for 2 s is already far more
-    // than one message takes. (`wedged_workers` at a later `now` asks for less silence.)
-    let probe_ahead = esr_ingest::adapters::rabbitmq::CONSUMER_WEDGED_AFTER - Duration::from_secs(2);
+    // Watch the consumer while the fallback runs: silent for 5 s is far more than one
+    // message takes. (`wedged_workers` at a later `now` asks for less silence.)
+    let probe_ahead = esr_ingest::adapters::rabbitmq::CONSUMER_WEDGED_AFTER - Duration::from_secs(5);
     let mut silent = Vec::new();
     let deadline = std::time::Instant::now() + Duration::from_secs(120);
     loop {
@@ -114,7 +114,7 @@ async fn a_consumer_beats_while_it_applies_a_refused_call_message_by_message() {
     }
     assert!(
         silent.is_empty(),
-        "the consumer was silent for over 2 s at {} probes, with applied = {silent:?}",
+        "the consumer was silent for over 5 s at {} probes, with applied = {silent:?}",
         silent.len()
     );
 }

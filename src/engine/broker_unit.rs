@@ -28,7 +28,8 @@
 //!   failure the region waits for a later pass, as a file deferred on the one-file way
 //!   does: that pass (or after a shutdown, the next start) reads the intent back from the
 //!   store and resumes the file under the same generation, whose receipts still count.
-//!   When the unit's commit fails (perhaps after taking effect), the region waits too.
+//!   At a shutdown that commit has [`SHUTDOWN_COMMIT_LIMIT`]. When the unit's commit
+//!   fails (perhaps after taking effect), the region waits too.
 //! - A unit holds the kept lines of two files at most (the one going out, the next one),
 //!   and is bounded like an in-process unit: [`UNIT_BYTES`] of objects, [`UNIT_TIME`],
 //!   and [`Delivery::group_lines`] lines.
@@ -46,6 +47,10 @@ use crate::ports::store::Commit;
 use std::collections::{BTreeMap, HashMap};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
+
+/// How long a shutdown waits for the commit of a unit's settled files (a store that does
+/// not answer must not hold the shutdown: the next start resumes the files instead).
+const SHUTDOWN_COMMIT_LIMIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// A file validated for the unit, waiting for its intent and its turn to go out.
 struct Checked<'a, O> {
@@ -192,8 +197,8 @@ impl Engine {
     /// A unit stopped by the shutdown: the files it settled went out whole and confirmed,
     /// so they are committed (with the stream's advance up to them) before the
     /// cancellation goes on; without that, the next start would publish them again. That
-    /// commit does not watch the cancelled token: `shutdown_timeout` bounds it, as it bounds
-    /// the whole shutdown.
+    /// commit does not watch the cancelled token; it has [`SHUTDOWN_COMMIT_LIMIT`] instead,
+    /// after which the next start resumes the files, as before.
     async fn unit_stopped<O: UnitOrder>(
         &self,
         stream: &mut O,
@@ -201,9 +206,15 @@ impl Engine {
         (ledger, report): (&mut HashMap<String, LedgerEntry>, &mut PassReport),
     ) -> Result<Grouped, EngineError> {
         if !settled.files.is_empty() {
-            tracing::info!(region = %stream.region(), files = settled.files.len(),
-                "shutdown inside a unit of files: committing the files it settled");
-            self.commit_settled(stream, settled, (ledger, report), &CancellationToken::new()).await?;
+            let (region, files) = (stream.region().to_string(), settled.files.len());
+            tracing::info!(region = %region, files, "shutdown inside a unit of files: committing the files it settled");
+            let uncancelled = CancellationToken::new();
+            let commit = self.commit_settled(stream, settled, (ledger, report), &uncancelled);
+            match tokio::time::timeout(SHUTDOWN_COMMIT_LIMIT, commit).await {
+                Ok(committed) => committed?,
+                Err(_) => tracing::warn!(region = %region, files, limit = ?SHUTDOWN_COMMIT_LIMIT,
+                    "files settled in a unit not committed at the shutdown; the next start resumes them"),
+            }
         }
         Err(EngineError::Cancelled)
     }

@@ -205,6 +205,7 @@ impl ConsumerPool {
                     deliveries.push(delivery);
                 }
                 Err(Poison(reason)) => {
+                    beat.beat(); // each dead-lettering waits for its confirm
                     tracing::error!(message = %id, %reason, "message that cannot be applied; dead-lettered");
                     self.dead_letter(dead_letters, &delivery, &delivery.data, &id, &reason).await?;
                     done.push(delivery);
@@ -309,7 +310,13 @@ impl ConsumerPool {
             line: record.version.line,
             reason: reason.to_string(),
         };
-        let mut backoff = ExponentialBuilder::default().with_jitter().with_max_times(20).build();
+        // Bounded like a store call's retries, so the consumer beats again within its limit.
+        let mut backoff = ExponentialBuilder::default()
+            .with_jitter()
+            .with_max_delay(Duration::from_secs(5))
+            .with_total_delay(Some(STORE_RETRY_LIMIT))
+            .with_max_times(20)
+            .build();
         loop {
             match self.store.mark_dead_lettered(vec![mark.clone()]).await {
                 Ok(()) => return Ok(()),

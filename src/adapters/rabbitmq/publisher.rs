@@ -45,7 +45,8 @@ use std::time::Duration;
 /// half-way, with part of the file at the consumers. `publisher-fail-after-confirms:N`
 /// makes the delivery fail once, right after the Nth confirm, with the process going on.
 /// `publisher-stop-after-confirms:N` sends the process a SIGTERM at the Nth confirm and
-/// holds the publisher 300 ms, so the shutdown lands inside the file.
+/// holds the publisher 300 ms, so the cancellation is in place before the delivery goes
+/// on (the engine sees it at its next check: a file's next chunk, the next file).
 /// Read once; inert unless set.
 fn after_confirm() -> Result<(), DeliveryError> {
     use std::sync::atomic::{AtomicU64, Ordering};
