@@ -8,6 +8,7 @@ use common::broker::*;
 use common::{Sandbox, count, describe};
 use esr_ingest::adapters::sqlite::SqliteStore;
 use esr_ingest::core::ledger::LedgerEntry;
+use esr_ingest::core::name::{NameProfile, NameVerdict};
 use esr_ingest::ports::store::Store;
 use std::time::Duration;
 
@@ -422,8 +423,12 @@ fn stopped_inside_a_unit(lines: u64, extra: &str, stop_at: u64) -> (tempfile::Te
     (inbox, names, s)
 }
 
+/// The SEQ of a file name, as the name profile reads it.
 fn seq_of(name: &str) -> u64 {
-    name.trim_end_matches(".DAT").rsplit('_').next().unwrap().parse().unwrap()
+    match NameProfile::default().classify(name) {
+        NameVerdict::Batch(file) => file.seq,
+        other => panic!("{name} is not a batch file name: {other:?}"),
+    }
 }
 
 /// Faults at every port (calls failing before they take effect, or after it with the
@@ -480,7 +485,7 @@ fn a_unit_that_fails_half_way_commits_what_it_settled() {
 fn names_by_seq(inbox: &std::path::Path) -> Vec<String> {
     let mut names: Vec<String> =
         std::fs::read_dir(inbox).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
-    names.sort_by_key(|n| n.rsplit('_').next().unwrap_or_default().to_string());
+    names.sort_by_key(|n| seq_of(n));
     names
 }
 

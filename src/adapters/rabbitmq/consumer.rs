@@ -49,9 +49,9 @@ const GATHER_AT_MOST: Duration = Duration::from_millis(500);
 const IDLE_BEAT: Duration = Duration::from_secs(5);
 
 /// A consumer silent this long is wedged: longer than a store retry, a reconnect
-/// backoff and a dead-lettering together. A consumer beats at each turn of its loop and,
-/// when a store call is refused and its messages are applied one by one, at each message
-/// and each record split out: every step between two beats is one such call.
+/// backoff and a dead-lettering together. A consumer beats at each turn of its loop,
+/// before each store call (with its retries) and before dead-lettering a message it cannot
+/// decode, so a fallback through hundreds of such steps is progress, not a wedge.
 pub const WEDGED_AFTER: Duration = Duration::from_secs(240);
 
 /// Test hook: `ESR_INGEST_FAULT=consumer-exit-after-write` makes the process exit right
@@ -212,13 +212,11 @@ impl ConsumerPool {
                 }
             }
         }
-        match self.apply(&batches, cancel).await {
+        match self.apply(&batches, cancel, beat).await {
             Applied::Yes => done.extend(deliveries),
             Applied::Gave => return Ok(Handled::LetGo),
             Applied::Refused(reason) => {
                 tracing::warn!(%reason, "the store refused a record; applying these messages record by record");
-                // Each message is a store call or more: the consumer beats at each, so
-                // a long fallback is progress, not a wedge.
                 for (delivery, batch) in deliveries.into_iter().zip(batches) {
                     if !self.apply_split(&delivery, batch, dead_letters, cancel, beat).await? {
                         return Ok(Handled::LetGo);
@@ -240,21 +238,19 @@ impl ConsumerPool {
         cancel: &CancellationToken,
         beat: &WorkerBeat,
     ) -> Result<bool, String> {
-        beat.beat();
-        match self.apply(std::slice::from_ref(&batch), cancel).await {
+        match self.apply(std::slice::from_ref(&batch), cancel, beat).await {
             Applied::Yes => return Ok(true),
             Applied::Gave => return Ok(false),
             Applied::Refused(_) => {}
         }
         for record in &batch.records {
-            beat.beat();
             let single = DeliveredBatch {
                 receipt: single_record_id(&batch.file, batch.generation, record.version.line),
                 file: batch.file.clone(),
                 generation: batch.generation,
                 records: vec![record.clone()],
             };
-            match self.apply(std::slice::from_ref(&single), cancel).await {
+            match self.apply(std::slice::from_ref(&single), cancel, beat).await {
                 Applied::Yes => {}
                 Applied::Gave => return Ok(false),
                 Applied::Refused(reason) => {
@@ -265,7 +261,10 @@ impl ConsumerPool {
         Ok(true)
     }
 
-    async fn apply(&self, batches: &[DeliveredBatch], cancel: &CancellationToken) -> Applied {
+    /// One store call, retried while the store fails transiently (beating first: see
+    /// [`WEDGED_AFTER`]).
+    async fn apply(&self, batches: &[DeliveredBatch], cancel: &CancellationToken, beat: &WorkerBeat) -> Applied {
+        beat.beat();
         let mut backoff = ExponentialBuilder::default()
             .with_jitter()
             .with_min_delay(Duration::from_millis(50))
