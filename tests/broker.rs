@@ -393,6 +393,23 @@ fn a_shutdown_inside_a_unit_s_file_commits_the_files_settled_before_it() {
     assert_resumed_under(&s, &names[2], cut.generation, 1200);
 }
 
+/// A unit's file that fails while the shutdown is under way (its delivery gives up after
+/// the SIGTERM): the files the unit settled before it are committed all the same, so the
+/// next start does not send them again.
+#[test]
+fn a_file_failing_at_a_shutdown_still_commits_the_files_settled_before_it() {
+    let extra = "records_per_message = 10\nin_flight = 8";
+    let hook = "publisher-stop-then-fail-after-confirms";
+    let (inbox, names, s) = stopped_inside_a_unit_by(hook, 1200, extra, 120 + 120 + 20);
+    let st = s.status_json();
+    assert_eq!(common::next_seq(&st, "SEV"), Some(seq_of(&names[2])), "the stream is at the failed file: {st:#}");
+
+    s.run_once();
+    assert_exactly_once(&s, &embedded_export(inbox.path()), 4, 4800, "after the next start");
+    let first = ledger_entry(&s, &names[1]).generation;
+    assert_resumed_under(&s, &names[1], first, 1200); // committed at the shutdown, not sent again
+}
+
 /// A shutdown between two files of a unit (the next file's intent not yet written)
 /// commits every file the unit settled.
 #[test]
@@ -410,12 +427,23 @@ fn a_shutdown_between_a_unit_s_files_commits_the_files_it_settled() {
 /// Four files of SEV with `lines` records each, run once with a SIGTERM at the `stop_at`th
 /// confirm; asserts the shutdown committed what the unit settled, in time.
 fn stopped_inside_a_unit(lines: u64, extra: &str, stop_at: u64) -> (tempfile::TempDir, Vec<String>, Sandbox) {
+    stopped_inside_a_unit_by("publisher-stop-after-confirms", lines, extra, stop_at)
+}
+
+/// [`stopped_inside_a_unit`] with the test hook `hook` (one of the publisher's
+/// `…-after-confirms` hooks that sends the SIGTERM).
+fn stopped_inside_a_unit_by(
+    hook: &str,
+    lines: u64,
+    extra: &str,
+    stop_at: u64,
+) -> (tempfile::TempDir, Vec<String>, Sandbox) {
     let inbox = tempfile::tempdir().unwrap();
     generate(inbox.path(), "SEV", 4, lines, 17);
     let names = names_by_seq(inbox.path());
     let s = sandbox(extra);
     copy_inbox(inbox.path(), &s);
-    let hook = format!("publisher-stop-after-confirms:{stop_at}");
+    let hook = format!("{hook}:{stop_at}");
     let out = s.command(&["run", "--once"]).env("ESR_INGEST_FAULT", hook).output().unwrap();
     let log = describe(&out);
     assert!(log.contains("committing the files it settled"), "{log}");

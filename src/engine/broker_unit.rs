@@ -28,7 +28,8 @@
 //!   failure the region waits for a later pass, as a file deferred on the one-file way
 //!   does: that pass (or after a shutdown, the next start) reads the intent back from the
 //!   store and resumes the file under the same generation, whose receipts still count.
-//!   At a shutdown that commit has [`SHUTDOWN_COMMIT_LIMIT`]. When the unit's commit
+//!   At a shutdown (also when a file fails once it is under way) that commit has
+//!   [`SHUTDOWN_COMMIT_LIMIT`] and does not watch the cancelled token. When the unit's commit
 //!   fails (perhaps after taking effect), the region waits too.
 //! - A unit holds the kept lines of two files at most (the one going out, the next one),
 //!   and is bounded like an in-process unit: [`UNIT_BYTES`] of objects, [`UNIT_TIME`],
@@ -133,6 +134,14 @@ impl Engine {
                     self.heartbeat.beat();
                 }
                 Err(EngineError::Cancelled) => return self.unit_stopped(stream, settled, (ledger, report)).await,
+                // A file that fails once the shutdown is under way: the settled files are
+                // committed as at any shutdown (not under the cancelled token, which would
+                // leave them to be sent again); the failed file resumes at the next start.
+                Err(error) if cancel.is_cancelled() => {
+                    tracing::warn!(region = %region, file = %action.name, error = %error,
+                        "file of a unit not delivered at the shutdown; the next start resumes it");
+                    return self.unit_stopped(stream, settled, (ledger, report)).await;
+                }
                 Err(error) => {
                     tracing::warn!(region = %region, file = %action.name, error = %error,
                         "file of a unit not delivered; the files settled before it are committed, the region waits for a later pass");

@@ -47,13 +47,15 @@ use std::time::Duration;
 /// `publisher-stop-after-confirms:N` sends the process a SIGTERM at the Nth confirm and
 /// holds the publisher 300 ms, so the cancellation is in place before the delivery goes
 /// on (the engine sees it at its next check: a file's next chunk, the next file).
-/// Read once; inert unless set.
+/// `publisher-stop-then-fail-after-confirms:N` does the same, then fails the delivery: a
+/// file that fails while the shutdown is under way. Read once; inert unless set.
 fn after_confirm() -> Result<(), DeliveryError> {
     use std::sync::atomic::{AtomicU64, Ordering};
     enum Hook {
         Exit,
         Fail,
         Stop,
+        StopThenFail,
     }
     static HOOK: std::sync::OnceLock<Option<(Hook, u64)>> = std::sync::OnceLock::new();
     static CONFIRMED: AtomicU64 = AtomicU64::new(0);
@@ -63,6 +65,7 @@ fn after_confirm() -> Result<(), DeliveryError> {
             (Hook::Exit, "publisher-exit-after-confirms:"),
             (Hook::Fail, "publisher-fail-after-confirms:"),
             (Hook::Stop, "publisher-stop-after-confirms:"),
+            (Hook::StopThenFail, "publisher-stop-then-fail-after-confirms:"),
         ]
         .into_iter()
         .find_map(|(hook, prefix)| Some((hook, fault.strip_prefix(prefix)?)))?;
@@ -79,10 +82,15 @@ fn after_confirm() -> Result<(), DeliveryError> {
             tracing::error!(confirmed = limit, "ESR_INGEST_FAULT: failing the delivery half-way");
             return Err(DeliveryError::Unavailable(format!("ESR_INGEST_FAULT: failed after {limit} confirms")));
         }
-        Hook::Stop if confirmed == *limit => {
+        Hook::Stop | Hook::StopThenFail if confirmed == *limit => {
             tracing::error!(confirmed = limit, "ESR_INGEST_FAULT: sending this process a SIGTERM");
             let _ = std::process::Command::new("kill").args(["-TERM", &std::process::id().to_string()]).status();
             std::thread::sleep(Duration::from_millis(300)); // a test hook: the signal's task runs meanwhile
+            if matches!(hook, Hook::StopThenFail) {
+                return Err(DeliveryError::Unavailable(format!(
+                    "ESR_INGEST_FAULT: failed at the shutdown after {limit} confirms"
+                )));
+            }
         }
         _ => {}
     }
