@@ -1,6 +1,6 @@
 //! Broker faults, each on a RabbitMQ node of the test's own: the broker SIGKILLed and
-//! restarted mid-publish, frozen (SIGSTOP) for 20 s, and blocked by a memory alarm from
-//! the start.
+//! restarted mid-publish, frozen (SIGSTOP) for 20 s, blocked by a memory alarm from the
+//! start, and every connection closed between two files of a unit.
 //! Each asserts that nothing is lost: the final export equals the embedded export of the
 //! same files, and every line is counted once.
 
@@ -117,4 +117,38 @@ fn memory_alarm_pauses_publishing_until_lifted() {
     assert!(lifted.status.success(), "{}", common::describe(&lifted));
     let scenario = Scenario { node, inbox, sandbox, run, log };
     let _ = scenario.finishes_losing_nothing("the memory alarm");
+}
+
+/// Every connection closed by the broker exactly between two files of a unit (the first
+/// settled, the next not yet published on the unit's channel): the unit goes on over a
+/// new connection, the consumers reconnect, and each file is counted once, under the
+/// generation it started with.
+#[test]
+fn connections_closed_between_two_files_of_a_unit() {
+    let node = RabbitNode::start();
+    let inbox = tempfile::tempdir().unwrap();
+    generate(inbox.path(), "SEV", 4, 300, 23);
+    let s = Sandbox::with_config(&broker_config(&node.url(), &unique("esr-fault"), "records_per_message = 10"));
+    copy_inbox(inbox.path(), &s);
+    // The first file goes alone; the unit of the other three pauses when it moves on to
+    // its second file.
+    let (mut run, log) = spawn_run_once(&s, &[("ESR_INGEST_FAULT", "publisher-pause-between-files:1")]);
+    eventually_while_running("the pause between two files", LIMIT, &mut run, &log, |_| {
+        log_text(&log).contains("pausing between two files of a unit")
+    });
+    let closed = node.ctl(&["close_all_connections", "closed by the test"]);
+    assert!(closed.status.success(), "{}", common::describe(&closed));
+    let status = wait_with_limit(&mut run, LIMIT);
+    let text = log_text(&log);
+    assert!(status.success(), "run --once survives the closed connections\n{text}");
+    assert!(text.contains("reconnect"), "the closed connection was noticed\n{text}");
+
+    assert_eq!(s.export_raw(), embedded_export(inbox.path()), "final export equals the embedded export");
+    let st = s.status_json();
+    assert_eq!(count(&st, "applied_files"), 4, "{st}");
+    let counted = count(&st, "records_applied") + count(&st, "records_stale") + count(&st, "records_unchanged");
+    assert_eq!(counted, 1200, "every line counted once: {st}");
+    // The unit stayed whole across the reconnect: none of its files was deferred to resume.
+    assert_eq!(text.matches("together=3").count(), 3, "the unit's three files went out together\n{text}");
+    assert!(!text.contains("not delivered"), "no file of the unit failed\n{text}");
 }

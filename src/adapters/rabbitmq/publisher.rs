@@ -97,6 +97,28 @@ fn after_confirm() -> Result<(), DeliveryError> {
     Ok(())
 }
 
+/// Test hook: `ESR_INGEST_FAULT=publisher-pause-between-files:N` holds a unit's delivery
+/// for [`BETWEEN_FILES_PAUSE`] when it moves on to its next file for the Nth time (counted
+/// over the process), its current file settled, so a test can break the connection
+/// exactly at that boundary. Read once; inert unless set.
+async fn between_files() {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static AT: std::sync::OnceLock<Option<u64>> = std::sync::OnceLock::new();
+    static MOVES: AtomicU64 = AtomicU64::new(0);
+    let at = AT.get_or_init(|| {
+        let fault = std::env::var("ESR_INGEST_FAULT").ok()?;
+        fault.strip_prefix("publisher-pause-between-files:")?.parse().ok()
+    });
+    let Some(at) = at else { return };
+    if MOVES.fetch_add(1, Ordering::SeqCst) + 1 == *at {
+        tracing::error!(pause = ?BETWEEN_FILES_PAUSE, "ESR_INGEST_FAULT: pausing between two files of a unit");
+        tokio::time::sleep(BETWEEN_FILES_PAUSE).await;
+    }
+}
+
+/// How long [`between_files`] holds the delivery.
+const BETWEEN_FILES_PAUSE: Duration = Duration::from_secs(4);
+
 /// How long a confirm may take before the connection is presumed dead (unless blocked).
 const CONFIRM_WAIT: Duration = Duration::from_secs(30);
 /// How often a wait on a blocked broker is logged.
@@ -508,6 +530,7 @@ impl FileDelivery for RabbitFile {
     /// published again after a reconnect stays right.
     async fn next_file(&mut self, ticket: FileTicket) -> Result<(), DeliveryError> {
         self.settle().await?;
+        between_files().await;
         self.ticket = ticket;
         self.rejected = 0;
         Ok(())
