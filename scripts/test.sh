@@ -38,6 +38,9 @@ cargo fmt --all -- --check
 step "clippy (warnings are errors)"
 cargo clippy --all-targets --locked -- -D warnings
 
+step "rustdoc (broken links in doc comments are errors)"
+RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --lib --locked
+
 # RabbitMQ blocks every publisher when its disk runs low (a disk alarm), and the broker
 # tests would then wait without an obvious cause: say so up front instead.
 free_kib="$(df -Pk "${TMPDIR:-/tmp}" | awk 'NR == 2 { print $4 }')"

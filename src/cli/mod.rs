@@ -54,7 +54,7 @@ pub enum Command {
         /// Process everything that can be processed now, then exit.
         #[arg(long)]
         once: bool,
-        /// Health server address (overrides [health] listen).
+        /// Health server address (overrides `listen` of the configuration's health section).
         #[arg(long, value_name = "ADDR")]
         listen: Option<SocketAddr>,
     },

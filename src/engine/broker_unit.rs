@@ -32,12 +32,12 @@
 //!   [`SHUTDOWN_COMMIT_LIMIT`] and does not watch the cancelled token. When the unit's commit
 //!   fails (perhaps after taking effect), the region waits too.
 //! - A unit holds the kept lines of two files at most (the one going out, the next one),
-//!   and is bounded like an in-process unit: [`UNIT_BYTES`] of objects, [`UNIT_TIME`],
+//!   and is bounded like an in-process unit ([`Taken`]): bytes of objects, time open,
 //!   and [`Delivery::group_lines`] lines.
 //!
 //! [`Delivery::group_lines`]: crate::ports::delivery::Delivery::group_lines
 
-use super::group::{Grouped, InUnit, UNIT_BYTES, UNIT_TIME, UnitOrder, file_span, joins_a_unit};
+use super::group::{Grouped, InUnit, Taken, UnitOrder, file_span, joins_a_unit};
 use super::process::{KEEP_BYTES, Parsing, Ready};
 use super::{Engine, EngineError, PassReport};
 use crate::core::ledger::{LedgerEntry, Listed};
@@ -63,25 +63,6 @@ struct Checked<'a, O> {
     after: O,
 }
 
-/// How much a unit has taken, against its bounds.
-struct Taken {
-    files: usize,
-    most: usize,
-    lines: u64,
-    bytes: u64,
-    opened: std::time::Instant,
-}
-
-impl Taken {
-    /// Whether a further file of `size` bytes may join.
-    fn room_for(&self, size: u64, group_lines: u64) -> bool {
-        self.files < self.most
-            && self.lines < group_lines
-            && (self.files == 0 || self.bytes + size <= UNIT_BYTES)
-            && self.opened.elapsed() < UNIT_TIME
-    }
-}
-
 /// What a unit has settled and not yet committed.
 struct Settled<O> {
     commit: Commit,
@@ -102,7 +83,7 @@ impl Engine {
         cancel: &CancellationToken,
     ) -> Result<Grouped, EngineError> {
         let region = stream.region().to_string();
-        let mut taken = Taken { files: 0, most, lines: 0, bytes: 0, opened: std::time::Instant::now() };
+        let mut taken = Taken::new(most);
         let mut plan = stream.clone();
         let first = self.validate_next(&mut plan, (objects, &*ledger), &mut taken, cancel).await?;
         let mut current = match first {
@@ -280,8 +261,7 @@ impl Engine {
                 return Ok(None);
             }
         };
-        (taken.files, taken.lines, taken.bytes) =
-            (taken.files + 1, taken.lines + ready.record_lines(), taken.bytes + listed.size);
+        taken.took(listed.size, ready.record_lines());
         plan.applied(&action.name, action.seq);
         Ok(Some(Checked { action, ready, parsing, listed, after: plan.clone() }))
     }

@@ -51,6 +51,55 @@ pub(super) const UNIT_BYTES: u64 = 16 << 20;
 /// regions, other processes) waits for it, and a crash loses at most this much work.
 pub(super) const UNIT_TIME: std::time::Duration = std::time::Duration::from_secs(2);
 
+/// How much a unit has taken, against its bounds: at most `most` files and
+/// [`Delivery::group_lines`] lines, [`UNIT_BYTES`] of objects (a first file of any size),
+/// open for [`UNIT_TIME`]. Both kinds of unit (in-process here, `engine::broker_unit`)
+/// ask it before taking a file.
+///
+/// [`Delivery::group_lines`]: crate::ports::delivery::Delivery::group_lines
+pub(super) struct Taken {
+    files: usize,
+    most: usize,
+    lines: u64,
+    bytes: u64,
+    opened: std::time::Instant,
+}
+
+impl Taken {
+    pub(super) fn new(most: usize) -> Self {
+        Self { files: 0, most, lines: 0, bytes: 0, opened: std::time::Instant::now() }
+    }
+
+    /// Whether a further file of `size` bytes may join.
+    pub(super) fn room_for(&self, size: u64, group_lines: u64) -> bool {
+        self.files < self.most
+            && self.lines < group_lines
+            && (self.files == 0 || self.bytes + size <= UNIT_BYTES)
+            && self.still_open()
+    }
+
+    /// Whether the unit has been open less than [`UNIT_TIME`].
+    pub(super) fn still_open(&self) -> bool {
+        self.opened.elapsed() < UNIT_TIME
+    }
+
+    /// Counts a file taken: `size` bytes of object, `lines` record lines (0 when not known
+    /// yet: [`Self::lines_known`] adds them).
+    pub(super) fn took(&mut self, size: u64, lines: u64) {
+        (self.files, self.bytes, self.lines) = (self.files + 1, self.bytes + size, self.lines + lines);
+    }
+
+    /// Adds the record lines of a file taken before its lines were known.
+    pub(super) fn lines_known(&mut self, lines: u64) {
+        self.lines += lines;
+    }
+
+    /// Files and bytes the unit may still take after the one in hand (read ahead).
+    pub(super) fn room_after_this(&self) -> (usize, u64) {
+        (self.most.saturating_sub(self.files), UNIT_BYTES.saturating_sub(self.bytes))
+    }
+}
+
 /// What [`Engine::apply_group`] did.
 pub(super) enum Grouped {
     /// The files were applied together; the stream advanced past them.
@@ -234,18 +283,14 @@ impl Engine {
         let mut unit: Option<Box<dyn FileDelivery>> = None;
         let mut commit = Commit::default();
         let mut files: Vec<InUnit> = Vec::new();
-        let (mut lines, mut bytes, opened) = (0u64, 0u64, std::time::Instant::now());
+        let mut taken = Taken::new(most);
         let mut ahead = ReadAhead::default();
-        while files.len() < most
-            && lines < self.delivery.group_lines()
-            && opened.elapsed() < UNIT_TIME
-            && let Some(action) = plan.next_action()
-        {
+        while let Some(action) = plan.next_action() {
             let (Some(entry), Some(listed)) = (ledger.get(&action.name), objects.get(&action.name)) else { break };
-            if !joins_a_unit(entry, listed) || (!files.is_empty() && bytes + listed.size > UNIT_BYTES) {
+            if !joins_a_unit(entry, listed) || !taken.room_for(listed.size, self.delivery.group_lines()) {
                 break;
             }
-            bytes += listed.size;
+            taken.took(listed.size, 0);
             let span = file_span(stream.region(), &action);
             let settled = async {
                 let parsing = match ahead.take(&action.name) {
@@ -257,8 +302,8 @@ impl Engine {
                 // now; their lines are not, so the line budget may still end the unit
                 // before them). Opening them goes along with this file's delivery.
                 let read_ahead = async {
-                    if opened.elapsed() < UNIT_TIME {
-                        let room = (most - files.len() - 1, UNIT_BYTES.saturating_sub(bytes));
+                    if taken.still_open() {
+                        let room = taken.room_after_this();
                         self.read_ahead(&mut ahead, &plan, &action, (objects, &*ledger), room).await;
                     }
                 };
@@ -285,7 +330,7 @@ impl Engine {
                 }
             };
             let entry = settled.ledger[0].clone(); // `settle_file` builds exactly one entry
-            lines += entry.record_lines;
+            taken.lines_known(entry.record_lines);
             commit.absorb(settled);
             plan.applied(&action.name, action.seq);
             files.push(InUnit { action, entry, next_seq: plan.next_seq() });

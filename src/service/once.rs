@@ -19,7 +19,7 @@ const DRAIN_CHECK: Duration = Duration::from_millis(20);
 const STOPPED: &str = "stopped by a shutdown request with files in flight";
 
 /// Waits until every file delivered to the broker is applied by the consumers; fails
-/// when the in-flight files make no progress for [`STALL_LIMIT`].
+/// when the in-flight files make no progress for `STALL_LIMIT` (60 s).
 pub async fn drain(engine: &Engine, cancel: &CancellationToken) -> anyhow::Result<()> {
     let (mut last, mut since) = (None, Instant::now());
     loop {
