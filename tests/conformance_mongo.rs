@@ -133,6 +133,69 @@ async fn a_former_owners_late_copy_out_cannot_put_back_an_older_ledger_entry() {
     assert_eq!(got.state, FileState::Applied, "the former owner's late copy put back an older entry");
 }
 
+/// A reader that copies out an owner's commit late (it found the journal document not
+/// yet done, then stalled: a scrape's read, another instance's pass) after the same owner,
+/// under the same token, wrote a newer entry of the file: the newer entry stays. Put back,
+/// the file would count as not yet counted and be applied (and counted) again. The same
+/// holds for how long the stream has been waiting (the gap alert's clock).
+#[tokio::test]
+async fn a_late_copy_of_an_owners_earlier_commit_cannot_put_back_its_older_entry() {
+    use chrono::TimeZone;
+    use esr_ingest::core::lease::Fence;
+    use esr_ingest::core::ledger::FileState;
+    use esr_ingest::core::sequencer::StreamRecord;
+    use esr_ingest::ports::store::Commit;
+    use mongodb::bson::doc;
+    let base = std::env::var("ESR_TEST_MONGO_URI").expect("ESR_TEST_MONGO_URI is not set: run scripts/test.sh");
+    let uri = database_uri(&base);
+    let store = MongoStore::open(&uri).await.expect("open");
+    let t0 = chrono::Utc.with_ymd_and_hms(2022, 8, 1, 12, 0, 0).unwrap();
+    let a = store.claim_lease("region/SEV", "a", chrono::TimeDelta::seconds(10), t0).await.unwrap().expect("lease");
+    let name = "DE_SEV_RMC_20220730_00000001.DAT";
+    let fenced = |state, waiting_since| Commit {
+        ledger: vec![conformance::store::entry(name, state)],
+        streams: vec![StreamRecord {
+            region: "SEV".into(),
+            next_seq: Some(1),
+            waiting_since,
+            skipped: Default::default(),
+        }],
+        fence: Some(Fence { lease: "region/SEV".into(), token: a.token }),
+        ..Default::default()
+    };
+    store.commit(fenced(FileState::Pending, Some(t0))).await.expect("the file pending, the stream waiting");
+    store.commit(fenced(FileState::Applied, None)).await.expect("then applied, same token");
+
+    // The reader's stale view: the first commit's journal document, not yet done.
+    let client = mongodb::Client::with_uri_str(&uri).await.expect("a client");
+    let db = client.default_database().expect("the test database");
+    let journal = db.collection::<mongodb::bson::Document>("journal");
+    let mut first = None;
+    let mut cursor = journal.find(doc! {}).sort(doc! { "_id": 1 }).await.expect("read the journal");
+    while cursor.advance().await.expect("next") {
+        let d = cursor.deserialize_current().expect("a document");
+        let pending = d
+            .get_array("ledger")
+            .ok()
+            .and_then(|l| l.first())
+            .and_then(|e| e.as_document())
+            .is_some_and(|e| e.get_str("_id") == Ok(name) && e.get_str("state") == Ok(FileState::Pending.as_str()));
+        if pending && first.is_none() {
+            first = Some(d.get("_id").cloned().expect("an id"));
+        }
+    }
+    let first = first.expect("the first commit's journal document");
+    journal.update_one(doc! { "_id": first }, doc! { "$set": { "done": false } }).await.expect("mark it not done");
+    drop(store);
+
+    let reopened = MongoStore::open(&uri).await.expect("open again (replays the journal)");
+    let snapshot = reopened.snapshot().await.unwrap();
+    let got = snapshot.ledger.iter().find(|e| e.name == name).expect("the entry");
+    assert_eq!(got.state, FileState::Applied, "a late copy of the owner's earlier commit put back its older entry");
+    let stream = snapshot.streams.iter().find(|s| s.region == "SEV").expect("the stream");
+    assert_eq!(stream.waiting_since, None, "a late copy restarted the clock of a stream no longer waiting");
+}
+
 /// The journal is folded into the counter roll-up and deleted; the counters do not
 /// change, later commits add to them, a retried commit whose journal document was folded
 /// away counts nothing again, and documents from before keys existed keep their counts.

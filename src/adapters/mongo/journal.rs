@@ -197,6 +197,7 @@ fn journal_documents(c: &Commit) -> Vec<Document> {
     let chunks: Vec<&[LedgerEntry]> =
         if c.ledger.is_empty() { vec![&[]] } else { c.ledger.chunks(LEDGER_PER_DOCUMENT).collect() };
     let last = chunks.len() - 1;
+    let order = next_order();
     chunks
         .into_iter()
         .enumerate()
@@ -213,6 +214,7 @@ fn journal_documents(c: &Commit) -> Vec<Document> {
             if let Some(fence) = &c.fence {
                 journal.insert("fence_lease", &fence.lease);
                 journal.insert("fence_token", signed(fence.token));
+                journal.insert("fence_order", order);
             }
             if i == last {
                 journal.insert("streams", c.streams.iter().map(stream_doc).collect::<Vec<_>>());
@@ -222,6 +224,21 @@ fn journal_documents(c: &Commit) -> Vec<Document> {
             journal
         })
         .collect()
+}
+
+/// The order of a fenced commit among the commits made under the same lease token, which
+/// only its owner makes: each one of this process is later than the one before (a hybrid
+/// clock: the time in microseconds, raised past the last value given). An owner restarted
+/// on the same host and process id renews its predecessor's token; its commits still come
+/// after the predecessor's, unless the clock went back by more than the restart took.
+fn next_order() -> i64 {
+    use std::sync::atomic::{AtomicI64, Ordering};
+    static LAST: AtomicI64 = AtomicI64::new(0);
+    let now = Utc::now().timestamp_micros();
+    let raise = |last: i64| Some(now.max(last.saturating_add(1)));
+    // `fetch_update` returns the value it replaced; `raise` never refuses.
+    let last = LAST.fetch_update(Ordering::SeqCst, Ordering::SeqCst, raise).unwrap_or_else(|last| last);
+    now.max(last.saturating_add(1))
 }
 
 /// The id of a commit's `chunk`-th journal document: derived from the commit's idempotency
@@ -310,10 +327,14 @@ fn audit_doc(a: &AuditEntry) -> Document {
 async fn copy_out(db: &Database, journal: &Document) -> Result<(), StoreError> {
     let id = journal.get_object_id("_id").map_err(|_| StoreError::Corrupt("journal document without _id".into()))?;
     let ledger = db.collection::<Document>(LEDGER);
-    let fence = journal.get_str("fence_lease").ok().zip(super::numbers::int(journal.get("fence_token")));
+    let fence = journal
+        .get_str("fence_lease")
+        .ok()
+        .zip(super::numbers::int(journal.get("fence_token")))
+        .map(|(lease, token)| Fenced { lease, token, order: super::numbers::int(journal.get("fence_order")) });
     for e in journal.get_array("ledger").map(|a| a.as_slice()).unwrap_or(&[]) {
         let Some(e) = e.as_document() else { continue };
-        copy_ledger_entry(&ledger, e, fence).await?;
+        copy_ledger_entry(&ledger, e, fence.as_ref()).await?;
     }
     let streams = db.collection::<Document>(STREAMS);
     for s in journal.get_array("streams").map(|a| a.as_slice()).unwrap_or(&[]) {
@@ -321,18 +342,16 @@ async fn copy_out(db: &Database, journal: &Document) -> Result<(), StoreError> {
         let skipped = s.get_array("skipped").cloned().unwrap_or_default();
         // `next_seq` only moves forward (`$max`), so a writer holding an older stream
         // state (an operator's skip racing a pass) cannot move it back.
-        let mut update = doc! {
-            "$set": { "waiting_since": s.get("waiting_since").cloned().unwrap_or(Bson::Null) },
-            "$addToSet": { "skipped": { "$each": skipped } },
-        };
+        let mut update = doc! { "$addToSet": { "skipped": { "$each": skipped } } };
         if let Some(next) = s.get("next_seq").filter(|n| !matches!(n, Bson::Null)) {
             update.insert("$max", doc! { "next_seq": next.clone() });
         }
-        streams
-            .update_one(doc! { "_id": s.get("_id").cloned().unwrap_or(Bson::Null) }, update)
-            .upsert(true)
-            .await
-            .map_err(map_err)?;
+        let region = s.get_str("_id").unwrap_or_default();
+        streams.update_one(doc! { "_id": region }, update).upsert(true).await.map_err(map_err)?;
+        // How long the stream has been waiting is set as a ledger entry is: a late copy of
+        // an earlier commit cannot restart (or clear) the clock of the gap alert.
+        let waiting = doc! { "waiting_since": s.get("waiting_since").cloned().unwrap_or(Bson::Null) };
+        write_fenced(&streams, region, waiting, fence.as_ref()).await?;
     }
     let audit = db.collection::<Document>(AUDIT);
     for (i, a) in journal.get_array("audit").map(|a| a.as_slice()).unwrap_or(&[]).iter().enumerate() {
@@ -350,48 +369,88 @@ async fn copy_out(db: &Database, journal: &Document) -> Result<(), StoreError> {
     Ok(())
 }
 
-/// Writes one ledger document from the journal. A fenced commit's copy records its token
-/// under its lease (`fences.<lease>`) and never overwrites a document written under a newer
-/// token of the same lease: an owner that paused between recording a commit and copying
-/// it out, and lost its lease meanwhile, cannot put back an older ledger entry over its
-/// successor's. Tokens of different leases are not compared (a bad name's entry moves to
-/// its region's lease once the name is judged a batch file). Unfenced writes (an
-/// operator's skip) set the fields and keep the tokens.
-///
-/// Three plain steps rather than one filter with `$or`/`$not` (which the MongoDB-wire
-/// stand-in in CI evaluates wrongly): update if the stored token is not newer, update if
-/// there is none, insert; a duplicate key on the insert means a newer token holds it.
+/// The fence of a journal document: its lease, the token it was written under, and its
+/// order among that token's commits ([`next_order`]; `None` in documents written before
+/// orders were).
+struct Fenced<'a> {
+    lease: &'a str,
+    token: i64,
+    order: Option<i64>,
+}
+
+/// Writes one ledger document from the journal (see [`write_fenced`]).
 async fn copy_ledger_entry(
     ledger: &Collection<Document>,
     e: &Document,
-    fence: Option<(&str, i64)>,
+    fence: Option<&Fenced<'_>>,
 ) -> Result<(), StoreError> {
     let name = e.get_str("_id").unwrap_or_default();
     let mut fields = e.clone();
     fields.remove("_id");
-    let Some((lease, token)) = fence else {
-        ledger.update_one(doc! { "_id": name }, doc! { "$set": fields }).upsert(true).await.map_err(map_err)?;
-        return Ok(());
+    if !write_fenced(ledger, name, fields, fence).await? {
+        tracing::warn!(file = %name, "a ledger entry written by a later commit of its lease is kept; the older copy is dropped");
+    }
+    Ok(())
+}
+
+/// Sets `fields` of document `id` from a journal document; `false` when a later commit
+/// holds it (nothing written). A fenced commit's copy records its token and order under
+/// its lease (`fences.<lease>`, `orders.<lease>`) and never overwrites what a later
+/// commit of the same lease wrote:
+/// - under a newer token: an owner that paused between recording a commit and copying it
+///   out, and lost its lease meanwhile, cannot put back an older ledger entry over its
+///   successor's;
+/// - under the same token with a higher order: a reader that found the owner's commit not
+///   yet done and copies it out late (a scrape, another instance's pass, each copying out
+///   what is pending before it reads) cannot put back what the owner has since replaced
+///   (a file counted would count as not yet counted, and be applied again).
+///
+/// Tokens of different leases are not compared (a bad name's entry moves to its region's
+/// lease once the name is judged a batch file). Unfenced writes (an operator's skip) set
+/// the fields and keep the tokens.
+///
+/// Plain steps rather than one filter with `$or`/`$not` (which the MongoDB-wire stand-in
+/// in CI evaluates wrongly): update if the stored token is older; if it is the same and
+/// the stored order is not later (or there is none); if there is no token; else insert. A
+/// duplicate key on the insert means a later commit holds it.
+async fn write_fenced(
+    collection: &Collection<Document>,
+    id: &str,
+    fields: Document,
+    fence: Option<&Fenced<'_>>,
+) -> Result<bool, StoreError> {
+    let Some(&Fenced { lease, token, order }) = fence else {
+        collection.update_one(doc! { "_id": id }, doc! { "$set": fields }).upsert(true).await.map_err(map_err)?;
+        return Ok(true);
     };
-    let path = format!("fences.{lease}");
+    let (token_path, order_path) = (format!("fences.{lease}"), format!("orders.{lease}"));
     let mut set = fields.clone();
-    set.insert(path.as_str(), token);
-    for guard in [doc! { "$lte": token }, doc! { "$exists": false }] {
-        let filter = doc! { "_id": name, path.as_str(): guard };
-        let done = ledger.update_one(filter, doc! { "$set": set.clone() }).await.map_err(map_err)?;
+    set.insert(token_path.as_str(), token);
+    if let Some(order) = order {
+        set.insert(order_path.as_str(), order);
+    }
+    let mut guards = vec![doc! { token_path.as_str(): { "$lt": token } }];
+    if let Some(order) = order {
+        guards.push(doc! { token_path.as_str(): token, order_path.as_str(): { "$lte": order } });
+    }
+    guards.push(doc! { token_path.as_str(): token, order_path.as_str(): { "$exists": false } });
+    guards.push(doc! { token_path.as_str(): { "$exists": false } });
+    for mut filter in guards {
+        filter.insert("_id", id);
+        let done = collection.update_one(filter, doc! { "$set": set.clone() }).await.map_err(map_err)?;
         if done.matched_count > 0 {
-            return Ok(());
+            return Ok(true);
         }
     }
     let mut fresh = fields;
-    fresh.insert("_id", name);
+    fresh.insert("_id", id);
     fresh.insert("fences", doc! { lease: token });
-    match ledger.insert_one(fresh).await {
-        Ok(_) => Ok(()),
-        Err(e) if super::errors::server_code(&e) == Some(super::errors::DUPLICATE_KEY) => {
-            tracing::warn!(file = %name, "a ledger entry written under a newer lease is kept; the older copy is dropped");
-            Ok(())
-        }
+    if let Some(order) = order {
+        fresh.insert("orders", doc! { lease: order });
+    }
+    match collection.insert_one(fresh).await {
+        Ok(_) => Ok(true),
+        Err(e) if super::errors::server_code(&e) == Some(super::errors::DUPLICATE_KEY) => Ok(false),
         Err(e) => Err(map_err(e)),
     }
 }
