@@ -204,6 +204,101 @@ async fn an_s3_event_notification_starts_work_within_seconds() {
     assert!(took < std::time::Duration::from_secs(20), "applied {took:?} after the event");
 }
 
+/// Two instances on one MongoDB store consume the same queue of S3 event notifications:
+/// each notification reaches one of them, often not the one that drives the region. The
+/// keys it names are handed to the owner, so every announced file is applied within
+/// seconds, with the full listing an hour away.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn notifications_reaching_the_instance_without_the_region_are_handed_to_its_owner() {
+    use lapin::options::{BasicPublishOptions, ExchangeDeclareOptions};
+    use lapin::types::FieldTable;
+    let work = tempfile::tempdir().unwrap();
+    let names = unique("esr-handoff");
+    let bucket = unique("esr-handoff").to_lowercase();
+    upload_shuffled(&bucket, "in/", &[], 1).await;
+    let events_exchange = format!("{names}.s3-events");
+    let conn = lapin::Connection::connect(&amqp_url(), lapin::ConnectionProperties::default()).await.unwrap();
+    let channel = conn.create_channel().await.unwrap();
+    let durable = ExchangeDeclareOptions { durable: true, ..Default::default() };
+    let kind = lapin::ExchangeKind::Fanout;
+    channel.exchange_declare(events_exchange.as_str().into(), kind, durable, FieldTable::default()).await.unwrap();
+    let config = format!(
+        "{}[s3]\nendpoint = \"{}\"\nregion = \"us-east-1\"\nforce_path_style = true\nevents_queue = \"{names}.events\"\n\
+         events_exchange = \"{events_exchange}\"\nreconcile_interval = \"1h\"\n",
+        broker_config(&amqp_url(), &names, ""),
+        s3_endpoint()
+    );
+    std::fs::write(work.path().join("esr.toml"), config).unwrap();
+    let source = format!("s3://{bucket}/in/");
+    let store = format!("{}/{}", mongo_uri().trim_end_matches('/'), names.replace('-', "_"));
+    let base = |args: &[&str]| {
+        let mut c = Command::new(common::bin());
+        c.current_dir(work.path()).args(["--config", "esr.toml", "--source", &source, "--store", &store]).args(args);
+        c
+    };
+    let mut services = Vec::new();
+    let mut logs = Vec::new();
+    for n in 0..2 {
+        let log = work.path().join(format!("run-{n}.log"));
+        let service = base(&["run", "--listen", "127.0.0.1:0"])
+            .stderr(std::fs::File::create(&log).unwrap())
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        services.push(common::KillOnDrop(service)); // no service outlives a failed assertion
+        eventually("the events listener", std::time::Duration::from_secs(30), || {
+            log_text(&log).contains("listening for S3 event notifications")
+        });
+        logs.push(log);
+    }
+    std::thread::sleep(std::time::Duration::from_secs(1)); // the first (empty) passes are over
+
+    let settings = esr_ingest::adapters::s3::S3Settings {
+        endpoint: Some(s3_endpoint()),
+        region: Some("us-east-1".into()),
+        force_path_style: true,
+    };
+    let client = esr_ingest::adapters::s3::client(&settings).await;
+    let status = || {
+        let out = base(&["status", "--json"]).output().unwrap();
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap_or_default()
+    };
+    // Ten files of SEV, each announced once: with two consumers on the queue, about half
+    // of the notifications reach the instance that does not hold SEV.
+    for seq in 1..=10u64 {
+        let name = format!("DE_SEV_RMC_202208{seq:02}_{seq:08}.DAT");
+        let body = format!(
+            "HDR,RMC,SEV,202208{seq:02},{seq:08}\nPOR,{seq},,C,42,Staff Nurse,DPN1,SEV,Y,RA7,1234,Org,Loc\nTRL,1\n"
+        );
+        let put = client.put_object().bucket(&bucket).key(format!("in/{name}")).body(body.as_bytes().to_vec().into());
+        put.send().await.unwrap();
+        let event = serde_json::json!({
+            "EventName": "s3:ObjectCreated:Put",
+            "Key": format!("{bucket}/in/{name}"),
+            "Records": [{
+                "eventVersion": "2.0", "eventSource": "minio:s3", "eventName": "s3:ObjectCreated:Put",
+                "s3": {"bucket": {"name": bucket}, "object": {"key": format!("in%2F{name}"), "size": 100}}
+            }]
+        });
+        let (options, properties) = (BasicPublishOptions::default(), lapin::BasicProperties::default());
+        let body = event.to_string();
+        channel
+            .basic_publish(events_exchange.as_str().into(), "".into(), options, body.as_bytes(), properties)
+            .await
+            .unwrap();
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    }
+    eventually("every announced file applied", std::time::Duration::from_secs(30), || {
+        status()["counts"]["applied_files"] == 10
+    });
+    let all: String = logs.iter().map(|l| log_text(l)).collect();
+    assert!(!all.contains("not handed off"), "{all}");
+    for mut service in services {
+        let _ = Command::new("kill").arg("-TERM").arg(service.0.id().to_string()).status();
+        assert!(service.0.wait().unwrap().success(), "{all}");
+    }
+}
+
 /// Full files on the production path: the consumers apply the records, the engine sweeps
 /// each file's region once they all are; the result equals the embedded mode's, and a
 /// backfill (a redelivery) removes nothing twice.

@@ -119,6 +119,12 @@ impl Announced {
         self.wake.notify_one();
     }
 
+    /// Asks for a full pass (more keys than one look-up each is worth) and wakes it.
+    pub fn add_everything(&self) {
+        *self.keys.lock().unwrap_or_else(PoisonError::into_inner) = None;
+        self.wake.notify_one();
+    }
+
     /// Gives keys back after a pass that did not finish with them (no wake-up: the next
     /// event or the reconcile runs the pass).
     pub fn give_back(&self, keys: impl IntoIterator<Item = String>) {

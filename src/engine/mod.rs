@@ -14,6 +14,7 @@ mod discovery;
 mod door;
 mod export;
 mod group;
+pub mod handoff;
 mod known;
 pub mod ownership;
 mod pass;

@@ -128,6 +128,11 @@ impl Ownership {
         self.elsewhere.lock().unwrap_or_else(PoisonError::into_inner).iter().cloned().collect()
     }
 
+    /// The leases this instance holds now.
+    pub fn held_leases(&self) -> Vec<String> {
+        self.held().keys().cloned().collect()
+    }
+
     /// Whether this instance drives `region` now.
     pub fn owns(&self, region: Option<&str>) -> bool {
         self.held().contains_key(&region_lease(region))

@@ -9,6 +9,7 @@
 
 use super::log_pass;
 use crate::adapters::s3_events::Announced;
+use crate::engine::handoff::Handed;
 use crate::engine::status::StatusRules;
 use crate::engine::{Engine, EngineError, Scope};
 use std::sync::Arc;
@@ -17,6 +18,9 @@ use tokio_util::sync::CancellationToken;
 
 /// How often files in flight are checked for completion between passes.
 const COMPLETION_CHECK: Duration = Duration::from_millis(500);
+
+/// How often an instance with events and leases looks for keys handed off to it.
+const HANDED_OFF_CHECK: Duration = Duration::from_secs(2);
 
 /// When passes run and what each lists.
 pub(super) struct Cadence {
@@ -111,10 +115,36 @@ pub(super) async fn run(
         if in_flight {
             follow_deliveries(engine, next_pass, wake, cancel).await;
         }
+        wait_for_next_pass(engine, cadence, next_pass, cancel).await;
+    }
+}
+
+/// Waits until the next pass is due, an event wakes it, or the shutdown. With events and
+/// region leases (several instances may share the notifications), every
+/// [`HANDED_OFF_CHECK`] it also takes the keys other instances heard of for the regions
+/// held here (`engine::handoff`); they wake the pass as an event would.
+async fn wait_for_next_pass(
+    engine: &Engine,
+    cadence: &Cadence,
+    next_pass: tokio::time::Instant,
+    cancel: &CancellationToken,
+) {
+    let wake = &cadence.announced;
+    let checks = cadence.events && engine.ownership.is_some();
+    loop {
         tokio::select! {
-            () = tokio::time::sleep_until(next_pass) => {}
-            () = wake.woken() => {}
-            () = cancel.cancelled() => {}
+            () = tokio::time::sleep_until(next_pass) => return,
+            () = wake.woken() => return,
+            () = cancel.cancelled() => return,
+            () = tokio::time::sleep(HANDED_OFF_CHECK), if checks => match engine.take_handed_off().await {
+                Ok(Handed::Nothing) => {}
+                Ok(Handed::Keys(keys)) => {
+                    tracing::debug!(keys = keys.len(), "keys handed off by another instance");
+                    wake.add(keys);
+                }
+                Ok(Handed::Everything) => wake.add_everything(),
+                Err(e) => tracing::warn!(error = %e, "reading the keys handed off by other instances failed"),
+            },
         }
     }
 }

@@ -1,0 +1,99 @@
+//! Keys announced to an instance that does not drive their region, handed to the one that
+//! does.
+//!
+//! With several instances on one store, they all consume the same queue of S3 event
+//! notifications, so a key often reaches an instance that does not hold its region's
+//! lease. That instance does not look at the object; it adds the key to a shared document
+//! ([`HANDED_OFF`]), and every instance takes from it, between passes, the keys of the
+//! regions it holds ([`Engine::take_handed_off`]): an announced file starts within one
+//! check, whichever instance heard of it, instead of waiting for the owner's next full
+//! listing.
+//!
+//! Invariants:
+//! - Bounded: at most [`HANDED_OFF_AT_MOST`] keys wait. A region whose keys did not fit is
+//!   marked instead, and its owner makes a full pass.
+//! - A hint, like the notification it comes from: a key lost here (an instance stopped
+//!   before handing it off, a write that failed) is found by the owner's next full
+//!   listing, every `reconcile_interval`.
+
+use super::{Engine, shared};
+use crate::core::lease::region_lease;
+use crate::ports::store::StoreError;
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, BTreeSet};
+
+/// The shared document of keys handed off.
+pub const HANDED_OFF: &str = "handed-off-keys";
+
+/// How many keys wait in [`HANDED_OFF`] at most.
+pub const HANDED_OFF_AT_MOST: usize = 1_000;
+
+/// The shared document: keys by region lease, and the leases whose keys did not fit.
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct HandedOff {
+    #[serde(default)]
+    keys: BTreeMap<String, BTreeSet<String>>,
+    #[serde(default)]
+    overflow: BTreeSet<String>,
+}
+
+impl HandedOff {
+    fn len(&self) -> usize {
+        self.keys.values().map(BTreeSet::len).sum()
+    }
+}
+
+/// What [`Engine::take_handed_off`] found for this instance's regions.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Handed {
+    Nothing,
+    /// Keys to look up, as if announced here.
+    Keys(Vec<String>),
+    /// More keys than fitted: a full pass finds them.
+    Everything,
+}
+
+impl Engine {
+    /// Hands `keys` (each with its region, `None` for a bad name) to whichever instance
+    /// holds the region's lease.
+    pub(super) async fn hand_off(&self, keys: Vec<(Option<String>, String)>) -> Result<(), StoreError> {
+        shared::update(self.store.as_ref(), HANDED_OFF, |doc: &mut HandedOff| {
+            for (region, key) in &keys {
+                let lease = region_lease(region.as_deref());
+                if doc.overflow.contains(&lease) {
+                    continue;
+                }
+                if doc.len() >= HANDED_OFF_AT_MOST {
+                    doc.keys.remove(&lease);
+                    doc.overflow.insert(lease);
+                } else {
+                    doc.keys.entry(lease).or_default().insert(key.clone());
+                }
+            }
+            (true, ())
+        })
+        .await
+    }
+
+    /// Takes the keys handed off for the regions this instance holds (nothing without
+    /// leases). Writes only when there is something to take.
+    pub async fn take_handed_off(&self) -> Result<Handed, StoreError> {
+        let Some(ownership) = &self.ownership else { return Ok(Handed::Nothing) };
+        let held = ownership.held_leases();
+        shared::update(self.store.as_ref(), HANDED_OFF, |doc: &mut HandedOff| {
+            let mut keys = Vec::new();
+            let mut everything = false;
+            for lease in &held {
+                everything |= doc.overflow.remove(lease);
+                keys.extend(doc.keys.remove(lease).unwrap_or_default());
+            }
+            let taken = match (everything, keys.is_empty()) {
+                (true, _) => Handed::Everything,
+                (false, true) => Handed::Nothing,
+                (false, false) => Handed::Keys(keys),
+            };
+            (taken != Handed::Nothing, taken)
+        })
+        .await
+    }
+}
