@@ -16,12 +16,7 @@ fn s3_endpoint() -> String {
 }
 
 async fn upload_shuffled(bucket: &str, prefix: &str, files: &[std::path::PathBuf], seed: u64) {
-    let settings = esr_ingest::adapters::s3::S3Settings {
-        endpoint: Some(s3_endpoint()),
-        region: Some("us-east-1".into()),
-        force_path_style: true,
-    };
-    let client = esr_ingest::adapters::s3::client(&settings).await;
+    let client = s3_client().await;
     client.create_bucket().bucket(bucket).send().await.expect("create the bucket");
     let mut order = files.to_vec();
     order.shuffle(&mut rand_chacha::ChaCha8Rng::seed_from_u64(seed));
@@ -29,6 +24,83 @@ async fn upload_shuffled(bucket: &str, prefix: &str, files: &[std::path::PathBuf
         let key = format!("{prefix}{}", path.file_name().unwrap().to_str().unwrap());
         let body = std::fs::read(path).unwrap();
         client.put_object().bucket(bucket).key(key).body(body.into()).send().await.expect("upload");
+    }
+}
+
+/// The S3 client of the test server.
+async fn s3_client() -> aws_sdk_s3::Client {
+    let settings = esr_ingest::adapters::s3::S3Settings {
+        endpoint: Some(s3_endpoint()),
+        region: Some("us-east-1".into()),
+        force_path_style: true,
+    };
+    esr_ingest::adapters::s3::client(&settings).await
+}
+
+/// An empty bucket and a fanout exchange of S3 event notifications, with the config of a
+/// service that reads the bucket's `in/` prefix and listens to the exchange (through the
+/// queue `NAMES.events`), its full listing an hour away.
+struct EventsRig {
+    bucket: String,
+    exchange: String,
+    channel: lapin::Channel,
+    _connection: lapin::Connection,
+    client: aws_sdk_s3::Client,
+    config: String,
+}
+
+impl EventsRig {
+    async fn new(names: &str) -> Self {
+        use lapin::options::ExchangeDeclareOptions;
+        let bucket = unique(names).to_lowercase();
+        upload_shuffled(&bucket, "in/", &[], 1).await;
+        let exchange = format!("{names}.s3-events");
+        let connection = lapin::Connection::connect(&amqp_url(), lapin::ConnectionProperties::default()).await.unwrap();
+        let channel = connection.create_channel().await.unwrap();
+        let durable = ExchangeDeclareOptions { durable: true, ..Default::default() };
+        let kind = lapin::ExchangeKind::Fanout;
+        let no_arguments = lapin::types::FieldTable::default();
+        channel.exchange_declare(exchange.as_str().into(), kind, durable, no_arguments).await.unwrap();
+        let config = format!(
+            "{}[s3]\nendpoint = \"{}\"\nregion = \"us-east-1\"\nforce_path_style = true\nevents_queue = \"{names}.events\"\n\
+             events_exchange = \"{exchange}\"\nreconcile_interval = \"1h\"\n",
+            broker_config(&amqp_url(), names, ""),
+            s3_endpoint()
+        );
+        Self { bucket, exchange, channel, _connection: connection, client: s3_client().await, config }
+    }
+
+    /// The `s3://` source of the service.
+    fn source(&self) -> String {
+        format!("s3://{}/in/", self.bucket)
+    }
+
+    /// Uploads SEV's file of SEQ `seq` (one record, dated August `seq`); returns its name.
+    async fn upload(&self, seq: u64) -> String {
+        let name = format!("DE_SEV_RMC_202208{seq:02}_{seq:08}.DAT");
+        let body = format!(
+            "HDR,RMC,SEV,202208{seq:02},{seq:08}\nPOR,{seq},,C,42,Staff Nurse,DPN1,SEV,Y,RA7,1234,Org,Loc\nTRL,1\n"
+        );
+        let key = format!("in/{name}");
+        self.client.put_object().bucket(&self.bucket).key(key).body(body.into_bytes().into()).send().await.unwrap();
+        name
+    }
+
+    /// Publishes the notification of `name`'s upload, as MinIO would.
+    async fn announce(&self, name: &str) {
+        let bucket = &self.bucket;
+        let event = serde_json::json!({
+            "EventName": "s3:ObjectCreated:Put",
+            "Key": format!("{bucket}/in/{name}"),
+            "Records": [{
+                "eventVersion": "2.0", "eventSource": "minio:s3", "eventName": "s3:ObjectCreated:Put",
+                "s3": {"bucket": {"name": bucket}, "object": {"key": format!("in%2F{name}"), "size": 100}}
+            }]
+        });
+        let (options, properties) = (lapin::options::BasicPublishOptions::default(), lapin::BasicProperties::default());
+        let body = event.to_string();
+        let exchange = self.exchange.as_str().into();
+        self.channel.basic_publish(exchange, "".into(), options, body.as_bytes(), properties).await.unwrap();
     }
 }
 
@@ -89,32 +161,10 @@ async fn s3_to_rabbitmq_to_mongodb_exports_what_the_embedded_mode_exports() {
 /// full listing runs only every `reconcile_interval` (an hour here).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_s3_event_notification_starts_work_within_seconds() {
-    use lapin::options::{BasicPublishOptions, ExchangeDeclareOptions};
-    use lapin::types::FieldTable;
     let work = tempfile::tempdir().unwrap();
-    let names = unique("esr-events");
-    let bucket = unique("esr-events").to_lowercase();
-    upload_shuffled(&bucket, "in/", &[], 1).await;
-    let events_exchange = format!("{names}.s3-events");
-    let conn = lapin::Connection::connect(&amqp_url(), lapin::ConnectionProperties::default()).await.unwrap();
-    let channel = conn.create_channel().await.unwrap();
-    channel
-        .exchange_declare(
-            events_exchange.as_str().into(),
-            lapin::ExchangeKind::Fanout,
-            ExchangeDeclareOptions { durable: true, ..Default::default() },
-            FieldTable::default(),
-        )
-        .await
-        .unwrap();
-    let config = format!(
-        "{}[s3]\nendpoint = \"{}\"\nregion = \"us-east-1\"\nforce_path_style = true\nevents_queue = \"{names}.events\"\n\
-         events_exchange = \"{events_exchange}\"\nreconcile_interval = \"1h\"\n",
-        broker_config(&amqp_url(), &names, ""),
-        s3_endpoint()
-    );
-    std::fs::write(work.path().join("esr.toml"), config).unwrap();
-    let source = format!("s3://{bucket}/in/");
+    let rig = EventsRig::new(&unique("esr-events")).await;
+    std::fs::write(work.path().join("esr.toml"), &rig.config).unwrap();
+    let source = rig.source();
     let store = work.path().join("s.db");
     let base = |args: &[&str]| {
         let mut c = Command::new(common::bin());
@@ -136,50 +186,13 @@ async fn an_s3_event_notification_starts_work_within_seconds() {
     });
     std::thread::sleep(std::time::Duration::from_secs(1)); // the first (empty) pass is over
 
-    let settings = esr_ingest::adapters::s3::S3Settings {
-        endpoint: Some(s3_endpoint()),
-        region: Some("us-east-1".into()),
-        force_path_style: true,
-    };
-    let client = esr_ingest::adapters::s3::client(&settings).await;
-    let upload = |seq: u64| {
-        let name = format!("DE_SEV_RMC_2022080{seq}_0000000{seq}.DAT");
-        let body = format!(
-            "HDR,RMC,SEV,2022080{seq},0000000{seq}\nPOR,{seq},,C,42,Staff Nurse,DPN1,SEV,Y,RA7,1234,Org,Loc\nTRL,1\n"
-        );
-        let put = client.put_object().bucket(&bucket).key(format!("in/{name}")).body(body.as_bytes().to_vec().into());
-        async move {
-            put.send().await.unwrap();
-            name
-        }
-    };
-    let announce = |name: String| {
-        let event = serde_json::json!({
-            "EventName": "s3:ObjectCreated:Put",
-            "Key": format!("{bucket}/in/{name}"),
-            "Records": [{
-                "eventVersion": "2.0", "eventSource": "minio:s3", "eventName": "s3:ObjectCreated:Put",
-                "s3": {"bucket": {"name": bucket}, "object": {"key": format!("in%2F{name}"), "size": 100}}
-            }]
-        });
-        let (channel, exchange) = (&channel, &events_exchange);
-        async move {
-            let body = event.to_string();
-            let options = BasicPublishOptions::default();
-            let properties = lapin::BasicProperties::default();
-            channel
-                .basic_publish(exchange.as_str().into(), "".into(), options, body.as_bytes(), properties)
-                .await
-                .unwrap();
-        }
-    };
     let status = || {
         let out = base(&["status", "--json"]).output().unwrap();
         serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap_or_default()
     };
-    let first = upload(1).await;
+    let first = rig.upload(1).await;
     let sent = std::time::Instant::now();
-    announce(first).await;
+    rig.announce(&first).await;
     let applied = |n: u64| move || status()["counts"]["applied_files"] == n;
     eventually("the file announced by the event", std::time::Duration::from_secs(20), applied(1));
     let took = sent.elapsed();
@@ -187,17 +200,17 @@ async fn an_s3_event_notification_starts_work_within_seconds() {
     // A pass an event starts looks at the keys announced (and the files still active),
     // not at the whole prefix: SEQ 2 uploaded without a notification is not seen, so the
     // announced SEQ 3 is held for it until SEQ 2's own notification arrives.
-    let second = upload(2).await;
-    let third = upload(3).await;
+    let second = rig.upload(2).await;
+    let third = rig.upload(3).await;
     // Announced well after its upload: the pass that applies SEQ 2 must read SEQ 3 as it
     // is listed now, not as it was when first seen.
     tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
-    announce(third).await;
+    rig.announce(&third).await;
     eventually("SEQ 3 held", std::time::Duration::from_secs(20), || common::held(&status(), "SEV") == vec![3]);
     std::thread::sleep(std::time::Duration::from_secs(1));
     let now = status();
     assert_eq!((common::next_seq(&now, "SEV"), common::held(&now, "SEV")), (Some(2), vec![3]), "{now:#}");
-    announce(second).await;
+    rig.announce(&second).await;
     eventually("SEQ 2 and 3 after SEQ 2's event", std::time::Duration::from_secs(20), applied(3));
     let _ = Command::new("kill").arg("-TERM").arg(service.0.id().to_string()).status();
     assert!(service.0.wait().unwrap().success(), "{}", log_text(&log));
@@ -210,26 +223,11 @@ async fn an_s3_event_notification_starts_work_within_seconds() {
 /// seconds, with the full listing an hour away.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn notifications_reaching_the_instance_without_the_region_are_handed_to_its_owner() {
-    use lapin::options::{BasicPublishOptions, ExchangeDeclareOptions};
-    use lapin::types::FieldTable;
     let work = tempfile::tempdir().unwrap();
     let names = unique("esr-handoff");
-    let bucket = unique("esr-handoff").to_lowercase();
-    upload_shuffled(&bucket, "in/", &[], 1).await;
-    let events_exchange = format!("{names}.s3-events");
-    let conn = lapin::Connection::connect(&amqp_url(), lapin::ConnectionProperties::default()).await.unwrap();
-    let channel = conn.create_channel().await.unwrap();
-    let durable = ExchangeDeclareOptions { durable: true, ..Default::default() };
-    let kind = lapin::ExchangeKind::Fanout;
-    channel.exchange_declare(events_exchange.as_str().into(), kind, durable, FieldTable::default()).await.unwrap();
-    let config = format!(
-        "{}[s3]\nendpoint = \"{}\"\nregion = \"us-east-1\"\nforce_path_style = true\nevents_queue = \"{names}.events\"\n\
-         events_exchange = \"{events_exchange}\"\nreconcile_interval = \"1h\"\n",
-        broker_config(&amqp_url(), &names, ""),
-        s3_endpoint()
-    );
-    std::fs::write(work.path().join("esr.toml"), config).unwrap();
-    let source = format!("s3://{bucket}/in/");
+    let rig = EventsRig::new(&names).await;
+    std::fs::write(work.path().join("esr.toml"), &rig.config).unwrap();
+    let source = rig.source();
     let store = format!("{}/{}", mongo_uri().trim_end_matches('/'), names.replace('-', "_"));
     let base = |args: &[&str]| {
         let mut c = Command::new(common::bin());
@@ -253,41 +251,17 @@ async fn notifications_reaching_the_instance_without_the_region_are_handed_to_it
     }
     std::thread::sleep(std::time::Duration::from_secs(1)); // the first (empty) passes are over
 
-    let settings = esr_ingest::adapters::s3::S3Settings {
-        endpoint: Some(s3_endpoint()),
-        region: Some("us-east-1".into()),
-        force_path_style: true,
-    };
-    let client = esr_ingest::adapters::s3::client(&settings).await;
+    // Ten files of SEV, each announced once: with two consumers on the queue, about half
+    // of the notifications reach the instance that does not hold SEV.
+    for seq in 1..=10u64 {
+        let name = rig.upload(seq).await;
+        rig.announce(&name).await;
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    }
     let status = || {
         let out = base(&["status", "--json"]).output().unwrap();
         serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap_or_default()
     };
-    // Ten files of SEV, each announced once: with two consumers on the queue, about half
-    // of the notifications reach the instance that does not hold SEV.
-    for seq in 1..=10u64 {
-        let name = format!("DE_SEV_RMC_202208{seq:02}_{seq:08}.DAT");
-        let body = format!(
-            "HDR,RMC,SEV,202208{seq:02},{seq:08}\nPOR,{seq},,C,42,Staff Nurse,DPN1,SEV,Y,RA7,1234,Org,Loc\nTRL,1\n"
-        );
-        let put = client.put_object().bucket(&bucket).key(format!("in/{name}")).body(body.as_bytes().to_vec().into());
-        put.send().await.unwrap();
-        let event = serde_json::json!({
-            "EventName": "s3:ObjectCreated:Put",
-            "Key": format!("{bucket}/in/{name}"),
-            "Records": [{
-                "eventVersion": "2.0", "eventSource": "minio:s3", "eventName": "s3:ObjectCreated:Put",
-                "s3": {"bucket": {"name": bucket}, "object": {"key": format!("in%2F{name}"), "size": 100}}
-            }]
-        });
-        let (options, properties) = (BasicPublishOptions::default(), lapin::BasicProperties::default());
-        let body = event.to_string();
-        channel
-            .basic_publish(events_exchange.as_str().into(), "".into(), options, body.as_bytes(), properties)
-            .await
-            .unwrap();
-        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-    }
     eventually("every announced file applied", std::time::Duration::from_secs(30), || {
         status()["counts"]["applied_files"] == 10
     });
