@@ -74,6 +74,8 @@ fn main() {
             EXIT_FAILURE
         }
     };
+    // The MongoDB driver's clients are shut down while the runtime still runs (see there).
+    runtime.block_on(esr_ingest::adapters::mongo::shut_down_clients(std::time::Duration::from_secs(2)));
     if let Some(summary) = esr_ingest::cli::fault_summary() {
         eprintln!("esr-ingest: {summary}");
     }

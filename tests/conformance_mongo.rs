@@ -196,6 +196,59 @@ async fn a_late_copy_of_an_owners_earlier_commit_cannot_put_back_its_older_entry
     assert_eq!(stream.waiting_since, None, "a late copy restarted the clock of a stream no longer waiting");
 }
 
+/// Journal documents written before commits carried an order (a rolling upgrade replays
+/// them), under a token newer than an ordered commit's, copy out in turn: the first does
+/// not leave the older token's order behind to refuse the second.
+#[tokio::test]
+async fn journal_documents_without_an_order_copy_out_in_turn_over_an_ordered_entry() {
+    use chrono::TimeZone;
+    use esr_ingest::core::lease::Fence;
+    use esr_ingest::core::ledger::FileState;
+    use esr_ingest::ports::store::Commit;
+    use mongodb::bson::{doc, oid::ObjectId};
+    let base = std::env::var("ESR_TEST_MONGO_URI").expect("ESR_TEST_MONGO_URI is not set: run scripts/test.sh");
+    let uri = database_uri(&base);
+    let store = MongoStore::open(&uri).await.expect("open");
+    let t0 = chrono::Utc.with_ymd_and_hms(2022, 8, 1, 12, 0, 0).unwrap();
+    let a = store.claim_lease("region/SEV", "a", chrono::TimeDelta::seconds(10), t0).await.unwrap().expect("lease");
+    let name = "DE_SEV_RMC_20220730_00000001.DAT";
+    let fenced = Commit {
+        ledger: vec![conformance::store::entry(name, FileState::Pending)],
+        fence: Some(Fence { lease: "region/SEV".into(), token: a.token }),
+        ..Default::default()
+    };
+    store.commit(fenced).await.expect("an ordered commit");
+
+    let client = mongodb::Client::with_uri_str(&uri).await.expect("a client");
+    let db = client.default_database().expect("the test database");
+    let stored = db
+        .collection::<mongodb::bson::Document>("ledger")
+        .find_one(doc! { "_id": name })
+        .await
+        .expect("read")
+        .expect("the entry");
+    let unordered = |state: FileState| {
+        let mut entry = stored.clone();
+        for field in ["fences", "orders"] {
+            entry.remove(field);
+        }
+        entry.insert("state", state.as_str());
+        doc! {
+            "_id": ObjectId::new(), "done": false, "fence_lease": "region/SEV", "fence_token": a.token as i64 + 1,
+            "ledger": [entry], "streams": [], "audit": [], "counters": {},
+        }
+    };
+    let journal = db.collection::<mongodb::bson::Document>("journal");
+    journal.insert_one(unordered(FileState::Delivered)).await.expect("insert");
+    journal.insert_one(unordered(FileState::Applied)).await.expect("insert");
+    drop(store);
+
+    let reopened = MongoStore::open(&uri).await.expect("open again (replays the journal)");
+    let snapshot = reopened.snapshot().await.unwrap();
+    let got = snapshot.ledger.iter().find(|e| e.name == name).expect("the entry");
+    assert_eq!(got.state, FileState::Applied, "the second unordered copy was refused");
+}
+
 /// The journal is folded into the counter roll-up and deleted; the counters do not
 /// change, later commits add to them, a retried commit whose journal document was folded
 /// away counts nothing again, and documents from before keys existed keep their counts.

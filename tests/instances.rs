@@ -26,7 +26,7 @@ fn status(dir: &std::path::Path, store: &str) -> Value {
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
-/// Unexpired leases by owner (`host/pid`).
+/// Unexpired leases by owner (`host/pid/start`).
 fn owners(st: &Value) -> BTreeMap<String, Vec<String>> {
     let mut by: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for l in st["leases"].as_array().unwrap() {
@@ -38,7 +38,7 @@ fn owners(st: &Value) -> BTreeMap<String, Vec<String>> {
 }
 
 fn pid_of(owner: &str) -> u32 {
-    owner.rsplit('/').next().unwrap().parse().unwrap()
+    owner.split('/').nth(1).unwrap().parse().unwrap()
 }
 
 fn signal(pid: u32, sig: i32) {

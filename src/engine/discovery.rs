@@ -98,18 +98,11 @@ impl Engine {
                 Ok(ownership.claim(regions.iter().map(Option::as_deref), now).await?)
             })
             .await?;
-            if let Scope::Keys(announced) = scope {
-                // Keys announced here for regions another instance drives: handed to it.
-                let elsewhere: Vec<(Option<String>, String)> = objects
-                    .values()
-                    .filter(|l| announced.contains(&l.key) && !ownership.owns(region_of(&l.key).as_deref()))
-                    .map(|l| (region_of(&l.key), l.key.clone()))
-                    .collect();
-                if !elsewhere.is_empty()
-                    && let Err(e) = self.hand_off(elsewhere).await
-                {
-                    tracing::warn!(error = %e, "announced keys of regions driven elsewhere not handed off; that instance's next full listing finds them");
-                }
+            // Keys announced here for regions another instance drives: handed to it.
+            if let Scope::Keys(announced) = scope
+                && let Err(e) = self.hand_off_unowned(announced).await
+            {
+                tracing::warn!(error = %e, "announced keys of regions driven elsewhere not handed off; that instance's next full listing finds them");
             }
             objects.retain(|_, l| ownership.owns(region_of(&l.key).as_deref()));
         }

@@ -56,7 +56,7 @@ pub enum Handed {
 impl Engine {
     /// Hands `keys` (each with its region, `None` for a bad name) to whichever instance
     /// holds the region's lease.
-    pub(super) async fn hand_off(&self, keys: Vec<(Option<String>, String)>) -> Result<(), StoreError> {
+    async fn hand_off(&self, keys: Vec<(Option<String>, String)>) -> Result<(), StoreError> {
         shared::update(self.store.as_ref(), HANDED_OFF, |doc: &mut HandedOff| {
             for (region, key) in &keys {
                 let lease = region_lease(region.as_deref());
@@ -73,6 +73,48 @@ impl Engine {
             (true, ())
         })
         .await
+    }
+
+    /// Hands the `keys` of regions this instance does not drive to the instances that do
+    /// (nothing without leases).
+    pub async fn hand_off_unowned(&self, keys: &[String]) -> Result<(), StoreError> {
+        let Some(ownership) = &self.ownership else { return Ok(()) };
+        let elsewhere: Vec<(Option<String>, String)> = keys
+            .iter()
+            .map(|key| (self.region_of_key(key), key))
+            .filter(|(region, _)| !ownership.owns(region.as_deref()))
+            .map(|(region, key)| (region, key.clone()))
+            .collect();
+        if elsewhere.is_empty() {
+            return Ok(());
+        }
+        self.hand_off(elsewhere).await
+    }
+
+    /// Asks a full pass of every instance driving regions this one left to it (more keys
+    /// were announced here than one look-up each is worth).
+    pub async fn hand_off_everything_elsewhere(&self) -> Result<(), StoreError> {
+        let Some(ownership) = &self.ownership else { return Ok(()) };
+        let leases = ownership.held_elsewhere();
+        if leases.is_empty() {
+            return Ok(());
+        }
+        shared::update(self.store.as_ref(), HANDED_OFF, |doc: &mut HandedOff| {
+            for lease in &leases {
+                doc.keys.remove(lease);
+                doc.overflow.insert(lease.clone());
+            }
+            (true, ())
+        })
+        .await
+    }
+
+    /// The region of a key's file name (`None`: not a batch file name).
+    fn region_of_key(&self, key: &str) -> Option<String> {
+        match self.profile.classify(key) {
+            crate::core::name::NameVerdict::Batch(b) => Some(b.region),
+            _ => None,
+        }
     }
 
     /// Takes the keys handed off for the regions this instance holds (nothing without

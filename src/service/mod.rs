@@ -161,13 +161,24 @@ fn log_pass(r: &PassReport) {
     }
 }
 
-/// This process's name among instances: host and process id.
+/// This process's name among instances: host, process id, and a value drawn at its start.
+/// The last part makes every process a new owner, even one restarted with its
+/// predecessor's host and process id (in a container, pid 1): it never renews a lease its
+/// predecessor held, but takes it with a new token once released or expired, so a lease
+/// token is only ever used by one process (the MongoDB journal orders a token's commits
+/// by that process's clock).
 fn instance_name() -> String {
-    let host = std::env::var("HOSTNAME")
-        .ok()
-        .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
-        .map(|h| h.trim().to_string())
-        .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| "host".into());
-    format!("{host}/{}", std::process::id())
+    use rand::Rng;
+    static NAME: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    NAME.get_or_init(|| {
+        let host = std::env::var("HOSTNAME")
+            .ok()
+            .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
+            .map(|h| h.trim().to_string())
+            .filter(|h| !h.is_empty())
+            .unwrap_or_else(|| "host".into());
+        let start: u32 = rand::rng().random();
+        format!("{host}/{}/{start:08x}", std::process::id())
+    })
+    .clone()
 }

@@ -35,18 +35,29 @@ pub(super) struct Cadence {
     pub events: bool,
 }
 
+/// Announced keys a full pass took in place of looking each one up. It lists this
+/// instance's regions; the keys of regions other instances drive are handed to them after
+/// it (`engine::handoff`).
+#[derive(Debug, PartialEq, Eq)]
+enum Leftover {
+    Keys(Vec<String>),
+    /// More keys arrived than one look-up each is worth: every other instance's regions
+    /// get a full pass too.
+    TooMany,
+}
+
 impl Cadence {
     /// The next pass's scope: full first and every `reconcile`; in between, the keys
-    /// announced (with events) or a quick listing.
-    fn scope(&self, now: Instant, last_full: Option<Instant>) -> Scope {
-        let taken = self.announced.take(); // a full pass looks at them too
-        if last_full.is_none_or(|t| now.saturating_duration_since(t) >= self.reconcile) {
-            return Scope::Full;
-        }
-        match (self.events, taken) {
-            (false, _) => Scope::Quick,
-            (true, Some(keys)) => Scope::Keys(keys),
-            (true, None) => Scope::Full, // more keys than one look-up each is worth
+    /// announced (with events) or a quick listing. With it, what a full pass took of the
+    /// announced keys.
+    fn scope(&self, now: Instant, last_full: Option<Instant>) -> (Scope, Leftover) {
+        let taken = self.announced.take();
+        let full_due = last_full.is_none_or(|t| now.saturating_duration_since(t) >= self.reconcile);
+        match (full_due, self.events, taken) {
+            (true, _, Some(keys)) => (Scope::Full, Leftover::Keys(keys)),
+            (_, _, None) => (Scope::Full, Leftover::TooMany),
+            (false, false, Some(_)) => (Scope::Quick, Leftover::Keys(Vec::new())),
+            (false, true, Some(keys)) => (Scope::Keys(keys), Leftover::Keys(Vec::new())),
         }
     }
 
@@ -65,6 +76,9 @@ impl Cadence {
 }
 
 /// Runs passes every `cadence.interval` (or when an event announces keys) until `cancel`.
+/// With events and region leases (several instances may share the notifications), it
+/// also takes, every [`HANDED_OFF_CHECK`], the keys other instances heard of for the
+/// regions held here (`engine::handoff`); they wake the pass as an event would.
 pub(super) async fn run(
     engine: &Engine,
     cadence: &Cadence,
@@ -72,12 +86,68 @@ pub(super) async fn run(
     notify: bool,
     cancel: &CancellationToken,
 ) {
+    let passes = pass_loop(engine, cadence, rules, notify, cancel);
+    if cadence.events && engine.ownership.is_some() {
+        tokio::select! {
+            () = passes => {}
+            () = take_handed_off(engine, &cadence.announced, cancel) => {}
+        }
+    } else {
+        passes.await;
+    }
+}
+
+/// Every [`HANDED_OFF_CHECK`] until `cancel`, takes the keys handed off to this instance
+/// and announces them here. Its own clock: events and passes do not put it off.
+async fn take_handed_off(engine: &Engine, wake: &Announced, cancel: &CancellationToken) {
+    let mut every = tokio::time::interval(HANDED_OFF_CHECK);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = every.tick() => {}
+            () = cancel.cancelled() => return,
+        }
+        match engine.take_handed_off().await {
+            Ok(Handed::Nothing) => {}
+            Ok(Handed::Keys(keys)) => {
+                tracing::debug!(keys = keys.len(), "keys handed off by another instance");
+                wake.add(keys);
+            }
+            Ok(Handed::Everything) => wake.add_everything(),
+            Err(e) => tracing::warn!(error = %e, "reading the keys handed off by other instances failed"),
+        }
+    }
+}
+
+/// After a full pass: the announced keys it took (see [`Leftover`]) of regions other
+/// instances drive go to them; when the pass failed, the keys also wait here for the
+/// next one.
+async fn hand_off_leftover(engine: &Engine, cadence: &Cadence, leftover: Leftover, passed: bool) {
+    let handed = match leftover {
+        Leftover::Keys(keys) if keys.is_empty() => return,
+        Leftover::Keys(keys) => {
+            let handed = engine.hand_off_unowned(&keys).await;
+            if !passed {
+                cadence.announced.give_back(keys);
+            }
+            handed
+        }
+        Leftover::TooMany => engine.hand_off_everything_elsewhere().await,
+    };
+    if let Err(e) = handed {
+        tracing::warn!(error = %e, "announced keys of regions driven elsewhere not handed off; that instance's next full listing finds them");
+    }
+}
+
+/// The passes of [`run`].
+async fn pass_loop(engine: &Engine, cadence: &Cadence, rules: &StatusRules, notify: bool, cancel: &CancellationToken) {
     let wake = &cadence.announced;
     let mut last_full: Option<Instant> = None;
     while !cancel.is_cancelled() {
-        let scope = cadence.scope(Instant::now(), last_full);
+        let (scope, leftover) = cadence.scope(Instant::now(), last_full);
         let started = Instant::now();
         let result = engine.pass_over(&scope, cancel).await;
+        hand_off_leftover(engine, cadence, leftover, result.is_ok()).await;
         let seconds = started.elapsed().as_secs_f64();
         crate::telemetry::metrics::pass_duration(listing(&scope), seconds);
         tracing::debug!(listing = listing(&scope), seconds, "pass over");
@@ -115,36 +185,10 @@ pub(super) async fn run(
         if in_flight {
             follow_deliveries(engine, next_pass, wake, cancel).await;
         }
-        wait_for_next_pass(engine, cadence, next_pass, cancel).await;
-    }
-}
-
-/// Waits until the next pass is due, an event wakes it, or the shutdown. With events and
-/// region leases (several instances may share the notifications), every
-/// [`HANDED_OFF_CHECK`] it also takes the keys other instances heard of for the regions
-/// held here (`engine::handoff`); they wake the pass as an event would.
-async fn wait_for_next_pass(
-    engine: &Engine,
-    cadence: &Cadence,
-    next_pass: tokio::time::Instant,
-    cancel: &CancellationToken,
-) {
-    let wake = &cadence.announced;
-    let checks = cadence.events && engine.ownership.is_some();
-    loop {
         tokio::select! {
-            () = tokio::time::sleep_until(next_pass) => return,
-            () = wake.woken() => return,
-            () = cancel.cancelled() => return,
-            () = tokio::time::sleep(HANDED_OFF_CHECK), if checks => match engine.take_handed_off().await {
-                Ok(Handed::Nothing) => {}
-                Ok(Handed::Keys(keys)) => {
-                    tracing::debug!(keys = keys.len(), "keys handed off by another instance");
-                    wake.add(keys);
-                }
-                Ok(Handed::Everything) => wake.add_everything(),
-                Err(e) => tracing::warn!(error = %e, "reading the keys handed off by other instances failed"),
-            },
+            () = tokio::time::sleep_until(next_pass) => {}
+            () = wake.woken() => {}
+            () = cancel.cancelled() => {}
         }
     }
 }
@@ -207,7 +251,7 @@ mod tests {
             let start = Instant::now();
             let (mut now, mut last_full, mut full_at) = (start, None, Vec::new());
             while now < start + Duration::from_secs(3 * reconcile) {
-                if c.scope(now, last_full) == Scope::Full {
+                if c.scope(now, last_full).0 == Scope::Full {
                     full_at.push(now);
                     last_full = Some(now);
                 }
@@ -238,10 +282,22 @@ mod tests {
     fn between_reconciles_passes_are_quick_or_over_the_keys_announced() {
         let now = Instant::now();
         let just_now = Some(now);
-        assert_eq!(cadence(10, 300, false).scope(now, just_now), Scope::Quick);
+        assert_eq!(cadence(10, 300, false).scope(now, just_now).0, Scope::Quick);
         let c = cadence(10, 300, true);
-        c.announced.add(["a/DE_SEV_RMC_20220730_00000001.DAT".to_string()]);
-        assert_eq!(c.scope(now, just_now), Scope::Keys(vec!["a/DE_SEV_RMC_20220730_00000001.DAT".to_string()]));
-        assert_eq!(c.scope(now, None), Scope::Full);
+        let key = "a/DE_SEV_RMC_20220730_00000001.DAT".to_string();
+        c.announced.add([key.clone()]);
+        assert_eq!(c.scope(now, just_now).0, Scope::Keys(vec![key.clone()]));
+        assert_eq!(c.scope(now, None).0, Scope::Full);
+    }
+
+    #[test]
+    fn a_full_pass_keeps_the_announced_keys_it_took_to_hand_off() {
+        let now = Instant::now();
+        let c = cadence(10, 300, true);
+        let key = "a/DE_SEV_RMC_20220730_00000001.DAT".to_string();
+        c.announced.add([key.clone()]);
+        assert_eq!(c.scope(now, None), (Scope::Full, Leftover::Keys(vec![key])));
+        c.announced.add_everything();
+        assert_eq!(c.scope(now, Some(now)), (Scope::Full, Leftover::TooMany));
     }
 }

@@ -351,7 +351,9 @@ async fn copy_out(db: &Database, journal: &Document) -> Result<(), StoreError> {
         // How long the stream has been waiting is set as a ledger entry is: a late copy of
         // an earlier commit cannot restart (or clear) the clock of the gap alert.
         let waiting = doc! { "waiting_since": s.get("waiting_since").cloned().unwrap_or(Bson::Null) };
-        write_fenced(&streams, region, waiting, fence.as_ref()).await?;
+        if !write_fenced(&streams, region, waiting, fence.as_ref()).await? {
+            tracing::debug!(region = %region, "a stream's waiting time written by a later commit of its lease is kept");
+        }
     }
     let audit = db.collection::<Document>(AUDIT);
     for (i, a) in journal.get_array("audit").map(|a| a.as_slice()).unwrap_or(&[]).iter().enumerate() {
@@ -435,9 +437,15 @@ async fn write_fenced(
     }
     guards.push(doc! { token_path.as_str(): token, order_path.as_str(): { "$exists": false } });
     guards.push(doc! { token_path.as_str(): { "$exists": false } });
+    // A copy without an order (written before orders were) clears the order a commit of
+    // an older token left, so a later copy without one under this token still passes.
+    let update = match order {
+        Some(_) => doc! { "$set": set },
+        None => doc! { "$set": set, "$unset": { order_path.as_str(): "" } },
+    };
     for mut filter in guards {
         filter.insert("_id", id);
-        let done = collection.update_one(filter, doc! { "$set": set.clone() }).await.map_err(map_err)?;
+        let done = collection.update_one(filter, update.clone()).await.map_err(map_err)?;
         if done.matched_count > 0 {
             return Ok(true);
         }

@@ -57,6 +57,26 @@ pub struct MongoStore {
     commits: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
+/// Every client this process opened, kept until [`shut_down_clients`].
+static OPENED: std::sync::Mutex<Vec<Client>> = std::sync::Mutex::new(Vec::new());
+
+/// Ends the server sessions of every client this process opened and closes their
+/// connections; call it once, while the runtime still runs, before the process ends.
+///
+/// Why: when the last handle of a client is dropped, the driver ends its sessions in a
+/// task of its own. At the end of a process that task can run while the runtime shuts
+/// down its connection pool, and the driver then panics (an `unwrap` on a closed channel
+/// in `mongodb::cmap`). Kept here, no handle is the last before this shutdown, and a
+/// client shut down spawns nothing when dropped. Bounded: a server that does not answer
+/// costs at most `limit`.
+pub async fn shut_down_clients(limit: Duration) {
+    let clients = std::mem::take(&mut *OPENED.lock().unwrap_or_else(std::sync::PoisonError::into_inner));
+    let all = futures::future::join_all(clients.into_iter().map(|c| c.shutdown().immediate(true).into_future()));
+    if tokio::time::timeout(limit, all).await.is_err() {
+        tracing::warn!(limit = ?limit, "the MongoDB server did not answer the end of the sessions");
+    }
+}
+
 /// How many commits of one process pass between two folds of the journal.
 const FOLD_EVERY: u64 = 1000;
 
@@ -73,6 +93,7 @@ impl MongoStore {
         options.write_concern = Some(concern.clone());
         let database = options.default_database.clone().unwrap_or_else(|| DEFAULT_DATABASE.into());
         let client = Client::with_options(options).map_err(|e| StoreError::Open(format!("{shown}: {e}")))?;
+        OPENED.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(client.clone());
         let db = client.database(&database);
         let write_concern = mongodb::bson::to_document(&concern)
             .map_err(|e| StoreError::Open(format!("{shown}: write concern: {e}")))?;
