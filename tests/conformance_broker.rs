@@ -11,7 +11,6 @@ use esr_ingest::core::schema::Layout;
 use esr_ingest::ports::delivery::Delivery;
 use esr_ingest::ports::store::Store;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering};
 use tokio_util::sync::{CancellationToken, DropGuard};
 
 struct Guard {
@@ -32,10 +31,9 @@ fn settings(names: &str, records_per_message: usize) -> RabbitSettings {
 }
 
 async fn rabbitmq() -> (Guard, Arc<dyn Delivery>, Arc<dyn Store>) {
-    static N: AtomicU32 = AtomicU32::new(0);
     let url = std::env::var("ESR_TEST_AMQP_URL")
         .expect("ESR_TEST_AMQP_URL is not set: run the tests with scripts/test.sh, which starts the servers");
-    let names = format!("esr-conf-{}-{}", std::process::id(), N.fetch_add(1, Ordering::SeqCst));
+    let names = common::broker::unique("esr-conf");
     let settings = settings(&names, 40);
     let dir = tempfile::tempdir().unwrap();
     let store: Arc<dyn Store> = Arc::new(SqliteStore::open(dir.path().join("store.db")).await.unwrap());
@@ -63,7 +61,7 @@ async fn a_consumer_beats_while_it_applies_a_refused_call_message_by_message() {
     use std::time::Duration;
     let url = std::env::var("ESR_TEST_AMQP_URL")
         .expect("ESR_TEST_AMQP_URL is not set: run the tests with scripts/test.sh, which starts the servers");
-    let names = format!("esr-beat-{}", std::process::id());
+    let names = common::broker::unique("esr-beat");
     let settings = RabbitSettings { consumers: 1, ..settings(&names, 1) };
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("store.db");

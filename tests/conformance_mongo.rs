@@ -15,16 +15,16 @@ mod conformance;
 use esr_ingest::adapters::mongo::MongoStore;
 use esr_ingest::ports::store::Store;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering};
 
+/// A fresh database per store, never one of an earlier run on the same server by a
+/// process with the same id.
 fn database_uri(base: &str) -> String {
-    static N: AtomicU32 = AtomicU32::new(0);
     let (base, query) = match base.split_once('?') {
         Some((b, q)) => (b, format!("?{q}")),
         None => (base, String::new()),
     };
-    let n = N.fetch_add(1, Ordering::SeqCst);
-    format!("{}/esr_test_{}_{n}{query}", base.trim_end_matches('/'), std::process::id())
+    let name = common::broker::unique("esr_test").replace('-', "_");
+    format!("{}/{name}{query}", base.trim_end_matches('/'))
 }
 
 async fn wire_server() -> ((), Arc<dyn Store>) {

@@ -12,7 +12,6 @@ use async_trait::async_trait;
 use esr_ingest::adapters::s3::{S3Settings, S3Source, client};
 use esr_ingest::ports::source::ObjectSource;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering};
 
 fn settings() -> S3Settings {
     let endpoint = std::env::var("ESR_TEST_S3_ENDPOINT")
@@ -20,10 +19,10 @@ fn settings() -> S3Settings {
     S3Settings { endpoint: Some(endpoint), region: Some("us-east-1".into()), force_path_style: true }
 }
 
-/// A fresh bucket per test, so tests never see each other's objects.
+/// A fresh bucket per test, so tests never see each other's objects (nor those of an
+/// earlier run on the same server by a process with the same id).
 async fn bucket() -> (aws_sdk_s3::Client, String) {
-    static N: AtomicU32 = AtomicU32::new(0);
-    let name = format!("esr-test-{}-{}", std::process::id(), N.fetch_add(1, Ordering::SeqCst));
+    let name = common::broker::unique("esr-test");
     let c = client(&settings()).await;
     c.create_bucket().bucket(&name).send().await.expect("create a bucket");
     (c, name)

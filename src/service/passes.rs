@@ -88,25 +88,24 @@ pub(super) async fn run(
 ) {
     let passes = pass_loop(engine, cadence, rules, notify, cancel);
     if cadence.events && engine.ownership.is_some() {
+        // The passes end the loop (at the shutdown, once the file in hand is finished or
+        // abandoned); the watcher never ends on its own, so it can never cut a pass short.
         tokio::select! {
             () = passes => {}
-            () = take_handed_off(engine, &cadence.announced, cancel) => {}
+            () = take_handed_off(engine, &cadence.announced) => {}
         }
     } else {
         passes.await;
     }
 }
 
-/// Every [`HANDED_OFF_CHECK`] until `cancel`, takes the keys handed off to this instance
-/// and announces them here. Its own clock: events and passes do not put it off.
-async fn take_handed_off(engine: &Engine, wake: &Announced, cancel: &CancellationToken) {
+/// Every [`HANDED_OFF_CHECK`], takes the keys handed off to this instance and announces
+/// them here, until the passes end. Its own clock: events and passes do not put it off.
+async fn take_handed_off(engine: &Engine, wake: &Announced) {
     let mut every = tokio::time::interval(HANDED_OFF_CHECK);
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        tokio::select! {
-            _ = every.tick() => {}
-            () = cancel.cancelled() => return,
-        }
+        every.tick().await;
         match engine.take_handed_off().await {
             Ok(Handed::Nothing) => {}
             Ok(Handed::Keys(keys)) => {
