@@ -78,44 +78,90 @@ real_mongodb_suite!(
     files_in_state_match_the_snapshot,
 );
 
+/// A store in a database of its own with a raw handle on the same database: the journal
+/// tests write journal documents as a stalled writer would have, then open the store again
+/// (which replays the journal) and read what it copied out.
+struct JournalRig {
+    uri: String,
+    store: MongoStore,
+    db: mongodb::Database,
+}
+
+/// The file every journal test writes, in region SEV.
+const NAME: &str = "DE_SEV_RMC_20220730_00000001.DAT";
+
+impl JournalRig {
+    async fn open() -> Self {
+        let base = std::env::var("ESR_TEST_MONGO_URI").expect("ESR_TEST_MONGO_URI is not set: run scripts/test.sh");
+        let uri = database_uri(&base);
+        let store = MongoStore::open(&uri).await.expect("open");
+        let client = mongodb::Client::with_uri_str(&uri).await.expect("a client");
+        let db = client.default_database().expect("the test database");
+        Self { uri, store, db }
+    }
+
+    /// `region/SEV` claimed by `owner`, `after` seconds past a fixed time (for 10 s).
+    async fn lease(&self, owner: &str, after: i64) -> esr_ingest::core::lease::Lease {
+        let at = chrono::DateTime::from_timestamp(1_659_355_200 + after, 0).unwrap();
+        self.store.claim_lease("region/SEV", owner, chrono::TimeDelta::seconds(10), at).await.unwrap().expect("lease")
+    }
+
+    /// A commit of [`NAME`] in `state` (with SEV's stream waiting since `waiting_since`)
+    /// under `lease`'s token.
+    fn fenced(
+        lease: &esr_ingest::core::lease::Lease,
+        state: esr_ingest::core::ledger::FileState,
+        waiting_since: Option<chrono::DateTime<chrono::Utc>>,
+    ) -> esr_ingest::ports::store::Commit {
+        use esr_ingest::core::sequencer::StreamRecord;
+        let stream =
+            StreamRecord { region: "SEV".into(), next_seq: Some(1), waiting_since, skipped: Default::default() };
+        esr_ingest::ports::store::Commit {
+            ledger: vec![conformance::store::entry(NAME, state)],
+            streams: vec![stream],
+            fence: Some(esr_ingest::core::lease::Fence { lease: "region/SEV".into(), token: lease.token }),
+            ..Default::default()
+        }
+    }
+
+    fn collection(&self, name: &str) -> mongodb::Collection<mongodb::bson::Document> {
+        self.db.collection(name)
+    }
+
+    /// The stored ledger document of [`NAME`].
+    async fn ledger_document(&self) -> mongodb::bson::Document {
+        use mongodb::bson::doc;
+        self.collection("ledger").find_one(doc! { "_id": NAME }).await.expect("read").expect("the entry")
+    }
+
+    /// Opens the store again, which replays the journal: the ledger entry of [`NAME`] and
+    /// SEV's stream as they are then.
+    async fn reopened(self) -> (esr_ingest::core::ledger::LedgerEntry, esr_ingest::core::sequencer::StreamRecord) {
+        drop(self.store);
+        let reopened = MongoStore::open(&self.uri).await.expect("open again (replays the journal)");
+        let snapshot = reopened.snapshot().await.unwrap();
+        let entry = snapshot.ledger.into_iter().find(|e| e.name == NAME).expect("the entry");
+        let stream = snapshot.streams.into_iter().find(|s| s.region == "SEV").expect("the stream");
+        (entry, stream)
+    }
+}
+
 /// An owner that recorded a commit under its lease and paused before copying it out (the
 /// commit stays in the journal, not done) while its successor wrote the same file's entry:
 /// when the late copy-out runs (here: the replay when the store is opened again), the
 /// successor's entry stays.
 #[tokio::test]
 async fn a_former_owners_late_copy_out_cannot_put_back_an_older_ledger_entry() {
-    use chrono::TimeZone;
-    use esr_ingest::core::lease::Fence;
     use esr_ingest::core::ledger::FileState;
-    use esr_ingest::ports::store::Commit;
     use mongodb::bson::{doc, oid::ObjectId};
-    let base = std::env::var("ESR_TEST_MONGO_URI").expect("ESR_TEST_MONGO_URI is not set: run scripts/test.sh");
-    let uri = database_uri(&base);
-    let store = MongoStore::open(&uri).await.expect("open");
-    let t0 = chrono::Utc.with_ymd_and_hms(2022, 8, 1, 12, 0, 0).unwrap();
-    let ttl = chrono::TimeDelta::seconds(10);
-    let a = store.claim_lease("region/SEV", "a", ttl, t0).await.unwrap().expect("a takes the lease");
-    let b =
-        store.claim_lease("region/SEV", "b", ttl, t0 + chrono::TimeDelta::seconds(11)).await.unwrap().expect("lapsed");
+    let rig = JournalRig::open().await;
+    let a = rig.lease("a", 0).await;
+    let b = rig.lease("b", 11).await; // a's lease lapsed
     assert!(b.token > a.token);
-    let name = "DE_SEV_RMC_20220730_00000001.DAT";
-    let entry = conformance::store::entry(name, FileState::Applied);
-    let fenced = Commit {
-        ledger: vec![entry],
-        fence: Some(Fence { lease: "region/SEV".into(), token: b.token }),
-        ..Default::default()
-    };
-    store.commit(fenced).await.expect("b writes the file applied");
+    rig.store.commit(JournalRig::fenced(&b, FileState::Applied, None)).await.expect("b writes the file applied");
 
     // a's commit, recorded under its (then valid) token before the takeover, copied late.
-    let client = mongodb::Client::with_uri_str(&uri).await.expect("a client");
-    let db = client.default_database().expect("the test database");
-    let mut older = db
-        .collection::<mongodb::bson::Document>("ledger")
-        .find_one(doc! { "_id": name })
-        .await
-        .expect("read")
-        .expect("b's entry");
+    let mut older = rig.ledger_document().await;
     older.insert("state", "pending");
     older.remove("fence_token");
     older.remove("fence_lease");
@@ -124,12 +170,9 @@ async fn a_former_owners_late_copy_out_cannot_put_back_an_older_ledger_entry() {
         "ledger": [older],
         "streams": [], "audit": [], "counters": {},
     };
-    db.collection::<mongodb::bson::Document>("journal").insert_one(journal).await.expect("insert");
-    drop(store);
+    rig.collection("journal").insert_one(journal).await.expect("insert");
 
-    let reopened = MongoStore::open(&uri).await.expect("open again (replays the journal)");
-    let snapshot = reopened.snapshot().await.unwrap();
-    let got = snapshot.ledger.iter().find(|e| e.name == name).expect("the entry");
+    let (got, _) = rig.reopened().await;
     assert_eq!(got.state, FileState::Applied, "the former owner's late copy put back an older entry");
 }
 
@@ -140,36 +183,18 @@ async fn a_former_owners_late_copy_out_cannot_put_back_an_older_ledger_entry() {
 /// holds for how long the stream has been waiting (the gap alert's clock).
 #[tokio::test]
 async fn a_late_copy_of_an_owners_earlier_commit_cannot_put_back_its_older_entry() {
-    use chrono::TimeZone;
-    use esr_ingest::core::lease::Fence;
     use esr_ingest::core::ledger::FileState;
-    use esr_ingest::core::sequencer::StreamRecord;
-    use esr_ingest::ports::store::Commit;
     use mongodb::bson::doc;
-    let base = std::env::var("ESR_TEST_MONGO_URI").expect("ESR_TEST_MONGO_URI is not set: run scripts/test.sh");
-    let uri = database_uri(&base);
-    let store = MongoStore::open(&uri).await.expect("open");
-    let t0 = chrono::Utc.with_ymd_and_hms(2022, 8, 1, 12, 0, 0).unwrap();
-    let a = store.claim_lease("region/SEV", "a", chrono::TimeDelta::seconds(10), t0).await.unwrap().expect("lease");
-    let name = "DE_SEV_RMC_20220730_00000001.DAT";
-    let fenced = |state, waiting_since| Commit {
-        ledger: vec![conformance::store::entry(name, state)],
-        streams: vec![StreamRecord {
-            region: "SEV".into(),
-            next_seq: Some(1),
-            waiting_since,
-            skipped: Default::default(),
-        }],
-        fence: Some(Fence { lease: "region/SEV".into(), token: a.token }),
-        ..Default::default()
-    };
-    store.commit(fenced(FileState::Pending, Some(t0))).await.expect("the file pending, the stream waiting");
-    store.commit(fenced(FileState::Applied, None)).await.expect("then applied, same token");
+    let rig = JournalRig::open().await;
+    let a = rig.lease("a", 0).await;
+    let waiting = chrono::DateTime::from_timestamp(1_659_355_200, 0);
+    let (pending, applied) =
+        (JournalRig::fenced(&a, FileState::Pending, waiting), JournalRig::fenced(&a, FileState::Applied, None));
+    rig.store.commit(pending).await.expect("the file pending, the stream waiting");
+    rig.store.commit(applied).await.expect("then applied, same token");
 
     // The reader's stale view: the first commit's journal document, not yet done.
-    let client = mongodb::Client::with_uri_str(&uri).await.expect("a client");
-    let db = client.default_database().expect("the test database");
-    let journal = db.collection::<mongodb::bson::Document>("journal");
+    let journal = rig.collection("journal");
     let mut first = None;
     let mut cursor = journal.find(doc! {}).sort(doc! { "_id": 1 }).await.expect("read the journal");
     while cursor.advance().await.expect("next") {
@@ -179,20 +204,16 @@ async fn a_late_copy_of_an_owners_earlier_commit_cannot_put_back_its_older_entry
             .ok()
             .and_then(|l| l.first())
             .and_then(|e| e.as_document())
-            .is_some_and(|e| e.get_str("_id") == Ok(name) && e.get_str("state") == Ok(FileState::Pending.as_str()));
+            .is_some_and(|e| e.get_str("_id") == Ok(NAME) && e.get_str("state") == Ok(FileState::Pending.as_str()));
         if pending && first.is_none() {
             first = Some(d.get("_id").cloned().expect("an id"));
         }
     }
     let first = first.expect("the first commit's journal document");
     journal.update_one(doc! { "_id": first }, doc! { "$set": { "done": false } }).await.expect("mark it not done");
-    drop(store);
 
-    let reopened = MongoStore::open(&uri).await.expect("open again (replays the journal)");
-    let snapshot = reopened.snapshot().await.unwrap();
-    let got = snapshot.ledger.iter().find(|e| e.name == name).expect("the entry");
+    let (got, stream) = rig.reopened().await;
     assert_eq!(got.state, FileState::Applied, "a late copy of the owner's earlier commit put back its older entry");
-    let stream = snapshot.streams.iter().find(|s| s.region == "SEV").expect("the stream");
     assert_eq!(stream.waiting_since, None, "a late copy restarted the clock of a stream no longer waiting");
 }
 
@@ -201,32 +222,13 @@ async fn a_late_copy_of_an_owners_earlier_commit_cannot_put_back_its_older_entry
 /// not leave the older token's order behind to refuse the second.
 #[tokio::test]
 async fn journal_documents_without_an_order_copy_out_in_turn_over_an_ordered_entry() {
-    use chrono::TimeZone;
-    use esr_ingest::core::lease::Fence;
     use esr_ingest::core::ledger::FileState;
-    use esr_ingest::ports::store::Commit;
     use mongodb::bson::{doc, oid::ObjectId};
-    let base = std::env::var("ESR_TEST_MONGO_URI").expect("ESR_TEST_MONGO_URI is not set: run scripts/test.sh");
-    let uri = database_uri(&base);
-    let store = MongoStore::open(&uri).await.expect("open");
-    let t0 = chrono::Utc.with_ymd_and_hms(2022, 8, 1, 12, 0, 0).unwrap();
-    let a = store.claim_lease("region/SEV", "a", chrono::TimeDelta::seconds(10), t0).await.unwrap().expect("lease");
-    let name = "DE_SEV_RMC_20220730_00000001.DAT";
-    let fenced = Commit {
-        ledger: vec![conformance::store::entry(name, FileState::Pending)],
-        fence: Some(Fence { lease: "region/SEV".into(), token: a.token }),
-        ..Default::default()
-    };
-    store.commit(fenced).await.expect("an ordered commit");
+    let rig = JournalRig::open().await;
+    let a = rig.lease("a", 0).await;
+    rig.store.commit(JournalRig::fenced(&a, FileState::Pending, None)).await.expect("an ordered commit");
 
-    let client = mongodb::Client::with_uri_str(&uri).await.expect("a client");
-    let db = client.default_database().expect("the test database");
-    let stored = db
-        .collection::<mongodb::bson::Document>("ledger")
-        .find_one(doc! { "_id": name })
-        .await
-        .expect("read")
-        .expect("the entry");
+    let stored = rig.ledger_document().await;
     let unordered = |state: FileState| {
         let mut entry = stored.clone();
         for field in ["fences", "orders"] {
@@ -238,14 +240,11 @@ async fn journal_documents_without_an_order_copy_out_in_turn_over_an_ordered_ent
             "ledger": [entry], "streams": [], "audit": [], "counters": {},
         }
     };
-    let journal = db.collection::<mongodb::bson::Document>("journal");
+    let journal = rig.collection("journal");
     journal.insert_one(unordered(FileState::Delivered)).await.expect("insert");
     journal.insert_one(unordered(FileState::Applied)).await.expect("insert");
-    drop(store);
 
-    let reopened = MongoStore::open(&uri).await.expect("open again (replays the journal)");
-    let snapshot = reopened.snapshot().await.unwrap();
-    let got = snapshot.ledger.iter().find(|e| e.name == name).expect("the entry");
+    let (got, _) = rig.reopened().await;
     assert_eq!(got.state, FileState::Applied, "the second unordered copy was refused");
 }
 

@@ -84,11 +84,7 @@ impl Engine {
         let mut objects = objects;
         if let Some(ownership) = &self.ownership {
             // Claim every region seen, then look only at the regions held.
-            let region_of = |key: &str| match self.profile.classify(key) {
-                NameVerdict::Batch(b) => Some(b.region),
-                _ => None,
-            };
-            let mut regions: Vec<Option<String>> = objects.values().map(|l| region_of(&l.key)).collect();
+            let mut regions: Vec<Option<String>> = objects.values().map(|l| self.region_of_key(&l.key)).collect();
             regions.extend(ledger.values().map(|e| e.region().map(str::to_string)));
             regions.extend(snapshot.streams.iter().map(|s| Some(s.region.clone())));
             regions.sort();
@@ -104,10 +100,18 @@ impl Engine {
             {
                 tracing::warn!(error = %e, "announced keys of regions driven elsewhere not handed off; that instance's next full listing finds them");
             }
-            objects.retain(|_, l| ownership.owns(region_of(&l.key).as_deref()));
+            objects.retain(|_, l| ownership.owns(self.region_of_key(&l.key).as_deref()));
         }
         let discovered = self.discover(&objects, &mut ledger, &settled, report, cancel).await?;
         Ok(Loaded { objects, ledger, streams: snapshot.streams, settled, discovered, seen })
+    }
+
+    /// The region of a key's file name (`None`: not a batch file name).
+    pub(super) fn region_of_key(&self, key: &str) -> Option<String> {
+        match self.profile.classify(key) {
+            NameVerdict::Batch(b) => Some(b.region),
+            _ => None,
+        }
     }
 
     /// The active state (ledger entries and streams) and every known name's fingerprint:

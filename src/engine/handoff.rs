@@ -41,6 +41,25 @@ impl HandedOff {
     fn len(&self) -> usize {
         self.keys.values().map(BTreeSet::len).sum()
     }
+
+    /// Adds `key` for `lease`, or marks the lease for a full pass when the keys are at
+    /// their bound.
+    fn add(&mut self, lease: String, key: String) {
+        if self.overflow.contains(&lease) {
+            return;
+        }
+        if self.len() >= HANDED_OFF_AT_MOST {
+            self.too_many(lease);
+        } else {
+            self.keys.entry(lease).or_default().insert(key);
+        }
+    }
+
+    /// Marks `lease` for a full pass in place of its keys.
+    fn too_many(&mut self, lease: String) {
+        self.keys.remove(&lease);
+        self.overflow.insert(lease);
+    }
 }
 
 /// What [`Engine::take_handed_off`] found for this instance's regions.
@@ -54,41 +73,24 @@ pub enum Handed {
 }
 
 impl Engine {
-    /// Hands `keys` (each with its region, `None` for a bad name) to whichever instance
-    /// holds the region's lease.
-    async fn hand_off(&self, keys: Vec<(Option<String>, String)>) -> Result<(), StoreError> {
-        shared::update(self.store.as_ref(), HANDED_OFF, |doc: &mut HandedOff| {
-            for (region, key) in &keys {
-                let lease = region_lease(region.as_deref());
-                if doc.overflow.contains(&lease) {
-                    continue;
-                }
-                if doc.len() >= HANDED_OFF_AT_MOST {
-                    doc.keys.remove(&lease);
-                    doc.overflow.insert(lease);
-                } else {
-                    doc.keys.entry(lease).or_default().insert(key.clone());
-                }
-            }
-            (true, ())
-        })
-        .await
-    }
-
     /// Hands the `keys` of regions this instance does not drive to the instances that do
     /// (nothing without leases).
     pub async fn hand_off_unowned(&self, keys: &[String]) -> Result<(), StoreError> {
         let Some(ownership) = &self.ownership else { return Ok(()) };
-        let elsewhere: Vec<(Option<String>, String)> = keys
+        let elsewhere: Vec<(String, String)> = keys
             .iter()
             .map(|key| (self.region_of_key(key), key))
             .filter(|(region, _)| !ownership.owns(region.as_deref()))
-            .map(|(region, key)| (region, key.clone()))
+            .map(|(region, key)| (region_lease(region.as_deref()), key.clone()))
             .collect();
         if elsewhere.is_empty() {
             return Ok(());
         }
-        self.hand_off(elsewhere).await
+        shared::update(self.store.as_ref(), HANDED_OFF, |doc: &mut HandedOff| {
+            elsewhere.iter().for_each(|(lease, key)| doc.add(lease.clone(), key.clone()));
+            (true, ())
+        })
+        .await
     }
 
     /// Asks a full pass of every instance driving regions this one left to it (more keys
@@ -100,21 +102,10 @@ impl Engine {
             return Ok(());
         }
         shared::update(self.store.as_ref(), HANDED_OFF, |doc: &mut HandedOff| {
-            for lease in &leases {
-                doc.keys.remove(lease);
-                doc.overflow.insert(lease.clone());
-            }
+            leases.iter().for_each(|lease| doc.too_many(lease.clone()));
             (true, ())
         })
         .await
-    }
-
-    /// The region of a key's file name (`None`: not a batch file name).
-    fn region_of_key(&self, key: &str) -> Option<String> {
-        match self.profile.classify(key) {
-            crate::core::name::NameVerdict::Batch(b) => Some(b.region),
-            _ => None,
-        }
     }
 
     /// Takes the keys handed off for the regions this instance holds (nothing without

@@ -40,6 +40,8 @@ pub(super) struct Cadence {
 /// it (`engine::handoff`).
 #[derive(Debug, PartialEq, Eq)]
 enum Leftover {
+    /// Not a full pass, or no key was waiting.
+    Nothing,
     Keys(Vec<String>),
     /// More keys arrived than one look-up each is worth: every other instance's regions
     /// get a full pass too.
@@ -54,10 +56,11 @@ impl Cadence {
         let taken = self.announced.take();
         let full_due = last_full.is_none_or(|t| now.saturating_duration_since(t) >= self.reconcile);
         match (full_due, self.events, taken) {
+            (true, _, Some(keys)) if keys.is_empty() => (Scope::Full, Leftover::Nothing),
             (true, _, Some(keys)) => (Scope::Full, Leftover::Keys(keys)),
             (_, _, None) => (Scope::Full, Leftover::TooMany),
-            (false, false, Some(_)) => (Scope::Quick, Leftover::Keys(Vec::new())),
-            (false, true, Some(keys)) => (Scope::Keys(keys), Leftover::Keys(Vec::new())),
+            (false, false, Some(_)) => (Scope::Quick, Leftover::Nothing),
+            (false, true, Some(keys)) => (Scope::Keys(keys), Leftover::Nothing),
         }
     }
 
@@ -123,7 +126,7 @@ async fn take_handed_off(engine: &Engine, wake: &Announced) {
 /// next one.
 async fn hand_off_leftover(engine: &Engine, cadence: &Cadence, leftover: Leftover, passed: bool) {
     let handed = match leftover {
-        Leftover::Keys(keys) if keys.is_empty() => return,
+        Leftover::Nothing => return,
         Leftover::Keys(keys) => {
             let handed = engine.hand_off_unowned(&keys).await;
             if !passed {

@@ -40,6 +40,11 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
+/// The N of the test hook `ESR_INGEST_FAULT=NAME:N`, when that hook is set.
+fn fault_at(name: &str) -> Option<u64> {
+    std::env::var("ESR_INGEST_FAULT").ok()?.strip_prefix(name)?.strip_prefix(':')?.parse().ok()
+}
+
 /// Test hooks, counting confirmed messages. `ESR_INGEST_FAULT=publisher-exit-after-confirms:N`
 /// makes the process exit (code 70) once N messages are confirmed: a delivery stopped
 /// half-way, with part of the file at the consumers. `publisher-fail-after-confirms:N`
@@ -60,16 +65,14 @@ fn after_confirm() -> Result<(), DeliveryError> {
     static HOOK: std::sync::OnceLock<Option<(Hook, u64)>> = std::sync::OnceLock::new();
     static CONFIRMED: AtomicU64 = AtomicU64::new(0);
     let hook = HOOK.get_or_init(|| {
-        let fault = std::env::var("ESR_INGEST_FAULT").ok()?;
-        let (hook, n) = [
-            (Hook::Exit, "publisher-exit-after-confirms:"),
-            (Hook::Fail, "publisher-fail-after-confirms:"),
-            (Hook::Stop, "publisher-stop-after-confirms:"),
-            (Hook::StopThenFail, "publisher-stop-then-fail-after-confirms:"),
+        [
+            (Hook::Exit, "publisher-exit-after-confirms"),
+            (Hook::Fail, "publisher-fail-after-confirms"),
+            (Hook::Stop, "publisher-stop-after-confirms"),
+            (Hook::StopThenFail, "publisher-stop-then-fail-after-confirms"),
         ]
         .into_iter()
-        .find_map(|(hook, prefix)| Some((hook, fault.strip_prefix(prefix)?)))?;
-        Some((hook, n.parse().ok()?))
+        .find_map(|(hook, name)| Some((hook, fault_at(name)?)))
     });
     let Some((hook, limit)) = hook else { return Ok(()) };
     let confirmed = CONFIRMED.fetch_add(1, Ordering::SeqCst) + 1;
@@ -105,10 +108,7 @@ async fn between_files() {
     use std::sync::atomic::{AtomicU64, Ordering};
     static AT: std::sync::OnceLock<Option<u64>> = std::sync::OnceLock::new();
     static MOVES: AtomicU64 = AtomicU64::new(0);
-    let at = AT.get_or_init(|| {
-        let fault = std::env::var("ESR_INGEST_FAULT").ok()?;
-        fault.strip_prefix("publisher-pause-between-files:")?.parse().ok()
-    });
+    let at = AT.get_or_init(|| fault_at("publisher-pause-between-files"));
     let Some(at) = at else { return };
     if MOVES.fetch_add(1, Ordering::SeqCst) + 1 == *at {
         tracing::error!(pause = ?BETWEEN_FILES_PAUSE, "ESR_INGEST_FAULT: pausing between two files of a unit");
