@@ -217,6 +217,80 @@ async fn a_late_copy_of_an_owners_earlier_commit_cannot_put_back_its_older_entry
     assert_eq!(stream.waiting_since, None, "a late copy restarted the clock of a stream no longer waiting");
 }
 
+/// Commits of one owner copied out at the same moment (its own copy racing a reader's
+/// late copy of another of its commits) on a document's first fenced write: the entry and
+/// the stream's waiting clock left are those of the latest commit (the highest order),
+/// whichever copy reaches the document first. Each round uses a region (so a lease, a
+/// stream and a ledger document) never written before.
+#[tokio::test]
+async fn racing_copies_of_one_owners_commits_leave_its_latest_on_a_documents_first_write() {
+    use esr_ingest::core::ledger::FileState;
+    use mongodb::bson::doc;
+    const COMMITS: usize = 6;
+    let rig = JournalRig::open().await;
+    let base = chrono::DateTime::from_timestamp(1_659_355_200, 0).expect("a time");
+    let mut wrong = Vec::new();
+    for round in 0..40u32 {
+        let region = format!("Q{}{}", char::from(b'A' + (round / 26) as u8), char::from(b'A' + (round % 26) as u8));
+        let name = format!("DE_{region}_RMC_20220730_00000001.DAT");
+        let lease_name = format!("region/{region}");
+        let lease = rig
+            .store
+            .claim_lease(&lease_name, "a", chrono::TimeDelta::seconds(60), base)
+            .await
+            .expect("claim")
+            .expect("a lease");
+        let commits = (0..COMMITS).map(|i| {
+            let mut entry = conformance::store::entry(&name, FileState::Pending);
+            entry.size = i as u64;
+            let stream = esr_ingest::core::sequencer::StreamRecord {
+                region: region.clone(),
+                next_seq: Some(1),
+                waiting_since: Some(base + chrono::TimeDelta::seconds(i as i64)),
+                skipped: Default::default(),
+            };
+            let commit = esr_ingest::ports::store::Commit {
+                ledger: vec![entry],
+                streams: vec![stream],
+                fence: Some(esr_ingest::core::lease::Fence { lease: lease_name.clone(), token: lease.token }),
+                ..Default::default()
+            };
+            rig.store.commit(commit)
+        });
+        for done in futures::future::join_all(commits).await {
+            done.expect("a commit");
+        }
+        // The latest commit: the journal document with the highest order.
+        let mut latest: Option<(i64, i64)> = None;
+        let mut cursor = rig.collection("journal").find(doc! { "fence_lease": &lease_name }).await.expect("read");
+        while cursor.advance().await.expect("next") {
+            let d = cursor.deserialize_current().expect("a document");
+            let order = d.get_i64("fence_order").expect("an order");
+            let size = d
+                .get_array("ledger")
+                .ok()
+                .and_then(|l| l.first())
+                .and_then(|e| e.as_document())
+                .and_then(|e| e.get("size"))
+                .and_then(|s| s.as_i64().or_else(|| s.as_i32().map(i64::from)))
+                .expect("the entry's size");
+            if latest.is_none_or(|(o, _)| order > o) {
+                latest = Some((order, size));
+            }
+        }
+        let (_, size) = latest.expect("the journal documents of the round");
+        let snapshot = rig.store.snapshot().await.expect("a snapshot");
+        let stored_size = snapshot.ledger.iter().find(|e| e.name == name).map(|e| e.size as i64);
+        let waiting = snapshot.streams.iter().find(|s| s.region == region).and_then(|s| s.waiting_since);
+        if stored_size != Some(size) || waiting != Some(base + chrono::TimeDelta::seconds(size)) {
+            wrong.push(format!(
+                "{region}: latest commit {size}, stored entry {stored_size:?}, waiting since {waiting:?}"
+            ));
+        }
+    }
+    assert!(wrong.is_empty(), "an earlier commit's copy was left over the latest one's: {wrong:#?}");
+}
+
 /// Journal documents written before commits carried an order (a rolling upgrade replays
 /// them), under a token newer than an ordered commit's, copy out in turn: the first does
 /// not leave the older token's order behind to refuse the second.

@@ -411,10 +411,14 @@ async fn copy_ledger_entry(
 /// lease once the name is judged a batch file). Unfenced writes (an operator's skip) set
 /// the fields and keep the tokens.
 ///
-/// Plain steps rather than one filter with `$or`/`$not` (which the MongoDB-wire stand-in
-/// in CI evaluates wrongly): update if the stored token is older; if it is the same and
-/// the stored order is not later (or there is none); if there is no token; else insert. A
-/// duplicate key on the insert means a later commit holds it.
+/// A compare-and-set, because the MongoDB-wire stand-in in CI evaluates a filter with
+/// `$or`/`$not` wrongly, and separate conditional updates (older token; same token and
+/// no later order; no token; else insert) let two copies racing on a document's first
+/// fenced write both miss and the later one be refused: read the stored stamp, decide
+/// with [`Stamp::yields_to`], then write only if the document still carries the stamp
+/// read (or insert it if there was none). A write that finds another stamp followed a
+/// concurrent copy, which only ever raises it, so the read is repeated; a copy that
+/// keeps losing to fresh writes gives up as `Busy` (retried) after [`FENCED_ATTEMPTS`].
 async fn write_fenced(
     collection: &Collection<Document>,
     id: &str,
@@ -425,41 +429,72 @@ async fn write_fenced(
         collection.update_one(doc! { "_id": id }, doc! { "$set": fields }).upsert(true).await.map_err(map_err)?;
         return Ok(true);
     };
+    let ours = Stamp { token, order };
     let (token_path, order_path) = (format!("fences.{lease}"), format!("orders.{lease}"));
     let mut set = fields.clone();
     set.insert(token_path.as_str(), token);
     if let Some(order) = order {
         set.insert(order_path.as_str(), order);
     }
-    let mut guards = vec![doc! { token_path.as_str(): { "$lt": token } }];
-    if let Some(order) = order {
-        guards.push(doc! { token_path.as_str(): token, order_path.as_str(): { "$lte": order } });
-    }
-    guards.push(doc! { token_path.as_str(): token, order_path.as_str(): { "$exists": false } });
-    guards.push(doc! { token_path.as_str(): { "$exists": false } });
     // A copy without an order (written before orders were) clears the order a commit of
     // an older token left, so a later copy without one under this token still passes.
     let update = match order {
         Some(_) => doc! { "$set": set },
         None => doc! { "$set": set, "$unset": { order_path.as_str(): "" } },
     };
-    for mut filter in guards {
-        filter.insert("_id", id);
-        let done = collection.update_one(filter, update.clone()).await.map_err(map_err)?;
-        if done.matched_count > 0 {
+    for _ in 0..FENCED_ATTEMPTS {
+        let Some(stored) = collection.find_one(doc! { "_id": id }).await.map_err(map_err)? else {
+            let mut fresh = fields.clone();
+            fresh.insert("_id", id);
+            fresh.insert("fences", doc! { lease: token });
+            if let Some(order) = order {
+                fresh.insert("orders", doc! { lease: order });
+            }
+            match collection.insert_one(fresh).await {
+                Ok(_) => return Ok(true),
+                // Another copy created it meanwhile: read its stamp.
+                Err(e) if super::errors::server_code(&e) == Some(super::errors::DUPLICATE_KEY) => continue,
+                Err(e) => return Err(map_err(e)),
+            }
+        };
+        let held = |field: &str| stored.get_document(field).ok().and_then(|d| d.get(lease)).cloned();
+        let (held_token, held_order) = (held("fences"), held("orders"));
+        let stamp = super::numbers::int(held_token.as_ref())
+            .map(|token| Stamp { token, order: super::numbers::int(held_order.as_ref()) });
+        if stamp.is_some_and(|held| !held.yields_to(ours)) {
+            return Ok(false);
+        }
+        // Exactly the stamp read: the stored values themselves, or their absence.
+        let absent = || Bson::Document(doc! { "$exists": false });
+        let mut filter = doc! { "_id": id };
+        filter.insert(token_path.as_str(), held_token.unwrap_or_else(absent));
+        filter.insert(order_path.as_str(), held_order.unwrap_or_else(absent));
+        if collection.update_one(filter, update.clone()).await.map_err(map_err)?.matched_count > 0 {
             return Ok(true);
         }
     }
-    let mut fresh = fields;
-    fresh.insert("_id", id);
-    fresh.insert("fences", doc! { lease: token });
-    if let Some(order) = order {
-        fresh.insert("orders", doc! { lease: order });
-    }
-    match collection.insert_one(fresh).await {
-        Ok(_) => Ok(true),
-        Err(e) if super::errors::server_code(&e) == Some(super::errors::DUPLICATE_KEY) => Ok(false),
-        Err(e) => Err(map_err(e)),
+    Err(StoreError::Busy(format!("{id}: the copy lost {FENCED_ATTEMPTS} compare-and-sets to other copies")))
+}
+
+/// How many times [`write_fenced`] reads a document's stamp again after losing its
+/// compare-and-set to a concurrent copy before it gives up (the commit is retried).
+const FENCED_ATTEMPTS: usize = 32;
+
+/// What a fenced copy wrote under one lease: its token and its order among that token's
+/// commits (`None` for a commit from before orders).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Stamp {
+    token: i64,
+    order: Option<i64>,
+}
+
+impl Stamp {
+    /// Whether a copy stamped `later` may write over what this stamp wrote: a newer token,
+    /// or the same token and an order not earlier (the same commit copied again is
+    /// idempotent). A stored stamp without an order yields to any copy of its token; a copy
+    /// without an order does not replace an ordered one of its token.
+    fn yields_to(self, later: Stamp) -> bool {
+        (self.token, self.order) <= (later.token, later.order)
     }
 }
 
@@ -480,4 +515,47 @@ pub(super) async fn replay(db: &Database, wc: &Document) -> Result<(), StoreErro
         copy_out(db, journal).await?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Stamp;
+    use proptest::prelude::*;
+
+    fn stamp(token: i64, order: Option<i64>) -> Stamp {
+        Stamp { token, order }
+    }
+
+    #[test]
+    fn a_stamp_yields_to_a_newer_token_and_to_a_later_or_equal_order_of_its_own() {
+        assert!(stamp(1, Some(9)).yields_to(stamp(2, Some(1))), "a newer token");
+        assert!(stamp(1, Some(9)).yields_to(stamp(2, None)), "a newer token without an order");
+        assert!(stamp(2, Some(3)).yields_to(stamp(2, Some(3))), "the same commit copied again");
+        assert!(stamp(2, Some(3)).yields_to(stamp(2, Some(4))), "a later commit of the token");
+        assert!(stamp(2, None).yields_to(stamp(2, Some(1))), "an ordered commit over one from before orders");
+        assert!(stamp(2, None).yields_to(stamp(2, None)), "commits from before orders copy out in turn");
+        assert!(!stamp(2, Some(4)).yields_to(stamp(2, Some(3))), "an earlier commit of the token");
+        assert!(!stamp(2, Some(1)).yields_to(stamp(2, None)), "a commit from before orders over an ordered one");
+        assert!(!stamp(3, None).yields_to(stamp(2, Some(9))), "an older token");
+    }
+
+    proptest! {
+        /// Whatever order racing copies land in, compare-and-set over `yields_to` leaves
+        /// the greatest stamp: every stamp a copy finds yields to the greatest, so the
+        /// greatest is never refused, and nothing is written over it but itself.
+        #[test]
+        fn compare_and_set_leaves_the_greatest_stamp(
+            copies in proptest::collection::vec((0i64..4, proptest::option::of(0i64..4)), 1..8),
+        ) {
+            let mut stored: Option<Stamp> = None;
+            for (token, order) in &copies {
+                let copy = stamp(*token, *order);
+                if stored.is_none_or(|held| held.yields_to(copy)) {
+                    stored = Some(copy);
+                }
+            }
+            let greatest = copies.iter().map(|&(t, o)| (t, o)).max().map(|(t, o)| stamp(t, o));
+            prop_assert_eq!(stored, greatest);
+        }
+    }
 }
