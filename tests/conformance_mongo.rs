@@ -291,6 +291,79 @@ async fn racing_copies_of_one_owners_commits_leave_its_latest_on_a_documents_fir
     assert!(wrong.is_empty(), "an earlier commit's copy was left over the latest one's: {wrong:#?}");
 }
 
+/// A commit retried after its commit point (its reply was lost) while a later commit of
+/// the same owner wrote the file meanwhile: the retry copies out the commit as recorded,
+/// not rebuilt with a later order, so the later commit's entry stays.
+#[tokio::test]
+async fn a_retried_commit_does_not_put_back_its_entry_over_a_later_commit() {
+    use esr_ingest::core::ledger::FileState;
+    let rig = JournalRig::open().await;
+    let a = rig.lease("a", 0).await;
+    let first = esr_ingest::ports::store::Commit {
+        id: Some(esr_ingest::ports::store::new_commit_id()),
+        ..JournalRig::fenced(&a, FileState::Pending, None)
+    };
+    rig.store.commit(first.clone()).await.expect("the first commit (its reply lost)");
+    rig.store.commit(JournalRig::fenced(&a, FileState::Applied, None)).await.expect("a later commit");
+    rig.store.commit(first).await.expect("the first commit retried");
+    let (got, _) = rig.reopened().await;
+    assert_eq!(got.state, FileState::Applied, "the retried commit put back its older entry");
+}
+
+/// A region whose name has a dot (a custom `name_pattern` allows it): its lease fences
+/// the ledger entry and the stream like any other, commit after commit, and a late copy
+/// of an earlier commit is refused.
+#[tokio::test]
+async fn a_lease_name_with_a_dot_fences_its_documents_like_any_other() {
+    use esr_ingest::core::ledger::FileState;
+    use esr_ingest::core::sequencer::StreamRecord;
+    use mongodb::bson::doc;
+    let rig = JournalRig::open().await;
+    let (region, lease_name, name) = ("A.B", "region/A.B", "DE_SEV_RMC_20220730_00000001.DAT");
+    let at = chrono::DateTime::from_timestamp(1_659_355_200, 0).expect("a time");
+    let lease = rig
+        .store
+        .claim_lease(lease_name, "a", chrono::TimeDelta::seconds(60), at)
+        .await
+        .expect("claim")
+        .expect("a lease");
+    let commit = |state: FileState, waiting: Option<chrono::DateTime<chrono::Utc>>| esr_ingest::ports::store::Commit {
+        ledger: vec![conformance::store::entry(name, state)],
+        streams: vec![StreamRecord {
+            region: region.into(),
+            next_seq: Some(1),
+            waiting_since: waiting,
+            skipped: Default::default(),
+        }],
+        fence: Some(esr_ingest::core::lease::Fence { lease: lease_name.into(), token: lease.token }),
+        ..Default::default()
+    };
+    for (state, waiting) in
+        [(FileState::Pending, Some(at)), (FileState::Delivered, Some(at)), (FileState::Applied, None)]
+    {
+        tokio::time::timeout(std::time::Duration::from_secs(30), rig.store.commit(commit(state, waiting)))
+            .await
+            .expect("a commit in time")
+            .expect("a commit");
+    }
+    let journal = rig.collection("journal");
+    let first =
+        journal.find_one(doc! { "ledger.state": FileState::Pending.as_str() }).await.expect("read").expect("the first");
+    journal
+        .update_one(doc! { "_id": first.get("_id").cloned() }, doc! { "$set": { "done": false } })
+        .await
+        .expect("not done");
+    let reopened = MongoStore::open(&rig.uri).await.expect("open again (replays the journal)");
+    let snapshot = reopened.snapshot().await.expect("a snapshot");
+    let entry = snapshot.ledger.iter().find(|e| e.name == name).expect("the entry");
+    let stream = snapshot.streams.iter().find(|s| s.region == region).expect("the stream");
+    assert_eq!(
+        (entry.state, stream.waiting_since),
+        (FileState::Applied, None),
+        "a late copy won, or a commit was lost"
+    );
+}
+
 /// Journal documents written before commits carried an order (a rolling upgrade replays
 /// them), under a token newer than an ordered commit's, copy out in turn: the first does
 /// not leave the older token's order behind to refuse the second.

@@ -265,10 +265,14 @@ pub(super) async fn commit(db: &Database, wc: &Document, c: &Commit) -> Result<(
         // All of a fenced commit is recorded at once under the lease (its commit point),
         // then moved into the journal.
         super::leases::push_pending(db, wc, fence, &documents).await?;
-        super::leases::into_journal(db, wc, &documents).await?;
+        let inserted = super::leases::into_journal(db, wc, &documents).await?;
         super::leases::pull_pending(db, wc, &fence.lease, &documents).await?;
-        for journal in &documents {
-            copy_out(db, journal).await?;
+        for (journal, inserted) in documents.iter().zip(inserted) {
+            if inserted {
+                copy_out(db, journal).await?;
+            } else {
+                copy_out_recorded(db, journal).await?;
+            }
         }
         return Ok(());
     }
@@ -320,6 +324,21 @@ fn audit_doc(a: &AuditEntry) -> Document {
     doc! {
         "at": text_time(a.at), "actor": &a.actor, "action": &a.action, "region": &a.region,
         "seq": a.seq.map(signed), "detail": &a.detail,
+    }
+}
+
+/// Copies out the journal's own version of a retried commit's document. A retry builds
+/// its documents again with a later order (see [`next_order`]); copied out, that order
+/// could let the retried, older commit win over a later commit of the same token. The
+/// version recorded first, whichever attempt (or reader moving pending commits) put it
+/// in the journal, is the one every copy carries. Nothing to do when it is done already
+/// (or folded away, which only done documents are).
+async fn copy_out_recorded(db: &Database, retried: &Document) -> Result<(), StoreError> {
+    let id = retried.get("_id").cloned().ok_or_else(|| StoreError::Corrupt("journal document without _id".into()))?;
+    let recorded = db.collection::<Document>(JOURNAL).find_one(doc! { "_id": id }).await.map_err(map_err)?;
+    match recorded {
+        Some(recorded) if !recorded.get_bool("done").unwrap_or(false) => copy_out(db, &recorded).await,
+        _ => Ok(()),
     }
 }
 
@@ -430,6 +449,8 @@ async fn write_fenced(
         return Ok(true);
     };
     let ours = Stamp { token, order };
+    let key = fence_key(lease);
+    let lease = key.as_ref();
     let (token_path, order_path) = (format!("fences.{lease}"), format!("orders.{lease}"));
     let mut set = fields.clone();
     set.insert(token_path.as_str(), token);
@@ -476,6 +497,28 @@ async fn write_fenced(
     Err(StoreError::Busy(format!("{id}: the copy lost {FENCED_ATTEMPTS} compare-and-sets to other copies")))
 }
 
+/// The field name a lease's stamp is kept under (`fences.<key>`, `orders.<key>`): the
+/// lease name with `%`, `.` and `$` percent-encoded, because MongoDB splits a path at
+/// every dot (a region a custom `name_pattern` allows to contain one would be written
+/// nested and read flat, and no copy would ever match again). Names without those
+/// characters, such as every `region/XYZ` of the default profile, are kept as they are,
+/// so documents written before keep their stamps.
+fn fence_key(lease: &str) -> std::borrow::Cow<'_, str> {
+    if !lease.contains(['%', '.', '$']) {
+        return std::borrow::Cow::Borrowed(lease);
+    }
+    let mut key = String::with_capacity(lease.len() + 8);
+    for c in lease.chars() {
+        match c {
+            '%' => key.push_str("%25"),
+            '.' => key.push_str("%2E"),
+            '$' => key.push_str("%24"),
+            c => key.push(c),
+        }
+    }
+    std::borrow::Cow::Owned(key)
+}
+
 /// How many times [`write_fenced`] reads a document's stamp again after losing its
 /// compare-and-set to a concurrent copy before it gives up (the commit is retried).
 const FENCED_ATTEMPTS: usize = 32;
@@ -519,8 +562,16 @@ pub(super) async fn replay(db: &Database, wc: &Document) -> Result<(), StoreErro
 
 #[cfg(test)]
 mod tests {
-    use super::Stamp;
+    use super::{Stamp, fence_key};
     use proptest::prelude::*;
+
+    #[test]
+    fn a_lease_names_stamp_key_has_no_dot_or_dollar_and_keeps_plain_names() {
+        assert_eq!(fence_key("region/SEV"), "region/SEV");
+        assert_eq!(fence_key("region/A.B"), "region/A%2EB");
+        assert_eq!(fence_key("region/$x%"), "region/%24x%25");
+        assert_ne!(fence_key("region/A.B"), fence_key("region/A%2EB"), "distinct names keep distinct keys");
+    }
 
     fn stamp(token: i64, order: Option<i64>) -> Stamp {
         Stamp { token, order }

@@ -151,16 +151,18 @@ pub(super) async fn push_pending(
     }))
 }
 
-/// Puts journal documents into the journal (those already there are left as they are).
-pub(super) async fn into_journal(db: &Database, wc: &Document, journal: &[Document]) -> Result<(), StoreError> {
+/// Puts journal documents into the journal (those already there are left as they are);
+/// for each, whether this call put it there (`false`: it was there already).
+pub(super) async fn into_journal(db: &Database, wc: &Document, journal: &[Document]) -> Result<Vec<bool>, StoreError> {
+    let mut inserted = Vec::with_capacity(journal.len());
     for d in journal {
         let reply = db
             .run_command(doc! { "insert": JOURNAL, "documents": [d.clone()], "writeConcern": wc.clone() })
             .await
             .map_err(map_err)?;
-        changed(&reply)?; // a duplicate key means it is in the journal already
+        inserted.push(changed(&reply)? == 1); // a duplicate key means it is in the journal already
     }
-    Ok(())
+    Ok(inserted)
 }
 
 /// Removes journal documents (now in the journal) from the lease's `pending`.
