@@ -172,15 +172,17 @@ impl World {
 
 /// What the scoped engine sees of an upload in a pass over `scope`: a full pass, all; a
 /// quick one, all but those of settled names; one over keys, those notified and those of
-/// active files (reading one finds it changed or gone).
+/// the files a pass may work on (reading one finds it changed or gone).
 async fn visibility(engine: &Engine, scope: &Scope) -> impl Fn(&str) -> bool + use<> {
-    let active: BTreeSet<String> = engine.store.active().await.unwrap().ledger.into_iter().map(|e| e.name).collect();
+    let ledger = engine.store.active().await.unwrap().ledger;
+    let workable: BTreeSet<String> = ledger.iter().filter(|e| e.awaits_a_pass()).map(|e| e.name.clone()).collect();
+    let active: BTreeSet<String> = ledger.into_iter().map(|e| e.name).collect();
     let known: BTreeSet<String> = engine.store.known_names().await.unwrap().into_iter().map(|k| k.name).collect();
     let scope = scope.clone();
     move |name: &str| match &scope {
         Scope::Full => true,
         Scope::Quick => !known.contains(name) || active.contains(name),
-        Scope::Keys(keys) => keys.iter().any(|k| k == name) || active.contains(name),
+        Scope::Keys(keys) => keys.iter().any(|k| k == name) || workable.contains(name),
     }
 }
 
@@ -366,4 +368,26 @@ async fn only_a_listing_of_everything_counts_as_the_reconcile() {
     assert!(!pass(&engine, &Scope::Keys(vec![name(0)])).await.listed_everything);
     let many: Vec<String> = (0..=esr_ingest::engine::KEYS_AT_MOST).map(|i| format!("k{i}")).collect();
     assert!(pass(&engine, &Scope::Keys(many)).await.listed_everything);
+}
+
+/// Bad names and conflicts never settle, but they change only with an upload of their
+/// own: however many pile up in the source, a pass over notified keys looks up the keys
+/// and the files it may work on, and does not fall back to listing everything.
+#[tokio::test]
+async fn bad_names_piling_up_keep_a_pass_over_notified_keys_a_lookup() {
+    let (dir, inbox) = an_inbox();
+    let mut engine = embedded_engine(&inbox, &dir.path().join("s.db")).await;
+    engine.rules.start = [("SEV".to_string(), 1)].into();
+    for i in 0..=esr_ingest::engine::KEYS_AT_MOST {
+        std::fs::write(inbox.join(format!("report-{i:03}.csv")), "not a batch file\n").unwrap();
+    }
+    let report = pass(&engine, &Scope::Full).await;
+    assert!(report.listed_everything);
+    let quarantined = engine.store.active().await.unwrap().ledger.len();
+    assert!(quarantined > esr_ingest::engine::KEYS_AT_MOST, "{quarantined} bad names recorded");
+    let mut clock = 0;
+    write(&inbox, 0, 0, &mut clock);
+    let report = pass(&engine, &Scope::Keys(vec![name(0)])).await;
+    assert!(!report.listed_everything, "a pass over one notified key listed everything");
+    assert_eq!(report.applied, vec![name(0)], "the notified file is applied: {report:?}");
 }

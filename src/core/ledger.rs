@@ -154,6 +154,22 @@ impl LedgerEntry {
         done && self.conflict.is_none() && batch.seq < next
     }
 
+    /// Whether a pass may read this entry's object without a new upload of it: a batch
+    /// file pending (held, or next), delivered (its consumers still applying) or skipped
+    /// before its content was known. Every other active entry (a bad name, a quarantined
+    /// file, an applied file with a conflicting upload) changes only with a new upload of
+    /// its own, which a notification or a listing brings, or by an operator; so a pass
+    /// over notified keys looks up only these, and however many bad names and conflicts
+    /// pile up in the source, such a pass stays a lookup rather than a full listing.
+    pub fn awaits_a_pass(&self) -> bool {
+        self.batch.is_some()
+            && match self.state {
+                FileState::Pending | FileState::Delivered => true,
+                FileState::Skipped => self.sha256.is_none(),
+                FileState::Applied | FileState::Quarantined => false,
+            }
+    }
+
     pub fn seq(&self) -> Option<u64> {
         self.batch.as_ref().map(|b| b.seq)
     }

@@ -53,8 +53,8 @@ pub enum Scope {
     /// ([`list_quick`](crate::ports::source::ObjectSource::list_quick)). A new name is
     /// found at once; a settled file uploaded again in place, at the next full pass.
     Quick,
-    /// Only these keys (named by event notifications) and those of the files still
-    /// active, each looked up ([`list_keys`](crate::ports::source::ObjectSource::list_keys));
+    /// Only these keys (named by event notifications) and those of the files a pass may
+    /// work on ([`LedgerEntry::awaits_a_pass`]), each looked up ([`list_keys`](crate::ports::source::ObjectSource::list_keys));
     /// past [`KEYS_AT_MOST`] of them, a full listing instead.
     Keys(Vec<String>),
 }
@@ -163,10 +163,11 @@ impl Engine {
                 Ok((listing, Seen::AllButSettled))
             }
             Scope::Keys(keys) => {
-                // The active files are looked up too: they are what the pass may apply,
-                // and each must be listed as it is now (replaced, gone) to be read.
-                let wanted: BTreeSet<String> =
-                    keys.iter().cloned().chain(active.values().map(|e| e.key.clone())).collect();
+                // The files a pass may work on are looked up too: each must be listed as
+                // it is now (replaced, gone) to be read. The other active entries wait for
+                // an upload of their own (see `LedgerEntry::awaits_a_pass`).
+                let workable = active.values().filter(|e| e.awaits_a_pass()).map(|e| e.key.clone());
+                let wanted: BTreeSet<String> = keys.iter().cloned().chain(workable).collect();
                 if wanted.len() > KEYS_AT_MOST {
                     return Ok((full().await?, Seen::Everything));
                 }
