@@ -310,6 +310,30 @@ async fn a_retried_commit_does_not_put_back_its_entry_over_a_later_commit() {
     assert_eq!(got.state, FileState::Applied, "the retried commit put back its older entry");
 }
 
+/// A commit whose reply was lost right after its commit point (recorded under the lease,
+/// not yet in the journal), then a later commit of the same owner, then the first one
+/// retried: the retry is stamped as its first attempt was, so the later entry stays.
+/// (Sets the hook's variable: nextest runs each test in a process of its own, and the
+/// hook fires only for this test's lease.)
+#[tokio::test]
+async fn a_commit_retried_after_its_reply_was_lost_at_the_commit_point_keeps_its_first_order() {
+    use esr_ingest::core::ledger::FileState;
+    // SAFETY: set before this test starts any task or client; no other thread reads the
+    // environment yet (nextest: one test per process).
+    unsafe { std::env::set_var("ESR_INGEST_FAULT", "mongo-fail-after-pending:region/SEV") };
+    let rig = JournalRig::open().await;
+    let a = rig.lease("a", 0).await;
+    let first = esr_ingest::ports::store::Commit {
+        id: Some(esr_ingest::ports::store::new_commit_id()),
+        ..JournalRig::fenced(&a, FileState::Pending, None)
+    };
+    rig.store.commit(first.clone()).await.expect_err("the hook loses the reply after the commit point");
+    rig.store.commit(JournalRig::fenced(&a, FileState::Applied, None)).await.expect("a later commit");
+    rig.store.commit(first).await.expect("the first commit retried");
+    let (got, _) = rig.reopened().await;
+    assert_eq!(got.state, FileState::Applied, "the retry of the earlier commit put back its entry");
+}
+
 /// A region whose name has a dot (a custom `name_pattern` allows it): its lease fences
 /// the ledger entry and the stream like any other, commit after commit, and a late copy
 /// of an earlier commit is refused.

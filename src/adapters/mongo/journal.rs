@@ -191,13 +191,12 @@ fn counters_doc(c: &Commit) -> Document {
     }
 }
 
-/// Writes a commit: journal first, then the collections, then marks it done.
 /// The journal documents of a commit (several when its ledger is large).
 fn journal_documents(c: &Commit) -> Vec<Document> {
     let chunks: Vec<&[LedgerEntry]> =
         if c.ledger.is_empty() { vec![&[]] } else { c.ledger.chunks(LEDGER_PER_DOCUMENT).collect() };
     let last = chunks.len() - 1;
-    let order = next_order();
+    let order = c.fence.as_ref().map(|_| Attempts::order_of(c.id.as_deref()));
     chunks
         .into_iter()
         .enumerate()
@@ -211,7 +210,7 @@ fn journal_documents(c: &Commit) -> Vec<Document> {
                 "done": false,
                 "ledger": ledger.iter().map(ledger_doc).collect::<Vec<_>>(),
             };
-            if let Some(fence) = &c.fence {
+            if let (Some(fence), Some(order)) = (&c.fence, order) {
                 journal.insert("fence_lease", &fence.lease);
                 journal.insert("fence_token", signed(fence.token));
                 journal.insert("fence_order", order);
@@ -241,6 +240,63 @@ fn next_order() -> i64 {
     now.max(last.saturating_add(1))
 }
 
+/// The orders given to commits of this process that have not succeeded yet, by commit
+/// id, so every attempt of a commit is stamped alike. A retried commit whose first
+/// attempt reached its commit point (recorded under the lease) but not the journal is
+/// put in the journal and copied out from the retry's documents: stamped with a later
+/// order, they could win over a later commit of the same owner written meanwhile (a
+/// counted file put back to delivered, and counted again). Ids sort in creation order,
+/// so past [`Attempts::KEPT`] the oldest (commits long given up) are forgotten.
+struct Attempts;
+
+impl Attempts {
+    const KEPT: usize = 4096;
+
+    fn orders() -> std::sync::MutexGuard<'static, std::collections::BTreeMap<String, i64>> {
+        static ORDERS: std::sync::Mutex<std::collections::BTreeMap<String, i64>> =
+            std::sync::Mutex::new(std::collections::BTreeMap::new());
+        // A panic while holding it (none can: map operations only) would leave the map
+        // as it was; its contents stay usable.
+        ORDERS.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The order of commit `id`: the one its first attempt got, else a new one.
+    fn order_of(id: Option<&str>) -> i64 {
+        let Some(id) = id else { return next_order() };
+        let mut orders = Self::orders();
+        if let Some(order) = orders.get(id) {
+            return *order;
+        }
+        let order = next_order();
+        orders.insert(id.to_string(), order);
+        while orders.len() > Self::KEPT {
+            orders.pop_first();
+        }
+        order
+    }
+
+    /// Commit `id` succeeded: a later attempt (its reply lost on the way to the caller)
+    /// finds its documents in the journal and copies out those ([`copy_out_recorded`]).
+    fn succeeded(id: Option<&str>) {
+        if let Some(id) = id {
+            Self::orders().remove(id);
+        }
+    }
+}
+
+/// Test hook: `ESR_INGEST_FAULT=mongo-fail-after-pending:LEASE` fails the first fenced
+/// commit under lease `LEASE` once, right after its commit point (recorded under the
+/// lease, not yet in the journal), as a lost reply would. Inert unless set.
+fn fail_after_pending(lease: &str) -> bool {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    static FIRED: AtomicBool = AtomicBool::new(false);
+    let armed = std::env::var("ESR_INGEST_FAULT")
+        .ok()
+        .and_then(|v| v.strip_prefix("mongo-fail-after-pending:").map(|l| l == lease))
+        .unwrap_or(false);
+    armed && !FIRED.swap(true, Ordering::SeqCst)
+}
+
 /// The id of a commit's `chunk`-th journal document: derived from the commit's idempotency
 /// key (laid out like an ObjectId: time, process value, counter), so a retried commit
 /// writes the same documents (a duplicate key then means the earlier attempt got there); a
@@ -256,6 +312,7 @@ fn journal_id(commit: Option<&str>, chunk: usize) -> ObjectId {
     ObjectId::from_bytes(bytes)
 }
 
+/// Writes a commit: journal first, then the collections, then marks it done.
 pub(super) async fn commit(db: &Database, wc: &Document, c: &Commit) -> Result<(), StoreError> {
     let documents = journal_documents(c);
     if !c.expect_uncounted.is_empty() && !recorded(db, &documents).await? {
@@ -265,6 +322,9 @@ pub(super) async fn commit(db: &Database, wc: &Document, c: &Commit) -> Result<(
         // All of a fenced commit is recorded at once under the lease (its commit point),
         // then moved into the journal.
         super::leases::push_pending(db, wc, fence, &documents).await?;
+        if fail_after_pending(&fence.lease) {
+            return Err(StoreError::Io("test hook: the reply after the commit point was lost".into()));
+        }
         let inserted = super::leases::into_journal(db, wc, &documents).await?;
         super::leases::pull_pending(db, wc, &fence.lease, &documents).await?;
         for (journal, inserted) in documents.iter().zip(inserted) {
@@ -274,6 +334,7 @@ pub(super) async fn commit(db: &Database, wc: &Document, c: &Commit) -> Result<(
                 copy_out_recorded(db, journal).await?;
             }
         }
+        Attempts::succeeded(c.id.as_deref());
         return Ok(());
     }
     for journal in documents {
@@ -331,8 +392,7 @@ fn audit_doc(a: &AuditEntry) -> Document {
 /// its documents again with a later order (see [`next_order`]); copied out, that order
 /// could let the retried, older commit win over a later commit of the same token. The
 /// version recorded first, whichever attempt (or reader moving pending commits) put it
-/// in the journal, is the one every copy carries. Nothing to do when it is done already
-/// (or folded away, which only done documents are).
+/// in the journal, is the one every copy carries. Nothing to do when it is done already.
 async fn copy_out_recorded(db: &Database, retried: &Document) -> Result<(), StoreError> {
     let id = retried.get("_id").cloned().ok_or_else(|| StoreError::Corrupt("journal document without _id".into()))?;
     let recorded = db.collection::<Document>(JOURNAL).find_one(doc! { "_id": id }).await.map_err(map_err)?;
