@@ -291,47 +291,44 @@ async fn racing_copies_of_one_owners_commits_leave_its_latest_on_a_documents_fir
     assert!(wrong.is_empty(), "an earlier commit's copy was left over the latest one's: {wrong:#?}");
 }
 
-/// A commit retried after its commit point (its reply was lost) while a later commit of
-/// the same owner wrote the file meanwhile: the retry copies out the commit as recorded,
-/// not rebuilt with a later order, so the later commit's entry stays.
-#[tokio::test]
-async fn a_retried_commit_does_not_put_back_its_entry_over_a_later_commit() {
+/// A commit retried while a later commit of the same owner wrote the file meanwhile: the
+/// retry leaves the later commit's entry. `lost_at_commit_point`: the first attempt failed
+/// right after its commit point (recorded under the lease, not yet in the journal; the
+/// hook's variable is set, which nextest allows, one test per process, and the hook fires
+/// only for this lease); else it succeeded and only its reply was lost.
+async fn a_retry_leaves_the_later_commits_entry(lost_at_commit_point: bool) {
     use esr_ingest::core::ledger::FileState;
+    if lost_at_commit_point {
+        // SAFETY: set before this test starts any task or client; no other thread reads
+        // the environment yet (nextest: one test per process).
+        unsafe { std::env::set_var("ESR_INGEST_FAULT", "mongo-fail-after-pending:region/SEV") };
+    }
     let rig = JournalRig::open().await;
     let a = rig.lease("a", 0).await;
     let first = esr_ingest::ports::store::Commit {
         id: Some(esr_ingest::ports::store::new_commit_id()),
         ..JournalRig::fenced(&a, FileState::Pending, None)
     };
-    rig.store.commit(first.clone()).await.expect("the first commit (its reply lost)");
-    rig.store.commit(JournalRig::fenced(&a, FileState::Applied, None)).await.expect("a later commit");
-    rig.store.commit(first).await.expect("the first commit retried");
-    let (got, _) = rig.reopened().await;
-    assert_eq!(got.state, FileState::Applied, "the retried commit put back its older entry");
-}
-
-/// A commit whose reply was lost right after its commit point (recorded under the lease,
-/// not yet in the journal), then a later commit of the same owner, then the first one
-/// retried: the retry is stamped as its first attempt was, so the later entry stays.
-/// (Sets the hook's variable: nextest runs each test in a process of its own, and the
-/// hook fires only for this test's lease.)
-#[tokio::test]
-async fn a_commit_retried_after_its_reply_was_lost_at_the_commit_point_keeps_its_first_order() {
-    use esr_ingest::core::ledger::FileState;
-    // SAFETY: set before this test starts any task or client; no other thread reads the
-    // environment yet (nextest: one test per process).
-    unsafe { std::env::set_var("ESR_INGEST_FAULT", "mongo-fail-after-pending:region/SEV") };
-    let rig = JournalRig::open().await;
-    let a = rig.lease("a", 0).await;
-    let first = esr_ingest::ports::store::Commit {
-        id: Some(esr_ingest::ports::store::new_commit_id()),
-        ..JournalRig::fenced(&a, FileState::Pending, None)
-    };
-    rig.store.commit(first.clone()).await.expect_err("the hook loses the reply after the commit point");
+    let attempt = rig.store.commit(first.clone()).await;
+    assert_eq!(attempt.is_err(), lost_at_commit_point, "the first attempt: {attempt:?}");
     rig.store.commit(JournalRig::fenced(&a, FileState::Applied, None)).await.expect("a later commit");
     rig.store.commit(first).await.expect("the first commit retried");
     let (got, _) = rig.reopened().await;
     assert_eq!(got.state, FileState::Applied, "the retry of the earlier commit put back its entry");
+}
+
+/// The first attempt succeeded: the retry copies out the commit as the journal recorded
+/// it, not rebuilt with a later order.
+#[tokio::test]
+async fn a_retried_commit_does_not_put_back_its_entry_over_a_later_commit() {
+    a_retry_leaves_the_later_commits_entry(false).await;
+}
+
+/// The first attempt's reply was lost at its commit point: the retry is stamped as the
+/// first attempt was.
+#[tokio::test]
+async fn a_commit_retried_after_its_reply_was_lost_at_the_commit_point_keeps_its_first_order() {
+    a_retry_leaves_the_later_commits_entry(true).await;
 }
 
 /// A region whose name has a dot (a custom `name_pattern` allows it): its lease fences
