@@ -16,6 +16,12 @@ pub mod sqlite;
 pub mod unreliable;
 pub mod webhook;
 
+/// The value of the test hook `ESR_INGEST_FAULT=NAME:VALUE`, when that hook is set. The
+/// adapters' hooks are inert unless set, and each reads it once.
+pub(crate) fn fault_hook(name: &str) -> Option<String> {
+    Some(std::env::var("ESR_INGEST_FAULT").ok()?.strip_prefix(name)?.strip_prefix(':')?.to_string())
+}
+
 /// A connection URL without its credentials (`scheme://***@host/...`), for logs and
 /// messages. Credentials are never logged.
 pub fn redact_url(url: &str) -> String {

@@ -62,13 +62,16 @@ impl HandedOff {
     }
 }
 
-/// What [`Engine::take_handed_off`] found for this instance's regions.
+/// Keys heard of through notifications: none, these, or more than one look-up each is
+/// worth (a full pass finds them). What [`Engine::take_handed_off`] found for this
+/// instance's regions, and what a full pass of the service took in place of looking each
+/// key up (the keys of other instances' regions are then handed to them).
 #[derive(Debug, PartialEq, Eq)]
-pub enum Handed {
+pub enum Announcement {
     Nothing,
     /// Keys to look up, as if announced here.
     Keys(Vec<String>),
-    /// More keys than fitted: a full pass finds them.
+    /// More keys than fitted or than one look-up each is worth.
     Everything,
 }
 
@@ -110,8 +113,8 @@ impl Engine {
 
     /// Takes the keys handed off for the regions this instance holds (nothing without
     /// leases). Writes only when there is something to take.
-    pub async fn take_handed_off(&self) -> Result<Handed, StoreError> {
-        let Some(ownership) = &self.ownership else { return Ok(Handed::Nothing) };
+    pub async fn take_handed_off(&self) -> Result<Announcement, StoreError> {
+        let Some(ownership) = &self.ownership else { return Ok(Announcement::Nothing) };
         let held = ownership.held_leases();
         shared::update(self.store.as_ref(), HANDED_OFF, |doc: &mut HandedOff| {
             let mut keys = Vec::new();
@@ -121,11 +124,11 @@ impl Engine {
                 keys.extend(doc.keys.remove(lease).unwrap_or_default());
             }
             let taken = match (everything, keys.is_empty()) {
-                (true, _) => Handed::Everything,
-                (false, true) => Handed::Nothing,
-                (false, false) => Handed::Keys(keys),
+                (true, _) => Announcement::Everything,
+                (false, true) => Announcement::Nothing,
+                (false, false) => Announcement::Keys(keys),
             };
-            (taken != Handed::Nothing, taken)
+            (taken != Announcement::Nothing, taken)
         })
         .await
     }

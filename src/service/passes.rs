@@ -9,7 +9,7 @@
 
 use super::log_pass;
 use crate::adapters::s3_events::Announced;
-use crate::engine::handoff::Handed;
+use crate::engine::handoff::Announcement;
 use crate::engine::status::StatusRules;
 use crate::engine::{Engine, EngineError, Scope};
 use std::sync::Arc;
@@ -35,32 +35,20 @@ pub(super) struct Cadence {
     pub events: bool,
 }
 
-/// Announced keys a full pass took in place of looking each one up. It lists this
-/// instance's regions; the keys of regions other instances drive are handed to them after
-/// it (`engine::handoff`).
-#[derive(Debug, PartialEq, Eq)]
-enum Leftover {
-    /// Not a full pass, or no key was waiting.
-    Nothing,
-    Keys(Vec<String>),
-    /// More keys arrived than one look-up each is worth: every other instance's regions
-    /// get a full pass too.
-    TooMany,
-}
-
 impl Cadence {
     /// The next pass's scope: full first and every `reconcile`; in between, the keys
     /// announced (with events) or a quick listing. With it, what a full pass took of the
-    /// announced keys.
-    fn scope(&self, now: Instant, last_full: Option<Instant>) -> (Scope, Leftover) {
+    /// announced keys (it lists this instance's regions; the keys of regions other
+    /// instances drive are handed to them after it, `engine::handoff`).
+    fn scope(&self, now: Instant, last_full: Option<Instant>) -> (Scope, Announcement) {
         let taken = self.announced.take();
         let full_due = last_full.is_none_or(|t| now.saturating_duration_since(t) >= self.reconcile);
         match (full_due, self.events, taken) {
-            (true, _, Some(keys)) if keys.is_empty() => (Scope::Full, Leftover::Nothing),
-            (true, _, Some(keys)) => (Scope::Full, Leftover::Keys(keys)),
-            (_, _, None) => (Scope::Full, Leftover::TooMany),
-            (false, false, Some(_)) => (Scope::Quick, Leftover::Nothing),
-            (false, true, Some(keys)) => (Scope::Keys(keys), Leftover::Nothing),
+            (true, _, Some(keys)) if keys.is_empty() => (Scope::Full, Announcement::Nothing),
+            (true, _, Some(keys)) => (Scope::Full, Announcement::Keys(keys)),
+            (_, _, None) => (Scope::Full, Announcement::Everything),
+            (false, false, Some(_)) => (Scope::Quick, Announcement::Nothing),
+            (false, true, Some(keys)) => (Scope::Keys(keys), Announcement::Nothing),
         }
     }
 
@@ -110,31 +98,31 @@ async fn take_handed_off(engine: &Engine, wake: &Announced) {
     loop {
         every.tick().await;
         match engine.take_handed_off().await {
-            Ok(Handed::Nothing) => {}
-            Ok(Handed::Keys(keys)) => {
+            Ok(Announcement::Nothing) => {}
+            Ok(Announcement::Keys(keys)) => {
                 tracing::debug!(keys = keys.len(), "keys handed off by another instance");
                 wake.add(keys);
             }
-            Ok(Handed::Everything) => wake.add_everything(),
+            Ok(Announcement::Everything) => wake.add_everything(),
             Err(e) => tracing::warn!(error = %e, "reading the keys handed off by other instances failed"),
         }
     }
 }
 
-/// After a full pass: the announced keys it took (see [`Leftover`]) of regions other
+/// After a full pass: the announced keys it took (see [`Cadence::scope`]) of regions other
 /// instances drive go to them; when the pass failed, the keys also wait here for the
 /// next one.
-async fn hand_off_leftover(engine: &Engine, cadence: &Cadence, leftover: Leftover, passed: bool) {
+async fn hand_off_leftover(engine: &Engine, cadence: &Cadence, leftover: Announcement, passed: bool) {
     let handed = match leftover {
-        Leftover::Nothing => return,
-        Leftover::Keys(keys) => {
+        Announcement::Nothing => return,
+        Announcement::Keys(keys) => {
             let handed = engine.hand_off_unowned(&keys).await;
             if !passed {
                 cadence.announced.give_back(keys);
             }
             handed
         }
-        Leftover::TooMany => engine.hand_off_everything_elsewhere().await,
+        Announcement::Everything => engine.hand_off_everything_elsewhere().await,
     };
     if let Err(e) = handed {
         tracing::warn!(error = %e, "announced keys of regions driven elsewhere not handed off; that instance's next full listing finds them");
@@ -298,8 +286,8 @@ mod tests {
         let c = cadence(10, 300, true);
         let key = "a/DE_SEV_RMC_20220730_00000001.DAT".to_string();
         c.announced.add([key.clone()]);
-        assert_eq!(c.scope(now, None), (Scope::Full, Leftover::Keys(vec![key])));
+        assert_eq!(c.scope(now, None), (Scope::Full, Announcement::Keys(vec![key])));
         c.announced.add_everything();
-        assert_eq!(c.scope(now, Some(now)), (Scope::Full, Leftover::TooMany));
+        assert_eq!(c.scope(now, Some(now)), (Scope::Full, Announcement::Everything));
     }
 }

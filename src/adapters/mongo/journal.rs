@@ -286,15 +286,13 @@ impl Attempts {
 
 /// Test hook: `ESR_INGEST_FAULT=mongo-fail-after-pending:LEASE` fails the first fenced
 /// commit under lease `LEASE` once, right after its commit point (recorded under the
-/// lease, not yet in the journal), as a lost reply would. Inert unless set.
+/// lease, not yet in the journal), as a lost reply would. Read once; inert unless set.
 fn fail_after_pending(lease: &str) -> bool {
     use std::sync::atomic::{AtomicBool, Ordering};
+    static ARMED: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
     static FIRED: AtomicBool = AtomicBool::new(false);
-    let armed = std::env::var("ESR_INGEST_FAULT")
-        .ok()
-        .and_then(|v| v.strip_prefix("mongo-fail-after-pending:").map(|l| l == lease))
-        .unwrap_or(false);
-    armed && !FIRED.swap(true, Ordering::SeqCst)
+    let armed = ARMED.get_or_init(|| crate::adapters::fault_hook("mongo-fail-after-pending"));
+    armed.as_deref() == Some(lease) && !FIRED.swap(true, Ordering::SeqCst)
 }
 
 /// The id of a commit's `chunk`-th journal document: derived from the commit's idempotency
@@ -388,11 +386,12 @@ fn audit_doc(a: &AuditEntry) -> Document {
     }
 }
 
-/// Copies out the journal's own version of a retried commit's document. A retry builds
-/// its documents again with a later order (see [`next_order`]); copied out, that order
+/// Copies out the journal's own version of a retried commit's document. A retry after an
+/// attempt that succeeded (its reply lost on the way to the caller, so [`Attempts`] has
+/// forgotten its order) builds its documents with a later order; copied out, that order
 /// could let the retried, older commit win over a later commit of the same token. The
-/// version recorded first, whichever attempt (or reader moving pending commits) put it
-/// in the journal, is the one every copy carries. Nothing to do when it is done already.
+/// version recorded first is the one every copy carries. Nothing to do when it is done
+/// already.
 async fn copy_out_recorded(db: &Database, retried: &Document) -> Result<(), StoreError> {
     let id = retried.get("_id").cloned().ok_or_else(|| StoreError::Corrupt("journal document without _id".into()))?;
     let recorded = db.collection::<Document>(JOURNAL).find_one(doc! { "_id": id }).await.map_err(map_err)?;

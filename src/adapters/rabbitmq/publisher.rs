@@ -42,7 +42,7 @@ use std::time::Duration;
 
 /// The N of the test hook `ESR_INGEST_FAULT=NAME:N`, when that hook is set.
 fn fault_at(name: &str) -> Option<u64> {
-    std::env::var("ESR_INGEST_FAULT").ok()?.strip_prefix(name)?.strip_prefix(':')?.parse().ok()
+    crate::adapters::fault_hook(name)?.parse().ok()
 }
 
 /// Test hooks, counting confirmed messages. `ESR_INGEST_FAULT=publisher-exit-after-confirms:N`
