@@ -4,7 +4,10 @@
 //! order, and a line is applied only when its version is strictly greater than the stored
 //! version of its identity. A lower version is *stale*, an equal one is the *same* line
 //! seen again; both are no-ops. Because the rule only ever keeps the greatest version per
-//! identity, the final state depends on which lines were applied, never on their order.
+//! identity, the final state depends on which lines were applied, never on their order,
+//! with one exception the contract fixes: an identity is (record type, position_id) with
+//! no region in it, so lines of two regions' files with the same date and SEQ can tie at
+//! one version. The tie is the "same line seen again", so the first applied stays.
 
 use chrono::NaiveDate;
 use serde::{Deserialize, Serialize};
