@@ -1,8 +1,8 @@
 # shellcheck shell=bash disable=SC2034,SC2153 # globals shared with scripts/bench and its other parts
 # The measurements of the older scripts, run here beside the new ones: the single big file
 # (one generated file of --big-records records), the full file (bench-full-file.sh, called
-# as it is), the broker path (bench-broker.sh when cargo may run, else its pipeline half
-# here), and the rows not measured yet. Sourced by scripts/bench.
+# as it is), the broker path (bench-broker.sh's pipeline and ceiling, here beside embedded
+# runs of the same set), and the rows not measured yet. Sourced by scripts/bench.
 
 section_big_file() {
   local d="$RUN/big" bytes
@@ -41,19 +41,20 @@ section_broker() {
   local d="$RUN/broker"
   echo "## 5c. Through RabbitMQ"
   echo
-  if cargo_allowed; then
-    log "broker: scripts/bench-broker.sh (it builds with cargo)"
-    echo "Method: \`scripts/bench-broker.sh --days $BROKER_DAYS --records $BROKER_RECORDS\` as it is (it builds the release binary and \`benches/broker_ceiling.rs\` with cargo, measures its own build in \`\${CARGO_TARGET_DIR:-target}/release\` rather than ESR_BENCH_BIN, and starts its own RabbitMQ on loopback): \`run --once\` from a folder through RabbitMQ into a fresh SQLite store (2 consumers, prefetch 256, window 256), against the raw broker ceiling (the same messages published with confirms and consumed with acks, no parsing, no store), batched and one record per message."
-    echo
-    ESR_AMQP_PORT="$AMQP_PORT" bash "$ROOT/scripts/bench-broker.sh" --days "$BROKER_DAYS" --records "$BROKER_RECORDS" \
-      --workdir "$d" 2> "$RUN/broker.log" || die "bench-broker.sh failed: $(tail -n 3 "$RUN/broker.log")"
-    rm -rf "$d"
-    return 0
+  if [ -z "${ESR_BENCH_CEILING_BIN:-}" ] && cargo_allowed; then
+    log "broker: building benches/broker_ceiling.rs (cargo bench --no-run)"
+    ESR_BENCH_CEILING_BIN=$(cargo bench --locked -q --bench broker_ceiling --no-run --message-format=json 2> "$RUN/ceiling-build.log" |
+      python3 -c 'import json, sys
+for line in sys.stdin:
+    m = json.loads(line)
+    if m.get("reason") == "compiler-artifact" and m["target"]["name"] == "broker_ceiling" and m.get("executable"):
+        print(m["executable"])') || die "building benches/broker_ceiling.rs failed: $(tail -n 3 "$RUN/ceiling-build.log")"
+    [ -x "$ESR_BENCH_CEILING_BIN" ] || die "cargo built no broker_ceiling executable"
   fi
 
-  # No cargo: the pipeline half of bench-broker.sh with this binary; the ceiling needs the
-  # bench binary (ESR_BENCH_CEILING_BIN, a built benches/broker_ceiling.rs) or is skipped.
-  log "broker: pipeline only (no cargo), RabbitMQ via scripts/servers.sh on port $AMQP_PORT"
+  # The pipeline half of bench-broker.sh with this binary, beside embedded runs of the same
+  # set; the ceiling is the bench binary (built above, or ESR_BENCH_CEILING_BIN), or skipped.
+  log "broker: RabbitMQ via scripts/servers.sh on port $AMQP_PORT"
   rm -rf "$d" && mkdir -p "$d"
   eval "$(bash "$ROOT/scripts/servers.sh" start "$RUN/servers" rabbitmq 2>> "$RUN/servers.log")"
   local url="$ESR_TEST_AMQP_URL" total per rows=() ceiling_note
