@@ -55,11 +55,15 @@ section_history_mongo() {
 import json, sys
 files, apply, s, r = int(sys.argv[1]), float(sys.argv[2]), json.loads(sys.argv[3]), json.loads(sys.argv[4])
 def ms(x): return f"{x * 1000:.0f} ms"
+def spread(part, key):  # the median, and the range when the passes differ
+    if key not in part: return "-"
+    low, high = part[f"{key}_range"]
+    return f"{part[key]:g}" if low == high else f"{part[key]:g} ({low}–{high})"
 full, quick = r.get("full", {}), r.get("quick", {})
 cells = [f"{files:,}", f"{apply:.1f} s",
          str(s["total"]["commands"]), str(s["total"]["documents"]), ms(s["total"]["micros"] / 1e6),
          str(full.get("commands", "-")), str(full.get("documents", "-")),
-         str(quick.get("commands", "-")), str(quick.get("documents", "-")), ms(quick.get("seconds", 0))]
+         spread(quick, "commands"), spread(quick, "documents"), ms(quick.get("seconds", 0))]
 print("| " + " | ".join(cells) + " |")
 PYEOF
 )")
@@ -67,7 +71,7 @@ PYEOF
   done
   echo "## 3b. History on the MongoDB store: commands and documents"
   echo
-  printf '%s\n' "Method: as section 3 (\`generate --days N --records 3 --start 2012-01-01\`, one \`run --once\`), into the MongoDB-wire server the tests use (nx-27017 via \`scripts/servers.sh\`); then each file's arrival time is set to its date (\`scripts/bench.d/backdate.py\`), as if the history had arrived over the years its names say. Counted from the store's command trace (\`ESR_INGEST_LOG=esr_ingest::store::commands=trace\`): the commands \`status --json\` sends and the documents they return, and the same for the service's first (full) pass and the median of quick passes (\`poll_interval = \"500ms\"\`, \`reconcile_interval = \"1h\"\`; a pass's share includes the alert check before it). The stand-in scans where MongoDB uses an index, so its times (shown for reference) grow with the history while the commands and documents do not."
+  printf '%s\n' "Method: as section 3 (\`generate --days N --records 3 --start 2012-01-01\`, one \`run --once\`), into the MongoDB-wire server the tests use (nx-27017 via \`scripts/servers.sh\`); then each file's arrival time is set to its date (\`scripts/bench.d/backdate.py\`), as if the history had arrived over the years its names say. Counted from the store's command trace (\`ESR_INGEST_LOG=esr_ingest::store::commands=trace\`): the commands \`status --json\` sends and the documents they return, and the same for the service's first (full) pass and the median of quick passes (\`poll_interval = \"500ms\"\`, \`reconcile_interval = \"1h\"\`), with their range when they differ: a pass's share includes what the service did since the pass before, the alert check and, when it fell there, the lease keeper's renewal of every region's lease (every third of \`lease_ttl\`), so a pass that takes longer on the stand-in carries it more often. The stand-in scans where MongoDB uses an index, so its times (shown for reference) grow with the history while the commands and documents do not."
   echo
   md_header "files in history:" "first apply (reference):" "\`status\` commands:" "\`status\` documents:" "\`status\` time on the stand-in:" "full pass commands:" "full pass documents:" "quick pass commands:" "quick pass documents:" "quick pass time on the stand-in:"
   printf '%s\n' "${rows[@]}"

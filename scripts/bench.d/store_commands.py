@@ -2,8 +2,9 @@
 ESR_INGEST_LOG=esr_ingest::service=debug,esr_ingest::store::commands=trace and prints, as
 JSON, the MongoDB commands sent and documents returned: in all (a one-shot command such
 as `status`), and per pass of the service (each pass's share ends at its "pass over"
-line, so what the service does between passes, such as the alert check, counts in the
-next one). Used by scripts/bench.d/history_mongo.sh."""
+line, so what the service does between passes, such as the alert check or the lease
+keeper's renewals, counts in the next one; hence the range beside each median). Used by
+scripts/bench.d/history_mongo.sh."""
 
 import json
 import statistics
@@ -41,7 +42,9 @@ def main(path):
             out[listing] = {
                 "passes": len(chosen),
                 "commands": statistics.median(p["commands"] for p in chosen),
+                "commands_range": [min(p["commands"] for p in chosen), max(p["commands"] for p in chosen)],
                 "documents": statistics.median(p["documents"] for p in chosen),
+                "documents_range": [min(p["documents"] for p in chosen), max(p["documents"] for p in chosen)],
                 "seconds": statistics.median(p["seconds"] for p in chosen),
             }
     print(json.dumps(out))
