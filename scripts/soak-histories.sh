@@ -40,11 +40,7 @@ if [ "$mode" = production ] && [ -z "${ESR_TEST_AMQP_URL:-}" ]; then
 fi
 # The test binary is run directly, so the soak holds no cargo lock while it runs.
 test_bin="$(cargo test --locked --no-run --test histories --message-format=json 2>/dev/null \
-  | python3 -c 'import json, sys
-for line in sys.stdin:
-    m = json.loads(line)
-    if m.get("reason") == "compiler-artifact" and m.get("executable") and m["target"]["name"] == "histories":
-        print(m["executable"])')"
+  | python3 scripts/cargo_executable.py histories)"
 [ -x "$test_bin" ] || { echo "could not build the histories test binary" >&2; exit 1; }
 # Copies of both binaries, so a rebuild while the soak runs cannot pull them away.
 copies="$(mktemp -d)"

@@ -44,11 +44,7 @@ section_broker() {
   if [ -z "${ESR_BENCH_CEILING_BIN:-}" ] && cargo_allowed; then
     log "broker: building benches/broker_ceiling.rs (cargo bench --no-run)"
     ESR_BENCH_CEILING_BIN=$(cargo bench --locked -q --bench broker_ceiling --no-run --message-format=json 2> "$RUN/ceiling-build.log" |
-      python3 -c 'import json, sys
-for line in sys.stdin:
-    m = json.loads(line)
-    if m.get("reason") == "compiler-artifact" and m["target"]["name"] == "broker_ceiling" and m.get("executable"):
-        print(m["executable"])') || die "building benches/broker_ceiling.rs failed: $(tail -n 3 "$RUN/ceiling-build.log")"
+      python3 "$ROOT/scripts/cargo_executable.py" broker_ceiling) || die "building benches/broker_ceiling.rs failed: $(tail -n 3 "$RUN/ceiling-build.log")"
     [ -x "$ESR_BENCH_CEILING_BIN" ] || die "cargo built no broker_ceiling executable"
   fi
 
